@@ -1,0 +1,1 @@
+//! unimem-alloc: the shared-virtual-address arena and the allocator over it.

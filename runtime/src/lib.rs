@@ -1,0 +1,1 @@
+//! unimem: user-space heterogeneous memory management on Vulkan.

@@ -1,0 +1,2 @@
+//! Samples of unimem. Empty until the kernel issue lands the demo; the README runs
+//! `unimem info` until then.
