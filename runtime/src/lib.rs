@@ -1,1 +1,19 @@
 //! unimem: user-space heterogeneous memory management on Vulkan.
+//!
+//! Modules (see `/work/shared/design/brief.md` for the layering):
+//! - [`device`]  — Vulkan through ash: loader, instance, device selection, buffers,
+//!   compute pipelines, synchronous dispatch;
+//! - [`kernel`]  — WGSL -> SPIR-V with naga;
+//! - [`faults`]  — CPU fault mechanisms (for now: probing which ones work);
+//! - [`info`]    — the `unimem info` report;
+//! - [`options`] — the `UNIMEM_*` environment variables this crate reads.
+
+#![warn(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+pub mod device;
+pub mod faults;
+pub mod info;
+pub mod kernel;
+pub mod options;

@@ -1,0 +1,41 @@
+//! The one rule for tests that need a Vulkan device.
+//!
+//! With `UNIMEM_REQUIRE_DEVICE=1` (CI), a missing device is a test *failure*. Without it, a
+//! test on a machine with no usable device prints a notice and returns (counts as passed).
+//! Only "no device here" errors ([`DeviceError::is_unavailable`]) may be skipped; a device
+//! that exists but fails is always a failure.
+
+use super::{Device, DeviceError};
+use crate::options;
+
+/// True when tests must fail rather than skip without a device (`UNIMEM_REQUIRE_DEVICE=1`).
+pub fn device_required() -> bool {
+    options::REQUIRE_DEVICE.is_enabled()
+}
+
+/// Applies the rule to any result: `Some(value)` on success; on an "unavailable" error,
+/// panics when a device is required, else prints a notice naming `test` and returns `None`.
+/// Any other error panics.
+pub fn or_skip<T>(test: &str, result: Result<T, DeviceError>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e) if e.is_unavailable() && !device_required() => {
+            eprintln!(
+                "notice: {test}: skipped, no usable Vulkan device ({e}); set {}=1 to make this a failure",
+                options::REQUIRE_DEVICE.name
+            );
+            None
+        }
+        Err(e) if e.is_unavailable() => panic!(
+            "{test}: {}=1 but there is no usable Vulkan device: {e}",
+            options::REQUIRE_DEVICE.name
+        ),
+        Err(e) => panic!("{test}: the Vulkan device failed: {e}"),
+    }
+}
+
+/// Opens the default device for `test`, following the rule. Use as
+/// `let Some(device) = test_device("my_test") else { return };`.
+pub fn test_device(test: &str) -> Option<Device> {
+    or_skip(test, Device::open())
+}

@@ -1,0 +1,325 @@
+//! WGSL -> SPIR-V with naga: parse, validate, reflect the interface, write SPIR-V for one
+//! compute entry point.
+//!
+//! The result, [`CompiledKernel`], carries what the device layer needs to build a pipeline
+//! without looking at the shader again: the SPIR-V words, the workgroup size, the storage
+//! bindings the entry point uses and the size of its `var<immediate>` (push constants).
+//!
+//! Supported interface (grows with the prelude): storage buffers in `@group(0)`, at most one
+//! `var<immediate>`; no uniforms, textures or pipeline-overridable constants yet.
+//! Errors carry naga's message with the source location rendered (`emit_to_string` style).
+
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+/// naga capabilities kernels may use: 64-bit integers (host pointers) and immediates.
+pub const CAPABILITIES: Capabilities =
+    Capabilities::SHADER_INT64.union(Capabilities::IMMEDIATES);
+
+/// SPIR-V version emitted: 1.3 is what every Vulkan 1.1+ device accepts.
+pub const SPIRV_VERSION: (u8, u8) = (1, 3);
+
+/// A storage buffer binding of a kernel (`@group(0) @binding(n) var<storage, ...>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageBinding {
+    /// The binding number `n`.
+    pub binding: u32,
+    /// The variable's name in the source, if any.
+    pub name: Option<String>,
+    /// True for `var<storage, read>`.
+    pub read_only: bool,
+}
+
+/// A compute kernel ready for `Device::create_pipeline`.
+#[derive(Clone, Debug)]
+pub struct CompiledKernel {
+    /// The source's name (a path or a label) used in messages.
+    pub source_name: String,
+    /// The entry point's name.
+    pub entry_point: String,
+    /// The SPIR-V module, containing only this entry point.
+    pub spirv: Vec<u32>,
+    /// `@workgroup_size(x, y, z)`.
+    pub workgroup_size: [u32; 3],
+    /// The storage bindings the entry point uses, sorted by binding number.
+    /// `Device::dispatch` binds its `i`-th buffer to `bindings[i]`.
+    pub bindings: Vec<StorageBinding>,
+    /// Size in bytes of the entry point's `var<immediate>` (0 when it has none).
+    pub immediate_size: u32,
+}
+
+impl CompiledKernel {
+    /// The number of workgroups needed along x to cover `invocations` invocations.
+    pub fn groups_for(&self, invocations: u32) -> u32 {
+        invocations.div_ceil(self.workgroup_size[0].max(1))
+    }
+}
+
+/// Why a kernel did not compile. Messages name the source and show the offending line.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The WGSL did not parse.
+    #[error("WGSL parse error in {source_name}:\n{rendered}")]
+    Parse {
+        /// The source's name.
+        source_name: String,
+        /// naga's message with the source excerpt.
+        rendered: String,
+    },
+    /// The WGSL parsed but is not a valid module (types, uses, capabilities).
+    #[error("WGSL validation error in {source_name}:\n{rendered}")]
+    Validation {
+        /// The source's name.
+        source_name: String,
+        /// naga's message with the source excerpt.
+        rendered: String,
+    },
+    /// No compute entry point of that name.
+    #[error(
+        "{source_name} has no compute entry point `{entry_point}`; its compute entry points are: \
+         {available}. To fix: pass one of those names, or add `@compute @workgroup_size(..) fn {entry_point}`"
+    )]
+    EntryPoint {
+        /// The source's name.
+        source_name: String,
+        /// The name asked for.
+        entry_point: String,
+        /// The compute entry points that exist.
+        available: String,
+    },
+    /// The kernel uses something the device layer cannot bind yet.
+    #[error("{source_name}, entry point `{entry_point}`: {what}")]
+    Unsupported {
+        /// The source's name.
+        source_name: String,
+        /// The entry point.
+        entry_point: String,
+        /// What is unsupported and what to do instead.
+        what: String,
+    },
+    /// naga could not write SPIR-V for a validated module.
+    #[error("SPIR-V generation failed for `{entry_point}` in {source_name}: {message}")]
+    Spirv {
+        /// The source's name.
+        source_name: String,
+        /// The entry point.
+        entry_point: String,
+        /// naga's message.
+        message: String,
+    },
+}
+
+/// Compiles `entry_point` of a WGSL `source` (named `"kernel.wgsl"` in messages).
+pub fn compile_wgsl(source: &str, entry_point: &str) -> Result<CompiledKernel, CompileError> {
+    compile_wgsl_named("kernel.wgsl", source, entry_point)
+}
+
+/// Compiles `entry_point` of a WGSL `source`; `source_name` (a path or label) appears in errors.
+pub fn compile_wgsl_named(
+    source_name: &str,
+    source: &str,
+    entry_point: &str,
+) -> Result<CompiledKernel, CompileError> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| CompileError::Parse {
+        source_name: source_name.to_owned(),
+        rendered: e.emit_to_string_with_path(source, source_name),
+    })?;
+    let info = Validator::new(ValidationFlags::all(), CAPABILITIES).validate(&module).map_err(
+        |e| CompileError::Validation {
+            source_name: source_name.to_owned(),
+            rendered: e.emit_to_string_with_path(source, source_name),
+        },
+    )?;
+
+    let unsupported = |what: String| CompileError::Unsupported {
+        source_name: source_name.to_owned(),
+        entry_point: entry_point.to_owned(),
+        what,
+    };
+
+    let Some((ep_index, ep)) = module
+        .entry_points
+        .iter()
+        .enumerate()
+        .find(|(_, ep)| ep.name == entry_point && ep.stage == naga::ShaderStage::Compute)
+    else {
+        let available: Vec<&str> = module
+            .entry_points
+            .iter()
+            .filter(|ep| ep.stage == naga::ShaderStage::Compute)
+            .map(|ep| ep.name.as_str())
+            .collect();
+        return Err(CompileError::EntryPoint {
+            source_name: source_name.to_owned(),
+            entry_point: entry_point.to_owned(),
+            available: if available.is_empty() { "(none)".into() } else { available.join(", ") },
+        });
+    };
+    if ep.workgroup_size_overrides.is_some() || !module.overrides.is_empty() {
+        return Err(unsupported(
+            "pipeline-overridable constants (`override`) are not supported yet; use `const`".into(),
+        ));
+    }
+
+    let ep_info = info.get_entry_point(ep_index);
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).map_err(|e| unsupported(format!("type layout failed: {e}")))?;
+
+    let mut bindings = Vec::new();
+    let mut immediate_size = 0u32;
+    for (handle, var) in module.global_variables.iter() {
+        if ep_info[handle].is_empty() {
+            continue; // not used by this entry point
+        }
+        let name = var.name.clone();
+        let label = name.as_deref().unwrap_or("<unnamed>");
+        match var.space {
+            naga::AddressSpace::Storage { access } => {
+                let binding = var.binding.as_ref().expect("validated: storage globals have bindings");
+                if binding.group != 0 {
+                    return Err(unsupported(format!(
+                        "storage buffer `{label}` is in @group({}); only @group(0) is supported",
+                        binding.group
+                    )));
+                }
+                bindings.push(StorageBinding {
+                    binding: binding.binding,
+                    name,
+                    read_only: !access.contains(naga::StorageAccess::STORE),
+                });
+            }
+            naga::AddressSpace::Immediate => {
+                if immediate_size != 0 {
+                    return Err(unsupported("more than one `var<immediate>` is used".into()));
+                }
+                immediate_size = layouter[var.ty].size;
+            }
+            naga::AddressSpace::Uniform => {
+                return Err(unsupported(format!(
+                    "uniform buffer `{label}` is not supported yet; declare it `var<storage, read>`"
+                )));
+            }
+            naga::AddressSpace::Handle => {
+                return Err(unsupported(format!(
+                    "`{label}` is a texture, sampler or other handle; kernels take storage buffers only"
+                )));
+            }
+            // Private and workgroup variables need no binding.
+            _ => {}
+        }
+    }
+    bindings.sort_by_key(|b| b.binding);
+    if let Some(w) = bindings.windows(2).find(|w| w[0].binding == w[1].binding) {
+        return Err(unsupported(format!("two storage buffers use @binding({})", w[0].binding)));
+    }
+
+    let options = naga::back::spv::Options {
+        lang_version: SPIRV_VERSION,
+        // A bad index reads zero / skips the write instead of touching memory out of
+        // bounds: a bug in a kernel must never lose the device.
+        bounds_check_policies: naga::proc::BoundsCheckPolicies {
+            index: naga::proc::BoundsCheckPolicy::ReadZeroSkipWrite,
+            buffer: naga::proc::BoundsCheckPolicy::ReadZeroSkipWrite,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let pipeline_options = naga::back::spv::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: entry_point.to_owned(),
+    };
+    let spirv = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline_options))
+        .map_err(|e| CompileError::Spirv {
+            source_name: source_name.to_owned(),
+            entry_point: entry_point.to_owned(),
+            message: e.to_string(),
+        })?;
+
+    Ok(CompiledKernel {
+        source_name: source_name.to_owned(),
+        entry_point: entry_point.to_owned(),
+        spirv,
+        workgroup_size: ep.workgroup_size,
+        bindings,
+        immediate_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCALE: &str = r#"
+struct Params { n: u32, factor: u32 }
+var<immediate> params: Params;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(5) var<storage, read_write> unused: array<u32>;
+
+@compute @workgroup_size(64)
+fn scale(@builtin(global_invocation_id) id: vec3<u32>) {
+    if id.x < params.n {
+        dst[id.x] = src[id.x] * params.factor;
+    }
+}
+
+@compute @workgroup_size(8, 2)
+fn wide(@builtin(global_invocation_id) id: vec3<u32>) {
+    let x: u64 = u64(id.x) << 40u;
+    unused[id.x] = u32(x >> 40u);
+}
+"#;
+
+    #[test]
+    fn reflects_the_interface_of_one_entry_point() {
+        let k = compile_wgsl(SCALE, "scale").unwrap();
+        assert_eq!(k.workgroup_size, [64, 1, 1]);
+        assert_eq!(k.immediate_size, 8);
+        let b: Vec<_> = k.bindings.iter().map(|b| (b.binding, b.name.as_deref(), b.read_only)).collect();
+        assert_eq!(b, [(0, Some("src"), true), (1, Some("dst"), false)]);
+        assert_eq!(k.spirv[0], 0x0723_0203, "SPIR-V magic");
+        assert_eq!(k.groups_for(65), 2);
+        assert_eq!(k.groups_for(64), 1);
+
+        let w = compile_wgsl(SCALE, "wide").unwrap();
+        assert_eq!(w.workgroup_size, [8, 2, 1]);
+        assert_eq!(w.immediate_size, 0);
+        assert_eq!(w.bindings.len(), 1);
+        assert_eq!(w.bindings[0].binding, 5);
+    }
+
+    #[test]
+    fn parse_errors_show_the_line() {
+        let src = "@compute @workgroup_size(1)\nfn main() {\n    let x = ;\n}\n";
+        let e = compile_wgsl_named("bad.wgsl", src, "main").unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, CompileError::Parse { .. }));
+        assert!(msg.contains("bad.wgsl:3:"), "{msg}");
+        assert!(msg.contains("let x = ;"), "{msg}");
+    }
+
+    #[test]
+    fn validation_errors_show_the_line() {
+        let src = "@compute @workgroup_size(1)\nfn main() {\n    let x: u32 = 1.5f;\n}\n";
+        let e = compile_wgsl_named("types.wgsl", src, "main").unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, CompileError::Parse { .. } | CompileError::Validation { .. }), "{msg}");
+        assert!(msg.contains("types.wgsl:3:"), "{msg}");
+    }
+
+    #[test]
+    fn missing_entry_point_lists_the_others() {
+        let e = compile_wgsl(SCALE, "nope").unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, CompileError::EntryPoint { .. }));
+        assert!(msg.contains("scale, wide"), "{msg}");
+    }
+
+    #[test]
+    fn uniforms_are_rejected_with_a_fix() {
+        let src = "@group(0) @binding(0) var<uniform> u: vec4<u32>;\n\
+                   @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+                   @compute @workgroup_size(1) fn main() { o[0] = u.x; }\n";
+        let msg = compile_wgsl(src, "main").unwrap_err().to_string();
+        assert!(msg.contains("var<storage, read>"), "{msg}");
+    }
+}
