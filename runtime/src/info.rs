@@ -49,11 +49,19 @@ impl Info {
         let (vulkan, smoke) = match device::survey() {
             Err(e) => (Err(e), None),
             Ok((_instance, adapters, survey)) => {
-                let smoke = survey.selected.as_ref().ok().map(|&i| smoke_test(&adapters[i]));
+                let smoke = survey
+                    .selected
+                    .as_ref()
+                    .ok()
+                    .map(|&i| smoke_test(&adapters[i]));
                 (Ok(survey), smoke)
             }
         };
-        Info { faults, vulkan, smoke }
+        Info {
+            faults,
+            vulkan,
+            smoke,
+        }
     }
 
     /// The problem that stops unimem from running kernels here, if any.
@@ -72,7 +80,13 @@ impl Info {
     pub fn exit_code(&self) -> i32 {
         match self.problem() {
             None => EXIT_OK,
-            Some(e) if e.is_unavailable() || matches!(e, DeviceError::UnknownDevice { .. } | DeviceError::AmbiguousDevice { .. }) => {
+            Some(e)
+                if e.is_unavailable()
+                    || matches!(
+                        e,
+                        DeviceError::UnknownDevice { .. } | DeviceError::AmbiguousDevice { .. }
+                    ) =>
+            {
                 EXIT_NO_DEVICE
             }
             Some(_) => EXIT_DEVICE_FAILED,
@@ -89,11 +103,19 @@ impl Info {
         out.push('\n');
         match self.problem() {
             None => {
-                let _ = writeln!(out, "Result: ready (CPU fault probes above; kernels run on the selected device).");
+                let _ = writeln!(
+                    out,
+                    "Result: ready (CPU fault probes above; kernels run on the selected device)."
+                );
             }
             Some(e) => {
-                let _ = writeln!(out, "Result: NOT READY: unimem cannot run kernels on this machine.");
-                let _ = writeln!(out, "  {e}");
+                let _ = writeln!(
+                    out,
+                    "Result: NOT READY: unimem cannot run kernels on this machine."
+                );
+                // One sentence per line: what happened, then what to do.
+                let text = e.to_string().replace(". To fix: ", ".\n  To fix: ");
+                let _ = writeln!(out, "  {text}");
             }
         }
         out
@@ -118,7 +140,12 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let pipeline = device.create_pipeline(&kernel)?;
     let mut buffer = device.create_host_buffer(u64::from(N) * 4)?;
     let dispatch_start = Instant::now();
-    device.dispatch(&pipeline, &mut [&mut buffer], &[], [kernel.groups_for(N), 1, 1])?;
+    device.dispatch(
+        &pipeline,
+        &mut [&mut buffer],
+        &[],
+        [kernel.groups_for(N), 1, 1],
+    )?;
     let dispatch = dispatch_start.elapsed();
     let out: &[u32] = buffer.as_slice();
     if let Some(i) = (0..N).find(|&i| out[i as usize] != i * 3 + 1) {
@@ -129,7 +156,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
             i * 3 + 1
         )));
     }
-    Ok(SmokeTest { invocations: N, total: start.elapsed(), dispatch })
+    Ok(SmokeTest {
+        invocations: N,
+        total: start.elapsed(),
+        dispatch,
+    })
 }
 
 fn works(p: &Probe) -> String {
@@ -148,10 +179,22 @@ fn render_uffd(out: &mut String, label: &str, probe: &Probe<UffdReport>) {
             let _ = writeln!(out, "  {label:<36} available");
             let names = uffd_abi::feature_names(r.features);
             let _ = writeln!(out, "      features: {}", names.join(" "));
-            let _ = writeln!(out, "      SIGBUS mode, fault filled in-thread by UFFDIO_COPY: {}", works(&r.sigbus));
-            let _ = writeln!(out, "      write-protect (MODE_WP + UFFDIO_WRITEPROTECT):     {}", works(&r.write_protect));
+            let _ = writeln!(
+                out,
+                "      SIGBUS mode, fault filled in-thread by UFFDIO_COPY: {}",
+                works(&r.sigbus)
+            );
+            let _ = writeln!(
+                out,
+                "      write-protect (MODE_WP + UFFDIO_WRITEPROTECT):     {}",
+                works(&r.write_protect)
+            );
             if let Some(k) = &r.kernel_fault {
-                let _ = writeln!(out, "      kernel-mode fault served by a handler thread:    {}", works(k));
+                let _ = writeln!(
+                    out,
+                    "      kernel-mode fault served by a handler thread:    {}",
+                    works(k)
+                );
             }
         }
     }
@@ -161,18 +204,46 @@ fn render_faults(out: &mut String, f: &FaultProbe) {
     let _ = writeln!(out, "\nCPU faults (each mechanism tried in this process)");
     let _ = writeln!(out, "  {:<36} {} bytes", "page size", f.page_size);
     let show = |v: Option<u64>| v.map_or("unreadable".to_owned(), |v| v.to_string());
-    let _ = writeln!(out, "  {:<36} {}", "vm.max_map_count", show(f.max_map_count));
-    let _ = writeln!(out, "  {:<36} {}", "vm.unprivileged_userfaultfd", show(f.unprivileged_userfaultfd));
+    let _ = writeln!(
+        out,
+        "  {:<36} {}",
+        "vm.max_map_count",
+        show(f.max_map_count)
+    );
+    let _ = writeln!(
+        out,
+        "  {:<36} {}",
+        "vm.unprivileged_userfaultfd",
+        show(f.unprivileged_userfaultfd)
+    );
     render_uffd(out, "userfaultfd(UFFD_USER_MODE_ONLY)", &f.uffd_user_mode);
-    render_uffd(out, "userfaultfd (kernel-mode faults too)", &f.uffd_kernel_mode);
+    render_uffd(
+        out,
+        "userfaultfd (kernel-mode faults too)",
+        &f.uffd_kernel_mode,
+    );
     render_uffd(out, "/dev/userfaultfd", &f.dev_userfaultfd);
-    let _ = writeln!(out, "  {:<36} {}", "SIGSEGV + mprotect", works(&f.signal_mprotect));
-    let _ = writeln!(out, "  {:<36} {}", "pwrite(/proc/self/mem) atomic fill", works(&f.proc_self_mem));
+    let _ = writeln!(
+        out,
+        "  {:<36} {}",
+        "SIGSEGV + mprotect",
+        works(&f.signal_mprotect)
+    );
+    let _ = writeln!(
+        out,
+        "  {:<36} {}",
+        "pwrite(/proc/self/mem) atomic fill",
+        works(&f.proc_self_mem)
+    );
     let _ = writeln!(
         out,
         "  {:<36} {}",
         "atomic page fill available",
-        if f.has_atomic_fill() { "yes" } else { "NO: only the racy signal + mprotect path" }
+        if f.has_atomic_fill() {
+            "yes"
+        } else {
+            "NO: only the racy signal + mprotect path"
+        }
     );
 }
 
@@ -184,11 +255,19 @@ fn bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{n} ({v:.1} {})", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{n} ({v:.1} {})", UNITS[unit])
+    }
 }
 
 fn flags<T: std::fmt::Debug + PartialEq + Default>(f: T) -> String {
-    if f == T::default() { "(none)".into() } else { format!("{f:?}") }
+    if f == T::default() {
+        "(none)".into()
+    } else {
+        format!("{f:?}")
+    }
 }
 
 fn render_device(out: &mut String, r: &DeviceReport, selected: bool) {
@@ -203,7 +282,11 @@ fn render_device(out: &mut String, r: &DeviceReport, selected: bool) {
         r.driver_info.as_deref().unwrap_or("no driver info")
     );
     let _ = writeln!(out, "    {:<28} {}", "Vulkan", r.api_version);
-    let _ = writeln!(out, "    {:<28} {:#06x} / {:#06x}", "vendor / device id", r.vendor_id, r.device_id);
+    let _ = writeln!(
+        out,
+        "    {:<28} {:#06x} / {:#06x}",
+        "vendor / device id", r.vendor_id, r.device_id
+    );
     let _ = writeln!(out, "    required:");
     for req in select::REQUIREMENTS {
         let ok = if (req.met)(r) { "present" } else { "MISSING" };
@@ -211,7 +294,11 @@ fn render_device(out: &mut String, r: &DeviceReport, selected: bool) {
     }
     let _ = writeln!(out, "    optional:");
     let yes = |b: bool| if b { "present" } else { "absent" };
-    let _ = writeln!(out, "      {:<8} variablePointers", yes(r.variable_pointers));
+    let _ = writeln!(
+        out,
+        "      {:<8} variablePointers",
+        yes(r.variable_pointers)
+    );
     match r.external_memory_host {
         Some(h) => {
             let _ = writeln!(
@@ -221,20 +308,47 @@ fn render_device(out: &mut String, r: &DeviceReport, selected: bool) {
             );
         }
         None => {
-            let _ = writeln!(out, "      absent   VK_EXT_external_memory_host (mirror mode unavailable)");
+            let _ = writeln!(
+                out,
+                "      absent   VK_EXT_external_memory_host (mirror mode unavailable)"
+            );
         }
     }
     let _ = writeln!(out, "    limits:");
-    let _ = writeln!(out, "      {:<34} {}", "maxStorageBufferRange", bytes(u64::from(r.max_storage_buffer_range)));
-    let _ = writeln!(out, "      {:<34} {}", "maxMemoryAllocationSize", bytes(r.max_memory_allocation_size));
-    let _ = writeln!(out, "      {:<34} {}", "maxPushConstantsSize", r.max_push_constants_size);
-    let _ = writeln!(out, "      {:<34} {:?}", "maxComputeWorkGroupCount", r.max_compute_work_group_count);
+    let _ = writeln!(
+        out,
+        "      {:<34} {}",
+        "maxStorageBufferRange",
+        bytes(u64::from(r.max_storage_buffer_range))
+    );
+    let _ = writeln!(
+        out,
+        "      {:<34} {}",
+        "maxMemoryAllocationSize",
+        bytes(r.max_memory_allocation_size)
+    );
+    let _ = writeln!(
+        out,
+        "      {:<34} {}",
+        "maxPushConstantsSize", r.max_push_constants_size
+    );
+    let _ = writeln!(
+        out,
+        "      {:<34} {:?}",
+        "maxComputeWorkGroupCount", r.max_compute_work_group_count
+    );
     let _ = writeln!(
         out,
         "      {:<34} {:?} (at most {} invocations)",
-        "maxComputeWorkGroupSize", r.max_compute_work_group_size, r.max_compute_work_group_invocations
+        "maxComputeWorkGroupSize",
+        r.max_compute_work_group_size,
+        r.max_compute_work_group_invocations
     );
-    let _ = writeln!(out, "      {:<34} {}", "minStorageBufferOffsetAlignment", r.min_storage_buffer_offset_alignment);
+    let _ = writeln!(
+        out,
+        "      {:<34} {}",
+        "minStorageBufferOffsetAlignment", r.min_storage_buffer_offset_alignment
+    );
     let _ = writeln!(out, "    memory heaps:");
     for (i, h) in r.memory_heaps.iter().enumerate() {
         let _ = writeln!(out, "      heap {i}: {} {}", bytes(h.size), flags(h.flags));
@@ -254,11 +368,20 @@ fn render_vulkan(
     let survey = match vulkan {
         Ok(s) => s,
         Err(e) => {
-            let _ = writeln!(out, "  not available: {e}");
+            let what = e.to_string();
+            let short = what.split(". To fix:").next().unwrap_or(&what);
+            let _ = writeln!(
+                out,
+                "  not available: {short} (what to do: see Result below)"
+            );
             return;
         }
     };
-    let _ = writeln!(out, "  {:<30} {} (Vulkan {})", "loader", survey.library, survey.loader_version);
+    let _ = writeln!(
+        out,
+        "  {:<30} {} (Vulkan {})",
+        "loader", survey.library, survey.loader_version
+    );
     let validation = if survey.validation {
         "on"
     } else if cfg!(debug_assertions) {
@@ -272,8 +395,8 @@ fn render_vulkan(
         render_device(out, r, selected == Some(i));
     }
     match (&survey.selected, smoke) {
-        (Err(e), _) => {
-            let _ = writeln!(out, "  selection: none: {e}");
+        (Err(_), _) => {
+            let _ = writeln!(out, "  selection: none (see Result below)");
         }
         (Ok(i), Some(Ok(s))) => {
             let _ = writeln!(
@@ -286,7 +409,10 @@ fn render_vulkan(
             );
         }
         (Ok(i), Some(Err(e))) => {
-            let _ = writeln!(out, "  selection: device {i}; compute smoke test FAILED: {e}");
+            let _ = writeln!(
+                out,
+                "  selection: device {i}; compute smoke test FAILED: {e}"
+            );
         }
         (Ok(i), None) => {
             let _ = writeln!(out, "  selection: device {i}");
@@ -323,13 +449,19 @@ mod tests {
     fn no_loader_report_says_what_to_do() {
         let info = Info {
             faults: FaultProbe::run(),
-            vulkan: Err(DeviceError::NoLoader { library: "/nope.so".into(), detail: "not found".into() }),
+            vulkan: Err(DeviceError::NoLoader {
+                library: "/nope.so".into(),
+                detail: "not found".into(),
+            }),
             smoke: None,
         };
         assert_eq!(info.exit_code(), EXIT_NO_DEVICE);
         let text = info.render();
         assert!(text.contains("CPU faults"), "{text}");
-        assert!(text.contains("not available: cannot load the Vulkan loader `/nope.so`"), "{text}");
+        assert!(
+            text.contains("not available: cannot load the Vulkan loader `/nope.so`"),
+            "{text}"
+        );
         assert!(text.contains("NOT READY"), "{text}");
         assert!(text.contains("mesa-vulkan-drivers"), "{text}");
     }

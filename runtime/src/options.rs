@@ -32,7 +32,12 @@ impl EnvOption {
     /// True when the variable is set to `1`, `true`, `yes` or `on` (case-insensitive).
     pub fn is_enabled(&self) -> bool {
         self.value()
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+            .map(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "on"
+                )
+            })
             .unwrap_or(false)
     }
 }

@@ -6,7 +6,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "unimem", version, about = "unimem: user-space heterogeneous memory management on Vulkan")]
+#[command(
+    name = "unimem",
+    version,
+    about = "unimem: user-space heterogeneous memory management on Vulkan"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -89,7 +89,9 @@ impl Buffer {
     pub(crate) fn new_host(shared: &Arc<DeviceShared>, size: u64) -> DeviceResult<Buffer> {
         let report = &shared.report;
         if size == 0 {
-            return Err(DeviceError::Usage("a buffer cannot be empty (size 0)".into()));
+            return Err(DeviceError::Usage(
+                "a buffer cannot be empty (size 0)".into(),
+            ));
         }
         let max = report.max_memory_allocation_size;
         if max != 0 && size > max {
@@ -99,7 +101,9 @@ impl Buffer {
             )));
         }
         let len = usize::try_from(size).map_err(|_| {
-            DeviceError::Usage(format!("a buffer of {size} bytes cannot be mapped on this host"))
+            DeviceError::Usage(format!(
+                "a buffer of {size} bytes cannot be mapped on this host"
+            ))
         })?;
         let raw_device = &shared.raw;
 
@@ -138,12 +142,13 @@ impl Buffer {
             destroy(None);
             return Err(DeviceError::MissingFeature {
                 device: report.name.clone(),
-                what: "a HOST_VISIBLE | HOST_COHERENT memory type usable for storage buffers".into(),
+                what: "a HOST_VISIBLE | HOST_COHERENT memory type usable for storage buffers"
+                    .into(),
             });
         };
 
-        let mut flags = vk::MemoryAllocateFlagsInfo::default()
-            .flags(vk::MemoryAllocateFlags::DEVICE_ADDRESS);
+        let mut flags =
+            vk::MemoryAllocateFlagsInfo::default().flags(vk::MemoryAllocateFlags::DEVICE_ADDRESS);
         let alloc = vk::MemoryAllocateInfo::default()
             .allocation_size(requirements.size)
             .memory_type_index(memory_type)
@@ -174,7 +179,10 @@ impl Buffer {
         };
         let Some(mapped) = NonNull::new(ptr.cast::<u8>()) else {
             destroy(Some(memory));
-            return Err(DeviceError::Vk { call: "vkMapMemory", result: vk::Result::ERROR_MEMORY_MAP_FAILED });
+            return Err(DeviceError::Vk {
+                call: "vkMapMemory",
+                result: vk::Result::ERROR_MEMORY_MAP_FAILED,
+            });
         };
         // SAFETY: `mapped` addresses at least `requirements.size >= size` writable bytes that
         // nothing else references yet.
@@ -281,8 +289,14 @@ mod tests {
 
     #[test]
     fn lavapipe_single_type() {
-        let types = [t(F::DEVICE_LOCAL | F::HOST_VISIBLE | F::HOST_COHERENT | F::HOST_CACHED)];
-        assert_eq!(find_memory_type(&types, 1, HOST_MAPPABLE, F::HOST_CACHED), Some(0));
+        let types = [t(F::DEVICE_LOCAL
+            | F::HOST_VISIBLE
+            | F::HOST_COHERENT
+            | F::HOST_CACHED)];
+        assert_eq!(
+            find_memory_type(&types, 1, HOST_MAPPABLE, F::HOST_CACHED),
+            Some(0)
+        );
         assert_eq!(find_memory_type(&types, 0, HOST_MAPPABLE, F::empty()), None);
     }
 
@@ -295,12 +309,30 @@ mod tests {
             t(F::DEVICE_LOCAL | F::HOST_VISIBLE | F::HOST_COHERENT),
         ];
         let all = 0b1111;
-        assert_eq!(find_memory_type(&types, all, HOST_MAPPABLE, F::HOST_CACHED), Some(2));
-        assert_eq!(find_memory_type(&types, all, HOST_MAPPABLE, F::DEVICE_LOCAL), Some(3));
-        assert_eq!(find_memory_type(&types, all, HOST_MAPPABLE, F::empty()), Some(1));
-        assert_eq!(find_memory_type(&types, 0b0010, HOST_MAPPABLE, F::HOST_CACHED), Some(1));
-        assert_eq!(find_memory_type(&types, all, F::DEVICE_LOCAL, F::empty()), Some(0));
-        assert_eq!(find_memory_type(&types, 0b0001, HOST_MAPPABLE, F::empty()), None);
+        assert_eq!(
+            find_memory_type(&types, all, HOST_MAPPABLE, F::HOST_CACHED),
+            Some(2)
+        );
+        assert_eq!(
+            find_memory_type(&types, all, HOST_MAPPABLE, F::DEVICE_LOCAL),
+            Some(3)
+        );
+        assert_eq!(
+            find_memory_type(&types, all, HOST_MAPPABLE, F::empty()),
+            Some(1)
+        );
+        assert_eq!(
+            find_memory_type(&types, 0b0010, HOST_MAPPABLE, F::HOST_CACHED),
+            Some(1)
+        );
+        assert_eq!(
+            find_memory_type(&types, all, F::DEVICE_LOCAL, F::empty()),
+            Some(0)
+        );
+        assert_eq!(
+            find_memory_type(&types, 0b0001, HOST_MAPPABLE, F::empty()),
+            None
+        );
     }
 
     #[test]
@@ -309,8 +341,14 @@ mod tests {
             t(F::HOST_VISIBLE | F::HOST_COHERENT | F::HOST_CACHED | F::DEVICE_UNCACHED_AMD),
             t(F::HOST_VISIBLE | F::HOST_COHERENT),
         ];
-        assert_eq!(find_memory_type(&types, 0b11, HOST_MAPPABLE, F::HOST_CACHED), Some(1));
+        assert_eq!(
+            find_memory_type(&types, 0b11, HOST_MAPPABLE, F::HOST_CACHED),
+            Some(1)
+        );
         let required = HOST_MAPPABLE | F::DEVICE_UNCACHED_AMD;
-        assert_eq!(find_memory_type(&types, 0b11, required, F::empty()), Some(0));
+        assert_eq!(
+            find_memory_type(&types, 0b11, required, F::empty()),
+            Some(0)
+        );
     }
 }

@@ -50,9 +50,7 @@ pub enum DeviceError {
     },
 
     /// Devices exist but none meets the requirements (see `device::select::REQUIREMENTS`).
-    #[error(
-        "no usable Vulkan device: {devices}. To fix: update the driver or {INSTALL_HINT}"
-    )]
+    #[error("no usable Vulkan device: {devices}. To fix: update the driver or {INSTALL_HINT}")]
     NoSuitableDevice {
         /// One line per device naming what it lacks.
         devices: String,
@@ -143,7 +141,7 @@ pub enum DeviceError {
 
     /// Any other failing Vulkan call.
     #[error(
-        "{call} failed with {result}. This is a driver-level failure; to see why, install the \
+        "{call} failed with VK_{result:?} ({result}). This is a driver-level failure; to see why, install the \
          validation layer (`apt-get install vulkan-validationlayers`) and rerun a debug build"
     )]
     Vk {
@@ -164,7 +162,7 @@ impl DeviceError {
             vk::Result::ERROR_DEVICE_LOST => Self::DeviceLost { call },
             // vkCreateInstance: the loader found no driver manifest it could use.
             vk::Result::ERROR_INCOMPATIBLE_DRIVER => Self::NoDevice {
-                detail: format!("{call} returned {result}: the loader found no usable driver"),
+                detail: format!("{call} returned VK_{result:?}: the loader found no usable driver"),
             },
             _ => Self::Vk { call, result },
         }
@@ -201,14 +199,18 @@ mod tests {
     fn documented_results_get_their_own_variant() {
         assert!(matches!(
             DeviceError::from_vk("vkAllocateMemory", vk::Result::ERROR_OUT_OF_DEVICE_MEMORY),
-            DeviceError::OutOfDeviceMemory { call: "vkAllocateMemory" }
+            DeviceError::OutOfDeviceMemory {
+                call: "vkAllocateMemory"
+            }
         ));
         assert!(matches!(
             DeviceError::from_vk("vkQueueSubmit", vk::Result::ERROR_DEVICE_LOST),
             DeviceError::DeviceLost { .. }
         ));
-        assert!(DeviceError::from_vk("vkCreateInstance", vk::Result::ERROR_INCOMPATIBLE_DRIVER)
-            .is_unavailable());
+        assert!(
+            DeviceError::from_vk("vkCreateInstance", vk::Result::ERROR_INCOMPATIBLE_DRIVER)
+                .is_unavailable()
+        );
         let other = DeviceError::from_vk("vkCreateBuffer", vk::Result::ERROR_UNKNOWN);
         assert!(!other.is_unavailable());
         assert!(other.to_string().contains("vkCreateBuffer"));
@@ -216,7 +218,10 @@ mod tests {
 
     #[test]
     fn no_loader_message_says_how_to_fix() {
-        let e = DeviceError::NoLoader { library: "libvulkan.so.1".into(), detail: "not found".into() };
+        let e = DeviceError::NoLoader {
+            library: "libvulkan.so.1".into(),
+            detail: "not found".into(),
+        };
         let msg = e.to_string();
         assert!(msg.contains("libvulkan.so.1"));
         assert!(msg.contains("mesa-vulkan-drivers") && msg.contains("libvulkan1"));

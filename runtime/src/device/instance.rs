@@ -72,14 +72,18 @@ impl Instance {
             .map(ApiVersion)
             .unwrap_or(ApiVersion::new(1, 0, 0));
         if !version.at_least(1, 1) {
-            return Err(DeviceError::LoaderTooOld { version: version.to_string() });
+            return Err(DeviceError::LoaderTooOld {
+                version: version.to_string(),
+            });
         }
 
         // SAFETY: as above; `None` asks for the loader's and implicit layers' extensions.
         let extensions = unsafe { entry.enumerate_instance_extension_properties(None) }
             .map_err(DeviceError::at("vkEnumerateInstanceExtensionProperties"))?;
         let has_extension = |name: &CStr| {
-            extensions.iter().any(|e| e.extension_name_as_c_str() == Ok(name))
+            extensions
+                .iter()
+                .any(|e| e.extension_name_as_c_str() == Ok(name))
         };
         let portability_enumeration = has_extension(ash::khr::portability_enumeration::NAME);
 
@@ -87,7 +91,9 @@ impl Instance {
             // SAFETY: as above.
             let layers = unsafe { entry.enumerate_instance_layer_properties() }
                 .map_err(DeviceError::at("vkEnumerateInstanceLayerProperties"))?;
-            layers.iter().any(|l| l.layer_name_as_c_str() == Ok(VALIDATION_LAYER))
+            layers
+                .iter()
+                .any(|l| l.layer_name_as_c_str() == Ok(VALIDATION_LAYER))
         };
 
         let app_info = vk::ApplicationInfo::default()
@@ -100,8 +106,11 @@ impl Instance {
             extension_names.push(ash::khr::portability_enumeration::NAME.as_ptr());
             flags |= vk::InstanceCreateFlags::ENUMERATE_PORTABILITY_KHR;
         }
-        let layer_names: Vec<*const c_char> =
-            if validation { vec![VALIDATION_LAYER.as_ptr()] } else { Vec::new() };
+        let layer_names: Vec<*const c_char> = if validation {
+            vec![VALIDATION_LAYER.as_ptr()]
+        } else {
+            Vec::new()
+        };
         let create_info = vk::InstanceCreateInfo::default()
             .flags(flags)
             .application_info(&app_info)
@@ -141,7 +150,11 @@ impl Instance {
             .map(|(index, physical)| {
                 // SAFETY: `physical` was just enumerated from this live instance.
                 let report = unsafe { report::collect(&self.raw, physical, index) }?;
-                Ok(Adapter { instance: Arc::clone(self), physical, report })
+                Ok(Adapter {
+                    instance: Arc::clone(self),
+                    physical,
+                    report,
+                })
             })
             .collect()
     }
@@ -197,7 +210,9 @@ pub struct Adapter {
 
 impl std::fmt::Debug for Adapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Adapter").field("report", &self.report).finish_non_exhaustive()
+        f.debug_struct("Adapter")
+            .field("report", &self.report)
+            .finish_non_exhaustive()
     }
 }
 
@@ -207,7 +222,10 @@ fn load_entry(library: Option<&std::ffi::OsStr>) -> DeviceResult<(ash::Entry, St
         Some(path) => {
             // SAFETY: loading a library runs its initialisers; the user chose this path as
             // their Vulkan loader, which is the contract of UNIMEM_VULKAN_LIBRARY.
-            (unsafe { ash::Entry::load_from(path) }, path.to_string_lossy().into_owned())
+            (
+                unsafe { ash::Entry::load_from(path) },
+                path.to_string_lossy().into_owned(),
+            )
         }
         None => {
             // SAFETY: as above, for the system's libvulkan.so.1.
@@ -216,6 +234,9 @@ fn load_entry(library: Option<&std::ffi::OsStr>) -> DeviceResult<(ash::Entry, St
     };
     match result {
         Ok(entry) => Ok((entry, name)),
-        Err(e) => Err(DeviceError::NoLoader { library: name, detail: e.to_string() }),
+        Err(e) => Err(DeviceError::NoLoader {
+            library: name,
+            detail: e.to_string(),
+        }),
     }
 }

@@ -172,8 +172,12 @@ impl Device {
         // was reported supported (checked by `select::check`, or conditional on the report)
         // and every extension was listed by the device; all pointed-to data lives until
         // the call returns.
-        let raw = unsafe { instance.raw().create_device(adapter.physical, &create_info, None) }
-            .map_err(DeviceError::at("vkCreateDevice"))?;
+        let raw = unsafe {
+            instance
+                .raw()
+                .create_device(adapter.physical, &create_info, None)
+        }
+        .map_err(DeviceError::at("vkCreateDevice"))?;
 
         // From here on, a failure must destroy `raw`: build the rest in a closure.
         let make_submit = || -> DeviceResult<Submit> {
@@ -207,7 +211,12 @@ impl Device {
                     return Err(DeviceError::from_vk("vkCreateFence", e));
                 }
             };
-            Ok(Submit { queue, pool, cmd, fence })
+            Ok(Submit {
+                queue,
+                pool,
+                cmd,
+                fence,
+            })
         };
         let submit = match make_submit() {
             Ok(s) => s,
@@ -296,7 +305,9 @@ impl Device {
         pipeline.validate_dispatch(shared, buffers, immediates, groups)?;
         let submit = shared.lock_submit();
         if shared.is_poisoned() {
-            return Err(DeviceError::DeviceLost { call: "an earlier dispatch on this device" });
+            return Err(DeviceError::DeviceLost {
+                call: "an earlier dispatch on this device",
+            });
         }
         // SAFETY: the submit lock is held and the device is not poisoned, so no earlier
         // work is pending (module invariant) and the command buffer, pool, fence and the

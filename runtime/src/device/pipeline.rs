@@ -80,7 +80,9 @@ impl ComputePipeline {
                 report.max_compute_work_group_invocations
             )));
         }
-        if kernel.immediate_size > report.max_push_constants_size || kernel.immediate_size % 4 != 0 {
+        if kernel.immediate_size > report.max_push_constants_size
+            || !kernel.immediate_size.is_multiple_of(4)
+        {
             return Err(DeviceError::Shader(format!(
                 "{name}: its var<immediate> is {} bytes; the device allows at most {} and Vulkan \
                  needs a multiple of 4. Pass larger data in a storage buffer",
@@ -94,13 +96,14 @@ impl ComputePipeline {
             let module_info = vk::ShaderModuleCreateInfo::default().code(&kernel.spirv);
             // SAFETY: `kernel.spirv` is naga output for a validated module, targeting SPIR-V
             // 1.3 with only the capabilities unimem enables on the device.
-            partial.module = unsafe { device.create_shader_module(&module_info, None) }
-                .map_err(|e| match e {
-                    vk::Result::ERROR_INVALID_SHADER_NV => DeviceError::Shader(format!(
-                        "{name}: the driver rejected the SPIR-V"
-                    )),
+            partial.module = unsafe { device.create_shader_module(&module_info, None) }.map_err(
+                |e| match e {
+                    vk::Result::ERROR_INVALID_SHADER_NV => {
+                        DeviceError::Shader(format!("{name}: the driver rejected the SPIR-V"))
+                    }
                     e => DeviceError::from_vk("vkCreateShaderModule", e),
-                })?;
+                },
+            )?;
 
             let layout_bindings: Vec<_> = kernel
                 .bindings
@@ -116,15 +119,19 @@ impl ComputePipeline {
             let set_layout_info =
                 vk::DescriptorSetLayoutCreateInfo::default().bindings(&layout_bindings);
             // SAFETY: binding numbers are unique (checked by the compiler).
-            partial.set_layout = unsafe { device.create_descriptor_set_layout(&set_layout_info, None) }
-                .map_err(DeviceError::at("vkCreateDescriptorSetLayout"))?;
+            partial.set_layout =
+                unsafe { device.create_descriptor_set_layout(&set_layout_info, None) }
+                    .map_err(DeviceError::at("vkCreateDescriptorSetLayout"))?;
 
             let ranges = [vk::PushConstantRange::default()
                 .stage_flags(vk::ShaderStageFlags::COMPUTE)
                 .offset(0)
                 .size(kernel.immediate_size)];
-            let ranges: &[vk::PushConstantRange] =
-                if kernel.immediate_size > 0 { &ranges } else { &[] };
+            let ranges: &[vk::PushConstantRange] = if kernel.immediate_size > 0 {
+                &ranges
+            } else {
+                &[]
+            };
             let set_layouts = [partial.set_layout];
             let layout_info = vk::PipelineLayoutCreateInfo::default()
                 .set_layouts(&set_layouts)
@@ -139,8 +146,9 @@ impl ComputePipeline {
                 let sizes = [vk::DescriptorPoolSize::default()
                     .ty(vk::DescriptorType::STORAGE_BUFFER)
                     .descriptor_count(kernel.bindings.len() as u32)];
-                let pool_info =
-                    vk::DescriptorPoolCreateInfo::default().max_sets(1).pool_sizes(&sizes);
+                let pool_info = vk::DescriptorPoolCreateInfo::default()
+                    .max_sets(1)
+                    .pool_sizes(&sizes);
                 // SAFETY: `pool_info` is valid.
                 partial.pool = unsafe { device.create_descriptor_pool(&pool_info, None) }
                     .map_err(DeviceError::at("vkCreateDescriptorPool"))?;
@@ -161,14 +169,15 @@ impl ComputePipeline {
                 .stage(vk::ShaderStageFlags::COMPUTE)
                 .module(partial.module)
                 .name(&entry);
-            let info = [vk::ComputePipelineCreateInfo::default().stage(stage).layout(partial.layout)];
+            let info = [vk::ComputePipelineCreateInfo::default()
+                .stage(stage)
+                .layout(partial.layout)];
             // SAFETY: the module contains `entry` as a GLCompute entry point (naga wrote it
             // for that entry point); the layout declares every binding and the push-constant
             // range the entry point uses (reflected by the compiler).
-            let pipeline = unsafe {
-                device.create_compute_pipelines(vk::PipelineCache::null(), &info, None)
-            }
-            .map_err(|(_, e)| DeviceError::from_vk("vkCreateComputePipelines", e))?[0];
+            let pipeline =
+                unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &info, None) }
+                    .map_err(|(_, e)| DeviceError::from_vk("vkCreateComputePipelines", e))?[0];
             Ok((pipeline, set))
         })();
 
@@ -228,13 +237,21 @@ impl ComputePipeline {
     ) -> DeviceResult<()> {
         let name = &self.name;
         if !Arc::ptr_eq(&self.shared, shared) {
-            return Err(DeviceError::Usage(format!("pipeline {name} belongs to another device")));
+            return Err(DeviceError::Usage(format!(
+                "pipeline {name} belongs to another device"
+            )));
         }
         if buffers.len() != self.bindings.len() {
             let expected: Vec<String> = self
                 .bindings
                 .iter()
-                .map(|b| format!("@binding({}) {}", b.binding, b.name.as_deref().unwrap_or("_")))
+                .map(|b| {
+                    format!(
+                        "@binding({}) {}",
+                        b.binding,
+                        b.name.as_deref().unwrap_or("_")
+                    )
+                })
                 .collect();
             return Err(DeviceError::Usage(format!(
                 "{name} takes {} buffers ({}) but {} were passed",
@@ -285,7 +302,13 @@ impl ComputePipeline {
         let Some(set) = self.set else { return };
         let infos: Vec<[vk::DescriptorBufferInfo; 1]> = buffers
             .iter()
-            .map(|b| [vk::DescriptorBufferInfo { buffer: b.raw(), offset: 0, range: vk::WHOLE_SIZE }])
+            .map(|b| {
+                [vk::DescriptorBufferInfo {
+                    buffer: b.raw(),
+                    offset: 0,
+                    range: vk::WHOLE_SIZE,
+                }]
+            })
             .collect();
         let writes: Vec<vk::WriteDescriptorSet> = self
             .bindings

@@ -182,7 +182,11 @@ impl DeviceReport {
 
     /// True for Mesa's CPU device (driver `llvmpipe`, marketed as lavapipe).
     pub fn is_lavapipe(&self) -> bool {
-        let driver = self.driver_name.as_deref().unwrap_or("").to_ascii_lowercase();
+        let driver = self
+            .driver_name
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         driver.contains("llvmpipe")
             || driver.contains("lavapipe")
             || self.name.to_ascii_lowercase().starts_with("llvmpipe")
@@ -216,8 +220,11 @@ pub(crate) unsafe fn collect(
     // SAFETY: as above.
     let extensions = unsafe { instance.enumerate_device_extension_properties(physical) }
         .map_err(DeviceError::at("vkEnumerateDeviceExtensionProperties"))?;
-    let has_extension =
-        |name: &CStr| extensions.iter().any(|e| e.extension_name_as_c_str() == Ok(name));
+    let has_extension = |name: &CStr| {
+        extensions
+            .iter()
+            .any(|e| e.extension_name_as_c_str() == Ok(name))
+    };
     let has_driver_props =
         api_version.at_least(1, 2) || has_extension(ash::khr::driver_properties::NAME);
     let has_host_import = has_extension(ash::ext::external_memory_host::NAME);
@@ -264,12 +271,18 @@ pub(crate) unsafe fn collect(
     let memory_types = memory
         .memory_types_as_slice()
         .iter()
-        .map(|t| MemoryTypeInfo { flags: t.property_flags, heap: t.heap_index })
+        .map(|t| MemoryTypeInfo {
+            flags: t.property_flags,
+            heap: t.heap_index,
+        })
         .collect();
     let memory_heaps = memory
         .memory_heaps_as_slice()
         .iter()
-        .map(|h| MemoryHeapInfo { size: h.size, flags: h.flags })
+        .map(|h| MemoryHeapInfo {
+            size: h.size,
+            flags: h.flags,
+        })
         .collect();
 
     Ok(DeviceReport {
@@ -343,11 +356,21 @@ mod tests {
             ..Default::default()
         };
         let gfx = vk::QueueFlags::GRAPHICS | vk::QueueFlags::COMPUTE;
-        let families = [fam(gfx, 1), fam(vk::QueueFlags::TRANSFER, 1), fam(vk::QueueFlags::COMPUTE, 2)];
+        let families = [
+            fam(gfx, 1),
+            fam(vk::QueueFlags::TRANSFER, 1),
+            fam(vk::QueueFlags::COMPUTE, 2),
+        ];
         assert_eq!(pick_compute_queue_family(&families), Some(2));
         assert_eq!(pick_compute_queue_family(&families[..2]), Some(0));
-        assert_eq!(pick_compute_queue_family(&[fam(vk::QueueFlags::TRANSFER, 1)]), None);
-        assert_eq!(pick_compute_queue_family(&[fam(vk::QueueFlags::COMPUTE, 0)]), None);
+        assert_eq!(
+            pick_compute_queue_family(&[fam(vk::QueueFlags::TRANSFER, 1)]),
+            None
+        );
+        assert_eq!(
+            pick_compute_queue_family(&[fam(vk::QueueFlags::COMPUTE, 0)]),
+            None
+        );
     }
 
     #[test]

@@ -24,13 +24,16 @@ pub struct Requirement {
 
 impl std::fmt::Debug for Requirement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Requirement").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Requirement")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 /// The memory flags every mapped buffer needs.
 pub const HOST_MAPPABLE: vk::MemoryPropertyFlags = vk::MemoryPropertyFlags::from_raw(
-    vk::MemoryPropertyFlags::HOST_VISIBLE.as_raw() | vk::MemoryPropertyFlags::HOST_COHERENT.as_raw(),
+    vk::MemoryPropertyFlags::HOST_VISIBLE.as_raw()
+        | vk::MemoryPropertyFlags::HOST_COHERENT.as_raw(),
 );
 
 /// Everything a device must offer. `Device::open` enables the matching features.
@@ -38,7 +41,10 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         name: "Vulkan 1.2",
         needed_for: "the feature structures and buffer device addresses unimem relies on",
-        met: |r| r.api_version.at_least(REQUIRED_API.major(), REQUIRED_API.minor()),
+        met: |r| {
+            r.api_version
+                .at_least(REQUIRED_API.major(), REQUIRED_API.minor())
+        },
     },
     Requirement {
         name: "a compute queue",
@@ -64,7 +70,10 @@ pub const REQUIREMENTS: &[Requirement] = &[
 
 /// The requirements `report` does not meet (empty: the device is usable).
 pub fn missing(report: &DeviceReport) -> Vec<&'static Requirement> {
-    REQUIREMENTS.iter().filter(|req| !(req.met)(report)).collect()
+    REQUIREMENTS
+        .iter()
+        .filter(|req| !(req.met)(report))
+        .collect()
 }
 
 /// `Ok` when `report` meets every requirement, else [`DeviceError::MissingFeature`]
@@ -79,7 +88,10 @@ pub fn check(report: &DeviceReport) -> DeviceResult<()> {
         .map(|r| format!("{} (needed for {})", r.name, r.needed_for))
         .collect::<Vec<_>>()
         .join(", ");
-    Err(DeviceError::MissingFeature { device: report.name.clone(), what })
+    Err(DeviceError::MissingFeature {
+        device: report.name.clone(),
+        what,
+    })
 }
 
 /// `index: name [kind, driver, Vulkan x.y.z]` for each device, `; `-separated.
@@ -104,7 +116,9 @@ pub fn list_devices<'a>(reports: impl IntoIterator<Item = &'a DeviceReport>) -> 
 /// Returns a position in `reports`.
 pub fn choose(reports: &[DeviceReport], requested: Option<&str>) -> DeviceResult<usize> {
     if reports.is_empty() {
-        return Err(DeviceError::NoDevice { detail: "the device list is empty".into() });
+        return Err(DeviceError::NoDevice {
+            detail: "the device list is empty".into(),
+        });
     }
     let requested = requested.map(str::trim).filter(|s| !s.is_empty());
     let Some(requested) = requested else {
@@ -186,8 +200,14 @@ mod tests {
             max_compute_work_group_size: [1024, 1024, 64],
             max_compute_work_group_invocations: 1024,
             min_storage_buffer_offset_alignment: 16,
-            memory_types: vec![MemoryTypeInfo { flags: HOST_MAPPABLE, heap: 0 }],
-            memory_heaps: vec![MemoryHeapInfo { size: 1 << 32, flags: vk::MemoryHeapFlags::DEVICE_LOCAL }],
+            memory_types: vec![MemoryTypeInfo {
+                flags: HOST_MAPPABLE,
+                heap: 0,
+            }],
+            memory_heaps: vec![MemoryHeapInfo {
+                size: 1 << 32,
+                flags: vk::MemoryHeapFlags::DEVICE_LOCAL,
+            }],
         }
     }
 
@@ -212,12 +232,18 @@ mod tests {
 
         let err = choose(&list[..1], None).unwrap_err();
         assert!(matches!(err, DeviceError::NoSuitableDevice { .. }));
-        assert!(err.to_string().contains("0: Old GPU lacks shaderInt64"), "{err}");
+        assert!(
+            err.to_string().contains("0: Old GPU lacks shaderInt64"),
+            "{err}"
+        );
     }
 
     #[test]
     fn explicit_choice_by_index_or_name() {
-        let list = [device(0, "llvmpipe (LLVM 15)", DeviceKind::Cpu), device(1, "Radeon RX", DeviceKind::Discrete)];
+        let list = [
+            device(0, "llvmpipe (LLVM 15)", DeviceKind::Cpu),
+            device(1, "Radeon RX", DeviceKind::Discrete),
+        ];
         assert_eq!(choose(&list, Some("0")).unwrap(), 0);
         assert_eq!(choose(&list, Some(" 1 ")).unwrap(), 1);
         assert_eq!(choose(&list, Some("LLVMPIPE")).unwrap(), 0);
@@ -231,13 +257,19 @@ mod tests {
             let err = choose(&list, Some(bad)).unwrap_err();
             assert!(matches!(err, DeviceError::UnknownDevice { .. }));
             let msg = err.to_string();
-            assert!(msg.contains(bad) && msg.contains("0: llvmpipe (LLVM 15)"), "{msg}");
+            assert!(
+                msg.contains(bad) && msg.contains("0: llvmpipe (LLVM 15)"),
+                "{msg}"
+            );
         }
     }
 
     #[test]
     fn ambiguous_name_is_an_error() {
-        let list = [device(0, "GPU A", DeviceKind::Discrete), device(1, "GPU B", DeviceKind::Discrete)];
+        let list = [
+            device(0, "GPU A", DeviceKind::Discrete),
+            device(1, "GPU B", DeviceKind::Discrete),
+        ];
         let err = choose(&list, Some("gpu")).unwrap_err();
         assert!(matches!(err, DeviceError::AmbiguousDevice { .. }), "{err}");
     }
@@ -250,7 +282,10 @@ mod tests {
         let err = choose(&[dev], Some("0")).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, DeviceError::MissingFeature { .. }));
-        assert!(msg.contains("Vulkan 1.2") && msg.contains("bufferDeviceAddress"), "{msg}");
+        assert!(
+            msg.contains("Vulkan 1.2") && msg.contains("bufferDeviceAddress"),
+            "{msg}"
+        );
         assert!(!msg.contains("shaderInt64"), "{msg}");
     }
 }

@@ -16,6 +16,7 @@ pub fn device_required() -> bool {
 /// Applies the rule to any result: `Some(value)` on success; on an "unavailable" error,
 /// panics when a device is required, else prints a notice naming `test` and returns `None`.
 /// Any other error panics.
+#[track_caller]
 pub fn or_skip<T>(test: &str, result: Result<T, DeviceError>) -> Option<T> {
     match result {
         Ok(v) => Some(v),
@@ -36,6 +37,7 @@ pub fn or_skip<T>(test: &str, result: Result<T, DeviceError>) -> Option<T> {
 
 /// Opens the default device for `test`, following the rule. Use as
 /// `let Some(device) = test_device("my_test") else { return };`.
+#[track_caller]
 pub fn test_device(test: &str) -> Option<Device> {
     or_skip(test, Device::open())
 }

@@ -36,13 +36,25 @@ pub struct ProbeFailure {
 
 impl ProbeFailure {
     fn os(step: impl Into<String>, errno: i32, detail: impl Into<String>) -> Self {
-        ProbeFailure { step: step.into(), errno: Some(errno), detail: detail.into() }
+        ProbeFailure {
+            step: step.into(),
+            errno: Some(errno),
+            detail: detail.into(),
+        }
     }
     fn last_os(step: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::os(step, std::io::Error::last_os_error().raw_os_error().unwrap_or(0), detail)
+        Self::os(
+            step,
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            detail,
+        )
     }
     fn logic(step: impl Into<String>, detail: impl Into<String>) -> Self {
-        ProbeFailure { step: step.into(), errno: None, detail: detail.into() }
+        ProbeFailure {
+            step: step.into(),
+            errno: None,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -168,7 +180,10 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(ProbeFailure::last_os(step, "mmap of a probe page"));
         }
-        Ok(Mapping { addr: p as usize, len })
+        Ok(Mapping {
+            addr: p as usize,
+            len,
+        })
     }
     fn ptr<T>(&self) -> *mut T {
         self.addr as *mut T
@@ -220,7 +235,10 @@ fn open_uffd_dev(flags: libc::c_int) -> Probe<OwnedFd> {
     // SAFETY: USERFAULTFD_IOC_NEW takes the flags as its integer argument.
     let fd = unsafe { libc::ioctl(dev.as_raw_fd(), USERFAULTFD_IOC_NEW as _, flags) };
     if fd < 0 {
-        return Err(ProbeFailure::last_os("ioctl(/dev/userfaultfd, USERFAULTFD_IOC_NEW)", ""));
+        return Err(ProbeFailure::last_os(
+            "ioctl(/dev/userfaultfd, USERFAULTFD_IOC_NEW)",
+            "",
+        ));
     }
     // SAFETY: `fd` is a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -228,11 +246,18 @@ fn open_uffd_dev(flags: libc::c_int) -> Probe<OwnedFd> {
 
 /// `UFFDIO_API` requesting `features`; returns the kernel's answer.
 fn handshake(fd: &OwnedFd, features: u64) -> Probe<UffdioApi> {
-    let mut api = UffdioApi { api: UFFD_API, features, ioctls: 0 };
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features,
+        ioctls: 0,
+    };
     // SAFETY: `api` is a valid `struct uffdio_api` for the call.
     if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API as _, &mut api) } != 0 {
         return Err(ProbeFailure::last_os(
-            format!("UFFDIO_API requesting [{}]", feature_names(features).join(", ")),
+            format!(
+                "UFFDIO_API requesting [{}]",
+                feature_names(features).join(", ")
+            ),
             "",
         ));
     }
@@ -241,34 +266,56 @@ fn handshake(fd: &OwnedFd, features: u64) -> Probe<UffdioApi> {
 
 fn register(fd: &OwnedFd, map: &Mapping, mode: u64) -> Probe<UffdioRegister> {
     let mut reg = UffdioRegister {
-        range: UffdioRange { start: map.addr as u64, len: map.len as u64 },
+        range: UffdioRange {
+            start: map.addr as u64,
+            len: map.len as u64,
+        },
         mode,
         ioctls: 0,
     };
     // SAFETY: the range is our own anonymous mapping; `reg` is valid for the call.
     if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER as _, &mut reg) } != 0 {
-        return Err(ProbeFailure::last_os(format!("UFFDIO_REGISTER mode {mode:#x}"), ""));
+        return Err(ProbeFailure::last_os(
+            format!("UFFDIO_REGISTER mode {mode:#x}"),
+            "",
+        ));
     }
     Ok(reg)
 }
 
-fn probe_uffd(page: usize, kernel_mode: bool, open: impl Fn() -> Probe<OwnedFd>) -> Probe<UffdReport> {
+fn probe_uffd(
+    page: usize,
+    kernel_mode: bool,
+    open: impl Fn() -> Probe<OwnedFd>,
+) -> Probe<UffdReport> {
     // A fd accepts one UFFDIO_API; ask for nothing first to learn what the kernel offers.
     let first = open()?;
     let api = handshake(&first, 0)?;
     let sigbus = if api.features & FEATURE_SIGBUS != 0 {
         open().and_then(|fd| probe_sigbus(&fd, page))
     } else {
-        Err(ProbeFailure::logic("UFFD_FEATURE_SIGBUS", "not offered by this kernel (Linux < 4.14)"))
+        Err(ProbeFailure::logic(
+            "UFFD_FEATURE_SIGBUS",
+            "not offered by this kernel (Linux < 4.14)",
+        ))
     };
     let write_protect = if api.features & FEATURE_PAGEFAULT_FLAG_WP != 0 {
         open().and_then(|fd| probe_write_protect(&fd, page))
     } else {
-        Err(ProbeFailure::logic("UFFD_FEATURE_PAGEFAULT_FLAG_WP", "not offered by this kernel"))
+        Err(ProbeFailure::logic(
+            "UFFD_FEATURE_PAGEFAULT_FLAG_WP",
+            "not offered by this kernel",
+        ))
     };
     // `first` is in message mode (no features requested): right for a handler thread.
     let kernel_fault = kernel_mode.then(|| probe_kernel_fault(first, page));
-    Ok(UffdReport { features: api.features, ioctls: api.ioctls, sigbus, write_protect, kernel_fault })
+    Ok(UffdReport {
+        features: api.features,
+        ioctls: api.ioctls,
+        sigbus,
+        write_protect,
+        kernel_fault,
+    })
 }
 
 const PATTERN: u64 = 0x756e_696d_656d_2121; // "unimem!!"
@@ -289,23 +336,41 @@ fn probe_sigbus(fd: &OwnedFd, page: usize) -> Probe {
             libc::SIGBUS,
             target.addr,
             page,
-            Resolve::UffdCopy { fd: fd.as_raw_fd(), source: source.addr },
+            Resolve::UffdCopy {
+                fd: fd.as_raw_fd(),
+                source: source.addr,
+            },
             || seen = std::ptr::read_volatile(target.ptr::<u64>()),
         )
     }
     .map_err(|e| ProbeFailure::os("sigaction(SIGBUS)", e.raw_os_error().unwrap_or(0), ""))?;
-    check_trap("SIGBUS fault resolved by UFFDIO_COPY", result, seen, PATTERN)
+    check_trap(
+        "SIGBUS fault resolved by UFFDIO_COPY",
+        result,
+        seen,
+        PATTERN,
+    )
 }
 
 fn check_trap(step: &str, result: trap::TrapResult, seen: u64, expected: u64) -> Probe {
     if result.resolve_errno != 0 {
-        return Err(ProbeFailure::os(step, result.resolve_errno, "the handler could not resolve the fault"));
+        return Err(ProbeFailure::os(
+            step,
+            result.resolve_errno,
+            "the handler could not resolve the fault",
+        ));
     }
     if result.hits != 1 {
-        return Err(ProbeFailure::logic(step, format!("expected 1 fault, saw {}", result.hits)));
+        return Err(ProbeFailure::logic(
+            step,
+            format!("expected 1 fault, saw {}", result.hits),
+        ));
     }
     if seen != expected {
-        return Err(ProbeFailure::logic(step, format!("read {seen:#x}, expected {expected:#x}")));
+        return Err(ProbeFailure::logic(
+            step,
+            format!("read {seen:#x}, expected {expected:#x}"),
+        ));
     }
     Ok(())
 }
@@ -313,20 +378,43 @@ fn check_trap(step: &str, result: trap::TrapResult, seen: u64, expected: u64) ->
 /// Write protection: register MISSING|WP, fill the page, protect and unprotect it.
 fn probe_write_protect(fd: &OwnedFd, page: usize) -> Probe {
     handshake(fd, FEATURE_SIGBUS | FEATURE_PAGEFAULT_FLAG_WP)?;
-    let target = Mapping::new(page, libc::PROT_READ | libc::PROT_WRITE, "write-protect probe")?;
-    let source = Mapping::new(page, libc::PROT_READ | libc::PROT_WRITE, "write-protect probe")?;
+    let target = Mapping::new(
+        page,
+        libc::PROT_READ | libc::PROT_WRITE,
+        "write-protect probe",
+    )?;
+    let source = Mapping::new(
+        page,
+        libc::PROT_READ | libc::PROT_WRITE,
+        "write-protect probe",
+    )?;
     let reg = register(fd, &target, REGISTER_MODE_MISSING | REGISTER_MODE_WP)?;
     if reg.ioctls & (1 << NR_WRITEPROTECT) == 0 {
-        return Err(ProbeFailure::logic("UFFDIO_REGISTER mode WP", "UFFDIO_WRITEPROTECT not offered on the range"));
+        return Err(ProbeFailure::logic(
+            "UFFDIO_REGISTER mode WP",
+            "UFFDIO_WRITEPROTECT not offered on the range",
+        ));
     }
-    let mut copy = UffdioCopy { dst: target.addr as u64, src: source.addr as u64, len: page as u64, mode: 0, copy: 0 };
+    let mut copy = UffdioCopy {
+        dst: target.addr as u64,
+        src: source.addr as u64,
+        len: page as u64,
+        mode: 0,
+        copy: 0,
+    };
     // SAFETY: the destination is registered and missing; the source is our readable page.
     if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_COPY as _, &mut copy) } != 0 {
         return Err(ProbeFailure::last_os("UFFDIO_COPY", ""));
     }
-    for (mode, step) in [(1u64, "UFFDIO_WRITEPROTECT (protect)"), (0, "UFFDIO_WRITEPROTECT (unprotect)")] {
+    for (mode, step) in [
+        (1u64, "UFFDIO_WRITEPROTECT (protect)"),
+        (0, "UFFDIO_WRITEPROTECT (unprotect)"),
+    ] {
         let mut wp = UffdioWriteprotect {
-            range: UffdioRange { start: target.addr as u64, len: page as u64 },
+            range: UffdioRange {
+                start: target.addr as u64,
+                len: page as u64,
+            },
             mode,
         };
         // SAFETY: the range is registered with MODE_WP and populated.
@@ -361,7 +449,11 @@ fn probe_kernel_fault(fd: OwnedFd, page: usize) -> Probe {
     // userfaultfd, which wakes the blocked read(2) (the range is unregistered on release).
     let handler = std::thread::spawn(move || -> Probe {
         let step = "uffd handler thread";
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let timeout = Duration::from_secs(2).as_millis() as libc::c_int;
         // SAFETY: `pfd` is valid for the call.
         let n = unsafe { libc::poll(&mut pfd, 1, timeout) };
@@ -376,7 +468,10 @@ fn probe_kernel_fault(fd: OwnedFd, page: usize) -> Probe {
             return Err(ProbeFailure::last_os("read(uffd)", ""));
         }
         if msg.event != UFFD_EVENT_PAGEFAULT {
-            return Err(ProbeFailure::logic(step, format!("unexpected event {:#x}", msg.event)));
+            return Err(ProbeFailure::logic(
+                step,
+                format!("unexpected event {:#x}", msg.event),
+            ));
         }
         let source = Mapping::new(page, libc::PROT_READ | libc::PROT_WRITE, step)?;
         let mut copy = UffdioCopy {
@@ -387,7 +482,10 @@ fn probe_kernel_fault(fd: OwnedFd, page: usize) -> Probe {
             copy: 0,
         };
         if copy.dst != target_addr as u64 {
-            return Err(ProbeFailure::logic(step, "fault reported at an unexpected address"));
+            return Err(ProbeFailure::logic(
+                step,
+                "fault reported at an unexpected address",
+            ));
         }
         // SAFETY: the destination is the registered, missing page; the source is ours.
         if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_COPY as _, &mut copy) } != 0 {
@@ -399,15 +497,24 @@ fn probe_kernel_fault(fd: OwnedFd, page: usize) -> Probe {
     // SAFETY: reading at most 8 bytes into our own page-sized mapping.
     let got = unsafe { libc::read(rd.as_raw_fd(), target.ptr(), 8) };
     let read_errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    let served = handler.join().unwrap_or_else(|_| Err(ProbeFailure::logic(step, "handler thread panicked")));
+    let served = handler
+        .join()
+        .unwrap_or_else(|_| Err(ProbeFailure::logic(step, "handler thread panicked")));
     served?;
     if got != 8 {
-        return Err(ProbeFailure::os("read(2) into the registered page", read_errno, ""));
+        return Err(ProbeFailure::os(
+            "read(2) into the registered page",
+            read_errno,
+            "",
+        ));
     }
     // SAFETY: the page is now populated and ours.
     let seen = unsafe { std::ptr::read_volatile(target.ptr::<u64>()) };
     if seen != PATTERN {
-        return Err(ProbeFailure::logic(step, format!("read {seen:#x}, expected {PATTERN:#x}")));
+        return Err(ProbeFailure::logic(
+            step,
+            format!("read {seen:#x}, expected {PATTERN:#x}"),
+        ));
     }
     Ok(())
 }
@@ -434,13 +541,23 @@ fn probe_proc_self_mem(page: usize) -> Probe {
     // SAFETY: the path is a NUL-terminated literal.
     let fd = unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if fd < 0 {
-        return Err(ProbeFailure::last_os("open(/proc/self/mem, O_RDWR)", "procfs missing or hidepid/LSM policy"));
+        return Err(ProbeFailure::last_os(
+            "open(/proc/self/mem, O_RDWR)",
+            "procfs missing or hidepid/LSM policy",
+        ));
     }
     // SAFETY: a fresh fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let bytes = PATTERN.to_ne_bytes();
     // SAFETY: writes 8 bytes from a live array to our own mapping through procfs.
-    let n = unsafe { libc::pwrite(fd.as_raw_fd(), bytes.as_ptr().cast(), 8, target.addr as libc::off_t) };
+    let n = unsafe {
+        libc::pwrite(
+            fd.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            8,
+            target.addr as libc::off_t,
+        )
+    };
     if n != 8 {
         return Err(ProbeFailure::last_os(
             step,
@@ -450,7 +567,10 @@ fn probe_proc_self_mem(page: usize) -> Probe {
     // SAFETY: the page is readable and ours.
     let seen = unsafe { std::ptr::read_volatile(target.ptr::<u64>()) };
     if seen != PATTERN {
-        return Err(ProbeFailure::logic(step, format!("read back {seen:#x}, expected {PATTERN:#x}")));
+        return Err(ProbeFailure::logic(
+            step,
+            format!("read back {seen:#x}, expected {PATTERN:#x}"),
+        ));
     }
     Ok(())
 }

@@ -86,10 +86,18 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
         1 => {
             // SAFETY: `page..page+len` is the probe mapping, owned by the probe.
             let r = unsafe {
-                libc::mprotect(page as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE)
+                libc::mprotect(
+                    page as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
             };
             // SAFETY: errno read, as above.
-            if r == 0 { 0 } else { unsafe { *libc::__errno_location() } }
+            if r == 0 {
+                0
+            } else {
+                unsafe { *libc::__errno_location() }
+            }
         }
         _ => {
             let mut copy = UffdioCopy {
@@ -101,11 +109,20 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
             };
             // SAFETY: the fd is a live userfaultfd with the page registered; `copy` is a
             // valid `struct uffdio_copy` for the duration of the call.
-            let r = unsafe { libc::ioctl(UFFD.load(Ordering::Relaxed), UFFDIO_COPY as _, &mut copy) };
+            let r =
+                unsafe { libc::ioctl(UFFD.load(Ordering::Relaxed), UFFDIO_COPY as _, &mut copy) };
             // SAFETY: errno read, as above.
-            let e = if r == 0 { 0 } else { unsafe { *libc::__errno_location() } };
+            let e = if r == 0 {
+                0
+            } else {
+                unsafe { *libc::__errno_location() }
+            };
             // EEXIST: the page got filled meanwhile; that resolves the fault too.
-            if e == libc::EEXIST { 0 } else { e }
+            if e == libc::EEXIST {
+                0
+            } else {
+                e
+            }
         }
     };
     if failed_errno != 0 {

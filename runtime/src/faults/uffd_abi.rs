@@ -122,19 +122,40 @@ pub const NR_CONTINUE: u64 = 0x07;
 pub const NR_API: u64 = 0x3F;
 
 /// `UFFDIO_API = _IOWR(UFFDIO, _UFFDIO_API, struct uffdio_api)`.
-pub const UFFDIO_API: u64 =
-    ioc(IOC_READ | IOC_WRITE, UFFDIO, NR_API, std::mem::size_of::<UffdioApi>());
+pub const UFFDIO_API: u64 = ioc(
+    IOC_READ | IOC_WRITE,
+    UFFDIO,
+    NR_API,
+    std::mem::size_of::<UffdioApi>(),
+);
 /// `UFFDIO_REGISTER = _IOWR(UFFDIO, _UFFDIO_REGISTER, struct uffdio_register)`.
-pub const UFFDIO_REGISTER: u64 =
-    ioc(IOC_READ | IOC_WRITE, UFFDIO, NR_REGISTER, std::mem::size_of::<UffdioRegister>());
+pub const UFFDIO_REGISTER: u64 = ioc(
+    IOC_READ | IOC_WRITE,
+    UFFDIO,
+    NR_REGISTER,
+    std::mem::size_of::<UffdioRegister>(),
+);
 /// `UFFDIO_UNREGISTER = _IOR(UFFDIO, _UFFDIO_UNREGISTER, struct uffdio_range)`.
-pub const UFFDIO_UNREGISTER: u64 =
-    ioc(IOC_READ, UFFDIO, NR_UNREGISTER, std::mem::size_of::<UffdioRange>());
+pub const UFFDIO_UNREGISTER: u64 = ioc(
+    IOC_READ,
+    UFFDIO,
+    NR_UNREGISTER,
+    std::mem::size_of::<UffdioRange>(),
+);
 /// `UFFDIO_WAKE = _IOR(UFFDIO, _UFFDIO_WAKE, struct uffdio_range)`.
-pub const UFFDIO_WAKE: u64 = ioc(IOC_READ, UFFDIO, NR_WAKE, std::mem::size_of::<UffdioRange>());
+pub const UFFDIO_WAKE: u64 = ioc(
+    IOC_READ,
+    UFFDIO,
+    NR_WAKE,
+    std::mem::size_of::<UffdioRange>(),
+);
 /// `UFFDIO_COPY = _IOWR(UFFDIO, _UFFDIO_COPY, struct uffdio_copy)`.
-pub const UFFDIO_COPY: u64 =
-    ioc(IOC_READ | IOC_WRITE, UFFDIO, NR_COPY, std::mem::size_of::<UffdioCopy>());
+pub const UFFDIO_COPY: u64 = ioc(
+    IOC_READ | IOC_WRITE,
+    UFFDIO,
+    NR_COPY,
+    std::mem::size_of::<UffdioCopy>(),
+);
 /// `UFFDIO_WRITEPROTECT = _IOWR(UFFDIO, _UFFDIO_WRITEPROTECT, struct uffdio_writeprotect)`.
 pub const UFFDIO_WRITEPROTECT: u64 = ioc(
     IOC_READ | IOC_WRITE,
@@ -228,7 +249,10 @@ mod tests {
 
     #[test]
     fn feature_names_cover_unknown_bits() {
-        assert_eq!(feature_names(FEATURE_SIGBUS | FEATURE_PAGEFAULT_FLAG_WP), ["PAGEFAULT_FLAG_WP", "SIGBUS"]);
+        assert_eq!(
+            feature_names(FEATURE_SIGBUS | FEATURE_PAGEFAULT_FLAG_WP),
+            ["PAGEFAULT_FLAG_WP", "SIGBUS"]
+        );
         assert_eq!(feature_names(1 << 40), ["bit 40"]);
     }
 }

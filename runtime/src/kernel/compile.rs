@@ -12,8 +12,7 @@
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 /// naga capabilities kernels may use: 64-bit integers (host pointers) and immediates.
-pub const CAPABILITIES: Capabilities =
-    Capabilities::SHADER_INT64.union(Capabilities::IMMEDIATES);
+pub const CAPABILITIES: Capabilities = Capabilities::SHADER_INT64.union(Capabilities::IMMEDIATES);
 
 /// SPIR-V version emitted: 1.3 is what every Vulkan 1.1+ device accepts.
 pub const SPIRV_VERSION: (u8, u8) = (1, 3);
@@ -123,12 +122,12 @@ pub fn compile_wgsl_named(
         source_name: source_name.to_owned(),
         rendered: e.emit_to_string_with_path(source, source_name),
     })?;
-    let info = Validator::new(ValidationFlags::all(), CAPABILITIES).validate(&module).map_err(
-        |e| CompileError::Validation {
+    let info = Validator::new(ValidationFlags::all(), CAPABILITIES)
+        .validate(&module)
+        .map_err(|e| CompileError::Validation {
             source_name: source_name.to_owned(),
             rendered: e.emit_to_string_with_path(source, source_name),
-        },
-    )?;
+        })?;
 
     let unsupported = |what: String| CompileError::Unsupported {
         source_name: source_name.to_owned(),
@@ -151,7 +150,11 @@ pub fn compile_wgsl_named(
         return Err(CompileError::EntryPoint {
             source_name: source_name.to_owned(),
             entry_point: entry_point.to_owned(),
-            available: if available.is_empty() { "(none)".into() } else { available.join(", ") },
+            available: if available.is_empty() {
+                "(none)".into()
+            } else {
+                available.join(", ")
+            },
         });
     };
     if ep.workgroup_size_overrides.is_some() || !module.overrides.is_empty() {
@@ -162,7 +165,9 @@ pub fn compile_wgsl_named(
 
     let ep_info = info.get_entry_point(ep_index);
     let mut layouter = naga::proc::Layouter::default();
-    layouter.update(module.to_ctx()).map_err(|e| unsupported(format!("type layout failed: {e}")))?;
+    layouter
+        .update(module.to_ctx())
+        .map_err(|e| unsupported(format!("type layout failed: {e}")))?;
 
     let mut bindings = Vec::new();
     let mut immediate_size = 0u32;
@@ -174,7 +179,10 @@ pub fn compile_wgsl_named(
         let label = name.as_deref().unwrap_or("<unnamed>");
         match var.space {
             naga::AddressSpace::Storage { access } => {
-                let binding = var.binding.as_ref().expect("validated: storage globals have bindings");
+                let binding = var
+                    .binding
+                    .as_ref()
+                    .expect("validated: storage globals have bindings");
                 if binding.group != 0 {
                     return Err(unsupported(format!(
                         "storage buffer `{label}` is in @group({}); only @group(0) is supported",
@@ -209,7 +217,10 @@ pub fn compile_wgsl_named(
     }
     bindings.sort_by_key(|b| b.binding);
     if let Some(w) = bindings.windows(2).find(|w| w[0].binding == w[1].binding) {
-        return Err(unsupported(format!("two storage buffers use @binding({})", w[0].binding)));
+        return Err(unsupported(format!(
+            "two storage buffers use @binding({})",
+            w[0].binding
+        )));
     }
 
     let options = naga::back::spv::Options {
@@ -274,7 +285,11 @@ fn wide(@builtin(global_invocation_id) id: vec3<u32>) {
         let k = compile_wgsl(SCALE, "scale").unwrap();
         assert_eq!(k.workgroup_size, [64, 1, 1]);
         assert_eq!(k.immediate_size, 8);
-        let b: Vec<_> = k.bindings.iter().map(|b| (b.binding, b.name.as_deref(), b.read_only)).collect();
+        let b: Vec<_> = k
+            .bindings
+            .iter()
+            .map(|b| (b.binding, b.name.as_deref(), b.read_only))
+            .collect();
         assert_eq!(b, [(0, Some("src"), true), (1, Some("dst"), false)]);
         assert_eq!(k.spirv[0], 0x0723_0203, "SPIR-V magic");
         assert_eq!(k.groups_for(65), 2);
@@ -302,7 +317,13 @@ fn wide(@builtin(global_invocation_id) id: vec3<u32>) {
         let src = "@compute @workgroup_size(1)\nfn main() {\n    let x: u32 = 1.5f;\n}\n";
         let e = compile_wgsl_named("types.wgsl", src, "main").unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, CompileError::Parse { .. } | CompileError::Validation { .. }), "{msg}");
+        assert!(
+            matches!(
+                e,
+                CompileError::Parse { .. } | CompileError::Validation { .. }
+            ),
+            "{msg}"
+        );
         assert!(msg.contains("types.wgsl:3:"), "{msg}");
     }
 
