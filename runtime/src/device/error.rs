@@ -121,14 +121,15 @@ pub enum DeviceError {
 
     /// Work submitted to the device did not finish in time.
     #[error(
-        "{what} did not finish within {seconds} s; the device is now unusable. To fix: check \
-         the kernel for an endless loop, or raise the timeout with Device::set_timeout"
+        "{what} did not finish within {millis} ms; the device is now unusable (its objects are \
+         leaked, since the work may still be running). To fix: check the kernel for an endless \
+         loop, or raise the timeout with Device::set_timeout"
     )]
     Timeout {
         /// What was being waited for.
         what: String,
-        /// The timeout that expired.
-        seconds: u64,
+        /// The timeout that expired, in milliseconds.
+        millis: u64,
     },
 
     /// A shader could not be turned into a pipeline.

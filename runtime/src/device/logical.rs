@@ -17,6 +17,7 @@
 //! `VkDevice` -> `Arc<Instance>` -> `VkInstance` -> loader library.
 
 use std::ffi::c_char;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -55,8 +56,9 @@ pub(crate) struct DeviceShared {
     /// Wait timeout in nanoseconds (`Relaxed`: a plain setting).
     timeout_ns: AtomicU64,
     external_memory_host: bool,
-    /// Dropped after `raw` is destroyed (field order does not matter: `Drop` runs first).
-    instance: Arc<Instance>,
+    /// Released in `Drop` after `raw` is destroyed; leaked with the device when poisoned
+    /// (destroying an instance whose device still runs work is invalid, and hangs lavapipe).
+    instance: ManuallyDrop<Arc<Instance>>,
 }
 
 impl DeviceShared {
@@ -88,7 +90,8 @@ impl DeviceShared {
 impl Drop for DeviceShared {
     fn drop(&mut self) {
         if self.is_poisoned() {
-            // Work may still be running; destroying anything it uses is undefined behaviour.
+            // Work may still be running; destroying anything it uses, the device or its
+            // instance is undefined behaviour. Leak them all (`instance` stays ManuallyDrop).
             return;
         }
         let submit = self.submit.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -101,6 +104,8 @@ impl Drop for DeviceShared {
             self.raw.destroy_command_pool(submit.pool, None);
             self.raw.destroy_device(None);
         }
+        // SAFETY: the device is destroyed and `instance` is not used after this.
+        unsafe { ManuallyDrop::drop(&mut self.instance) };
     }
 }
 
@@ -236,7 +241,7 @@ impl Device {
                 poisoned: AtomicBool::new(false),
                 timeout_ns: AtomicU64::new(DEFAULT_TIMEOUT.as_nanos() as u64),
                 external_memory_host,
-                instance,
+                instance: ManuallyDrop::new(instance),
             }),
         })
     }
@@ -404,8 +409,8 @@ impl Device {
             Err(vk::Result::TIMEOUT) => {
                 shared.poison();
                 return Err(DeviceError::Timeout {
-                    what: "a compute dispatch".into(),
-                    seconds: Duration::from_nanos(timeout).as_secs(),
+                    what: format!("compute dispatch of {}", pipeline.name()),
+                    millis: Duration::from_nanos(timeout).as_millis() as u64,
                 });
             }
             Err(e) => {

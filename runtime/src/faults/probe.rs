@@ -225,7 +225,9 @@ fn open_uffd_dev(flags: libc::c_int) -> Probe<OwnedFd> {
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         let detail = match errno {
             libc::ENOENT => "no such device (Linux < 6.1, or not created)",
-            libc::EACCES => "permission denied: the device is usually root-only (mode 0600)",
+            libc::EACCES => {
+                "the device is root-only by default (mode 0600); a udev rule or group can grant access"
+            }
             _ => "",
         };
         return Err(ProbeFailure::os(step, errno, detail));

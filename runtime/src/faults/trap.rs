@@ -65,9 +65,20 @@ struct SavedAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
 unsafe impl Sync for SavedAction {}
 static PREVIOUS: SavedAction = SavedAction(UnsafeCell::new(MaybeUninit::uninit()));
 
+/// The calling thread's errno. Async-signal-safe.
+fn errno() -> i32 {
+    // SAFETY: `__errno_location` returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's errno. Async-signal-safe.
+fn set_errno(value: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = value };
+}
+
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: errno is thread-local; reading and writing it is async-signal-safe.
-    let saved_errno = unsafe { *libc::__errno_location() };
+    let saved_errno = errno();
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers of SIGSEGV/SIGBUS.
     let addr = unsafe { (*info).si_addr() } as usize;
     let page = PAGE.load(Ordering::Relaxed);
@@ -77,8 +88,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
         // and the previous handler (or the default action) deals with it.
         // SAFETY: PREVIOUS was initialised by `arm` before this handler was installed.
         unsafe { libc::sigaction(sig, (*PREVIOUS.0.get()).as_ptr(), std::ptr::null_mut()) };
-        // SAFETY: as above.
-        unsafe { *libc::__errno_location() = saved_errno };
+        set_errno(saved_errno);
         return;
     }
     HITS.fetch_add(1, Ordering::Relaxed);
@@ -92,11 +102,10 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
                     libc::PROT_READ | libc::PROT_WRITE,
                 )
             };
-            // SAFETY: errno read, as above.
             if r == 0 {
                 0
             } else {
-                unsafe { *libc::__errno_location() }
+                errno()
             }
         }
         _ => {
@@ -111,12 +120,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
             // valid `struct uffdio_copy` for the duration of the call.
             let r =
                 unsafe { libc::ioctl(UFFD.load(Ordering::Relaxed), UFFDIO_COPY as _, &mut copy) };
-            // SAFETY: errno read, as above.
-            let e = if r == 0 {
-                0
-            } else {
-                unsafe { *libc::__errno_location() }
-            };
+            let e = if r == 0 { 0 } else { errno() };
             // EEXIST: the page got filled meanwhile; that resolves the fault too.
             if e == libc::EEXIST {
                 0
@@ -140,8 +144,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
             )
         };
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved_errno };
+    set_errno(saved_errno);
 }
 
 /// Arms a handler for `signal` (SIGSEGV or SIGBUS) that resolves faults on
