@@ -156,6 +156,13 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
             i * 3 + 1
         )));
     }
+    let errors = device::validation_errors();
+    if errors > 0 {
+        return Err(DeviceError::Shader(format!(
+            "the smoke test triggered {errors} Vulkan validation error(s), printed on stderr; \
+             this is a bug in unimem or the driver: please report it with that output"
+        )));
+    }
     Ok(SmokeTest {
         invocations: N,
         total: start.elapsed(),

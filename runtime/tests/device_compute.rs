@@ -2,7 +2,7 @@
 //! Every test follows the rule in `unimem::device::test_support` (fail with
 //! `UNIMEM_REQUIRE_DEVICE=1`, else skip with a notice when there is no device).
 
-use unimem::device::test_support::test_device;
+use unimem::device::test_support::{assert_no_validation_errors, test_device};
 use unimem::device::DeviceError;
 use unimem::kernel::compile_wgsl_named;
 
@@ -103,6 +103,7 @@ fn wgsl_dispatch_computes_every_element() {
         s[100].wrapping_mul(3) + 100,
         "element 100 keeps the first result"
     );
+    assert_no_validation_errors("wgsl_dispatch_computes_every_element");
 }
 
 #[test]
@@ -165,6 +166,7 @@ fn dispatch_arguments_are_validated() {
         .dispatch(&pipeline, &mut [&mut a, &mut b, &mut c], &params, [1, 1, 1])
         .unwrap();
     assert!(!device.is_lost());
+    assert_no_validation_errors("dispatch_arguments_are_validated");
 }
 
 #[test]
@@ -185,6 +187,7 @@ fn buffers_have_distinct_device_addresses() {
         lo.device_address() + lo.len() <= hi.device_address(),
         "ranges overlap"
     );
+    assert_no_validation_errors("buffers_have_distinct_device_addresses");
 }
 
 #[test]
@@ -200,6 +203,7 @@ fn objects_may_outlive_the_device_handle() {
     drop(device);
     drop(pipeline);
     assert_eq!(buffer.as_slice::<u32>().len(), 16);
+    assert_no_validation_errors("objects_may_outlive_the_device_handle");
 }
 
 #[test]
@@ -235,4 +239,5 @@ fn devices_open_concurrently() {
     for t in threads {
         t.join().unwrap();
     }
+    assert_no_validation_errors("devices_open_concurrently");
 }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use unimem::device::test_support::test_device;
+use unimem::device::test_support::{assert_no_validation_errors, test_device};
 use unimem::device::DeviceError;
 use unimem::kernel::compile_wgsl_named;
 
@@ -81,4 +81,5 @@ fn a_hung_kernel_times_out_and_poisons_the_device() {
         start.elapsed() < Duration::from_secs(1),
         "dropping a poisoned device must not wait"
     );
+    assert_no_validation_errors("a_hung_kernel_times_out_and_poisons_the_device");
 }

@@ -9,7 +9,8 @@
 //! - API version 1.2 (the minimum unimem supports; devices report their own version);
 //! - `VK_KHR_portability_enumeration` enabled when the loader offers it, so portability
 //!   drivers (MoltenVK-like) are listed too;
-//! - `VK_LAYER_KHRONOS_validation` enabled in debug builds when it is installed.
+//! - `VK_LAYER_KHRONOS_validation` enabled in debug builds when it is installed, with its
+//!   messages routed to stderr and counted (`validation.rs`).
 //!
 //! Drop order: the `ash::Instance` is destroyed in `Drop`, then the `ash::Entry` (which owns
 //! the loaded library) is dropped as a field, so the library outlives every call into it.
@@ -22,6 +23,7 @@ use ash::vk;
 
 use super::error::{DeviceError, DeviceResult};
 use super::report::{self, ApiVersion, DeviceReport};
+use super::validation::{self, Messenger};
 use crate::options;
 
 /// The validation layer enabled in debug builds when installed.
@@ -36,6 +38,8 @@ const DEFAULT_LIBRARY: &str = "libvulkan.so.1";
 /// A loaded Vulkan loader plus a created `VkInstance`.
 pub struct Instance {
     raw: ash::Instance,
+    /// Present when validation is on; destroyed before `raw`.
+    messenger: Option<Messenger>,
     /// Declared after `raw`: the loader library must outlive the instance handle.
     entry: ash::Entry,
     library: String,
@@ -95,6 +99,18 @@ impl Instance {
                 .iter()
                 .any(|l| l.layer_name_as_c_str() == Ok(VALIDATION_LAYER))
         };
+        // With validation, route its messages through our messenger (stderr, counted).
+        let debug_utils = validation && {
+            // SAFETY: as above; the layer name is one the loader just listed.
+            let layer_extensions =
+                unsafe { entry.enumerate_instance_extension_properties(Some(VALIDATION_LAYER)) }
+                    .unwrap_or_default();
+            let name = ash::ext::debug_utils::NAME;
+            has_extension(name)
+                || layer_extensions
+                    .iter()
+                    .any(|e| e.extension_name_as_c_str() == Ok(name))
+        };
 
         let app_info = vk::ApplicationInfo::default()
             .application_name(c"unimem")
@@ -106,6 +122,10 @@ impl Instance {
             extension_names.push(ash::khr::portability_enumeration::NAME.as_ptr());
             flags |= vk::InstanceCreateFlags::ENUMERATE_PORTABILITY_KHR;
         }
+        if debug_utils {
+            extension_names.push(ash::ext::debug_utils::NAME.as_ptr());
+        }
+        let mut messenger_info = validation::create_info();
         let layer_names: Vec<*const c_char> = if validation {
             vec![VALIDATION_LAYER.as_ptr()]
         } else {
@@ -116,6 +136,11 @@ impl Instance {
             .application_info(&app_info)
             .enabled_extension_names(&extension_names)
             .enabled_layer_names(&layer_names);
+        let create_info = if debug_utils {
+            create_info.push_next(&mut messenger_info)
+        } else {
+            create_info
+        };
 
         // SAFETY: `create_info` and everything it points to (app info, static C strings,
         // the two name vectors) live until the call returns; the names were checked to be
@@ -123,8 +148,23 @@ impl Instance {
         let raw = unsafe { entry.create_instance(&create_info, None) }
             .map_err(DeviceError::at("vkCreateInstance"))?;
 
+        let messenger = if debug_utils {
+            // SAFETY: `raw` was just created from `entry` with VK_EXT_debug_utils enabled.
+            match unsafe { Messenger::new(&entry, &raw) } {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    // SAFETY: nothing was created from `raw` yet.
+                    unsafe { raw.destroy_instance(None) };
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+
         Ok(Arc::new(Instance {
             raw,
+            messenger,
             entry,
             library,
             loader_version: version,
@@ -194,8 +234,14 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         // SAFETY: every child object (devices) holds an `Arc<Instance>`, so when this runs
-        // none is alive; the entry (loader library) is dropped after this body.
-        unsafe { self.raw.destroy_instance(None) };
+        // none is alive; the messenger goes first; the entry (loader library) is dropped
+        // after this body.
+        unsafe {
+            if let Some(m) = &self.messenger {
+                m.destroy();
+            }
+            self.raw.destroy_instance(None);
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! - `logical.rs`   — [`Device`]: logical device, compute queue, synchronous dispatch;
 //! - `buffer.rs`    — [`Buffer`]: mapped host-visible storage buffers, memory type choice;
 //! - `pipeline.rs`  — [`ComputePipeline`]: compute pipelines from [`crate::kernel::CompiledKernel`];
+//! - `validation.rs` — validation-layer messages to stderr, counted for tests;
 //! - `test_support.rs` — the "skip or fail when there is no device" rule for tests.
 //!
 //! Shared contract: public methods are safe and validate their arguments (sizes, limits,
@@ -25,6 +26,7 @@ mod pipeline;
 mod report;
 pub mod select;
 pub mod test_support;
+mod validation;
 
 pub use buffer::{find_memory_type, Buffer};
 pub use error::{DeviceError, DeviceResult, INSTALL_HINT};
@@ -36,6 +38,7 @@ pub use report::{
     MemoryHeapInfo, MemoryTypeInfo,
 };
 pub use select::{Requirement, REQUIREMENTS};
+pub use validation::{validation_errors, validation_warnings};
 
 /// Everything `unimem info` shows about Vulkan on this machine.
 #[derive(Debug)]

@@ -41,3 +41,14 @@ pub fn or_skip<T>(test: &str, result: Result<T, DeviceError>) -> Option<T> {
 pub fn test_device(test: &str) -> Option<Device> {
     or_skip(test, Device::open())
 }
+
+/// Panics when the validation layer reported an error anywhere in this process so far
+/// (messages are on stderr). A no-op when validation is off (release builds, layer absent).
+#[track_caller]
+pub fn assert_no_validation_errors(test: &str) {
+    let errors = super::validation_errors();
+    assert_eq!(
+        errors, 0,
+        "{test}: the Vulkan validation layer reported {errors} error(s); see stderr"
+    );
+}
