@@ -192,3 +192,59 @@ fn usage_errors_are_not_confused_with_missing_devices() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("info"));
 }
+
+#[test]
+fn unprivileged_process_reports_why_kernel_mode_faults_fail() {
+    // Only meaningful when we can drop privileges (root with setpriv) and the sysctl keeps
+    // kernel-mode userfaultfd privileged.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").ok();
+    let (true, Some(setpriv), Some("0")) = (root, setpriv, sysctl.as_deref().map(str::trim)) else {
+        eprintln!("notice: not root, no setpriv, or vm.unprivileged_userfaultfd != 0; skipped");
+        return;
+    };
+    // `nobody` must be able to execute the binary: copy it somewhere world-readable.
+    let dir = std::env::temp_dir().join(format!("unimem-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("unimem");
+    std::fs::copy(env!("CARGO_BIN_EXE_unimem"), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .arg("info")
+        .env_remove("UNIMEM_DEVICE")
+        .env_remove("UNIMEM_VULKAN_LIBRARY")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (stdout, stderr) = text(&out);
+    assert_no_panic(&stdout, &stderr);
+    assert!(
+        matches!(out.status.code(), Some(EXIT_OK) | Some(EXIT_NO_DEVICE)),
+        "{stdout}\n{stderr}"
+    );
+    let user_line = stdout
+        .lines()
+        .find(|l| l.contains("userfaultfd(UFFD_USER_MODE_ONLY)"))
+        .unwrap();
+    assert!(user_line.ends_with("available"), "{stdout}");
+    assert!(
+        stdout.contains("userfaultfd(0) failed: Operation not permitted")
+            && stdout.contains("vm.unprivileged_userfaultfd=1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("open(/dev/userfaultfd) failed"), "{stdout}");
+}
