@@ -71,3 +71,19 @@ pub fn survey() -> DeviceResult<(std::sync::Arc<Instance>, Vec<Adapter>, VulkanS
     };
     Ok((instance, adapters, survey))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_objects_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Instance>();
+        check::<Adapter>();
+        check::<Device>();
+        check::<Buffer>();
+        check::<ComputePipeline>();
+        check::<DeviceError>();
+    }
+}
