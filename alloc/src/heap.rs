@@ -1,0 +1,689 @@
+//! Thread heaps: per-thread ownership of small spans, the allocation and free paths,
+//! remote (cross-thread) frees, and thread exit.
+//!
+//! # Ownership model (mimalloc's, with out-of-line bitmaps)
+//! Every small span is owned by one [`ThreadHeap`] (one per thread and region) or is an
+//! orphan. Only the owner allocates from it and only the owner changes its `free_bits`,
+//! lists and counters, so the fast paths take no lock and no atomic read-modify-write.
+//! Another thread freeing into it sets a bit in `remote_bits` and, if the span is not
+//! already pending, pushes it onto the owner's `pending` stack; the owner collects when it
+//! next runs out of objects of that class.
+//!
+//! # Per-class lists (owner-only)
+//! `current[c]` is where allocation happens. Other spans are on `partial[c]` (some free
+//! objects) or `full[c]` (none, as far as the owner knows). A span that becomes entirely
+//! free through a local free is returned to the region, unless it is `current`.
+//!
+//! # Thread exit
+//! A pthread key destructor abandons the heap: spans with live objects become orphans
+//! (owner null, on the arena's orphan list of their class), empty spans go back to the
+//! region, and the heap returns to the pool. Heaps are never unmapped, so a stale
+//! `owner` pointer read by a late remote freer still points at a valid (reused or idle)
+//! heap; draining treats a span it does not own as someone else's and passes it on.
+//! Known limit: a remote free that races with its owner's exit can leave the span marked
+//! pending on an idle heap; its remote frees are then collected when the span is adopted,
+//! but later remote frees wait for that too (memory held, never corrupted).
+//!
+//! # Locks
+//! Fast paths: none. Slow paths: `ARENA.orphans` and a region lock, in that order, never
+//! the reverse; the heap pool lock alone. No lock is held while user memory is touched
+//! (`memcpy` in realloc, `memset` in calloc run without locks).
+
+use crate::arena::{Orphans, ARENA, INTERNAL, MANAGED};
+use crate::lock::Mutex;
+use crate::os;
+use crate::sizeclass::{class_of, Class, CLASSES, MAX_SMALL, NUM_CLASSES, SLICE};
+use crate::span::{Kind, Span, LIST_CURRENT, LIST_FULL, LIST_NONE, LIST_PARTIAL};
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
+
+#[repr(C)]
+pub struct ThreadHeap {
+    region: usize,
+    current: [AtomicPtr<Span>; NUM_CLASSES],
+    partial: [AtomicPtr<Span>; NUM_CLASSES],
+    full: [AtomicPtr<Span>; NUM_CLASSES],
+    /// Spans with remote frees to collect (Treiber stack through `Span::next_pending`).
+    pending: AtomicPtr<Span>,
+    /// Pool link while the heap is idle.
+    next_idle: AtomicPtr<ThreadHeap>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Thread-local state. Const-initialised with no destructor, so access is a plain TLS load
+// and works at any point of a thread's life, including inside other TLS destructors.
+
+struct Tls {
+    heaps: [Cell<*mut ThreadHeap>; 2],
+    /// Nesting depth of `InternalScope`s.
+    depth: Cell<u32>,
+    /// Set for threads created while internal: every allocation goes internal.
+    always_internal: Cell<bool>,
+    registered: Cell<bool>,
+}
+
+thread_local! {
+    static TLS: Tls = const {
+        Tls {
+            heaps: [Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())],
+            depth: Cell::new(0),
+            always_internal: Cell::new(false),
+            registered: Cell::new(false),
+        }
+    };
+}
+
+/// The region this thread allocates in now.
+#[inline(always)]
+pub fn current_region() -> usize {
+    TLS.with(|t| if t.depth.get() != 0 || t.always_internal.get() { INTERNAL } else { MANAGED })
+}
+
+pub fn internal_enter() {
+    TLS.with(|t| t.depth.set(t.depth.get() + 1));
+}
+
+pub fn internal_exit() {
+    TLS.with(|t| {
+        let d = t.depth.get();
+        debug_assert!(d > 0, "internal_exit without internal_enter");
+        t.depth.set(d.saturating_sub(1));
+    });
+}
+
+pub fn set_thread_always_internal(on: bool) {
+    TLS.with(|t| t.always_internal.set(on));
+}
+
+pub fn is_internal() -> bool {
+    current_region() == INTERNAL
+}
+
+// ---------------------------------------------------------------------------------------
+// The heap pool and thread registration.
+
+struct Pool {
+    idle: *mut ThreadHeap,
+    bump: usize,
+    end: usize,
+}
+// SAFETY: the pool hands out pointers into process-lifetime metadata mappings; it is only
+// reached under its mutex.
+unsafe impl Send for Pool {}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool { idle: ptr::null_mut(), bump: 0, end: 0 });
+static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+const POOL_CHUNK: usize = 1 << 20;
+
+fn heap_new(region: usize) -> *mut ThreadHeap {
+    let mut pool = POOL.lock();
+    let h = if !pool.idle.is_null() {
+        let h = pool.idle;
+        // SAFETY: idle heaps are valid ThreadHeaps in the metadata mapping.
+        pool.idle = unsafe { (*h).next_idle.load(Relaxed) };
+        h
+    } else {
+        let size = core::mem::size_of::<ThreadHeap>();
+        if pool.bump + size > pool.end {
+            match os::map_metadata(POOL_CHUNK) {
+                Ok(m) => {
+                    pool.bump = m;
+                    pool.end = m + POOL_CHUNK;
+                }
+                Err(_) => return ptr::null_mut(),
+            }
+        }
+        let h = pool.bump as *mut ThreadHeap;
+        pool.bump += size.next_multiple_of(64);
+        h
+    };
+    drop(pool);
+    // SAFETY: `h` is zeroed fresh metadata or an idle heap that no thread owns; writing the
+    // region is the only non-zero initialisation (idle heaps have empty lists).
+    unsafe {
+        ptr::addr_of_mut!((*h).region).write(region);
+    }
+    h
+}
+
+extern "C" fn thread_exit(_: *mut libc::c_void) {
+    TLS.with(|t| {
+        t.registered.set(false);
+        for r in [MANAGED, INTERNAL] {
+            let h = t.heaps[r].replace(ptr::null_mut());
+            if !h.is_null() {
+                // SAFETY: `h` is this thread's heap; after the replace nobody else can reach
+                // it as an owner.
+                unsafe { abandon(&*h) };
+            }
+        }
+    });
+}
+
+/// Called once when the arena becomes ready (allocation works from here on).
+pub fn after_init() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: creating a key with a valid extern "C" destructor.
+    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+        KEY.store(key as usize, Release);
+    }
+    extern "C" fn prepare() {
+        POOL.force_lock();
+        ARENA.fork_prepare();
+    }
+    extern "C" fn release() {
+        // SAFETY: `prepare` ran on this thread before fork.
+        unsafe {
+            ARENA.fork_release();
+            POOL.force_unlock();
+        }
+    }
+    // SAFETY: registering plain extern "C" handlers.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+}
+
+#[cold]
+#[inline(never)]
+fn heap_for(region: usize) -> *mut ThreadHeap {
+    if !ARENA.ensure_init() {
+        return ptr::null_mut();
+    }
+    TLS.with(|t| {
+        let h = t.heaps[region].get();
+        if !h.is_null() {
+            return h;
+        }
+        let h = heap_new(region);
+        if h.is_null() {
+            return h;
+        }
+        t.heaps[region].set(h);
+        if !t.registered.get() {
+            let key = KEY.load(Acquire);
+            if key != usize::MAX {
+                t.registered.set(true);
+                // SAFETY: a valid key; the value only has to be non-null for the destructor
+                // to run (it finds the heaps through TLS).
+                unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const _) };
+            }
+        }
+        h
+    })
+}
+
+#[inline(always)]
+fn my_heap(region: usize) -> *mut ThreadHeap {
+    TLS.with(|t| t.heaps[region].get())
+}
+
+// ---------------------------------------------------------------------------------------
+// Owner-side list operations. Every function below that takes `&ThreadHeap` must be
+// called by the heap's owning thread.
+
+impl ThreadHeap {
+    fn head(&self, list: u8, c: usize) -> &AtomicPtr<Span> {
+        if list == LIST_PARTIAL {
+            &self.partial[c]
+        } else {
+            &self.full[c]
+        }
+    }
+
+    fn push(&self, list: u8, span: &Span) {
+        let c = span.class.load(Relaxed) as usize;
+        let head = self.head(list, c);
+        let h = head.load(Relaxed);
+        span.prev.store(ptr::null_mut(), Relaxed);
+        span.next.store(h, Relaxed);
+        if !h.is_null() {
+            // SAFETY: owner lists hold this heap's live spans.
+            unsafe { (*h).prev.store(span as *const _ as *mut _, Relaxed) };
+        }
+        head.store(span as *const _ as *mut _, Relaxed);
+        span.list.store(list, Relaxed);
+    }
+
+    fn unlink(&self, span: &Span) {
+        let list = span.list.load(Relaxed);
+        let c = span.class.load(Relaxed) as usize;
+        if list == LIST_CURRENT {
+            self.current[c].store(ptr::null_mut(), Relaxed);
+        } else if list != LIST_NONE {
+            let (p, n) = (span.prev.load(Relaxed), span.next.load(Relaxed));
+            if p.is_null() {
+                self.head(list, c).store(n, Relaxed);
+            } else {
+                // SAFETY: owner lists hold this heap's live spans.
+                unsafe { (*p).next.store(n, Relaxed) };
+            }
+            if !n.is_null() {
+                // SAFETY: as above.
+                unsafe { (*n).prev.store(p, Relaxed) };
+            }
+        }
+        span.list.store(LIST_NONE, Relaxed);
+    }
+
+    fn set_current(&self, span: &Span) {
+        let c = span.class.load(Relaxed) as usize;
+        self.unlink(span);
+        self.current[c].store(span as *const _ as *mut _, Relaxed);
+        span.list.store(LIST_CURRENT, Relaxed);
+    }
+
+    /// Return an unlinked, all-free span to its region.
+    fn release(&self, span: &Span) {
+        span.owner.store(ptr::null_mut(), Release);
+        let s = ARENA.slice_of(span.start());
+        ARENA.regions[self.region].lock().free_run(&ARENA, s, span.slices());
+    }
+
+    /// Collect a pending span's remote frees and file it on the right list.
+    fn absorb(&self, span: &Span, keep_empty: &mut u32) {
+        match span.collect_remote() {
+            Ok(0) => {}
+            Ok(_) => {
+                let list = span.list.load(Relaxed);
+                if span.is_all_free() && list != LIST_CURRENT {
+                    if *keep_empty == 0 {
+                        self.unlink(span);
+                        self.release(span);
+                        return;
+                    }
+                    *keep_empty -= 1;
+                }
+                if list == LIST_FULL {
+                    self.unlink(span);
+                    self.push(LIST_PARTIAL, span);
+                }
+            }
+            Err(idx) => double_free("free", span.start() + idx * span.size.load(Relaxed)),
+        }
+    }
+
+    /// Take everything on the pending stack and absorb what this heap owns.
+    fn drain_pending(&self) {
+        let mut cur = self.pending.swap(ptr::null_mut(), Acquire);
+        let mut keep_empty = 1;
+        while !cur.is_null() {
+            // SAFETY: only descriptors are ever pushed, and they live for the process.
+            let span = unsafe { &*cur };
+            cur = span.next_pending.load(Relaxed);
+            span.in_pending.store(false, Release);
+            let owner = span.owner.load(Acquire);
+            if span.kind() != Kind::Small {
+                continue; // released and reused since it was pushed
+            }
+            if owner == self as *const _ as *mut u8 {
+                self.absorb(span, &mut keep_empty);
+            } else if !owner.is_null() {
+                notify_owner(span); // stale push: pass it to the real owner
+            }
+        }
+    }
+
+    /// Find or make a span with a free object of class `c` and allocate from it.
+    #[cold]
+    #[inline(never)]
+    fn refill(&self, c: usize) -> *mut u8 {
+        let cur = self.current[c].load(Relaxed);
+        if !cur.is_null() {
+            // SAFETY: current spans are live spans of this heap.
+            let span = unsafe { &*cur };
+            if span.collect_remote().unwrap_or_else(|idx| double_free("free", span.start() + idx * span.size.load(Relaxed))) == 0 {
+                self.unlink(span);
+                self.push(LIST_FULL, span);
+            }
+        }
+        if !self.pending.load(Relaxed).is_null() {
+            self.drain_pending();
+        }
+        if self.current[c].load(Relaxed).is_null() {
+            let p = self.partial[c].load(Relaxed);
+            if !p.is_null() {
+                // SAFETY: partial-list spans are live spans of this heap.
+                self.set_current(unsafe { &*p });
+            } else if let Some(span) = self.adopt(c) {
+                self.set_current(span);
+            } else if let Some(span) = self.new_span(c) {
+                self.set_current(span);
+            } else {
+                return ptr::null_mut();
+            }
+        }
+        // SAFETY: just set, and it has a free object (fresh, partial, or collected).
+        let span = unsafe { &*self.current[c].load(Relaxed) };
+        span.pop().map_or(ptr::null_mut(), |p| p as *mut u8)
+    }
+
+    /// Adopt an orphan span of class `c` that has free objects.
+    fn adopt(&self, c: usize) -> Option<&'static Span> {
+        loop {
+            let span = {
+                let mut o = ARENA.orphans.lock();
+                let head = o.0[self.region][c];
+                if head.is_null() {
+                    return None;
+                }
+                // SAFETY: orphan lists hold live small spans.
+                let span: &'static Span = unsafe { &*head };
+                o.0[self.region][c] = span.next.load(Relaxed);
+                span
+            };
+            span.owner.store(self as *const _ as *mut u8, Release);
+            span.list.store(LIST_NONE, Relaxed);
+            if let Err(idx) = span.collect_remote() {
+                double_free("free", span.start() + idx * span.size.load(Relaxed));
+            }
+            if span.free_count.load(Relaxed) > 0 {
+                return Some(span);
+            }
+            self.push(LIST_FULL, span);
+        }
+    }
+
+    fn new_span(&self, c: usize) -> Option<&'static Span> {
+        let class = &CLASSES[c];
+        let mut region = ARENA.regions[self.region].lock();
+        let (s, _) = region.alloc_run(&ARENA, class.slices as usize, SLICE)?;
+        let span: &'static Span = ARENA.meta(s);
+        span.start.store(ARENA.slice_addr(s), Relaxed);
+        span.slices.store(class.slices, Relaxed);
+        span.region.store(self.region as u8, Relaxed);
+        span.init_small(c, self as *const _ as *mut u8);
+        for i in s..s + class.slices as usize {
+            ARENA.set_map(i, s);
+        }
+        drop(region);
+        Some(span)
+    }
+}
+
+/// Tell a span's owner it has remote frees (if nobody has yet).
+fn notify_owner(span: &Span) {
+    if span.in_pending.swap(true, AcqRel) {
+        return;
+    }
+    let owner = span.owner.load(Acquire) as *const ThreadHeap;
+    if owner.is_null() {
+        // Orphan: whoever adopts it collects. Allow the next free to notify again.
+        span.in_pending.store(false, Release);
+        return;
+    }
+    // SAFETY: heaps are never unmapped, so even a stale owner is a valid ThreadHeap.
+    let pending = unsafe { &(*owner).pending };
+    let me = span as *const _ as *mut Span;
+    let mut head = pending.load(Relaxed);
+    loop {
+        span.next_pending.store(head, Relaxed);
+        match pending.compare_exchange_weak(head, me, Release, Relaxed) {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
+}
+
+/// Abandon a heap whose thread is exiting (see the module comment).
+///
+/// # Safety
+/// `h` must be the calling thread's heap, already removed from its TLS.
+unsafe fn abandon(h: &ThreadHeap) {
+    h.drain_pending();
+    let mut orphans: [[*mut Span; NUM_CLASSES]; 1] = [[ptr::null_mut(); NUM_CLASSES]];
+    for c in 0..NUM_CLASSES {
+        for list in [h.current[c].load(Relaxed), h.partial[c].load(Relaxed), h.full[c].load(Relaxed)] {
+            let mut cur = list;
+            while !cur.is_null() {
+                // SAFETY: owner lists hold this heap's live spans.
+                let span = unsafe { &*cur };
+                cur = if span.list.load(Relaxed) == LIST_CURRENT { ptr::null_mut() } else { span.next.load(Relaxed) };
+                if let Err(idx) = span.collect_remote() {
+                    double_free("free", span.start() + idx * span.size.load(Relaxed));
+                }
+                span.list.store(LIST_NONE, Relaxed);
+                if span.is_all_free() {
+                    h.release(span);
+                } else {
+                    span.owner.store(ptr::null_mut(), Release);
+                    span.next.store(orphans[0][c], Relaxed);
+                    orphans[0][c] = span as *const _ as *mut _;
+                }
+            }
+        }
+        h.current[c].store(ptr::null_mut(), Relaxed);
+        h.partial[c].store(ptr::null_mut(), Relaxed);
+        h.full[c].store(ptr::null_mut(), Relaxed);
+    }
+    {
+        let mut o: crate::lock::Guard<'_, Orphans> = ARENA.orphans.lock();
+        for (c, &first) in orphans[0].iter().enumerate() {
+            let mut cur = first;
+            while !cur.is_null() {
+                // SAFETY: spans just collected above.
+                let span = unsafe { &*cur };
+                cur = span.next.load(Relaxed);
+                span.next.store(o.0[h.region][c], Relaxed);
+                o.0[h.region][c] = span as *const _ as *mut _;
+            }
+        }
+    }
+    let mut pool = POOL.lock();
+    h.next_idle.store(pool.idle, Relaxed);
+    pool.idle = h as *const _ as *mut _;
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors the program causes. Each aborts with one line naming the address: continuing
+// would corrupt the heap silently.
+
+#[cold]
+pub fn double_free(op: &str, p: usize) -> ! {
+    let mut l = os::Line::new();
+    l.s("unimem: ").s(op).s("(): double free of ").hex(p).s(" (the object is already free)");
+    os::fatal(&mut l)
+}
+
+#[cold]
+pub fn invalid_pointer(op: &str, p: usize, why: &str, inside: Option<(usize, usize)>) -> ! {
+    let mut l = os::Line::new();
+    l.s("unimem: ").s(op).s("(): ").hex(p).s(" ").s(why);
+    if let Some((b, s)) = inside {
+        l.s(" (it lies inside the ").dec(s).s("-byte allocation at ").hex(b).s(")");
+    }
+    os::fatal(&mut l)
+}
+
+// ---------------------------------------------------------------------------------------
+// The paths used by the public API.
+
+/// Allocate `size` bytes (16-aligned) in `region`. Null on exhaustion.
+#[inline(always)]
+pub fn alloc_in(region: usize, size: usize) -> *mut u8 {
+    if size <= MAX_SMALL {
+        let c = class_of(size);
+        let h = my_heap(region);
+        if !h.is_null() {
+            // SAFETY: the TLS heap is owned by this thread.
+            let heap = unsafe { &*h };
+            let cur = heap.current[c].load(Relaxed);
+            if !cur.is_null() {
+                // SAFETY: current spans are live spans of this heap.
+                if let Some(p) = unsafe { &*cur }.pop() {
+                    return p as *mut u8;
+                }
+            }
+            return heap.refill(c);
+        }
+        return alloc_small_first(region, c);
+    }
+    alloc_large(region, size, SLICE)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_small_first(region: usize, c: usize) -> *mut u8 {
+    let h = heap_for(region);
+    if h.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: just created for this thread.
+    unsafe { &*h }.refill(c)
+}
+
+/// A large allocation: a run of whole slices, start aligned to `align` (>= SLICE).
+pub fn alloc_large(region: usize, size: usize, align: usize) -> *mut u8 {
+    if !ARENA.ensure_init() {
+        return ptr::null_mut();
+    }
+    let Some(n) = size.checked_add(SLICE - 1).map(|v| v / SLICE) else {
+        return ptr::null_mut();
+    };
+    let mut r = ARENA.regions[region].lock();
+    let Some((s, zeroed)) = r.alloc_run(&ARENA, n.max(1), align) else {
+        return ptr::null_mut();
+    };
+    let span = ARENA.meta(s);
+    span.kind.store(Kind::Large as u8, Relaxed);
+    span.region.store(region as u8, Relaxed);
+    span.start.store(ARENA.slice_addr(s), Relaxed);
+    span.slices.store(n.max(1) as u32, Relaxed);
+    span.size.store(size, Relaxed);
+    span.owner.store(ptr::null_mut(), Relaxed);
+    span.zeroed.store(zeroed, Relaxed);
+    for i in s..s + n.max(1) {
+        ARENA.set_map(i, s);
+    }
+    ARENA.slice_addr(s) as *mut u8
+}
+
+/// What `p` is, for free and realloc: validated or the process aborts naming `op`.
+pub enum Block {
+    Small { span: &'static Span, idx: usize, class: &'static Class },
+    Large { span: &'static Span },
+}
+
+#[inline(always)]
+pub fn classify(op: &str, p: usize) -> Block {
+    let s = ARENA.slice_of(p);
+    let Some(first) = ARENA.map_get(s) else {
+        invalid_pointer(op, p, "is not an allocation (no live allocation covers it; a double free of a large block looks like this too)", None);
+    };
+    let span: &'static Span = ARENA.meta(first);
+    match span.kind() {
+        Kind::Small => {
+            let class = span.class();
+            let off = p - span.start();
+            let idx = class.index_of(off);
+            if idx * class.size as usize != off || idx >= class.capacity as usize {
+                let inside = (idx < class.capacity as usize && span.is_live(idx))
+                    .then(|| (span.start() + idx * class.size as usize, class.size as usize));
+                invalid_pointer(op, p, "is not the start of an allocation", inside);
+            }
+            Block::Small { span, idx, class }
+        }
+        Kind::Large => {
+            if span.start() != p {
+                invalid_pointer(op, p, "is not the start of an allocation", Some((span.start(), span.slices() * SLICE)));
+            }
+            Block::Large { span }
+        }
+        _ => invalid_pointer(op, p, "is not an allocation", None),
+    }
+}
+
+/// Free `p`, which `owns()` has accepted.
+#[inline(always)]
+pub fn free(op: &str, p: usize) {
+    match classify(op, p) {
+        Block::Small { span, idx, .. } => {
+            let region = span.region.load(Relaxed) as usize;
+            let h = my_heap(region);
+            if !h.is_null() && span.owner.load(Relaxed) == h as *mut u8 {
+                // SAFETY: this thread owns `h`, and `h` owns the span.
+                let heap = unsafe { &*h };
+                if !span.free_local(idx) {
+                    double_free(op, p);
+                }
+                let list = span.list.load(Relaxed);
+                if list == LIST_FULL {
+                    heap.unlink(span);
+                    heap.push(LIST_PARTIAL, span);
+                } else if list == LIST_PARTIAL && span.is_all_free() {
+                    heap.unlink(span);
+                    heap.release(span);
+                }
+            } else {
+                if !span.free_remote(idx) {
+                    double_free(op, p);
+                }
+                notify_owner(span);
+            }
+        }
+        Block::Large { span } => free_large(op, span),
+    }
+}
+
+fn free_large(op: &str, span: &'static Span) {
+    let region = span.region.load(Relaxed) as usize;
+    let s = ARENA.slice_of(span.start());
+    let mut r = ARENA.regions[region].lock();
+    // Re-check under the lock: a racing free of the same block must not free it twice.
+    if ARENA.map_get(s) != Some(s) || span.kind() != Kind::Large {
+        drop(r);
+        double_free(op, span.start());
+    }
+    span.kind.store(Kind::None as u8, Relaxed);
+    r.free_run(&ARENA, s, span.slices());
+}
+
+/// Usable size of a validated block.
+pub fn usable(b: &Block) -> usize {
+    match b {
+        Block::Small { class, .. } => class.size as usize,
+        Block::Large { span } => span.slices() * SLICE,
+    }
+}
+
+/// Try to resize a large block in place to `new` bytes. True on success.
+pub fn resize_large_in_place(span: &'static Span, new: usize) -> bool {
+    let n = span.slices();
+    let Some(want) = new.checked_add(SLICE - 1).map(|v| (v / SLICE).max(1)) else {
+        return false;
+    };
+    let s = ARENA.slice_of(span.start());
+    let region = span.region.load(Relaxed) as usize;
+    if want == n {
+        span.size.store(new, Relaxed);
+        return true;
+    }
+    let mut r = ARENA.regions[region].lock();
+    if want < n {
+        span.slices.store(want as u32, Relaxed);
+        r.shrink_run(&ARENA, s, n, want);
+    } else if r.grow_run(&ARENA, s, n, want) {
+        span.slices.store(want as u32, Relaxed);
+    } else {
+        return false;
+    }
+    span.size.store(new, Relaxed);
+    true
+}
+
+/// Number of spans with live objects waiting for adoption (tests, stats).
+pub fn orphan_count() -> usize {
+    let o = ARENA.orphans.lock();
+    let mut n = 0;
+    for region in o.0.iter() {
+        for &head in region.iter() {
+            let mut cur = head;
+            while !cur.is_null() {
+                n += 1;
+                // SAFETY: orphan lists hold live spans (read under the orphans lock).
+                cur = unsafe { (*cur).next.load(Relaxed) };
+            }
+        }
+    }
+    n
+}

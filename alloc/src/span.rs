@@ -1,0 +1,218 @@
+//! Span descriptors: the out-of-line metadata of every run of slices.
+//!
+//! A *run* is a maximal range of slices with one purpose: a small-object span, a large
+//! allocation, or free space. Its descriptor lives at `metas[first_slice]` in a metadata
+//! mapping outside the arena, so **nothing the allocator needs is ever stored in the
+//! memory it hands out**: the runtime may protect, migrate or discard any block without
+//! the allocator noticing, and the allocator never faults on managed memory.
+//!
+//! # Small-span bitmaps and their concurrency rules
+//! - `free_bits` (1 = free, available to the owner): written only by the owning thread
+//!   (relaxed loads and stores, no read-modify-write), read racily by other threads for
+//!   diagnostics (double-free detection, `lookup`).
+//! - `remote_bits` (1 = freed by another thread, not yet collected): set by any thread
+//!   with `fetch_or`; the owner moves them into `free_bits` with `swap(0)`.
+//! - An object is *live* iff its bit is clear in both. A set bit in both is impossible
+//!   (the owner checks at collection and reports a double free).
+//! - `in_pending`: true iff the span is in exactly one heap's pending stack (or being
+//!   pushed). Set by a remote freer with `swap(true)`; cleared only by the thread that
+//!   popped it, *after* reading `next_pending`. Re-initialising a descriptor never
+//!   touches it (a late remote freer may still be pushing the old span).
+
+use crate::sizeclass::{Class, BITMAP_WORDS, CLASSES};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// Not the first slice of any run (a dormant descriptor).
+    None = 0,
+    /// Free slices in a region's page heap (protected by the region lock).
+    Free = 1,
+    /// A small-object span owned by a thread heap.
+    Small = 2,
+    /// One large allocation.
+    Large = 3,
+}
+
+/// Which list of its owner a small span is on (owner-only).
+pub const LIST_NONE: u8 = 0;
+pub const LIST_PARTIAL: u8 = 1;
+pub const LIST_FULL: u8 = 2;
+pub const LIST_CURRENT: u8 = 3;
+
+#[repr(C, align(64))]
+pub struct Span {
+    // ---- identity: written while the run is created (under the region lock, before the
+    // page map publishes it), read-only while it lives.
+    pub kind: AtomicU8,
+    pub class: AtomicU8,
+    /// Region index (0 = managed, 1 = internal).
+    pub region: AtomicU8,
+    /// Free runs: pages may hold old data (not known to be zero).
+    pub dirty: AtomicBool,
+    pub start: AtomicUsize,
+    pub slices: AtomicU32,
+    /// Large: the requested size. Small: the class size.
+    pub size: AtomicUsize,
+
+    // ---- small spans
+    /// The owning `ThreadHeap`, null when orphaned (its thread exited).
+    pub owner: AtomicPtr<u8>,
+    /// Owner-only: number of set bits in `free_bits`.
+    pub free_count: AtomicU32,
+    /// Owner-only: every `free_bits` word below `cursor` is zero.
+    pub cursor: AtomicU32,
+    /// Owner-only: which owner list the span is on (LIST_*).
+    pub list: AtomicU8,
+    pub in_pending: AtomicBool,
+    pub next_pending: AtomicPtr<Span>,
+    /// Owner-only (small spans) or region-lock (free runs): doubly linked list links.
+    pub prev: AtomicPtr<Span>,
+    pub next: AtomicPtr<Span>,
+    /// Large runs: zero-filled at allocation time (calloc can skip the memset).
+    pub zeroed: AtomicBool,
+    pub free_bits: [AtomicU64; BITMAP_WORDS],
+    pub remote_bits: [AtomicU64; BITMAP_WORDS],
+}
+
+impl Span {
+    #[inline(always)]
+    pub fn kind(&self) -> Kind {
+        match self.kind.load(Relaxed) {
+            1 => Kind::Free,
+            2 => Kind::Small,
+            3 => Kind::Large,
+            _ => Kind::None,
+        }
+    }
+    #[inline(always)]
+    pub fn start(&self) -> usize {
+        self.start.load(Relaxed)
+    }
+    #[inline(always)]
+    pub fn slices(&self) -> usize {
+        self.slices.load(Relaxed) as usize
+    }
+    #[inline(always)]
+    pub fn class(&self) -> &'static Class {
+        &CLASSES[self.class.load(Relaxed) as usize]
+    }
+
+    /// Turn this descriptor into a fresh small span of `class` owned by `owner`, all
+    /// objects free. Called by the creating thread before the page map publishes it.
+    pub fn init_small(&self, class: usize, owner: *mut u8) {
+        let c = &CLASSES[class];
+        self.kind.store(Kind::Small as u8, Relaxed);
+        self.class.store(class as u8, Relaxed);
+        self.size.store(c.size as usize, Relaxed);
+        self.owner.store(owner, Relaxed);
+        self.free_count.store(c.capacity, Relaxed);
+        self.cursor.store(0, Relaxed);
+        self.list.store(LIST_NONE, Relaxed);
+        self.prev.store(ptr::null_mut(), Relaxed);
+        self.next.store(ptr::null_mut(), Relaxed);
+        let cap = c.capacity as usize;
+        for w in 0..BITMAP_WORDS {
+            let lo = w * 64;
+            let bits = if lo + 64 <= cap {
+                u64::MAX
+            } else if lo >= cap {
+                0
+            } else {
+                (1u64 << (cap - lo)) - 1
+            };
+            self.free_bits[w].store(bits, Relaxed);
+            debug_assert_eq!(self.remote_bits[w].load(Relaxed), 0, "stale remote frees in a new span");
+        }
+    }
+
+    /// Owner-only: take one free object. `None` when the span has none.
+    #[inline(always)]
+    pub fn pop(&self) -> Option<usize> {
+        if self.free_count.load(Relaxed) == 0 {
+            return None;
+        }
+        let mut w = self.cursor.load(Relaxed) as usize;
+        loop {
+            debug_assert!(w < BITMAP_WORDS, "free_count > 0 but no free bit");
+            let bits = self.free_bits[w].load(Relaxed);
+            if bits != 0 {
+                self.free_bits[w].store(bits & (bits - 1), Relaxed);
+                self.free_count.store(self.free_count.load(Relaxed) - 1, Relaxed);
+                self.cursor.store(w as u32, Relaxed);
+                let idx = w * 64 + bits.trailing_zeros() as usize;
+                return Some(self.start() + idx * self.size.load(Relaxed));
+            }
+            w += 1;
+        }
+    }
+
+    /// Owner-only: mark object `idx` free. Returns false if it was already free (a double
+    /// free), leaving the bitmaps unchanged.
+    #[inline(always)]
+    pub fn free_local(&self, idx: usize) -> bool {
+        let (w, bit) = (idx / 64, 1u64 << (idx % 64));
+        let bits = self.free_bits[w].load(Relaxed);
+        if bits & bit != 0 || self.remote_bits[w].load(Relaxed) & bit != 0 {
+            return false;
+        }
+        self.free_bits[w].store(bits | bit, Relaxed);
+        self.free_count.store(self.free_count.load(Relaxed) + 1, Relaxed);
+        if (w as u32) < self.cursor.load(Relaxed) {
+            self.cursor.store(w as u32, Relaxed);
+        }
+        true
+    }
+
+    /// Any thread but the owner: record a free of object `idx`. Returns false on a
+    /// detected double free (already remote-freed, or free in the owner's view).
+    pub fn free_remote(&self, idx: usize) -> bool {
+        let (w, bit) = (idx / 64, 1u64 << (idx % 64));
+        if self.free_bits[w].load(Relaxed) & bit != 0 {
+            return false;
+        }
+        // Release: the owner's collection (Acquire swap) sees everything this thread
+        // wrote into the object before freeing it.
+        let prev = self.remote_bits[w].fetch_or(bit, AcqRel);
+        prev & bit == 0
+    }
+
+    /// Owner-only: move remote frees into `free_bits`. Returns the number collected, or
+    /// `Err(idx)` naming an object freed twice.
+    pub fn collect_remote(&self) -> Result<u32, usize> {
+        let mut n = 0;
+        let mut lowest = u32::MAX;
+        for w in 0..BITMAP_WORDS {
+            if self.remote_bits[w].load(Relaxed) == 0 {
+                continue;
+            }
+            let r = self.remote_bits[w].swap(0, Acquire);
+            let f = self.free_bits[w].load(Relaxed);
+            if r & f != 0 {
+                return Err(w * 64 + (r & f).trailing_zeros() as usize);
+            }
+            self.free_bits[w].store(f | r, Relaxed);
+            n += r.count_ones();
+            lowest = lowest.min(w as u32);
+        }
+        if n > 0 {
+            self.free_count.store(self.free_count.load(Relaxed) + n, Relaxed);
+            if lowest < self.cursor.load(Relaxed) {
+                self.cursor.store(lowest, Relaxed);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Racy view for diagnostics and `lookup`: is object `idx` currently allocated?
+    pub fn is_live(&self, idx: usize) -> bool {
+        let (w, bit) = (idx / 64, 1u64 << (idx % 64));
+        (self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed)) & bit == 0
+    }
+
+    pub fn is_all_free(&self) -> bool {
+        self.free_count.load(Relaxed) == self.class().capacity
+    }
+}
