@@ -206,7 +206,7 @@ fn heap_for(region: usize) -> *mut ThreadHeap {
                 t.registered.set(true);
                 // SAFETY: a valid key; the value only has to be non-null for the destructor
                 // to run (it finds the heaps through TLS).
-                unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const _) };
+                unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, ptr::dangling::<libc::c_void>()) };
             }
         }
         h
@@ -431,7 +431,8 @@ fn notify_owner(span: &Span) {
 /// `h` must be the calling thread's heap, already removed from its TLS.
 unsafe fn abandon(h: &ThreadHeap) {
     h.drain_pending();
-    let mut orphans: [[*mut Span; NUM_CLASSES]; 1] = [[ptr::null_mut(); NUM_CLASSES]];
+    let mut orphans: [*mut Span; NUM_CLASSES] = [ptr::null_mut(); NUM_CLASSES];
+    #[allow(clippy::needless_range_loop)] // `c` indexes four per-class arrays
     for c in 0..NUM_CLASSES {
         for list in [h.current[c].load(Relaxed), h.partial[c].load(Relaxed), h.full[c].load(Relaxed)] {
             let mut cur = list;
@@ -447,8 +448,8 @@ unsafe fn abandon(h: &ThreadHeap) {
                     h.release(span);
                 } else {
                     span.owner.store(ptr::null_mut(), Release);
-                    span.next.store(orphans[0][c], Relaxed);
-                    orphans[0][c] = span as *const _ as *mut _;
+                    span.next.store(orphans[c], Relaxed);
+                    orphans[c] = span as *const _ as *mut _;
                 }
             }
         }
@@ -458,7 +459,7 @@ unsafe fn abandon(h: &ThreadHeap) {
     }
     {
         let mut o: crate::lock::Guard<'_, Orphans> = ARENA.orphans.lock();
-        for (c, &first) in orphans[0].iter().enumerate() {
+        for (c, &first) in orphans.iter().enumerate() {
             let mut cur = first;
             while !cur.is_null() {
                 // SAFETY: spans just collected above.

@@ -94,10 +94,13 @@ pub fn alloc_aligned(size: usize, align: usize) -> *mut u8 {
     }
 }
 
-/// Free `p` (non-null, allocated here). A pointer that is not a live allocation of this
-/// arena aborts the process with a message naming it.
+/// Free `p`. Null is ignored. A pointer that is not a live allocation of this arena
+/// aborts the process with a message naming it (never silent corruption).
+///
+/// # Safety
+/// No one may use the block after this call.
 #[inline]
-pub fn free(p: *mut u8) {
+pub unsafe fn free(p: *mut u8) {
     if p.is_null() {
         return;
     }
@@ -108,13 +111,22 @@ pub fn free(p: *mut u8) {
 }
 
 /// Resize `p` to `new` bytes keeping its contents (up to the smaller size) and its heap.
-/// `p` null allocates. Returns null on exhaustion, leaving `p` untouched.
-pub fn realloc(p: *mut u8, new: usize) -> *mut u8 {
-    realloc_aligned(p, new, MIN_ALIGN)
+/// `p` null allocates. Returns null on exhaustion, leaving `p` untouched. An invalid `p`
+/// aborts as in [`free`].
+///
+/// # Safety
+/// `p` is null or a block of this allocator that no other thread uses during the call;
+/// on success the old block must not be used again.
+pub unsafe fn realloc(p: *mut u8, new: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { realloc_aligned(p, new, MIN_ALIGN) }
 }
 
 /// [`realloc`] keeping an alignment of `align`.
-pub fn realloc_aligned(p: *mut u8, new: usize, align: usize) -> *mut u8 {
+///
+/// # Safety
+/// As for [`realloc`].
+pub unsafe fn realloc_aligned(p: *mut u8, new: usize, align: usize) -> *mut u8 {
     if p.is_null() {
         return alloc_aligned(new, align);
     }
@@ -154,7 +166,8 @@ pub fn realloc_aligned(p: *mut u8, new: usize, align: usize) -> *mut u8 {
     if q.is_null() {
         return q;
     }
-    // SAFETY: both blocks are live, distinct, and at least min(old, new) bytes long.
+    // SAFETY: `p` was validated as a live block of `old` usable bytes (and the caller
+    // guarantees nobody else uses it); `q` is fresh with at least `new` bytes.
     unsafe { ptr::copy_nonoverlapping(p, q, old.min(new)) };
     heap::free("realloc", addr);
     q
@@ -359,6 +372,7 @@ unsafe impl GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        realloc_aligned(p, new, layout.align())
+        // SAFETY: GlobalAlloc's contract gives us exclusive use of `p`.
+        unsafe { realloc_aligned(p, new, layout.align()) }
     }
 }

@@ -68,7 +68,7 @@ const fn build() -> [Class; NUM_CLASSES] {
         if capacity > MAX_OBJECTS {
             capacity = MAX_OBJECTS;
         }
-        let magic = ((1u64 << MAGIC_SHIFT) + size as u64 - 1) / size as u64;
+        let magic = (1u64 << MAGIC_SHIFT).div_ceil(size as u64);
         t[c] = Class { size: size as u32, slices: slices as u32, capacity: capacity as u32, magic };
         c += 1;
     }
@@ -97,7 +97,7 @@ pub fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
     if size > MAX_SMALL || align > SLICE {
         return None;
     }
-    (class_of(size.max(1))..NUM_CLASSES).find(|&c| CLASSES[c].size as usize % align == 0)
+    (class_of(size.max(1))..NUM_CLASSES).find(|&c| (CLASSES[c].size as usize).is_multiple_of(align))
 }
 
 #[cfg(test)]

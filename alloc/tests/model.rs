@@ -112,7 +112,7 @@ fn run(ops: &[Op], seed: u8) {
                 let old = live.swap_remove(i % live.len());
                 check(&old);
                 intervals.remove(&old.p);
-                let p = ua::realloc_aligned(old.p as *mut u8, s, old.align) as usize;
+                let p = unsafe { ua::realloc_aligned(old.p as *mut u8, s, old.align) } as usize;
                 let keep = old.size.min(s);
                 // SAFETY: the new block holds at least `s` bytes.
                 let head = unsafe { std::slice::from_raw_parts(p as *const u8, keep) };
@@ -124,7 +124,7 @@ fn run(ops: &[Op], seed: u8) {
                 let l = live.swap_remove(i % live.len());
                 check(&l);
                 intervals.remove(&l.p);
-                ua::free(l.p as *mut u8);
+                unsafe { ua::free(l.p as *mut u8) };
                 if let Some((b, _)) = ua::lookup(l.p as *const u8) {
                     assert!(intervals.contains_key(&b), "freed {:#x} still live", l.p);
                 }
@@ -134,7 +134,7 @@ fn run(ops: &[Op], seed: u8) {
     }
     for l in live.drain(..) {
         check(&l);
-        ua::free(l.p as *mut u8);
+        unsafe { ua::free(l.p as *mut u8) };
     }
 }
 
@@ -171,7 +171,7 @@ proptest! {
                 // SAFETY: the block is live and was filled with `v`.
                 let data = unsafe { std::slice::from_raw_parts(p as *const u8, s) };
                 assert!(data.iter().all(|&b| b == v));
-                ua::free(p as *mut u8);
+                unsafe { ua::free(p as *mut u8) };
             }
         })).collect();
         for f in frees { f.join().unwrap(); }

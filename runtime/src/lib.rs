@@ -6,7 +6,11 @@
 //! - [`kernel`]  — WGSL -> SPIR-V with naga;
 //! - [`faults`]  — CPU fault mechanisms (for now: probing which ones work);
 //! - [`info`]    — the `unimem info` report;
-//! - [`options`] — the `UNIMEM_*` environment variables this crate reads.
+//! - [`options`] — the `UNIMEM_*` environment variables this crate reads;
+//! - [`alloc`]   — the shared-virtual-address allocator (`unimem-alloc`), re-exported.
+//!
+//! A Rust program puts its whole heap in shared virtual memory with
+//! `#[global_allocator] static A: unimem::Allocator = unimem::Allocator;`.
 
 #![warn(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -17,3 +21,7 @@ pub mod faults;
 pub mod info;
 pub mod kernel;
 pub mod options;
+
+/// The shared-virtual-address allocator: everything of `unimem-alloc`.
+pub use unimem_alloc as alloc;
+pub use unimem_alloc::{Allocator, HeapKind, InternalScope};

@@ -1,0 +1,151 @@
+//! The allocator as a Rust program's `#[global_allocator]`: the whole test harness, std's
+//! collections and threads run on it. Also covers the internal heap, thread exit
+//! (orphan spans and their adoption), page return to the OS, and `for_each_live`.
+
+use std::collections::{BTreeMap, HashMap};
+use unimem_alloc::{self as ua, HeapKind, InternalScope};
+
+#[global_allocator]
+static A: ua::Allocator = ua::Allocator;
+
+#[test]
+fn std_collections_live_in_the_managed_heap() {
+    let v: Vec<u64> = (0..100_000).collect();
+    let s = String::from("shared virtual address");
+    let b = Box::new([7u8; 3000]);
+    let mut m = HashMap::new();
+    for i in 0..10_000u32 {
+        m.insert(i, i.to_string());
+    }
+    let t: BTreeMap<u32, Vec<u8>> = (0..1000).map(|i| (i, vec![i as u8; i as usize % 97])).collect();
+    for p in [v.as_ptr() as *const u8, s.as_ptr(), b.as_ptr(), m.get(&77).unwrap().as_ptr()] {
+        assert_eq!(ua::heap_of(p), Some(HeapKind::Managed), "{p:?}");
+    }
+    assert_eq!(v.iter().sum::<u64>(), 100_000 * 99_999 / 2);
+    assert_eq!(m[&9999], "9999");
+    assert_eq!(t[&500].len(), 500 % 97);
+    assert_eq!(b[2999], 7);
+}
+
+#[test]
+fn over_aligned_layouts() {
+    #[repr(align(4096))]
+    struct Page([u8; 4096]);
+    let p = Box::new(Page([1; 4096]));
+    assert_eq!(&*p as *const Page as usize % 4096, 0);
+    for align_log in 5..=22 {
+        let layout = std::alloc::Layout::from_size_align(100, 1 << align_log).unwrap();
+        // SAFETY: non-zero size.
+        let h = unsafe { std::alloc::alloc(layout) };
+        assert_eq!(h as usize % (1 << align_log), 0);
+        assert!(ua::contains(h));
+        // SAFETY: allocated above with this layout.
+        unsafe { std::alloc::dealloc(h, layout) };
+    }
+    let mut v: Vec<Page> = Vec::with_capacity(3);
+    for _ in 0..40 {
+        v.push(Page([2; 4096]));
+        assert_eq!(v.as_ptr() as usize % 4096, 0);
+    }
+    assert!(v.iter().all(|p| p.0[4095] == 2));
+}
+
+#[test]
+fn internal_scope_allocates_outside_the_managed_heap() {
+    let managed = Box::new(1u32);
+    let (inner, nested) = {
+        let _g = InternalScope::new();
+        let inner = Box::new(2u32);
+        let nested = {
+            let _g2 = InternalScope::new();
+            Box::new(3u32)
+        };
+        assert!(ua::is_internal());
+        (inner, nested)
+    };
+    assert!(!ua::is_internal());
+    assert_eq!(ua::heap_of(&*managed as *const u32 as *const u8), Some(HeapKind::Managed));
+    assert_eq!(ua::heap_of(&*inner as *const u32 as *const u8), Some(HeapKind::Internal));
+    assert_eq!(ua::heap_of(&*nested as *const u32 as *const u8), Some(HeapKind::Internal));
+    assert!(!ua::contains(&*inner as *const u32 as *const u8));
+    // Freed from managed context: the block's own heap takes it back.
+    drop(inner);
+    // A thread marked always-internal stays internal.
+    let p = std::thread::spawn(|| {
+        ua::set_thread_always_internal(true);
+        Box::into_raw(Box::new([0u8; 100])) as usize
+    })
+    .join()
+    .unwrap();
+    assert_eq!(ua::heap_of(p as *const u8), Some(HeapKind::Internal));
+    // SAFETY: p came from Box::into_raw of this type.
+    drop(unsafe { Box::from_raw(p as *mut [u8; 100]) });
+}
+
+fn rss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    s.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4096
+}
+
+#[test]
+fn freed_large_blocks_return_pages_to_the_os() {
+    let blocks: Vec<Vec<u8>> = (0..40).map(|_| vec![1u8; 4 << 20]).collect();
+    let before = rss_bytes();
+    drop(blocks);
+    let st = ua::stats();
+    assert!(st.dirty <= 32 << 20, "dirty {} above the purge threshold", st.dirty);
+    ua::purge();
+    let after = rss_bytes();
+    assert!(after + (100 << 20) < before, "RSS {before} -> {after}: 160 MiB freed but not returned");
+    assert_eq!(ua::stats().dirty, 0);
+}
+
+#[test]
+fn for_each_live_reports_exactly_the_live_blocks() {
+    // A private large block range: allocate objects of one class, free every other one.
+    let ptrs: Vec<*mut u8> = (0..2000).map(|_| ua::alloc(48)).collect();
+    for p in ptrs.iter().skip(1).step_by(2) {
+        unsafe { ua::free(*p) };
+    }
+    let live: Vec<usize> = ptrs.iter().step_by(2).map(|p| *p as usize).collect();
+    let lo = *live.iter().min().unwrap();
+    let hi = *live.iter().max().unwrap();
+    let mut seen = Vec::new();
+    ua::for_each_live(lo, hi - lo + 1, |b, s| {
+        assert!(s >= 48);
+        seen.push(b)
+    });
+    for b in &live {
+        assert!(seen.contains(b), "live block {b:#x} not reported");
+    }
+    for p in ptrs.iter().skip(1).step_by(2) {
+        assert!(!seen.contains(&(*p as usize)) || ua::lookup(*p).is_some(), "freed block reported");
+    }
+    for b in live {
+        unsafe { ua::free(b as *mut u8) };
+    }
+    let big = ua::alloc(3 << 20);
+    let mut n = 0;
+    ua::for_each_live(big as usize + 100_000, 10, |b, s| {
+        assert_eq!(b, big as usize);
+        assert!(s >= 3 << 20);
+        n += 1;
+    });
+    assert_eq!(n, 1);
+    unsafe { ua::free(big) };
+}
+
+#[test]
+fn large_realloc_grows_and_shrinks_in_place_when_it_can() {
+    let p = ua::alloc(1 << 20);
+    // SAFETY: 1 MiB block.
+    unsafe { std::ptr::write_bytes(p, 9, 1 << 20) };
+    let q = unsafe { ua::realloc(p, 600 << 10) };
+    assert_eq!(p, q, "shrink moved the block");
+    let r = unsafe { ua::realloc(q, 8 << 20) };
+    // SAFETY: at least 600 KiB were preserved.
+    let data = unsafe { std::slice::from_raw_parts(r, 600 << 10) };
+    assert!(data.iter().all(|&b| b == 9));
+    unsafe { ua::free(r) };
+    ua::validate();
+}
