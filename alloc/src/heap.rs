@@ -594,11 +594,30 @@ pub fn classify(op: &str, p: usize) -> Block {
     }
 }
 
+/// Called after a managed-heap block is freed, with its address and usable size: the
+/// runtime discards device copies of blocks that no longer hold live data. 0 = none.
+static FREE_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_free_hook(f: fn(usize, usize)) {
+    FREE_HOOK.store(f as usize, Release);
+}
+
+#[inline(always)]
+fn run_free_hook(region: usize, p: usize, size: usize) {
+    let f = FREE_HOOK.load(Relaxed);
+    if f != 0 && region == MANAGED {
+        // SAFETY: only `set_free_hook` stores non-zero values: valid `fn(usize, usize)`s.
+        let f: fn(usize, usize) = unsafe { core::mem::transmute(f) };
+        f(p, size);
+    }
+}
+
 /// Free `p`, which `owns()` has accepted.
 #[inline(always)]
 pub fn free(op: &str, p: usize) {
     match classify(op, p) {
-        Block::Small { span, idx, .. } => {
+        Block::Small { span, idx, class } => {
+            let size = class.size as usize;
             let region = span.region.load(Relaxed) as usize;
             let h = my_heap(region);
             if !h.is_null() && span.owner.load(Relaxed) == h as *mut u8 {
@@ -621,8 +640,13 @@ pub fn free(op: &str, p: usize) {
                 }
                 notify_owner(span);
             }
+            run_free_hook(region, p, size);
         }
-        Block::Large { span } => free_large(op, span),
+        Block::Large { span } => {
+            let (region, len) = (span.region.load(Relaxed) as usize, span.slices() * SLICE);
+            free_large(op, span);
+            run_free_hook(region, p, len);
+        }
     }
 }
 

@@ -35,6 +35,8 @@ use sizeclass::{class_for_aligned, CLASSES, MAX_SMALL, MIN_ALIGN, SLICE};
 use span::Kind;
 
 pub use heap::{internal_enter, internal_exit, is_internal, set_thread_always_internal};
+pub use heap::set_free_hook;
+pub use region::set_purge_filter;
 
 /// Which heap an address belongs to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

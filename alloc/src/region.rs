@@ -11,14 +11,41 @@
 //!   last slices name it and its interior entries are 0. Free runs are never adjacent
 //!   (they are merged when freed) and each is on exactly one bin list.
 //! - An allocated run has every page-map entry naming it (set before it is returned).
-//! - `dirty_bytes` is the total size of free runs with `dirty` set.
+//! - A free run's `free_state` has [`DIRTY`] (resident, counted in `dirty_bytes`, a purge
+//!   candidate) and/or [`NONZERO`] (may hold old data; without it the run reads as zero).
+//!   `dirty_bytes` is the total size of free runs with `DIRTY` set.
+//! - A run the purge filter refuses (the runtime has protections on it) loses `DIRTY` but
+//!   keeps `NONZERO`, so it is not rescanned until it merges with freshly freed memory.
 
 use crate::arena::Arena;
 use crate::os;
 use crate::sizeclass::{SLICE, SLICE_SHIFT};
 use crate::span::{Kind, Span};
 use core::ptr;
-use core::sync::atomic::Ordering::*;
+use core::sync::atomic::{AtomicUsize, Ordering::*};
+
+/// Free-run state bits (`Span::free_state`).
+pub const DIRTY: u8 = 1;
+pub const NONZERO: u8 = 2;
+
+/// The purge filter: `fn(start, len) -> bool`, "may these pages be returned to the OS?".
+/// 0 = no filter. Set by the runtime, which must not lose pages it has protections on.
+static PURGE_FILTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_purge_filter(f: fn(usize, usize) -> bool) {
+    PURGE_FILTER.store(f as usize, Release);
+}
+
+fn purge_allowed(start: usize, len: usize) -> bool {
+    let f = PURGE_FILTER.load(Acquire);
+    if f == 0 {
+        return true;
+    }
+    // SAFETY: only `set_purge_filter` stores non-zero values, and it stores a valid
+    // `fn(usize, usize) -> bool`.
+    let f: fn(usize, usize) -> bool = unsafe { core::mem::transmute(f) };
+    f(start, len)
+}
 
 /// How much is committed at a time when the heap grows.
 pub const COMMIT_CHUNK: usize = 32 << 20;
@@ -92,32 +119,32 @@ impl Region {
     }
 
     /// Record a free run `[s, s+n)` (not yet merged, page map not yet updated).
-    fn add_free(&mut self, a: &Arena, s: usize, n: usize, dirty: bool) {
+    fn add_free(&mut self, a: &Arena, s: usize, n: usize, state: u8) {
         let m = a.meta(s);
         m.kind.store(Kind::Free as u8, Relaxed);
         m.start.store(a.slice_addr(s), Relaxed);
         m.slices.store(n as u32, Relaxed);
-        m.dirty.store(dirty, Relaxed);
+        m.free_state.store(state, Relaxed);
         a.set_map(s, s);
         a.set_map(s + n - 1, s);
-        if dirty {
+        if state & DIRTY != 0 {
             self.dirty_bytes += n * SLICE;
         }
         self.push_bin(a, s);
     }
 
-    fn take_free(&mut self, a: &Arena, s: usize) -> (usize, bool) {
+    fn take_free(&mut self, a: &Arena, s: usize) -> (usize, u8) {
         let m = a.meta(s);
         self.unlink_bin(m);
         let n = m.slices();
-        let dirty = m.dirty.load(Relaxed);
-        if dirty {
+        let state = m.free_state.load(Relaxed);
+        if state & DIRTY != 0 {
             self.dirty_bytes -= n * SLICE;
         }
         m.kind.store(Kind::None as u8, Relaxed);
         a.set_map(s, usize::MAX);
         a.set_map(s + n - 1, usize::MAX);
-        (n, dirty)
+        (n, state)
     }
 
     /// Allocate a run of `n` slices whose start address is a multiple of `align` (a power
@@ -141,10 +168,10 @@ impl Region {
                 cur = span.next.load(Relaxed);
             }
         }
-        let (s, total, dirty) = match found {
+        let (s, total, state) = match found {
             Some(s) => {
-                let (total, dirty) = self.take_free(a, s);
-                (s, total, dirty)
+                let (total, state) = self.take_free(a, s);
+                (s, total, state)
             }
             None => {
                 let s = self.top;
@@ -162,7 +189,7 @@ impl Region {
                     self.committed += chunk >> SLICE_SHIFT;
                 }
                 self.top = s + want;
-                (s, want, false)
+                (s, want, 0)
             }
         };
         // Carve the aligned part out of [s, s+total); give back the prefix and suffix.
@@ -170,12 +197,12 @@ impl Region {
         let aligned = if align > SLICE { (addr + align - 1) & !(align - 1) } else { addr };
         let first = a.slice_of(aligned);
         if first > s {
-            self.insert_free(a, s, first - s, dirty);
+            self.insert_free(a, s, first - s, state);
         }
         if first + n < s + total {
-            self.insert_free(a, first + n, s + total - first - n, dirty);
+            self.insert_free(a, first + n, s + total - first - n, state);
         }
-        Some((first, !dirty))
+        Some((first, state & NONZERO == 0))
     }
 
     /// Return run `[s, s+n)` (already unpublished from users: its descriptor is about to
@@ -185,7 +212,7 @@ impl Region {
             a.set_map(i, usize::MAX);
         }
         a.meta(s).kind.store(Kind::None as u8, Relaxed);
-        self.insert_free(a, s, n, true);
+        self.insert_free(a, s, n, DIRTY | NONZERO);
         if self.dirty_bytes > self.purge_threshold {
             self.purge();
         }
@@ -193,15 +220,15 @@ impl Region {
 
     /// Make `[s, s+n)` (in no run, page map entries 0) a free run, merged with free
     /// neighbours so that free runs are never adjacent.
-    fn insert_free(&mut self, a: &Arena, s: usize, n: usize, dirty: bool) {
-        let (mut start, mut len, mut dirty) = (s, n, dirty);
+    fn insert_free(&mut self, a: &Arena, s: usize, n: usize, state: u8) {
+        let (mut start, mut len, mut state) = (s, n, state);
         if start > self.first {
             if let Some(l) = a.map_get(start - 1) {
                 if a.meta(l).kind() == Kind::Free {
                     let (ln, ld) = self.take_free(a, l);
                     start = l;
                     len += ln;
-                    dirty |= ld;
+                    state |= ld;
                 }
             }
         }
@@ -210,11 +237,11 @@ impl Region {
                 if r == start + len && a.meta(r).kind() == Kind::Free {
                     let (rn, rd) = self.take_free(a, r);
                     len += rn;
-                    dirty |= rd;
+                    state |= rd;
                 }
             }
         }
-        self.add_free(a, start, len, dirty);
+        self.add_free(a, start, len, state);
     }
 
     /// Shrink allocated run `[s, s+n)` to `keep` slices, freeing the tail.
@@ -264,10 +291,15 @@ impl Region {
             while !cur.is_null() {
                 // SAFETY: bin lists hold live descriptors.
                 let span = unsafe { &*cur };
-                if span.dirty.load(Relaxed) {
-                    // SAFETY: a free run is committed memory nobody may read.
-                    unsafe { os::purge(span.start(), span.slices() * SLICE) };
-                    span.dirty.store(false, Relaxed);
+                if span.free_state.load(Relaxed) & DIRTY != 0 {
+                    let (start, len) = (span.start(), span.slices() * SLICE);
+                    if purge_allowed(start, len) {
+                        // SAFETY: a free run is committed memory nobody may read.
+                        unsafe { os::purge(start, len) };
+                        span.free_state.store(0, Relaxed);
+                    } else {
+                        span.free_state.store(NONZERO, Relaxed);
+                    }
                 }
                 cur = span.next.load(Relaxed);
             }
@@ -293,7 +325,7 @@ impl Region {
                     for i in s + 1..s + n - 1 {
                         assert_eq!(a.map_get(i), None, "interior of free run");
                     }
-                    if m.dirty.load(Relaxed) {
+                    if m.free_state.load(Relaxed) & DIRTY != 0 {
                         dirty += n * SLICE;
                     }
                     prev_free = true;

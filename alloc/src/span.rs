@@ -50,8 +50,8 @@ pub struct Span {
     pub class: AtomicU8,
     /// Region index (0 = managed, 1 = internal).
     pub region: AtomicU8,
-    /// Free runs: pages may hold old data (not known to be zero).
-    pub dirty: AtomicBool,
+    /// Free runs: `region::DIRTY | region::NONZERO` bits.
+    pub free_state: AtomicU8,
     pub start: AtomicUsize,
     pub slices: AtomicU32,
     /// Large: the requested size. Small: the class size.
