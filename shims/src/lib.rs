@@ -1,1 +1,29 @@
-//! libunimem.so
+//! libunimem.so: the `LD_PRELOAD` face of unimem.
+//!
+//! Loaded before libc, this library takes over the C allocation API so every `malloc` of an
+//! unmodified program comes from unimem's shared-virtual-address arena, and exports the C
+//! API declared in `shims/include/unimem.h`.
+//!
+//! Module map:
+//! - `malloc`: the malloc family (`malloc` .. `pvalloc`, C23 `free_sized`, glibc's
+//!   `__libc_*` names), each a thin forward to one `unimem_alloc` call plus C's errno rules;
+//! - `threads`: the `pthread_create` wrapper that keeps threads created by internal code
+//!   (the runtime, the Vulkan driver) on the internal heap for life;
+//! - `capi`: the `unimem_*` functions of `unimem.h`.
+//!
+//! Rules for every exported function (they run before `main`, inside libc, in fork
+//! children and in threads being torn down):
+//! - never allocate except through `unimem_alloc`, never format through `std`, never touch
+//!   a `std` facility that needs initialisation (the arena initialises itself on first use,
+//!   reading options from `environ` without allocating);
+//! - never panic: no indexing, no unchecked arithmetic on caller-supplied sizes, no
+//!   `unwrap`. A panic inside an `extern "C"` function aborts the process;
+//! - report errors the C way (a null return plus `errno`, or an error code), and the
+//!   program's own heap corruption (double free, foreign pointer) with one line on stderr
+//!   and `abort()`, which `unimem_alloc` does.
+
+#![warn(unsafe_op_in_unsafe_fn)]
+
+pub mod capi;
+pub mod malloc;
+pub mod threads;

@@ -1,0 +1,215 @@
+//! Shared by the integration tests of libunimem.so: find the built library, compile the C
+//! test programs of `tests/c/`, and run programs with or without `LD_PRELOAD`, with a
+//! timeout and captured output.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The line `UNIMEM_VERBOSE=1` makes the allocator print in every process it initialises in.
+pub const ARENA_LINE: &str = "unimem: arena ";
+
+/// `libunimem.so` of the profile these tests were built with, rebuilt if out of date.
+///
+/// `cargo test` does not build a `cdylib` for integration tests (it builds only libraries
+/// it can link, and this package cannot also be an rlib: its lib name `unimem` would
+/// collide with the runtime crate's), so the first call runs `cargo build` for this
+/// package with the tests' profile and target directory. Cargo releases its build lock
+/// before running tests, so this does not block.
+pub fn lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // <target dir>[/<triple>]/<profile dir>/deps/<test binary>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary in <target>/<profile>/deps");
+        let above = profile_dir
+            .parent()
+            .expect("profile directory has a parent");
+        let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
+            (above, None)
+        } else {
+            (above.parent().expect("target directory"), above.file_name())
+        };
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("unexpected test binary location {}", exe.display()),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(&cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "unimem-preload",
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir);
+        if let Some(t) = triple {
+            cmd.arg("--target").arg(t);
+        }
+        let out = cmd
+            .env_remove("LD_PRELOAD")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build libunimem.so: {e}"));
+        assert!(
+            out.status.success(),
+            "building libunimem.so failed ({cmd:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let so = profile_dir.join("libunimem.so");
+        assert!(
+            so.is_file(),
+            "{cmd:?} succeeded but {} does not exist",
+            so.display()
+        );
+        so
+    })
+}
+
+/// A fresh, empty scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("unimem-preload")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
+    d
+}
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Compile `tests/c/<name>.c` (once per test process) and return the executable.
+pub fn compile_c(name: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let dir = scratch(&format!("c-{name}"));
+    let exe = dir.join(name);
+    let src = manifest_dir().join("tests/c").join(format!("{name}.c"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-std=gnu11", "-O1", "-g", "-fno-builtin", "-Wall", "-Wextra", "-Werror", "-pthread"])
+        .arg("-I")
+        .arg(manifest_dir().join("include"))
+        .arg("-I")
+        .arg(manifest_dir().join("tests/c"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg("-ldl")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}` ({e}); install one (apt-get install gcc) or set CC"));
+    assert!(
+        out.status.success(),
+        "compiling {} failed:\n{}{}",
+        src.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    built.insert(name.to_string(), exe.clone());
+    exe
+}
+
+/// Run under `LD_PRELOAD=libunimem.so`.
+pub fn with_shim(cmd: &mut Command) -> &mut Command {
+    cmd.env("LD_PRELOAD", lib())
+}
+
+/// Run with the system allocator (no preload inherited from the caller either).
+pub fn without_shim(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("LD_PRELOAD")
+}
+
+/// What a finished program produced.
+pub struct Out {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Panic with everything the program said unless it exited with status 0.
+    pub fn assert_success(&self, what: &str) {
+        assert!(
+            self.status.success(),
+            "{what}: {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout_text(),
+            self.stderr
+        );
+    }
+
+    /// Stderr without the allocator's start-up lines, and how many there were (one per
+    /// process that loaded the shim and allocated).
+    pub fn stderr_without_arena_lines(&self) -> (String, usize) {
+        let mut n = 0;
+        let mut rest = String::new();
+        for line in self.stderr.split_inclusive('\n') {
+            if line.starts_with(ARENA_LINE) {
+                n += 1;
+            } else {
+                rest.push_str(line);
+            }
+        }
+        (rest, n)
+    }
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+/// Run `cmd` to completion with captured output. A program still running after `timeout`
+/// is killed and the test fails, naming it.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Out {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child: Child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+            panic!("{cmd:?} did not finish within {timeout:?} (killed); stderr so far:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Out {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
+    }
+}
