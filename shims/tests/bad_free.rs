@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Run `bad_free <case>` and check the abort; `what` must appear in the message.
 fn aborts(case: &str, what: &str) {
-    let exe = compile_c("bad_free");
+    let exe = compile_c("bad_free", &[]);
     let out = run(
         with_shim(Command::new(&exe).arg(case)),
         Duration::from_secs(60),

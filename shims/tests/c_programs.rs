@@ -14,7 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Run `tests/c/<name>.c` with the shim, and (if `baseline`) without it.
 fn c_test(name: &str, baseline: bool) {
-    let exe = compile_c(name);
+    let exe = compile_c(name, &[]);
     let out = run(with_shim(&mut Command::new(&exe)), TIMEOUT);
     out.assert_success(&format!("{name} under libunimem.so"));
     let text = out.stdout_text();

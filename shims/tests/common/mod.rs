@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -90,38 +91,64 @@ fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Compile `tests/c/<name>.c` (once per test process) and return the executable.
-pub fn compile_c(name: &str) -> PathBuf {
+/// Run the C compiler (`$CC`, default `cc`; `$CXX`, default `c++`, when `cxx`) with
+/// `args`, panicking with its output if it fails.
+pub fn cc(cxx: bool, args: &[&OsStr], what: &str) {
+    let (var, default) = if cxx { ("CXX", "c++") } else { ("CC", "cc") };
+    let compiler = std::env::var(var).unwrap_or_else(|_| default.into());
+    let out = Command::new(&compiler).args(args).env_remove("LD_PRELOAD").output().unwrap_or_else(|e| {
+        panic!("cannot run the compiler `{compiler}` ({e}); install gcc and g++ (apt-get install gcc g++) or set {var}")
+    });
+    assert!(
+        out.status.success(),
+        "{what} failed ({compiler} {args:?}):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compile `tests/c/<name>.c` (once per test process) and return the executable. `link`
+/// is added at the end of the command line (the first call for a name decides).
+pub fn compile_c(name: &str, link: &[&OsStr]) -> PathBuf {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let built = built.get_or_insert_with(HashMap::new);
     if let Some(p) = built.get(name) {
         return p.clone();
     }
-    let dir = scratch(&format!("c-{name}"));
-    let exe = dir.join(name);
+    let exe = scratch(&format!("c-{name}")).join(name);
     let src = manifest_dir().join("tests/c").join(format!("{name}.c"));
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .args(["-std=gnu11", "-O1", "-g", "-fno-builtin", "-Wall", "-Wextra", "-Werror", "-pthread"])
-        .arg("-I")
-        .arg(manifest_dir().join("include"))
-        .arg("-I")
-        .arg(manifest_dir().join("tests/c"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .arg("-ldl")
-        .env_remove("LD_PRELOAD")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}` ({e}); install one (apt-get install gcc) or set CC"));
-    assert!(
-        out.status.success(),
-        "compiling {} failed:\n{}{}",
-        src.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (include, tests_c) = (
+        manifest_dir().join("include"),
+        manifest_dir().join("tests/c"),
     );
+    let mut args: Vec<&OsStr> = [
+        "-std=gnu11",
+        "-O1",
+        "-g",
+        "-fno-builtin",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pthread",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    args.extend([
+        OsStr::new("-I"),
+        include.as_os_str(),
+        OsStr::new("-I"),
+        tests_c.as_os_str(),
+    ]);
+    args.extend([
+        src.as_os_str(),
+        OsStr::new("-o"),
+        exe.as_os_str(),
+        OsStr::new("-ldl"),
+    ]);
+    args.extend(link);
+    cc(false, &args, &format!("compiling {}", src.display()));
     built.insert(name.to_string(), exe.clone());
     exe
 }

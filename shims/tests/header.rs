@@ -1,0 +1,281 @@
+//! `shims/include/unimem.h` is the product (style point 12): these tests keep it in step
+//! with the Rust definitions and with what `libunimem.so` exports.
+//!
+//! - every function the header declares is defined in `src/capi.rs` with the same C
+//!   signature, and every `unimem_*` function there is declared in the header;
+//! - every `UNIMEM_*` constant has the same value on both sides;
+//! - the library exports exactly the header's functions plus the C allocation API;
+//! - the header compiles as strict C99 and C++11, and a program that includes it and links
+//!   with `-lunimem` works.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::process::Command;
+use std::time::Duration;
+
+fn manifest(path: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+}
+
+/// The C text without comments and preprocessor lines.
+fn c_code(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("/*") {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].find("*/").map_or("", |j| &rest[i + j + 2..]);
+    }
+    out.push_str(rest);
+    out.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Normalise a C type: single spaces, `*` as its own token, no parameter name.
+fn c_type(decl: &str, drop_name: bool) -> String {
+    let spaced = decl.replace('*', " * ");
+    let mut toks: Vec<&str> = spaced.split_whitespace().collect();
+    const TYPE_WORDS: [&str; 9] = [
+        "void", "int", "char", "const", "unsigned", "long", "size_t", "*", "struct",
+    ];
+    if drop_name && toks.len() > 1 && !TYPE_WORDS.contains(toks.last().unwrap()) {
+        toks.pop();
+    }
+    toks.join(" ")
+}
+
+/// `name -> "ret(arg, arg)"` for every `unimem_*` function the header declares.
+fn header_functions() -> BTreeMap<String, String> {
+    let code = c_code(&manifest("include/unimem.h"));
+    let mut fns = BTreeMap::new();
+    for stmt in code.split(';') {
+        let stmt = stmt.split('}').next_back().unwrap_or("").trim();
+        let Some(open) = stmt.find('(') else { continue };
+        let head = &stmt[..open];
+        let Some(name) = head
+            .split(|c: char| c.is_whitespace() || c == '*')
+            .next_back()
+        else {
+            continue;
+        };
+        if !name.starts_with("unimem_") {
+            continue;
+        }
+        let ret = c_type(&head[..head.len() - name.len()], false);
+        let params = stmt[open + 1..stmt.rfind(')').expect("closing parenthesis")].trim();
+        let params: Vec<String> = if params == "void" {
+            vec![]
+        } else {
+            params.split(',').map(|p| c_type(p, true)).collect()
+        };
+        fns.insert(name.to_string(), format!("{ret}({})", params.join(", ")));
+    }
+    fns
+}
+
+/// A Rust FFI type as the C type it stands for. Extend when the API grows.
+fn rust_to_c(t: &str) -> String {
+    match t.trim() {
+        "" | "()" => "void",
+        "c_int" => "int",
+        "c_uint" => "unsigned int",
+        "usize" | "size_t" => "size_t",
+        "*const c_void" => "const void *",
+        "*mut c_void" => "void *",
+        "*const c_char" => "const char *",
+        other => {
+            panic!("header test: no C spelling for the Rust type `{other}`; add it to rust_to_c")
+        }
+    }
+    .to_string()
+}
+
+/// `name -> "ret(arg, arg)"` for every `unimem_*` function `src/capi.rs` defines.
+fn rust_functions() -> BTreeMap<String, String> {
+    let src = manifest("src/capi.rs");
+    let mut fns = BTreeMap::new();
+    for (i, _) in src.match_indices("extern \"C\" fn unimem_") {
+        let rest = &src[i + "extern \"C\" fn ".len()..];
+        let open = rest.find('(').unwrap();
+        let close = rest.find(')').unwrap();
+        let name = &rest[..open];
+        let params: Vec<String> = rest[open + 1..close]
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| rust_to_c(p.split_once(':').expect("name: type").1))
+            .collect();
+        let after = rest[close + 1..rest.find('{').unwrap()].trim();
+        let ret = rust_to_c(after.strip_prefix("->").unwrap_or(""));
+        fns.insert(
+            name.to_string(),
+            format!("{}({})", c_type(&ret, false), params.join(", ")),
+        );
+    }
+    fns
+}
+
+/// `UNIMEM_* = value` pairs from the header's enums and `#define`s, and from the Rust consts.
+fn constants() -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+    let header = manifest("include/unimem.h");
+    let mut c = BTreeMap::new();
+    let code = c_code(&header);
+    for part in code.split([',', '{', '}', '\n']) {
+        if let Some((name, value)) = part.split_once('=') {
+            let name = name.trim();
+            if name.starts_with("UNIMEM_") {
+                c.insert(
+                    name.to_string(),
+                    value.trim().parse().expect("integer constant"),
+                );
+            }
+        }
+    }
+    for line in header.lines() {
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        if toks.len() == 3
+            && toks[0] == "#define"
+            && toks[1].starts_with("UNIMEM_")
+            && toks[1] != "UNIMEM_H"
+        {
+            c.insert(
+                toks[1].to_string(),
+                toks[2].parse().expect("integer #define"),
+            );
+        }
+    }
+    let mut r = BTreeMap::new();
+    for line in manifest("src/capi.rs").lines() {
+        if let Some(rest) = line.trim().strip_prefix("pub const UNIMEM_") {
+            let (name, value) = rest.split_once(':').unwrap();
+            let value = value
+                .split_once('=')
+                .unwrap()
+                .1
+                .trim()
+                .trim_end_matches(';');
+            r.insert(
+                format!("UNIMEM_{name}"),
+                value.parse().expect("integer const"),
+            );
+        }
+    }
+    (c, r)
+}
+
+#[test]
+fn header_matches_rust_definitions() {
+    let (h, r) = (header_functions(), rust_functions());
+    assert!(
+        !h.is_empty(),
+        "no unimem_* function found in unimem.h: is the parser broken?"
+    );
+    assert_eq!(h, r, "unimem.h (left) and src/capi.rs (right) disagree");
+    let (hc, rc) = constants();
+    assert!(!hc.is_empty(), "no UNIMEM_* constant found in unimem.h");
+    assert_eq!(
+        hc, rc,
+        "constants of unimem.h (left) and src/capi.rs (right) disagree"
+    );
+}
+
+/// The C allocation API and the wrappers the library must export besides `unimem_*`.
+const C_EXPORTS: &[&str] = &[
+    "malloc",
+    "free",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "malloc_usable_size",
+    "malloc_trim",
+    "free_sized",
+    "free_aligned_sized",
+    "cfree",
+    "__libc_malloc",
+    "__libc_free",
+    "__libc_calloc",
+    "__libc_realloc",
+    "__libc_memalign",
+    "__libc_valloc",
+    "__libc_pvalloc",
+    "pthread_create",
+];
+
+#[test]
+fn library_exports_exactly_the_api() {
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only", "--format=posix"])
+        .arg(lib())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nm ({e}); install binutils"));
+    assert!(
+        out.status.success(),
+        "nm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|k| k == "T" || k == "W")
+        })
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    let mut expected: BTreeSet<String> = C_EXPORTS.iter().map(|s| s.to_string()).collect();
+    expected.extend(header_functions().into_keys());
+    assert_eq!(
+        exported, expected,
+        "libunimem.so exports (left) differ from the API (right)"
+    );
+}
+
+#[test]
+fn header_compiles_as_strict_c_and_cpp() {
+    let dir = scratch("header-compile");
+    let include = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    let src = dir.join("use.c");
+    // Included twice: the include guard must hold.
+    std::fs::write(&src, "#include <unimem.h>\n#include <unimem.h>\nint main(void) { return unimem_is_internal(); }\n").unwrap();
+    for (cxx, std_flag) in [(false, "-std=c99"), (true, "-std=c++11")] {
+        let lang = if cxx { "c++" } else { "c" };
+        let flags = [
+            std_flag,
+            "-pedantic",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            "-x",
+            lang,
+        ];
+        let args: Vec<&OsStr> = flags
+            .iter()
+            .map(OsStr::new)
+            .chain([OsStr::new("-I"), include.as_os_str(), src.as_os_str()])
+            .collect();
+        cc(cxx, &args, &format!("compiling unimem.h as {std_flag}"));
+    }
+}
+
+#[test]
+fn program_linked_with_lunimem() {
+    let dir = lib().parent().unwrap();
+    let link: Vec<&OsStr> = vec![OsStr::new("-L"), dir.as_os_str(), OsStr::new("-lunimem")];
+    let exe = compile_c("capi", &link);
+    let out = run(
+        without_shim(&mut Command::new(&exe)).env("LD_LIBRARY_PATH", dir),
+        Duration::from_secs(60),
+    );
+    out.assert_success("a program linked with -lunimem");
+    assert_eq!(out.stdout_text(), "PASS capi\n");
+}
