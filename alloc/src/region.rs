@@ -178,15 +178,8 @@ impl Region {
                 if s.checked_add(want)? > self.end {
                     return None;
                 }
-                if s + want > self.committed {
-                    let need = (s + want - self.committed) * SLICE;
-                    let chunk = need.max(COMMIT_CHUNK).min((self.end - self.committed) * SLICE);
-                    // SAFETY: [committed, committed+chunk) lies inside this region of the
-                    // reservation and nothing there is in use (it is above `top`).
-                    if unsafe { os::commit(a.slice_addr(self.committed), chunk) }.is_err() {
-                        return None;
-                    }
-                    self.committed += chunk >> SLICE_SHIFT;
+                if !self.commit_to(a, s + want) {
+                    return None;
                 }
                 self.top = s + want;
                 (s, want, 0)
@@ -203,6 +196,24 @@ impl Region {
             self.insert_free(a, first + n, s + total - first - n, state);
         }
         Some((first, state & NONZERO == 0))
+    }
+
+    /// Make sure slices below `end` are committed. The committed end stays a multiple of
+    /// [`COMMIT_CHUNK`] from the region start (or the region end), so the runtime can treat
+    /// any aligned sub-chunk granule as wholly committed or not.
+    fn commit_to(&mut self, a: &Arena, end: usize) -> bool {
+        if end <= self.committed {
+            return true;
+        }
+        let chunk_slices = COMMIT_CHUNK >> SLICE_SHIFT;
+        let target = (self.first + (end - self.first).div_ceil(chunk_slices) * chunk_slices).min(self.end);
+        // SAFETY: [committed, target) lies inside this region of the reservation and nothing
+        // there is in use (it is above `top`).
+        if unsafe { os::commit(a.slice_addr(self.committed), (target - self.committed) * SLICE) }.is_err() {
+            return false;
+        }
+        self.committed = target;
+        true
     }
 
     /// Return run `[s, s+n)` (already unpublished from users: its descriptor is about to
@@ -266,13 +277,8 @@ impl Region {
             }
         } else if next == self.top && next + need <= self.end {
             // Extend into never-used space at the top.
-            if next + need > self.committed {
-                let chunk = ((next + need - self.committed) * SLICE).max(COMMIT_CHUNK).min((self.end - self.committed) * SLICE);
-                // SAFETY: as in `alloc_run`.
-                if unsafe { os::commit(a.slice_addr(self.committed), chunk) }.is_err() {
-                    return false;
-                }
-                self.committed += chunk >> SLICE_SHIFT;
+            if !self.commit_to(a, next + need) {
+                return false;
             }
             self.top = next + need;
         } else {

@@ -16,6 +16,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod coherence;
 pub mod device;
 pub mod faults;
 pub mod info;

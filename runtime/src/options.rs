@@ -63,8 +63,119 @@ pub const REQUIRE_DEVICE: EnvOption = EnvOption {
     help: "1: tests that need a Vulkan device fail when there is none (set this in CI)",
 };
 
+/// `UNIMEM_BLOCK_SIZE`: the migration unit.
+pub const BLOCK_SIZE: EnvOption = EnvOption {
+    name: "UNIMEM_BLOCK_SIZE",
+    default: "64K",
+    help: "bytes per migration block (= per device frame): a power of two from 4K to 16M",
+};
+
+/// `UNIMEM_DEVICE_MEMORY`: the size of the device frame pool.
+pub const DEVICE_MEMORY: EnvOption = EnvOption {
+    name: "UNIMEM_DEVICE_MEMORY",
+    default: "1/4 of the largest DEVICE_LOCAL heap, at most 1G",
+    help: "bytes of device memory for block frames (rounded down to whole blocks, at least one)",
+};
+
+/// `UNIMEM_DEVICE_COPY`: how blocks move between host and device.
+pub const DEVICE_COPY: EnvOption = EnvOption {
+    name: "UNIMEM_DEVICE_COPY",
+    default: "auto: direct when frames can live in host-visible, host-cached device memory, else staging",
+    help: "auto | direct (memcpy into mapped frames) | staging (vkCmdCopyBuffer through a staging ring)",
+};
+
+/// `UNIMEM_FAULTS`: the CPU fault mechanism coherence uses.
+pub const FAULTS: EnvOption = EnvOption {
+    name: "UNIMEM_FAULTS",
+    default: "auto: userfaultfd (SIGBUS mode) if this process can use it, else mprotect + SIGSEGV",
+    help: "auto | uffd | mprotect",
+};
+
 /// Every option of the runtime crate, in the order `unimem info` prints them.
-pub const ALL: &[EnvOption] = &[DEVICE, VULKAN_LIBRARY, REQUIRE_DEVICE];
+pub const ALL: &[EnvOption] = &[
+    DEVICE,
+    VULKAN_LIBRARY,
+    REQUIRE_DEVICE,
+    BLOCK_SIZE,
+    DEVICE_MEMORY,
+    DEVICE_COPY,
+    FAULTS,
+];
+
+/// Smallest accepted `UNIMEM_BLOCK_SIZE` (one host page).
+pub const MIN_BLOCK_SIZE: u64 = 4 << 10;
+/// Largest accepted `UNIMEM_BLOCK_SIZE`.
+pub const MAX_BLOCK_SIZE: u64 = 16 << 20;
+/// `UNIMEM_BLOCK_SIZE` when unset.
+pub const DEFAULT_BLOCK_SIZE: u64 = 64 << 10;
+
+/// Parses a byte count as the allocator does: decimal with an optional `K`, `M`, `G` or `T`
+/// suffix (powers of 1024), within `min..=max`. `None` when malformed or out of range.
+pub fn parse_bytes(text: &str, min: u64, max: u64) -> Option<u64> {
+    let opt = unimem_alloc::options::Opt {
+        name: "",
+        kind: unimem_alloc::options::Kind::Bytes,
+        default: 0,
+        min,
+        max,
+        doc: "",
+    };
+    unimem_alloc::options::parse(&opt, text.trim().as_bytes())
+}
+
+/// `UNIMEM_BLOCK_SIZE`, validated: `Err` says what is wrong and what is accepted.
+pub fn block_size() -> Result<usize, String> {
+    let Some(text) = BLOCK_SIZE.value() else {
+        return Ok(DEFAULT_BLOCK_SIZE as usize);
+    };
+    match parse_bytes(&text, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE) {
+        Some(v) if v.is_power_of_two() => Ok(v as usize),
+        _ => Err(format!(
+            "{}={text:?} is not a power of two from 4K to 16M; set it to e.g. 64K, or unset it",
+            BLOCK_SIZE.name
+        )),
+    }
+}
+
+/// `UNIMEM_DEVICE_MEMORY`, validated (`Ok(None)`: unset, use the default share).
+pub fn device_memory() -> Result<Option<u64>, String> {
+    let Some(text) = DEVICE_MEMORY.value() else {
+        return Ok(None);
+    };
+    parse_bytes(&text, 1, u64::MAX).map(Some).ok_or_else(|| {
+        format!(
+            "{}={text:?} is not a byte count; set it to e.g. 256M or 1G, or unset it",
+            DEVICE_MEMORY.name
+        )
+    })
+}
+
+/// The values of `UNIMEM_DEVICE_COPY`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Direct when the frames' memory suits it, else staging.
+    Auto,
+    /// memcpy into persistently mapped frames.
+    Direct,
+    /// Unmapped frames, a host-visible staging ring and `vkCmdCopyBuffer`.
+    Staging,
+}
+
+/// `UNIMEM_DEVICE_COPY`, validated.
+pub fn device_copy() -> Result<CopyMode, String> {
+    let Some(text) = DEVICE_COPY.value() else {
+        return Ok(CopyMode::Auto);
+    };
+    match text.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(CopyMode::Auto),
+        "direct" => Ok(CopyMode::Direct),
+        "staging" => Ok(CopyMode::Staging),
+        _ => Err(format!(
+            "{}={text:?} is not one of auto, direct, staging; set one of those or unset it",
+            DEVICE_COPY.name
+        )),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -78,5 +189,15 @@ mod tests {
                 assert_ne!(a.name, b.name);
             }
         }
+    }
+
+    #[test]
+    fn byte_counts_parse_like_the_allocator() {
+        assert_eq!(parse_bytes("64K", 1, u64::MAX), Some(64 << 10));
+        assert_eq!(parse_bytes(" 2m ", 1, u64::MAX), Some(2 << 20));
+        assert_eq!(parse_bytes("4096", 1, u64::MAX), Some(4096));
+        assert_eq!(parse_bytes("1G", 1, 1 << 20), None);
+        assert_eq!(parse_bytes("12Q", 1, u64::MAX), None);
+        assert_eq!(parse_bytes("", 1, u64::MAX), None);
     }
 }

@@ -1,12 +1,15 @@
-//! CPU fault backends. For now: probing which mechanisms this process can use.
+//! CPU fault backends.
 //!
+//! - `protect.rs`  — host protection backends (userfaultfd SIGBUS mode; mprotect + SIGSEGV);
+//! - `handler.rs`  — the SIGBUS/SIGSEGV handler: coherence faults, chaining to others;
 //! - `uffd_abi.rs` — the userfaultfd kernel ABI (ioctl numbers, structs, feature bits);
 //! - `trap.rs`     — a temporary single-page SIGSEGV/SIGBUS trap used by the probes;
 //! - `probe.rs`    — [`FaultProbe`]: each mechanism tried for real.
 //!
-//! Later: the userfaultfd SIGBUS backend and the signal + mprotect fallback.
 
+pub mod handler;
 mod probe;
+pub mod protect;
 mod trap;
 pub mod uffd_abi;
 

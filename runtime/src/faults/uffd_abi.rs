@@ -256,3 +256,28 @@ mod tests {
         assert_eq!(feature_names(1 << 40), ["bit 40"]);
     }
 }
+
+/// `struct uffdio_zeropage`: map the zero page over missing pages.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UffdioZeropage {
+    /// The range.
+    pub range: UffdioRange,
+    /// `UFFDIO_ZEROPAGE_MODE_*`.
+    pub mode: u64,
+    /// Out: bytes mapped, or a negative errno.
+    pub zeropage: i64,
+}
+
+/// `UFFDIO_ZEROPAGE = _IOWR(UFFDIO, _UFFDIO_ZEROPAGE, struct uffdio_zeropage)`.
+pub const UFFDIO_ZEROPAGE: u64 = ioc(
+    IOC_READ | IOC_WRITE,
+    UFFDIO,
+    NR_ZEROPAGE,
+    std::mem::size_of::<UffdioZeropage>(),
+);
+
+/// `UFFDIO_COPY_MODE_WP`: install the copied pages write-protected.
+pub const COPY_MODE_WP: u64 = 1 << 1;
+/// `UFFDIO_WRITEPROTECT_MODE_WP`: set write protection (clear it when absent).
+pub const WRITEPROTECT_MODE_WP: u64 = 1 << 0;

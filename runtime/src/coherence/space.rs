@@ -1,0 +1,588 @@
+//! The coherent space: the managed region under block-granular coherence. Every state
+//! transition of every block happens in this file, under that block's migration bit.
+//!
+//! | from \ event | device read / prefetch | device write (kernel dirty) | CPU read fault | CPU write fault | evict / to host | discard |
+//! |---|---|---|---|---|---|---|
+//! | Host   | upload -> Shared | — | (spurious) | (spurious) | — | reap stale copy |
+//! | Shared | — | host absent -> Device | (spurious) | writable, copy stale -> Host | writable, drop copy -> Host | same |
+//! | Device | — | — | fill RO -> Shared | fill RW, copy stale -> Host | fill RW, drop copy -> Host | zero-fill, drop -> Host |
+//!
+//! "Copy stale" (from the fault handler, which cannot call the device) sets a bit in
+//! `stale`; [`Space::reap_stale`] drops those device copies before any upload or launch.
+//!
+//! # Locking rules
+//! - A block's migration bit (`state.rs`) is the only lock that guards its protection, its
+//!   device copy and its state. Normal-context code takes bits of several blocks in
+//!   ascending order; the fault handler takes at most one, with `try_lock`, and waits with
+//!   `FUTEX_WAIT` (never spins on a lock a sleeping thread holds).
+//! - Code holding a migration bit never touches the block's memory through a normal access
+//!   (copies use host views, `UFFDIO_COPY` or `/proc/self/mem`), so it cannot fault on a
+//!   block it holds. A thread that faults while holding a bit is reported and aborted instead
+//!   of deadlocking.
+//! - Device methods are called only from normal context, except `host_view`.
+//! - Every normal-context operation runs inside an `InternalScope`: what coherence (and the
+//!   device under it) allocates lives in the internal heap, which never migrates, so no
+//!   runtime structure can be on a block the runtime is moving.
+
+use super::backend::{BackendError, BlockDevice, BlockId};
+use super::state::{state_of, BlockStates, State, BUSY};
+use super::stats::Counters;
+use crate::faults::protect::Protector;
+use std::cell::Cell;
+use unimem_alloc::InternalScope;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+
+/// Why a coherence operation failed. Host-valid data is never lost by a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CoherenceError {
+    /// The range is not in the managed heap.
+    #[error("{addr:#x}+{len} is not in the managed heap ({base:#x}+{heap_len}); only memory from unimem's allocator can migrate")]
+    NotManaged {
+        /// Start of the range.
+        addr: usize,
+        /// Its length.
+        len: usize,
+        /// Managed heap base.
+        base: usize,
+        /// Managed heap length.
+        heap_len: usize,
+    },
+    /// Changing host protection failed.
+    #[error("cannot change host protection of block {block} ({addr:#x}): {source}")]
+    Protect {
+        /// The block.
+        block: usize,
+        /// Its address.
+        addr: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The device failed.
+    #[error("device error while migrating: {0}")]
+    Device(#[from] BackendError),
+}
+
+thread_local! {
+    /// Migration bits this thread holds (normal context). A fault while non-zero would
+    /// deadlock on our own bit.
+    static HELD: Cell<u32> = const { Cell::new(0) };
+    /// Last fault seen on a Host block in a mode where that can be genuine: (addr, word).
+    static LAST_HOST_FAULT: Cell<(usize, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// What the fault handler should do after [`Space::handle_fault`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// Served: return and retry the access.
+    Handled,
+    /// Not a coherence fault: chain to the previous handler (or crash).
+    NotOurs,
+    /// A bug that cannot be served (message for stderr).
+    Fatal(&'static str),
+}
+
+/// The managed region under coherence.
+pub struct Space {
+    base: usize,
+    len: usize,
+    shift: u32,
+    states: BlockStates,
+    device: Arc<dyn BlockDevice>,
+    prot: Box<dyn Protector>,
+    stale: Box<[AtomicU64]>,
+    device_blocks: AtomicUsize,
+    /// Counters (faults, bytes, time).
+    pub stats: Counters,
+}
+
+impl Space {
+    /// A space over `[base, base+len)` with blocks of `device.block_size()` bytes.
+    pub fn new(base: usize, len: usize, device: Arc<dyn BlockDevice>, prot: Box<dyn Protector>) -> std::io::Result<Space> {
+        let bs = device.block_size();
+        assert!(bs.is_power_of_two() && bs >= 4096, "block size {bs} must be a power of two >= 4096");
+        let blocks = len / bs;
+        Ok(Space {
+            base,
+            len: blocks * bs,
+            shift: bs.trailing_zeros(),
+            states: BlockStates::new(blocks)?,
+            device,
+            prot,
+            stale: (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            device_blocks: AtomicUsize::new(0),
+            stats: Counters::default(),
+        })
+    }
+
+    /// Block size in bytes.
+    pub fn block_size(&self) -> usize {
+        1 << self.shift
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<dyn BlockDevice> {
+        &self.device
+    }
+
+    /// The protection backend.
+    pub fn protector(&self) -> &dyn Protector {
+        &*self.prot
+    }
+
+    /// Block number of `addr`, if managed.
+    #[inline]
+    pub fn block_of(&self, addr: usize) -> Option<usize> {
+        let off = addr.wrapping_sub(self.base);
+        (off < self.len).then_some(off >> self.shift)
+    }
+
+    /// Address of block `b`.
+    #[inline]
+    pub fn block_addr(&self, b: usize) -> usize {
+        self.base + (b << self.shift)
+    }
+
+    /// Current state of block `b`.
+    pub fn state(&self, b: usize) -> State {
+        state_of(self.states.load(b))
+    }
+
+    /// The raw state word (state, busy bit, sequence) of block `b`.
+    pub fn word(&self, b: usize) -> u64 {
+        self.states.load(b)
+    }
+
+    /// Blocks overlapping `[addr, addr+len)`.
+    pub fn blocks_in(&self, addr: usize, len: usize) -> Result<std::ops::Range<usize>, CoherenceError> {
+        let (first, last) = match (self.block_of(addr), self.block_of(addr + len.max(1) - 1)) {
+            (Some(f), Some(l)) => (f, l),
+            _ => return Err(CoherenceError::NotManaged { addr, len, base: self.base, heap_len: self.len }),
+        };
+        Ok(first..last + 1)
+    }
+
+    /// Number of blocks whose valid copy is only on the device.
+    pub fn device_block_count(&self) -> usize {
+        self.device_blocks.load(Relaxed)
+    }
+
+    fn lock(&self, b: usize) -> u64 {
+        let w = self.states.lock(b);
+        HELD.with(|h| h.set(h.get() + 1));
+        w
+    }
+
+    fn unlock(&self, b: usize, from: State, to: State) {
+        if from == State::Device && to != State::Device {
+            self.device_blocks.fetch_sub(1, Relaxed);
+        } else if from != State::Device && to == State::Device {
+            self.device_blocks.fetch_add(1, Relaxed);
+        }
+        self.states.unlock(b, to);
+        HELD.with(|h| h.set(h.get() - 1));
+    }
+
+    fn protect_err(&self, b: usize, source: std::io::Error) -> CoherenceError {
+        CoherenceError::Protect { block: b, addr: self.block_addr(b), source }
+    }
+
+    fn errno_err(&self, b: usize, e: i32) -> CoherenceError {
+        self.protect_err(b, std::io::Error::from_raw_os_error(e))
+    }
+
+    fn mark_stale(&self, b: usize) {
+        self.stale[b / 64].fetch_or(1 << (b % 64), Release);
+    }
+
+    /// Drop device copies that CPU writes made stale (the fault handler cannot call the
+    /// device). Called before uploads and launches.
+    pub fn reap_stale(&self) {
+        let _internal = InternalScope::new();
+        let mut reap = Vec::new();
+        for (i, w) in self.stale.iter().enumerate() {
+            if w.load(Relaxed) == 0 {
+                continue;
+            }
+            let bits = w.swap(0, AcqRel);
+            for j in 0..64 {
+                if bits & (1 << j) != 0 {
+                    reap.push(i * 64 + j);
+                }
+            }
+        }
+        for b in reap {
+            let w = self.lock(b);
+            let s = state_of(w);
+            if s == State::Host {
+                self.device.discard(&[b as BlockId]);
+            }
+            self.unlock(b, s, s);
+        }
+    }
+
+    /// Make the blocks overlapping `[addr, addr+len)` resident on the device: Host blocks are
+    /// uploaded and become Shared (read duplication); with `for_write` they become Device
+    /// (host copy dropped), as for a prefetch before a kernel that overwrites them. Blocks
+    /// that do not fit even after evicting stay on the host; the count of those is returned.
+    pub fn to_device(&self, addr: usize, len: usize, for_write: bool) -> Result<usize, CoherenceError> {
+        let _internal = InternalScope::new();
+        let range = self.blocks_in(addr, len)?;
+        self.reap_stale();
+        let bs = self.block_size();
+        let mut left_on_host = 0;
+        let blocks: Vec<usize> = range.collect();
+        for batch in blocks.chunks(256) {
+            let words: Vec<u64> = batch.iter().map(|&b| self.lock(b)).collect();
+            let mut states: Vec<State> = words.iter().map(|&w| state_of(w)).collect();
+            let r = self.to_device_batch(batch, &mut states, for_write);
+            for (i, &b) in batch.iter().enumerate() {
+                if states[i] == State::Host {
+                    // Not uploaded (no room, or an error): host copy intact, make it
+                    // writable again; a partial upload's copy is reaped before use.
+                    let _ = self.prot.make_writable(self.block_addr(b), bs);
+                    if r.is_err() {
+                        self.mark_stale(b);
+                    }
+                }
+                self.unlock(b, state_of(words[i]), states[i]);
+            }
+            left_on_host += r?;
+        }
+        Ok(left_on_host)
+    }
+
+    /// The body of [`Space::to_device`] for one batch of held blocks. `states` tracks each
+    /// block's state as it progresses, so the caller can release them correctly on error.
+    fn to_device_batch(&self, batch: &[usize], states: &mut [State], for_write: bool) -> Result<usize, CoherenceError> {
+        let bs = self.block_size();
+        self.prot.track(self.block_addr(batch[0]), batch.len() * bs).map_err(|e| self.protect_err(batch[0], e))?;
+        let mut upload = Vec::new();
+        for (i, &b) in batch.iter().enumerate() {
+            if states[i] == State::Host {
+                self.prot.make_read_only(self.block_addr(b), bs).map_err(|e| self.protect_err(b, e))?;
+                upload.push(b);
+            }
+        }
+        let uploaded = self.upload_evicting(&upload, batch)?;
+        for (i, &b) in batch.iter().enumerate() {
+            if states[i] == State::Host && uploaded.contains(&b) {
+                states[i] = State::Shared;
+            }
+            if for_write && states[i] == State::Shared {
+                self.prot.make_absent(self.block_addr(b), bs).map_err(|e| self.protect_err(b, e))?;
+                states[i] = State::Device;
+            }
+        }
+        Ok(upload.len() - uploaded.len())
+    }
+
+    /// Upload `blocks` (held by the caller), evicting other blocks when the pool is full.
+    /// Returns the blocks that made it; the rest did not fit.
+    fn upload_evicting(&self, blocks: &[usize], held: &[usize]) -> Result<Vec<usize>, CoherenceError> {
+        let bs = self.block_size();
+        let mut todo: Vec<usize> = blocks.to_vec();
+        let mut done = Vec::new();
+        while !todo.is_empty() {
+            let n = todo.len().min(self.device.free_frames().max(1));
+            let part: Vec<(BlockId, *const u8)> = todo[..n].iter().map(|&b| (b as BlockId, self.block_addr(b) as *const u8)).collect();
+            // SAFETY: the host copies of held Host blocks are present and read-only.
+            match unsafe { self.device.upload(&part) } {
+                Ok(()) => {
+                    self.stats.bytes_to_device.fetch_add((n * bs) as u64, Relaxed);
+                    done.extend(todo.drain(..n));
+                }
+                Err(BackendError::NoFrames { needed, free }) => {
+                    let want = needed.saturating_sub(free).max(1);
+                    if self.evict(want, held)? == 0 {
+                        break; // nothing evictable: the rest stays on the host
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Evict up to `n` least-recently-used blocks not in `exclude`. Returns how many.
+    pub fn evict(&self, n: usize, exclude: &[usize]) -> Result<usize, CoherenceError> {
+        let _internal = InternalScope::new();
+        let mut evicted = 0;
+        for cand in self.device.eviction_candidates(n + exclude.len()) {
+            let b = cand as usize;
+            if evicted == n || exclude.contains(&b) {
+                continue;
+            }
+            let Some(w) = self.states.try_lock(b) else { continue };
+            HELD.with(|h| h.set(h.get() + 1));
+            let s = state_of(w);
+            let r = self.bring_home_locked(b, s);
+            self.unlock(b, s, if r.is_ok() { State::Host } else { s });
+            r?;
+            self.stats.evictions.fetch_add(1, Relaxed);
+            evicted += 1;
+        }
+        Ok(evicted)
+    }
+
+    /// With `b` held in state `s`: make the host copy valid and writable, drop the device copy.
+    fn bring_home_locked(&self, b: usize, s: State) -> Result<(), CoherenceError> {
+        let (addr, bs) = (self.block_addr(b), self.block_size());
+        match s {
+            State::Device => {
+                self.fill_from_device(b, true)?;
+                self.stats.bytes_to_host.fetch_add(bs as u64, Relaxed);
+            }
+            State::Shared => self.prot.make_writable(addr, bs).map_err(|e| self.errno_err(b, e))?,
+            State::Host => {}
+        }
+        self.device.discard(&[b as BlockId]);
+        Ok(())
+    }
+
+    /// Fill block `b`'s absent host pages from its device copy (normal context).
+    fn fill_from_device(&self, b: usize, writable: bool) -> Result<(), CoherenceError> {
+        let (addr, bs) = (self.block_addr(b), self.block_size());
+        if let Some(view) = self.device.host_view(b as BlockId) {
+            // SAFETY: the view is readable for a block while we hold the block; the pages
+            // are absent (state Device) and ours to fill.
+            return unsafe { self.prot.fill(addr, view, bs, writable) }.map_err(|e| self.errno_err(b, e));
+        }
+        let mut bounce = vec![0u8; bs];
+        // SAFETY: bounce is writable for a block.
+        unsafe { self.device.download(&[(b as BlockId, bounce.as_mut_ptr())]) }?;
+        // SAFETY: as above, from the bounce buffer.
+        unsafe { self.prot.fill(addr, bounce.as_ptr(), bs, writable) }.map_err(|e| self.errno_err(b, e))
+    }
+
+    /// Bring the blocks overlapping `[addr, addr+len)` home: host copies valid and
+    /// writable, device copies dropped.
+    pub fn to_host(&self, addr: usize, len: usize) -> Result<(), CoherenceError> {
+        let _internal = InternalScope::new();
+        for b in self.blocks_in(addr, len)? {
+            let w = self.lock(b);
+            let s = state_of(w);
+            let r = self.bring_home_locked(b, s);
+            self.unlock(b, s, if r.is_ok() { State::Host } else { s });
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Make `[addr, addr+len)` safe for a kernel-mode access (a system call reading or, with
+    /// `for_write`, writing it): Device blocks come home, and for writes Shared blocks become
+    /// Host. Cheap when nothing needs doing (one load per block).
+    pub fn make_host_accessible(&self, addr: usize, len: usize, for_write: bool) -> Result<(), CoherenceError> {
+        let Ok(range) = self.blocks_in(addr, len) else { return Ok(()) };
+        for b in range {
+            loop {
+                let w = self.states.load(b);
+                let s = state_of(w);
+                let needed = s == State::Device || (for_write && s == State::Shared);
+                if !needed && w & BUSY == 0 {
+                    break;
+                }
+                let _internal = InternalScope::new();
+                let w = self.lock(b);
+                let s = state_of(w);
+                let to = match s {
+                    State::Device if !for_write => {
+                        let r = self.fill_from_device(b, false);
+                        if let Err(e) = r {
+                            self.unlock(b, s, s);
+                            return Err(e);
+                        }
+                        self.stats.bytes_to_host.fetch_add(self.block_size() as u64, Relaxed);
+                        State::Shared
+                    }
+                    State::Device | State::Shared if for_write => {
+                        let r = self.bring_home_locked(b, s);
+                        if let Err(e) = r {
+                            self.unlock(b, s, s);
+                            return Err(e);
+                        }
+                        State::Host
+                    }
+                    other => other,
+                };
+                self.unlock(b, s, to);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget the contents of the whole blocks inside `[addr, addr+len)`: device copies are
+    /// dropped without copying anything back and host pages read as zero. Blocks only partly
+    /// inside the range are left alone.
+    pub fn discard(&self, addr: usize, len: usize) -> Result<(), CoherenceError> {
+        let _internal = InternalScope::new();
+        let bs = self.block_size();
+        let start = (addr + bs - 1) & !(bs - 1);
+        let end = (addr + len) & !(bs - 1);
+        if end <= start {
+            return Ok(());
+        }
+        for b in self.blocks_in(start, end - start)? {
+            self.discard_block(b)?;
+        }
+        Ok(())
+    }
+
+    fn discard_block(&self, b: usize) -> Result<(), CoherenceError> {
+        let (addr, bs) = (self.block_addr(b), self.block_size());
+        let w = self.lock(b);
+        let s = state_of(w);
+        let r = match s {
+            State::Device => self.prot.fill_zero(addr, bs).map_err(|e| self.errno_err(b, e)),
+            State::Shared => self.prot.make_writable(addr, bs).map_err(|e| self.errno_err(b, e)),
+            State::Host => Ok(()),
+        };
+        if r.is_ok() && (s != State::Host || self.device.is_resident(b as BlockId)) {
+            self.device.discard(&[b as BlockId]);
+            self.stats.discards.fetch_add(1, Relaxed);
+        }
+        self.unlock(b, s, if r.is_ok() { State::Host } else { s });
+        r
+    }
+
+    /// The allocator freed `[addr, addr+size)`: discard device copies of blocks that no
+    /// longer hold any live allocation (nothing is copied back for freed memory).
+    pub fn freed(&self, addr: usize, size: usize) {
+        let _internal = InternalScope::new();
+        let Ok(range) = self.blocks_in(addr, size) else { return };
+        for b in range {
+            if self.states.load(b) & 3 == State::Host as u64 {
+                continue;
+            }
+            let mut live = false;
+            unimem_alloc::for_each_live(self.block_addr(b), self.block_size(), |_, _| live = true);
+            if !live {
+                let _ = self.discard_block(b);
+            }
+        }
+    }
+
+    /// A kernel finished: the blocks it wrote hold their only valid copy on the device.
+    /// A block the CPU wrote meanwhile (a data race at block granularity) keeps the
+    /// device's version, counted in `write_conflicts`.
+    pub fn device_wrote(&self, blocks: &[BlockId]) -> Result<(), CoherenceError> {
+        let _internal = InternalScope::new();
+        let bs = self.block_size();
+        for &blk in blocks {
+            let b = blk as usize;
+            let w = self.lock(b);
+            let s = state_of(w);
+            if s == State::Host {
+                self.stats.write_conflicts.fetch_add(1, Relaxed);
+                // The stale mark from the CPU write must not drop the device's version.
+                self.stale[b / 64].fetch_and(!(1 << (b % 64)), AcqRel);
+            }
+            let r = if s != State::Device { self.prot.make_absent(self.block_addr(b), bs).map_err(|e| self.protect_err(b, e)) } else { Ok(()) };
+            self.unlock(b, s, if r.is_ok() { State::Device } else { s });
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Bring every Device block home (before `fork`: the child has no device).
+    pub fn all_home(&self) -> Result<(), CoherenceError> {
+        let _internal = InternalScope::new();
+        if self.device_block_count() == 0 {
+            return Ok(());
+        }
+        for b in 0..self.states.blocks() {
+            if self.states.load(b) & 3 == State::Device as u64 {
+                self.to_host(self.block_addr(b), 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serve a CPU fault at `addr` (`write`: the access was a store). Called from the
+    /// SIGBUS/SIGSEGV handler: async-signal-safe (no allocation, no blocking lock other than
+    /// waiting for a block's migration bit with FUTEX_WAIT).
+    pub fn handle_fault(&self, addr: usize, write: bool) -> FaultOutcome {
+        let Some(b) = self.block_of(addr) else { return FaultOutcome::NotOurs };
+        let t0 = now_ns();
+        let (baddr, bs) = (self.block_addr(b), self.block_size());
+        loop {
+            let w = self.states.load(b);
+            if w & BUSY != 0 {
+                if HELD.with(|h| h.get()) != 0 {
+                    return FaultOutcome::Fatal("unimem: a thread faulted on managed memory while migrating a block (would deadlock)");
+                }
+                self.states.wait_while_busy(b);
+                continue;
+            }
+            match state_of(w) {
+                State::Device => {
+                    let Some(w) = self.states.try_lock(b) else { continue };
+                    if state_of(w) != State::Device {
+                        self.states.unlock(b, state_of(w));
+                        continue;
+                    }
+                    let Some(view) = self.device.host_view(b as BlockId) else {
+                        self.states.unlock(b, State::Device);
+                        return FaultOutcome::Fatal("unimem: a CPU fault needs a device whose memory the CPU can read (host-visible frames)");
+                    };
+                    // SAFETY: the view is readable while we hold the block; its pages are
+                    // absent and ours to fill.
+                    if unsafe { self.prot.fill(baddr, view, bs, write) }.is_err() {
+                        self.states.unlock(b, State::Device);
+                        return FaultOutcome::Fatal("unimem: filling host pages from the device copy failed");
+                    }
+                    let to = if write {
+                        self.mark_stale(b);
+                        State::Host
+                    } else {
+                        State::Shared
+                    };
+                    self.device_blocks.fetch_sub(1, Relaxed);
+                    self.states.unlock(b, to);
+                    let c = if write { &self.stats.write_faults_device } else { &self.stats.read_faults_device };
+                    c.fetch_add(1, Relaxed);
+                    self.stats.bytes_to_host.fetch_add(bs as u64, Relaxed);
+                    self.stats.fault_ns.fetch_add(now_ns() - t0, Relaxed);
+                    return FaultOutcome::Handled;
+                }
+                State::Shared if write => {
+                    let Some(w) = self.states.try_lock(b) else { continue };
+                    if state_of(w) != State::Shared {
+                        self.states.unlock(b, state_of(w));
+                        continue;
+                    }
+                    if self.prot.make_writable(baddr, bs).is_err() {
+                        self.states.unlock(b, State::Shared);
+                        return FaultOutcome::Fatal("unimem: un-protecting a shared block failed");
+                    }
+                    self.mark_stale(b);
+                    self.states.unlock(b, State::Host);
+                    self.stats.write_faults_shared.fetch_add(1, Relaxed);
+                    self.stats.fault_ns.fetch_add(now_ns() - t0, Relaxed);
+                    return FaultOutcome::Handled;
+                }
+                _ => {
+                    // Host, or a read of Shared: the transition that caused the fault has
+                    // completed, or the fault is genuine. A second identical fault with no
+                    // transition in between is genuine.
+                    let again = LAST_HOST_FAULT.with(|c| c.replace((addr, w)) == (addr, w));
+                    if again || !self.prot.is_tracked(addr) {
+                        LAST_HOST_FAULT.with(|c| c.set((0, 0)));
+                        return FaultOutcome::NotOurs;
+                    }
+                    self.stats.spurious_faults.fetch_add(1, Relaxed);
+                    return FaultOutcome::Handled;
+                }
+            }
+        }
+    }
+}
+
+/// Monotonic nanoseconds (vDSO `clock_gettime`: async-signal-safe).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writing into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,79 @@
+//! Coherence counters: relaxed atomics, updated from normal context and from the fault
+//! handler (atomics are async-signal-safe), read as a [`Snapshot`].
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Live counters of a space.
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// CPU read faults on Device blocks (copied home, now Shared).
+    pub read_faults_device: AtomicU64,
+    /// CPU write faults on Device blocks (copied home, now Host).
+    pub write_faults_device: AtomicU64,
+    /// CPU write faults on Shared blocks (device copy invalidated, nothing copied).
+    pub write_faults_shared: AtomicU64,
+    /// Faults that found the transition already done (raced with another thread).
+    pub spurious_faults: AtomicU64,
+    /// Bytes copied host -> device.
+    pub bytes_to_device: AtomicU64,
+    /// Bytes copied device -> host.
+    pub bytes_to_host: AtomicU64,
+    /// Nanoseconds spent serving CPU faults.
+    pub fault_ns: AtomicU64,
+    /// Blocks evicted from the device to make room.
+    pub evictions: AtomicU64,
+    /// Device copies dropped without copying back (discard, free).
+    pub discards: AtomicU64,
+    /// Blocks both the CPU and a kernel wrote during the same launch.
+    pub write_conflicts: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// See [`Counters`].
+    pub read_faults_device: u64,
+    /// See [`Counters`].
+    pub write_faults_device: u64,
+    /// See [`Counters`].
+    pub write_faults_shared: u64,
+    /// See [`Counters`].
+    pub spurious_faults: u64,
+    /// See [`Counters`].
+    pub bytes_to_device: u64,
+    /// See [`Counters`].
+    pub bytes_to_host: u64,
+    /// See [`Counters`].
+    pub fault_ns: u64,
+    /// See [`Counters`].
+    pub evictions: u64,
+    /// See [`Counters`].
+    pub discards: u64,
+    /// See [`Counters`].
+    pub write_conflicts: u64,
+}
+
+impl Snapshot {
+    /// All CPU faults served.
+    pub fn cpu_faults(&self) -> u64 {
+        self.read_faults_device + self.write_faults_device + self.write_faults_shared
+    }
+}
+
+impl Counters {
+    /// Read every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            read_faults_device: self.read_faults_device.load(Relaxed),
+            write_faults_device: self.write_faults_device.load(Relaxed),
+            write_faults_shared: self.write_faults_shared.load(Relaxed),
+            spurious_faults: self.spurious_faults.load(Relaxed),
+            bytes_to_device: self.bytes_to_device.load(Relaxed),
+            bytes_to_host: self.bytes_to_host.load(Relaxed),
+            fault_ns: self.fault_ns.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            discards: self.discards.load(Relaxed),
+            write_conflicts: self.write_conflicts.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The SIGBUS/SIGSEGV handler: serves coherence faults, chains everything else.
+//!
+//! A fault inside the managed heap goes to [`Space::handle_fault`]. Anything else (or a
+//! managed-heap fault coherence says is genuine) goes to the handler that was installed
+//! before ours — Rust's stack-overflow handler, a JVM's, a sanitizer's, or the program's own
+//! (the `LD_PRELOAD` shim routes the program's later `sigaction` calls here through
+//! [`set_chained`]) — or, if that is `SIG_DFL`/`SIG_IGN`, the default action is restored and
+//! the access re-executed, so a genuine segfault still kills the process with its signal.
+//!
+//! Contract: the handler is async-signal-safe. It reads the chained actions through a
+//! seqlock (no lock), allocates nothing, and only waits on a block's migration bit.
+//!
+//! [`Space::handle_fault`]: crate::coherence::Space::handle_fault
+
+use crate::coherence::{self, FaultOutcome};
+use std::cell::UnsafeCell;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
+
+/// A chained action, written by normal code, read by the handler (seqlock: odd = writing).
+struct Chained {
+    seq: AtomicU32,
+    action: UnsafeCell<libc::sigaction>,
+}
+
+// SAFETY: `action` is only written under the INSTALL mutex with `seq` odd, and only read by
+// the seqlock protocol in `chained_action`, which retries on a concurrent write.
+unsafe impl Sync for Chained {}
+
+// SAFETY: sigaction is plain old data; all-zero is SIG_DFL with an empty mask.
+static CHAINED: [Chained; 2] = unsafe { std::mem::zeroed() };
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn slot(sig: i32) -> Option<&'static Chained> {
+    match sig {
+        libc::SIGSEGV => Some(&CHAINED[0]),
+        libc::SIGBUS => Some(&CHAINED[1]),
+        _ => None,
+    }
+}
+
+fn chained_action(c: &Chained) -> libc::sigaction {
+    loop {
+        let s1 = c.seq.load(Acquire);
+        if s1 & 1 == 1 {
+            std::hint::spin_loop();
+            continue;
+        }
+        // SAFETY: a racy read of POD, validated by the sequence check below.
+        let a = unsafe { std::ptr::read_volatile(c.action.get()) };
+        std::sync::atomic::fence(Acquire);
+        if c.seq.load(Relaxed) == s1 {
+            return a;
+        }
+    }
+}
+
+fn write_chained(c: &Chained, a: &libc::sigaction) {
+    c.seq.fetch_add(1, AcqRel);
+    // SAFETY: writers are serialised by INSTALL; readers retry while seq is odd.
+    unsafe { std::ptr::write_volatile(c.action.get(), *a) };
+    c.seq.fetch_add(1, Release);
+}
+
+/// Is our handler installed?
+pub fn is_installed() -> bool {
+    INSTALLED.load(Acquire)
+}
+
+/// Install the handler for SIGSEGV and SIGBUS (idempotent), saving the current actions as
+/// the ones to chain to.
+pub fn install() -> io::Result<()> {
+    let _g = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if INSTALLED.load(Acquire) {
+        return Ok(());
+    }
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: a zeroed sigaction is valid; we fill handler, flags and an empty mask.
+        let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+        act.sa_sigaction = on_fault as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+        // SAFETY: act.sa_mask is a valid sigset_t.
+        unsafe { libc::sigemptyset(&mut act.sa_mask) };
+        // SAFETY: as above.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: installing a valid action; `old` receives the previous one.
+        if unsafe { real_sigaction(sig, &act, &mut old) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        write_chained(slot(sig).expect("SEGV/BUS"), &old);
+    }
+    INSTALLED.store(true, Release);
+    Ok(())
+}
+
+/// Record `act` as the program's action for `sig` (SIGSEGV/SIGBUS) without replacing our
+/// handler; return the previously recorded one. Used by the shim's `sigaction`.
+pub fn set_chained(sig: i32, act: Option<&libc::sigaction>) -> Option<libc::sigaction> {
+    let c = slot(sig)?;
+    if !INSTALLED.load(Acquire) {
+        return None;
+    }
+    let _g = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let old = chained_action(c);
+    if let Some(a) = act {
+        write_chained(c, a);
+    }
+    Some(old)
+}
+
+/// `sigaction` as libc implements it, bypassing any interposition (the shim interposes the
+/// symbol, so calling `libc::sigaction` from here would loop back into it).
+///
+/// # Safety
+/// As `sigaction(2)`.
+pub unsafe fn real_sigaction(sig: i32, act: *const libc::sigaction, old: *mut libc::sigaction) -> i32 {
+    type F = unsafe extern "C" fn(i32, *const libc::sigaction, *mut libc::sigaction) -> i32;
+    static REAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut f = REAL.load(Acquire);
+    if f == 0 {
+        // SAFETY: looking up a libc symbol by a NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"sigaction".as_ptr()) } as usize;
+        if f == 0 {
+            // Not interposed (no shim loaded): libc's own.
+            f = libc::sigaction as *const () as usize;
+        }
+        REAL.store(f, Release);
+    }
+    // SAFETY: `f` is libc's sigaction (by dlsym or directly).
+    let f: F = unsafe { std::mem::transmute(f) };
+    // SAFETY: the caller's contract.
+    unsafe { f(sig, act, old) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn is_write(ctx: *mut libc::c_void) -> bool {
+    // SAFETY: the kernel passes a valid ucontext_t to SA_SIGINFO handlers.
+    let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+    // Page-fault error code: bit 1 set for a write access.
+    uc.uc_mcontext.gregs[libc::REG_ERR as usize] & 2 != 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn is_write(_ctx: *mut libc::c_void) -> bool {
+    // Unknown: treat as a write (always correct, sometimes more work).
+    true
+}
+
+extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    if let Some(space) = coherence::space() {
+        match space.handle_fault(addr, is_write(ctx)) {
+            FaultOutcome::Handled => return,
+            FaultOutcome::NotOurs => {}
+            FaultOutcome::Fatal(msg) => {
+                let mut l = unimem_alloc::os::Line::new();
+                l.s(msg).s(" at ").hex(addr);
+                unimem_alloc::os::fatal(&mut l);
+            }
+        }
+    }
+    chain(sig, info, ctx);
+}
+
+fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let Some(c) = slot(sig) else { return };
+    let prev = chained_action(c);
+    let h = prev.sa_sigaction;
+    if h == libc::SIG_DFL || h == libc::SIG_IGN {
+        // About to die: if the address is in the managed heap, say what coherence saw.
+        // SAFETY: the kernel passes a valid siginfo_t.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        if let Some((space, b)) = coherence::space().and_then(|s| s.block_of(addr).map(|b| (s, b))) {
+            let w = space.word(b);
+            let mut l = unimem_alloc::os::Line::new();
+            l.s("unimem: unserved fault (signal ").dec(sig as usize).s(") at ").hex(addr).s(" in the managed heap: block ").dec(b);
+            l.s(" state word ").hex(w as usize).s(if space.protector().is_tracked(addr) { ", tracked" } else { ", untracked" });
+            l.print();
+        }
+        // Restore the default action and return: the access re-executes and the kernel
+        // delivers the signal with its default effect (core dump / exit 128+sig).
+        // SAFETY: a zeroed sigaction is SIG_DFL.
+        let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: installing SIG_DFL.
+        unsafe { real_sigaction(sig, &dfl, std::ptr::null_mut()) };
+        return;
+    }
+    if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
+        let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(h) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: a plain handler.
+        let f: extern "C" fn(i32) = unsafe { std::mem::transmute(h) };
+        f(sig);
+    }
+}

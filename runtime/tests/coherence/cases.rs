@@ -1,0 +1,360 @@
+//! Coherence tests against the CPU-backed fake device, shared by the `coherence_uffd` and
+//! `coherence_mprotect` test binaries (each sets `MODE`). The binaries use unimem as their
+//! global allocator, so every Vec/Box below lives in the managed heap and can migrate.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::{Arc, OnceLock};
+use unimem::coherence::{self, BlockDevice, FakeDevice, Space, State};
+
+#[global_allocator]
+static A: unimem::Allocator = unimem::Allocator;
+
+pub const BLOCK: usize = 64 << 10;
+
+/// The tests compare global counters, so they run one at a time (each is multi-threaded
+/// where it matters).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+pub const FRAMES: usize = 1024;
+
+pub fn setup() -> (&'static Space, &'static FakeDevice) {
+    static S: OnceLock<(&'static Space, &'static FakeDevice)> = OnceLock::new();
+    *S.get_or_init(|| {
+        // Runtime objects must never migrate: build the device in the internal heap.
+        let _internal = unimem::InternalScope::new();
+        assert!(unimem::alloc::init());
+        let (_, len) = unimem::alloc::managed_range();
+        let dev: &'static FakeDevice = Box::leak(Box::new(FakeDevice::new(BLOCK, FRAMES, len / BLOCK)));
+        struct Shared(&'static FakeDevice);
+        impl BlockDevice for Shared {
+            fn block_size(&self) -> usize { self.0.block_size() }
+            fn capacity(&self) -> usize { self.0.capacity() }
+            fn free_frames(&self) -> usize { self.0.free_frames() }
+            unsafe fn upload(&self, b: &[(u32, *const u8)]) -> Result<(), coherence::BackendError> { unsafe { self.0.upload(b) } }
+            unsafe fn download(&self, b: &[(u32, *mut u8)]) -> Result<(), coherence::BackendError> { unsafe { self.0.download(b) } }
+            fn host_view(&self, b: u32) -> Option<*const u8> { self.0.host_view(b) }
+            fn is_resident(&self, b: u32) -> bool { self.0.is_resident(b) }
+            fn discard(&self, b: &[u32]) { self.0.discard(b) }
+            fn eviction_candidates(&self, n: usize) -> Vec<u32> { self.0.eviction_candidates(n) }
+            fn take_dirty(&self) -> Vec<u32> { self.0.take_dirty() }
+        }
+        let space = coherence::install(Arc::new(Shared(dev)), Some(super::MODE)).expect("install coherence");
+        assert_eq!(space.protector().mode(), super::MODE);
+        (space, dev)
+    })
+}
+
+/// A block-aligned buffer of whole blocks, alone in its blocks (large allocations are
+/// slice-aligned runs).
+pub fn buffer(blocks: usize) -> Vec<u64> {
+    let v: Vec<u64> = (0..(blocks * BLOCK / 8) as u64).map(|i| i * 3 + 1).collect();
+    assert_eq!(v.as_ptr() as usize % BLOCK, 0);
+    v
+}
+
+fn range(v: &[u64]) -> (usize, usize) {
+    (v.as_ptr() as usize, std::mem::size_of_val(v))
+}
+
+/// Simulate a kernel that adds `delta` to every word of the buffer on the device.
+fn kernel_add(space: &Space, dev: &FakeDevice, v: &[u64], delta: u64) {
+    let (addr, len) = range(v);
+    for b in space.blocks_in(addr, len).unwrap() {
+        let mut buf = vec![0u8; BLOCK];
+        dev.device_read(b as u32, 0, &mut buf);
+        for w in buf.chunks_mut(8) {
+            let x = u64::from_ne_bytes(w.try_into().unwrap()) + delta;
+            w.copy_from_slice(&x.to_ne_bytes());
+        }
+        dev.device_write(b as u32, 0, &buf);
+    }
+    space.device_wrote(&dev.take_dirty()).unwrap();
+}
+
+#[test]
+fn read_duplication_then_device_write_then_cpu_read_fault() {
+    let _s = serial();
+    let (space, dev) = setup();
+    let v = buffer(4);
+    let (addr, len) = range(&v);
+    let before = space.stats.snapshot();
+    assert_eq!(space.to_device(addr, len, false).unwrap(), 0);
+    for b in space.blocks_in(addr, len).unwrap() {
+        assert_eq!(space.state(b), State::Shared);
+    }
+    // Reading Shared memory does not fault.
+    assert_eq!(v[1000], 3001);
+    assert_eq!(space.stats.snapshot().cpu_faults(), before.cpu_faults());
+    kernel_add(space, dev, &v, 7);
+    for b in space.blocks_in(addr, len).unwrap() {
+        assert_eq!(space.state(b), State::Device);
+    }
+    // CPU reads fault the blocks home as Shared, with the device's data.
+    for (i, &x) in v.iter().enumerate() {
+        assert_eq!(x, i as u64 * 3 + 8);
+    }
+    let after = space.stats.snapshot();
+    assert!(after.read_faults_device >= before.read_faults_device + 4);
+    assert!(after.bytes_to_host >= before.bytes_to_host + (4 * BLOCK) as u64);
+    for b in space.blocks_in(addr, len).unwrap() {
+        assert_eq!(space.state(b), State::Shared);
+    }
+}
+
+#[test]
+fn cpu_write_to_shared_invalidates_the_device_copy() {
+    let _s = serial();
+    let (space, dev) = setup();
+    let mut v = buffer(2);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, false).unwrap();
+    let b0 = space.block_of(addr).unwrap();
+    let before = space.stats.snapshot();
+    v[5] = 99;
+    assert_eq!(space.state(b0), State::Host);
+    assert_eq!(space.stats.snapshot().write_faults_shared, before.write_faults_shared + 1);
+    space.reap_stale();
+    assert!(!dev.is_resident(b0 as u32), "stale device copy not dropped");
+    // The other block is still duplicated.
+    assert_eq!(space.state(b0 + 1), State::Shared);
+    assert_eq!(v[5], 99);
+}
+
+#[test]
+fn cpu_write_fault_on_device_block_brings_it_home_writable() {
+    let _s = serial();
+    let (space, dev) = setup();
+    let mut v = buffer(1);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, true).unwrap();
+    let b = space.block_of(addr).unwrap();
+    assert_eq!(space.state(b), State::Device);
+    v[10] += 1000; // read-modify-write of device-owned memory
+    assert_eq!(v[10], 31 + 1000);
+    assert_eq!(v[11], 34);
+    assert_eq!(space.state(b), State::Host);
+    space.reap_stale();
+    assert!(!dev.is_resident(b as u32));
+}
+
+#[test]
+fn discard_and_free_copy_nothing_back() {
+    let _s = serial();
+    let (space, _dev) = setup();
+    let v = buffer(3);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, true).unwrap();
+    let before = space.stats.snapshot();
+    drop(v); // free of device blocks: discarded
+    let after = space.stats.snapshot();
+    assert_eq!(after.bytes_to_host, before.bytes_to_host, "free copied device data back");
+    assert!(after.discards >= before.discards + 3);
+    let w = buffer(2);
+    let (addr, len) = range(&w);
+    space.to_device(addr, len, true).unwrap();
+    space.discard(addr, len).unwrap();
+    assert!(w.iter().all(|&x| x == 0), "discarded memory must read as zero");
+    assert_eq!(space.stats.snapshot().bytes_to_host, after.bytes_to_host);
+}
+
+#[test]
+fn prefetch_home_and_eviction_keep_data() {
+    let _s = serial();
+    let (space, _dev) = setup();
+    let v = buffer(8);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, true).unwrap();
+    space.to_host(addr, len).unwrap();
+    for b in space.blocks_in(addr, len).unwrap() {
+        assert_eq!(space.state(b), State::Host);
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 * 3 + 1));
+    // Evict through the LRU: everything resident comes home intact.
+    space.to_device(addr, len, true).unwrap();
+    let n = space.evict(FRAMES, &[]).unwrap();
+    assert!(n >= 8);
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 * 3 + 1));
+}
+
+#[test]
+fn oversubscription_leaves_the_rest_on_the_host() {
+    let _s = serial();
+    let (space, _dev) = setup();
+    // More blocks than frames: uploads evict older blocks; the data survives everything.
+    let v = buffer(FRAMES + 64);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, true).unwrap();
+    assert!(v.iter().enumerate().step_by(97).all(|(i, &x)| x == i as u64 * 3 + 1));
+}
+
+#[test]
+fn memcpy_memcmp_realloc_across_device_blocks() {
+    let _s = serial();
+    let (space, _dev) = setup();
+    let v = buffer(3);
+    let mut w = vec![0u64; v.len()];
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, true).unwrap();
+    let (waddr, wlen) = range(&w);
+    space.to_device(waddr, wlen, true).unwrap();
+    w.copy_from_slice(&v); // memcpy device -> device blocks
+    assert!(v == w); // memcmp
+    space.to_device(waddr, wlen, true).unwrap();
+    let mut w = w;
+    w.resize(w.len() * 2, 5); // realloc: moves data out of device-owned blocks
+    assert!(w[..v.len()] == v[..]);
+    assert!(w[v.len()..].iter().all(|&x| x == 5));
+}
+
+#[test]
+fn syscalls_on_device_buffers_after_making_them_host_accessible() {
+    let _s = serial();
+    let (space, _dev) = setup();
+    let v = buffer(2);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, true).unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: creating a pipe.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    space.make_host_accessible(addr, 4096, false).unwrap();
+    // SAFETY: writing 4096 bytes of a live buffer.
+    let n = unsafe { libc::write(fds[1], addr as *const _, 4096) };
+    assert_eq!(n, 4096);
+    let mut r = buffer(1);
+    let (raddr, rlen) = range(&r);
+    space.to_device(raddr, rlen, true).unwrap();
+    space.make_host_accessible(raddr, 4096, true).unwrap();
+    // SAFETY: reading into a live buffer of at least 4096 bytes.
+    let n = unsafe { libc::read(fds[0], r.as_mut_ptr() as *mut _, 4096) };
+    assert_eq!(n, 4096);
+    assert_eq!(r[..512], v[..512]);
+    // SAFETY: closing our fds.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+}
+
+#[test]
+fn fork_child_sees_device_data() {
+    let _s = serial();
+    let (space, dev) = setup();
+    let v = buffer(2);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, false).unwrap();
+    kernel_add(space, dev, &v, 1);
+    // SAFETY: the child only reads memory and calls _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let ok = v.iter().enumerate().all(|(i, &x)| x == i as u64 * 3 + 2);
+        // SAFETY: leaving the child without running the test harness's teardown.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child saw wrong data: status {status:#x}");
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 * 3 + 2));
+}
+
+/// N threads read and write their own slots (random allocations, sharing blocks with each
+/// other) and check every value against a model, while a migrator moves random blocks to
+/// the device and back (prefetches for write put blocks in the Device state).
+#[test]
+fn stress_threads_and_migrator_never_see_wrong_data() {
+    let _s = serial();
+    let (space, _dev) = setup();
+    const THREADS: usize = 3;
+    const SLOTS: usize = 300;
+    let ops_per_thread: usize = if cfg!(debug_assertions) { 120_000 } else { 400_000 };
+    // Random-sized allocations, interleaved between threads so blocks are shared.
+    let mut slots: Vec<Vec<Box<[AtomicU64]>>> = (0..THREADS).map(|_| Vec::new()).collect();
+    let mut seed = 0x1234_5678u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..SLOTS * THREADS {
+        let words = 1 + (rnd() % 600) as usize;
+        slots[i % THREADS].push((0..words).map(|_| AtomicU64::new(0)).collect());
+    }
+    let lo = slots.iter().flatten().map(|s| s.as_ptr() as usize).min().unwrap();
+    let hi = slots.iter().flatten().map(|s| s.as_ptr() as usize + s.len() * 8).max().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let moves = Arc::new(AtomicU64::new(0));
+    let slots = Arc::new(slots);
+    let migrator = {
+        let (stop, moves) = (stop.clone(), moves.clone());
+        std::thread::spawn(move || {
+            let mut x = 0x9e37_79b9u64;
+            while !stop.load(Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let a = lo + (x as usize % (hi - lo));
+                let n = BLOCK * (1 + (x >> 40) as usize % 4);
+                let n = n.min(hi - a);
+                match x % 5 {
+                    0 => drop(space.to_device(a, n, false).unwrap()),
+                    1 => drop(space.to_device(a, n, true).unwrap()),
+                    2 => space.to_host(a, n).unwrap(),
+                    3 => space.discard(a, 0).unwrap(), // empty range: a no-op that must stay one
+                    _ => drop(space.evict(4, &[]).unwrap()),
+                }
+                moves.fetch_add(1, Relaxed);
+            }
+        })
+    };
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (slots, moves) = (slots.clone(), moves.clone());
+            std::thread::spawn(move || {
+                let mine = &slots[t];
+                let mut model: Vec<Vec<u64>> = mine.iter().map(|s| vec![0; s.len()]).collect();
+                let mut x = 0xdead_beef_u64 + t as u64;
+                let mut mismatches = 0;
+                // At least `ops_per_thread` operations, and until the migrator has made
+                // 2000 moves (bounded by time), so both sides really interleave.
+                let t0 = std::time::Instant::now();
+                let mut i = 0usize;
+                while i < ops_per_thread || (moves.load(Relaxed) < 2000 && t0.elapsed().as_secs() < 60) {
+                    i += 1;
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let s = x as usize % mine.len();
+                    let w = (x >> 32) as usize % mine[s].len();
+                    if x & 1 == 0 {
+                        let v = i as u64 ^ x;
+                        mine[s][w].store(v, Relaxed);
+                        model[s][w] = v;
+                    } else if mine[s][w].load(Relaxed) != model[s][w] {
+                        mismatches += 1;
+                    }
+                }
+                for (s, m) in mine.iter().zip(&model) {
+                    for (a, &b) in s.iter().zip(m) {
+                        if a.load(Relaxed) != b {
+                            mismatches += 1;
+                        }
+                    }
+                }
+                mismatches
+            })
+        })
+        .collect();
+    let mismatches: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    stop.store(true, Relaxed);
+    migrator.join().unwrap();
+    let moves = moves.load(Relaxed);
+    let st = space.stats.snapshot();
+    eprintln!("stress: {} ops, {moves} migrations, {:?}", THREADS * ops_per_thread, st);
+    assert_eq!(mismatches, 0);
+    assert!(moves >= 2000, "the migrator barely ran ({moves} moves)");
+    assert!(st.cpu_faults() > 100, "too few CPU faults for a meaningful stress: {st:?}");
+}

@@ -1,0 +1,4 @@
+//! Coherence with the mprotect + SIGSEGV backend. Cases in `coherence/cases.rs`.
+const MODE: unimem::faults::protect::FaultMode = unimem::faults::protect::FaultMode::Mprotect;
+#[path = "coherence/cases.rs"]
+mod cases;

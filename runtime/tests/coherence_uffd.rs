@@ -1,0 +1,4 @@
+//! Coherence with the userfaultfd (SIGBUS mode) backend. Cases in `coherence/cases.rs`.
+const MODE: unimem::faults::protect::FaultMode = unimem::faults::protect::FaultMode::Uffd;
+#[path = "coherence/cases.rs"]
+mod cases;
