@@ -1,16 +1,24 @@
-//! `Buffer`: a storage buffer in host-visible, coherent memory, mapped for its whole life,
-//! and the choice of memory type (plain flag arithmetic, unit-tested without Vulkan).
+//! `Buffer`: a storage buffer and its device memory, and the choice of memory type (plain
+//! flag arithmetic, unit-tested without Vulkan).
+//!
+//! Buffers handed out by `Device::create_host_buffer` live in host-visible, coherent memory,
+//! mapped for their whole life. The migration engine also creates, crate-internally, buffers
+//! that are not mapped (staging-mode frames in device-local memory) and buffers over imported
+//! host memory (mirror mode, `mirror.rs`), through [`Buffer::create`].
 //!
 //! Every buffer is created with `STORAGE_BUFFER | TRANSFER_SRC | TRANSFER_DST |
 //! SHADER_DEVICE_ADDRESS` usage and its memory with `DEVICE_ADDRESS`, so later layers (frame
 //! pool, device page table, fault buffer) can hand its 64-bit address to kernels.
 //!
 //! Invariants:
-//! - `mapped` points at `size` bytes of the allocation's persistent mapping, which stays
-//!   valid until `Drop` frees the memory; the bytes are initialised (zeroed at creation);
+//! - `mapped`, when present, points at `size` bytes that stay valid until `Drop` frees the
+//!   memory (for imported memory: the caller's host range, which outlives the buffer); the
+//!   bytes are initialised (zeroed at creation, or the caller's own bytes);
 //! - CPU access goes through `&self`/`&mut self` methods, and `Device::dispatch` borrows
-//!   the buffer mutably, so no CPU reference into the memory coexists with a kernel.
+//!   the buffer mutably, so no CPU reference into the memory coexists with a kernel;
+//! - only crate-internal buffers are unmapped; `as_bytes` on one is a bug and panics.
 
+use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -53,17 +61,54 @@ pub fn find_memory_type(
         .map(|(i, _)| i as u32)
 }
 
+/// Which memory a buffer gets and whether the CPU maps it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Placement {
+    /// Flags the memory type must have.
+    pub required: vk::MemoryPropertyFlags,
+    /// Flags that make a type better.
+    pub preferred: vk::MemoryPropertyFlags,
+    /// Map the memory for the buffer's life (`required` must include `HOST_MAPPABLE`).
+    pub mapped: bool,
+    /// Zero the bytes at creation (only for mapped buffers).
+    pub zeroed: bool,
+    /// What a missing memory type is needed for, for the error message.
+    pub purpose: &'static str,
+}
+
+/// What `Device::create_host_buffer` makes.
+pub(crate) const HOST_BUFFER: Placement = Placement {
+    required: HOST_MAPPABLE,
+    preferred: vk::MemoryPropertyFlags::HOST_CACHED,
+    mapped: true,
+    zeroed: true,
+    purpose: "storage buffers",
+};
+
+/// Where a buffer's memory comes from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Backing {
+    /// `vkAllocateMemory` of a fresh allocation.
+    Allocate,
+    /// Import of `size` bytes of host memory at `ptr` (`VK_EXT_external_memory_host`);
+    /// `type_bits` from `vkGetMemoryHostPointerPropertiesEXT`.
+    ImportHost { ptr: NonNull<u8>, type_bits: u32 },
+}
+
 /// The mapped pointer of a `Buffer`. Only this field is made `Send + Sync`, not the struct.
+#[derive(Clone, Copy)]
 struct MappedPtr(NonNull<u8>);
 
-// SAFETY: the pointer addresses device memory mapped into this process, valid from any thread;
-// `Buffer`'s methods give `&[u8]` only through `&self` and `&mut [u8]` only through
-// `&mut self`, so Rust's borrow rules already serialise access across threads.
+// SAFETY: the pointer addresses device memory mapped into this process (or imported host
+// memory), valid from any thread; `Buffer`'s methods give `&[u8]` only through `&self` and
+// `&mut [u8]` only through `&mut self`, so Rust's borrow rules already serialise access
+// across threads.
 unsafe impl Send for MappedPtr {}
 // SAFETY: as above: shared access is read-only through `&self`.
 unsafe impl Sync for MappedPtr {}
 
-/// A storage buffer the CPU and kernels share: host-visible, coherent, persistently mapped.
+/// A storage buffer the CPU and kernels share: host-visible, coherent, persistently mapped
+/// (crate-internal buffers may be unmapped; see the module docs).
 pub struct Buffer {
     pub(crate) shared: Arc<DeviceShared>,
     raw: vk::Buffer,
@@ -71,7 +116,7 @@ pub struct Buffer {
     size: u64,
     memory_type: u32,
     address: vk::DeviceAddress,
-    mapped: MappedPtr,
+    mapped: Option<MappedPtr>,
 }
 
 impl std::fmt::Debug for Buffer {
@@ -80,6 +125,7 @@ impl std::fmt::Debug for Buffer {
             .field("size", &self.size)
             .field("memory_type", &self.memory_type)
             .field("device_address", &format_args!("{:#x}", self.address))
+            .field("mapped", &self.mapped.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +133,23 @@ impl std::fmt::Debug for Buffer {
 impl Buffer {
     /// Creates a zero-filled host-visible, coherent, mapped storage buffer of `size` bytes.
     pub(crate) fn new_host(shared: &Arc<DeviceShared>, size: u64) -> DeviceResult<Buffer> {
+        // SAFETY: `Backing::Allocate` has no caller obligations.
+        unsafe { Buffer::create(shared, size, HOST_BUFFER, Backing::Allocate) }
+    }
+
+    /// Creates a storage buffer of `size` bytes placed as `placement` says, over memory from
+    /// `backing`.
+    ///
+    /// # Safety
+    /// For `Backing::ImportHost`: `ptr` addresses `size` bytes of host memory, aligned to
+    /// `minImportedHostPointerAlignment` (as is `size`), that stay allocated and mapped until
+    /// the buffer is dropped, and `placement.zeroed` is false.
+    pub(crate) unsafe fn create(
+        shared: &Arc<DeviceShared>,
+        size: u64,
+        placement: Placement,
+        backing: Backing,
+    ) -> DeviceResult<Buffer> {
         let report = &shared.report;
         if size == 0 {
             return Err(DeviceError::Usage(
@@ -105,9 +168,16 @@ impl Buffer {
                 "a buffer of {size} bytes cannot be mapped on this host"
             ))
         })?;
+        debug_assert!(!placement.mapped || placement.required.contains(HOST_MAPPABLE));
+        let import = match backing {
+            Backing::Allocate => None,
+            Backing::ImportHost { ptr, type_bits } => Some((ptr, type_bits)),
+        };
         let raw_device = &shared.raw;
 
-        let info = vk::BufferCreateInfo::default()
+        let mut external = vk::ExternalMemoryBufferCreateInfo::default()
+            .handle_types(vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT);
+        let mut info = vk::BufferCreateInfo::default()
             .size(size)
             .usage(
                 vk::BufferUsageFlags::STORAGE_BUFFER
@@ -116,7 +186,12 @@ impl Buffer {
                     | vk::BufferUsageFlags::SHADER_DEVICE_ADDRESS,
             )
             .sharing_mode(vk::SharingMode::EXCLUSIVE);
-        // SAFETY: `raw_device` is live; `info` is valid (size > 0, bufferDeviceAddress enabled).
+        if import.is_some() {
+            info = info.push_next(&mut external);
+        }
+        // SAFETY: `raw_device` is live; `info` is valid (size > 0, bufferDeviceAddress
+        // enabled; the external-memory struct only with VK_EXT_external_memory_host enabled,
+        // which the caller of an import checked).
         let raw = unsafe { raw_device.create_buffer(&info, None) }
             .map_err(DeviceError::at("vkCreateBuffer"))?;
 
@@ -133,27 +208,45 @@ impl Buffer {
 
         // SAFETY: `raw` is a live buffer of this device.
         let requirements = unsafe { raw_device.get_buffer_memory_requirements(raw) };
+        let type_bits = requirements.memory_type_bits & import.map_or(!0, |(_, bits)| bits);
         let Some(memory_type) = find_memory_type(
             &report.memory_types,
-            requirements.memory_type_bits,
-            HOST_MAPPABLE,
-            vk::MemoryPropertyFlags::HOST_CACHED,
+            type_bits,
+            placement.required,
+            placement.preferred,
         ) else {
             destroy(None);
             return Err(DeviceError::MissingFeature {
                 device: report.name.clone(),
-                what: "a HOST_VISIBLE | HOST_COHERENT memory type usable for storage buffers"
-                    .into(),
+                what: format!(
+                    "a memory type with {:?} usable for {}",
+                    placement.required, placement.purpose
+                ),
             });
         };
 
         let mut flags =
             vk::MemoryAllocateFlagsInfo::default().flags(vk::MemoryAllocateFlags::DEVICE_ADDRESS);
-        let alloc = vk::MemoryAllocateInfo::default()
+        let mut import_info = vk::ImportMemoryHostPointerInfoEXT::default()
+            .handle_type(vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT);
+        let mut alloc = vk::MemoryAllocateInfo::default()
             .allocation_size(requirements.size)
             .memory_type_index(memory_type)
             .push_next(&mut flags);
-        // SAFETY: `alloc` names a memory type of this device; bufferDeviceAddress is enabled.
+        if let Some((ptr, _)) = import {
+            if requirements.size > size {
+                destroy(None);
+                return Err(DeviceError::Usage(format!(
+                    "the device needs {} bytes of memory for a buffer of {size} bytes, more than \
+                     the imported range; import a larger range",
+                    requirements.size
+                )));
+            }
+            import_info = import_info.host_pointer(ptr.as_ptr().cast::<c_void>());
+            alloc = alloc.allocation_size(size).push_next(&mut import_info);
+        }
+        // SAFETY: `alloc` names a memory type of this device; bufferDeviceAddress is enabled;
+        // an import's pointer and size meet the caller's contract.
         let memory = match unsafe { raw_device.allocate_memory(&alloc, None) } {
             Ok(m) => m,
             Err(e) => {
@@ -167,26 +260,35 @@ impl Buffer {
             destroy(Some(memory));
             return Err(DeviceError::from_vk("vkBindBufferMemory", e));
         }
-        // SAFETY: `memory` is host-visible and not mapped yet; the range is within it.
-        let ptr = match unsafe {
-            raw_device.map_memory(memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty())
-        } {
-            Ok(p) => p,
-            Err(e) => {
-                destroy(Some(memory));
-                return Err(DeviceError::from_vk("vkMapMemory", e));
+        let mapped = match import {
+            Some((ptr, _)) => Some(ptr),
+            None if placement.mapped => {
+                // SAFETY: `memory` is host-visible and not mapped yet; the range is within it.
+                let ptr = match unsafe {
+                    raw_device.map_memory(memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty())
+                } {
+                    Ok(p) => p,
+                    Err(e) => {
+                        destroy(Some(memory));
+                        return Err(DeviceError::from_vk("vkMapMemory", e));
+                    }
+                };
+                let Some(mapped) = NonNull::new(ptr.cast::<u8>()) else {
+                    destroy(Some(memory));
+                    return Err(DeviceError::Vk {
+                        call: "vkMapMemory",
+                        result: vk::Result::ERROR_MEMORY_MAP_FAILED,
+                    });
+                };
+                if placement.zeroed {
+                    // SAFETY: `mapped` addresses at least `requirements.size >= size`
+                    // writable bytes that nothing else references yet.
+                    unsafe { std::ptr::write_bytes(mapped.as_ptr(), 0, len) };
+                }
+                Some(mapped)
             }
+            None => None,
         };
-        let Some(mapped) = NonNull::new(ptr.cast::<u8>()) else {
-            destroy(Some(memory));
-            return Err(DeviceError::Vk {
-                call: "vkMapMemory",
-                result: vk::Result::ERROR_MEMORY_MAP_FAILED,
-            });
-        };
-        // SAFETY: `mapped` addresses at least `requirements.size >= size` writable bytes that
-        // nothing else references yet.
-        unsafe { std::ptr::write_bytes(mapped.as_ptr(), 0, len) };
 
         let address_info = vk::BufferDeviceAddressInfo::default().buffer(raw);
         // SAFETY: `raw` was created with SHADER_DEVICE_ADDRESS and is bound to memory
@@ -200,7 +302,7 @@ impl Buffer {
             size,
             memory_type,
             address,
-            mapped: MappedPtr(mapped),
+            mapped: mapped.map(MappedPtr),
         })
     }
 
@@ -224,17 +326,37 @@ impl Buffer {
         self.address
     }
 
+    /// True when the CPU can read the buffer (always, for buffers handed out publicly).
+    pub fn is_mapped(&self) -> bool {
+        self.mapped.is_some()
+    }
+
+    /// The start of the CPU mapping, if any (for the device layer's raw copies).
+    pub(crate) fn mapped_ptr(&self) -> Option<NonNull<u8>> {
+        self.mapped.map(|m| m.0)
+    }
+
+    fn mapping(&self) -> NonNull<u8> {
+        match self.mapped {
+            Some(m) => m.0,
+            None => panic!(
+                "a {}-byte device-local buffer is not mapped; this is a bug in the device layer",
+                self.size
+            ),
+        }
+    }
+
     /// The buffer's bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        // SAFETY: module invariants: `mapped` points at `size` initialised bytes that live as
+        // SAFETY: module invariants: the mapping holds `size` initialised bytes that live as
         // long as `self`; `&self` excludes kernels and CPU writers (they need `&mut`).
-        unsafe { std::slice::from_raw_parts(self.mapped.0.as_ptr(), self.size as usize) }
+        unsafe { std::slice::from_raw_parts(self.mapping().as_ptr(), self.size as usize) }
     }
 
     /// The buffer's bytes, writable.
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as `as_bytes`, and `&mut self` makes this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.mapped.0.as_ptr(), self.size as usize) }
+        unsafe { std::slice::from_raw_parts_mut(self.mapping().as_ptr(), self.size as usize) }
     }
 
     /// The buffer as `[T]`; trailing bytes that do not fill a whole `T` are left out.

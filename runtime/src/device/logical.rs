@@ -7,8 +7,11 @@
 //! Invariants (`DeviceShared`):
 //! - `submit` (the queue, command pool, command buffer and fence, all externally
 //!   synchronised objects in Vulkan) is only touched with its mutex held;
-//! - when `submit`'s mutex is free, no work is pending on the queue unless `poisoned` is set
-//!   (every submission waits for its fence before unlocking);
+//! - when `submit`'s mutex is free, no work using its command pool, command buffer or fence is
+//!   pending unless `poisoned` is set (every dispatch waits for its fence before unlocking);
+//!   other submitters ([`DeviceShared::submit_one`]: the staging ring of the migration
+//!   engine) take the mutex only to call `vkQueueSubmit`, own their command buffers and
+//!   fences, and wait for them before reusing or destroying what the work uses;
 //! - `poisoned` is set when a wait timed out or the device was lost: work may still be
 //!   pending, so nothing created from this device is destroyed any more (leaking is the only
 //!   safe choice), and every later submission fails.
@@ -67,12 +70,17 @@ impl DeviceShared {
         self.poisoned.load(Ordering::Relaxed)
     }
 
-    fn poison(&self) {
+    pub(crate) fn poison(&self) {
         self.poisoned.store(true, Ordering::Relaxed);
     }
 
+    /// The queue family of the queue every submission goes to.
+    pub(crate) fn queue_family(&self) -> u32 {
+        self.queue_family
+    }
+
     /// Maps a failing result and poisons the device when it was lost.
-    fn fail(&self, call: &'static str, result: vk::Result) -> DeviceError {
+    pub(crate) fn fail(&self, call: &'static str, result: vk::Result) -> DeviceError {
         let err = DeviceError::from_vk(call, result);
         if matches!(err, DeviceError::DeviceLost { .. }) {
             self.poison();
@@ -84,6 +92,64 @@ impl DeviceShared {
         // A panic while holding the lock leaves the Vulkan objects consistent (every
         // failure path below returns before unlocking), so a poisoned mutex is usable.
         self.submit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Submits `cmd` to the device's queue, signalling `fence` when it completes. Serialised
+    /// with dispatches (which hold the queue for their whole run). `call` names the
+    /// operation in errors.
+    ///
+    /// # Safety
+    /// `cmd` is an executable command buffer of this device, from a pool of
+    /// [`DeviceShared::queue_family`], and not pending; `fence` is an unsignalled fence of this
+    /// device not used by pending work; everything `cmd` uses stays alive and unused by the
+    /// host until `fence` has signalled (or the device is poisoned, when it is leaked).
+    pub(crate) unsafe fn submit_one(
+        &self,
+        cmd: vk::CommandBuffer,
+        fence: vk::Fence,
+        call: &'static str,
+    ) -> DeviceResult<()> {
+        let submit = self.lock_submit();
+        if self.is_poisoned() {
+            return Err(DeviceError::DeviceLost { call });
+        }
+        let cmds = [cmd];
+        let info = [vk::SubmitInfo::default().command_buffers(&cmds)];
+        // SAFETY: the caller's contract; queue access is serialised by the submit lock.
+        unsafe { self.raw.queue_submit(submit.queue, &info, fence) }.map_err(|e| self.fail(call, e))
+    }
+
+    /// Waits (up to the device's timeout) for `fence`, then resets it. On timeout or failure
+    /// the device is poisoned, since the work may still be running; `what` names the work.
+    pub(crate) fn wait_and_reset(
+        &self,
+        fence: vk::Fence,
+        what: impl FnOnce() -> String,
+    ) -> DeviceResult<()> {
+        let timeout = self.timeout_ns.load(Ordering::Relaxed);
+        // SAFETY: the fence belongs to this device (caller's use of its own fence).
+        let waited = unsafe { self.raw.wait_for_fences(&[fence], true, timeout) };
+        match waited {
+            Ok(()) => {}
+            Err(vk::Result::TIMEOUT) => {
+                self.poison();
+                return Err(DeviceError::Timeout {
+                    what: what(),
+                    millis: Duration::from_nanos(timeout).as_millis() as u64,
+                });
+            }
+            Err(e) => {
+                // The work may still be pending: never reuse or destroy what it touches.
+                self.poison();
+                return Err(DeviceError::from_vk("vkWaitForFences", e));
+            }
+        }
+        // SAFETY: the fence is signalled and no longer used by any pending submission.
+        unsafe { self.raw.reset_fences(&[fence]) }.map_err(|e| {
+            // A fence left signalled cannot be submitted with again.
+            self.poison();
+            DeviceError::from_vk("vkResetFences", e)
+        })
     }
 }
 
@@ -400,30 +466,8 @@ impl Device {
         // synchronisation on coherent memory).
         unsafe { raw.queue_submit(submit.queue, &submit_info, submit.fence) }
             .map_err(|e| shared.fail("vkQueueSubmit", e))?;
-
-        let timeout = shared.timeout_ns.load(Ordering::Relaxed);
-        // SAFETY: the fence belongs to this device.
-        let waited = unsafe { raw.wait_for_fences(&[submit.fence], true, timeout) };
-        match waited {
-            Ok(()) => {}
-            Err(vk::Result::TIMEOUT) => {
-                shared.poison();
-                return Err(DeviceError::Timeout {
-                    what: format!("compute dispatch of {}", pipeline.name()),
-                    millis: Duration::from_nanos(timeout).as_millis() as u64,
-                });
-            }
-            Err(e) => {
-                // The work may still be pending: never reuse or destroy what it touches.
-                shared.poison();
-                return Err(DeviceError::from_vk("vkWaitForFences", e));
-            }
-        }
-        // SAFETY: the fence is signalled and no longer used by any pending submission.
-        unsafe { raw.reset_fences(&[submit.fence]) }.map_err(|e| {
-            // A fence left signalled cannot be submitted with again.
-            shared.poison();
-            DeviceError::from_vk("vkResetFences", e)
+        shared.wait_and_reset(submit.fence, || {
+            format!("compute dispatch of {}", pipeline.name())
         })
     }
 }

@@ -9,6 +9,13 @@
 //! - `buffer.rs`    — [`Buffer`]: mapped host-visible storage buffers, memory type choice;
 //! - `pipeline.rs`  — [`ComputePipeline`]: compute pipelines from [`crate::kernel::CompiledKernel`];
 //! - `validation.rs` — validation-layer messages to stderr, counted for tests;
+//! - `pool.rs`      — frame-pool arithmetic: geometry, free list, owners, LRU (no Vulkan);
+//! - `pagetable.rs` — layout of the device page table, dirty bitmap and fault buffer, and
+//!   the host-side views of them (no Vulkan);
+//! - `staging.rs`   — the staging ring and `vkCmdCopyBuffer` copies;
+//! - `migrate.rs`   — [`VulkanBlockDevice`]: the migration engine (coherence's `BlockDevice`);
+//! - `evict.rs`     — [`upload_evicting`]: upload with LRU eviction, for tests and benches;
+//! - `mirror.rs`    — mirror mode: host memory imported in place (`Device::import_host`);
 //! - `test_support.rs` — the "skip or fail when there is no device" rule for tests.
 //!
 //! Shared contract: public methods are safe and validate their arguments (sizes, limits,
@@ -20,18 +27,28 @@
 
 mod buffer;
 mod error;
+mod evict;
 mod instance;
 mod logical;
+mod migrate;
+mod mirror;
+pub mod pagetable;
 mod pipeline;
+pub mod pool;
 mod report;
 pub mod select;
+mod staging;
 pub mod test_support;
 mod validation;
 
 pub use buffer::{find_memory_type, Buffer};
 pub use error::{DeviceError, DeviceResult, INSTALL_HINT};
 pub use instance::{Adapter, Instance, REQUIRED_API, VALIDATION_LAYER};
+pub use evict::{upload_evicting, EvictionStats};
 pub use logical::{Device, DEFAULT_TIMEOUT};
+pub use migrate::{default_pool_bytes, resolve_copy_mode, MigrateConfig, VulkanBlockDevice};
+pub use mirror::check_import;
+pub use pagetable::{FaultReport, KernelError};
 pub use pipeline::ComputePipeline;
 pub use report::{
     pick_compute_queue_family, ApiVersion, DeviceKind, DeviceReport, ExternalMemoryHost,
@@ -85,5 +102,6 @@ mod tests {
         check::<Buffer>();
         check::<ComputePipeline>();
         check::<DeviceError>();
+        check::<VulkanBlockDevice>();
     }
 }
