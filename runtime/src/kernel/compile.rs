@@ -225,11 +225,14 @@ pub fn compile_wgsl_named(
 
     let options = naga::back::spv::Options {
         lang_version: SPIRV_VERSION,
-        // A bad index reads zero / skips the write instead of touching memory out of
-        // bounds: a bug in a kernel must never lose the device.
+        // A bad index never touches memory out of bounds: a bug in a kernel must never lose
+        // the device. Fixed-size arrays read zero / skip the write; storage buffers clamp the
+        // index (`Restrict`), because naga's SPIR-V writer cannot guard atomics with
+        // `ReadZeroSkipWrite` ("Atomics out-of-bounds handling" is unimplemented), and the
+        // dirty bitmap and fault buffer are updated with atomics.
         bounds_check_policies: naga::proc::BoundsCheckPolicies {
             index: naga::proc::BoundsCheckPolicy::ReadZeroSkipWrite,
-            buffer: naga::proc::BoundsCheckPolicy::ReadZeroSkipWrite,
+            buffer: naga::proc::BoundsCheckPolicy::Restrict,
             ..Default::default()
         },
         ..Default::default()
