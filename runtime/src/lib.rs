@@ -16,13 +16,17 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod api;
 pub mod coherence;
 pub mod device;
 pub mod faults;
 pub mod info;
+#[cfg(feature = "interpose")]
+pub mod interpose;
 pub mod kernel;
 pub mod options;
 
 /// The shared-virtual-address allocator: everything of `unimem-alloc`.
 pub use unimem_alloc as alloc;
+pub use api::{discard, prefetch, runtime, stats, Error, Location};
 pub use unimem_alloc::{Allocator, HeapKind, InternalScope};

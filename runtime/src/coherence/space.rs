@@ -91,6 +91,8 @@ pub struct Space {
     device: Arc<dyn BlockDevice>,
     prot: Box<dyn Protector>,
     stale: Box<[AtomicU64]>,
+    /// Bits set in `stale` since the last reap (so reaping an empty set costs one load).
+    stale_pending: AtomicUsize,
     device_blocks: AtomicUsize,
     /// Counters (faults, bytes, time).
     pub stats: Counters,
@@ -110,6 +112,7 @@ impl Space {
             device,
             prot,
             stale: (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            stale_pending: AtomicUsize::new(0),
             device_blocks: AtomicUsize::new(0),
             stats: Counters::default(),
         })
@@ -192,12 +195,17 @@ impl Space {
     }
 
     fn mark_stale(&self, b: usize) {
-        self.stale[b / 64].fetch_or(1 << (b % 64), Release);
+        if self.stale[b / 64].fetch_or(1 << (b % 64), Release) & (1 << (b % 64)) == 0 {
+            self.stale_pending.fetch_add(1, Release);
+        }
     }
 
     /// Drop device copies that CPU writes made stale (the fault handler cannot call the
     /// device). Called before uploads and launches.
     pub fn reap_stale(&self) {
+        if self.stale_pending.swap(0, AcqRel) == 0 {
+            return;
+        }
         let _internal = InternalScope::new();
         let mut reap = Vec::new();
         for (i, w) in self.stale.iter().enumerate() {
@@ -235,9 +243,10 @@ impl Space {
         for batch in blocks.chunks(256) {
             let words: Vec<u64> = batch.iter().map(|&b| self.lock(b)).collect();
             let mut states: Vec<State> = words.iter().map(|&w| state_of(w)).collect();
-            let r = self.to_device_batch(batch, &mut states, for_write);
+            let mut frozen = vec![false; batch.len()];
+            let r = self.to_device_batch(batch, &mut states, &mut frozen, for_write);
             for (i, &b) in batch.iter().enumerate() {
-                if states[i] == State::Host {
+                if states[i] == State::Host && frozen[i] {
                     // Not uploaded (no room, or an error): host copy intact, make it
                     // writable again; a partial upload's copy is reaped before use.
                     let _ = self.prot.make_writable(self.block_addr(b), bs);
@@ -253,15 +262,25 @@ impl Space {
     }
 
     /// The body of [`Space::to_device`] for one batch of held blocks. `states` tracks each
-    /// block's state as it progresses, so the caller can release them correctly on error.
-    fn to_device_batch(&self, batch: &[usize], states: &mut [State], for_write: bool) -> Result<usize, CoherenceError> {
+    /// block's state as it progresses and `frozen` which Host blocks were made read-only, so
+    /// the caller can release them correctly on error.
+    fn to_device_batch(&self, batch: &[usize], states: &mut [State], frozen: &mut [bool], for_write: bool) -> Result<usize, CoherenceError> {
         let bs = self.block_size();
         self.prot.track(self.block_addr(batch[0]), batch.len() * bs).map_err(|e| self.protect_err(batch[0], e))?;
         let mut upload = Vec::new();
+        let mut refused = 0;
         for (i, &b) in batch.iter().enumerate() {
             if states[i] == State::Host {
-                self.prot.make_read_only(self.block_addr(b), bs).map_err(|e| self.protect_err(b, e))?;
-                upload.push(b);
+                match self.prot.make_read_only(self.block_addr(b), bs) {
+                    Ok(()) => {
+                        frozen[i] = true;
+                        upload.push(b);
+                    }
+                    // mprotect out of mappings (vm.max_map_count): the block stays on the
+                    // host, as when the device is full.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => refused += 1,
+                    Err(e) => return Err(self.protect_err(b, e)),
+                }
             }
         }
         let uploaded = self.upload_evicting(&upload, batch)?;
@@ -270,11 +289,14 @@ impl Space {
                 states[i] = State::Shared;
             }
             if for_write && states[i] == State::Shared {
-                self.prot.make_absent(self.block_addr(b), bs).map_err(|e| self.protect_err(b, e))?;
-                states[i] = State::Device;
+                match self.prot.make_absent(self.block_addr(b), bs) {
+                    Ok(()) => states[i] = State::Device,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {} // stays Shared
+                    Err(e) => return Err(self.protect_err(b, e)),
+                }
             }
         }
-        Ok(upload.len() - uploaded.len())
+        Ok(refused + upload.len() - uploaded.len())
     }
 
     /// Upload `blocks` (held by the caller), evicting other blocks when the pool is full.

@@ -269,10 +269,18 @@ impl Protector for UffdProtector {
 }
 
 /// The `mprotect` + SIGSEGV backend.
+///
+/// Each block whose protection differs from its neighbours' costs up to two VMAs, and the
+/// kernel refuses new mappings past `vm.max_map_count`. So at most `budget` blocks may be
+/// protected (read-only or absent) at once — a third of `vm.max_map_count` — and a block
+/// over budget stays on the host (`make_read_only` fails with `ENOMEM`, which coherence treats
+/// like a full device), leaving the rest of the limit to the program.
 pub struct MprotectProtector {
     mem_fd: i32,
     base: usize,
     len: usize,
+    protected: std::sync::atomic::AtomicIsize,
+    budget: isize,
 }
 
 impl MprotectProtector {
@@ -283,7 +291,17 @@ impl MprotectProtector {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(MprotectProtector { mem_fd: fd, base, len })
+        let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|v| v.trim().parse::<isize>().ok()).unwrap_or(65530);
+        Ok(MprotectProtector { mem_fd: fd, base, len, protected: std::sync::atomic::AtomicIsize::new(0), budget: max_map_count / 3 })
+    }
+
+    /// Blocks currently protected (read-only or absent).
+    pub fn protected_blocks(&self) -> isize {
+        self.protected.load(Relaxed)
+    }
+
+    fn unprotected(&self) {
+        self.protected.fetch_sub(1, Relaxed);
     }
 
     fn protect(&self, addr: usize, len: usize, prot: i32) -> Result<(), i32> {
@@ -314,18 +332,27 @@ impl Protector for MprotectProtector {
     }
 
     fn make_read_only(&self, addr: usize, len: usize) -> io::Result<()> {
-        self.protect(addr, len, libc::PROT_READ).map_err(|e| io::Error::other(format!("mprotect(PROT_READ) {addr:#x}+{len:#x}: {}", io::Error::from_raw_os_error(e))))
+        if self.protected.fetch_add(1, Relaxed) >= self.budget {
+            self.unprotected();
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        self.protect(addr, len, libc::PROT_READ).map_err(|e| {
+            self.unprotected();
+            io::Error::from_raw_os_error(e)
+        })
     }
 
     fn make_absent(&self, addr: usize, len: usize) -> io::Result<()> {
-        self.protect(addr, len, libc::PROT_NONE).map_err(|e| io::Error::other(format!("mprotect(PROT_NONE) {addr:#x}+{len:#x}: {}", io::Error::from_raw_os_error(e))))?;
+        self.protect(addr, len, libc::PROT_NONE).map_err(io::Error::from_raw_os_error)?;
         // SAFETY: the host copy is stale; dropping it frees the memory.
         unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DONTNEED) };
         Ok(())
     }
 
     fn make_writable(&self, addr: usize, len: usize) -> Result<(), i32> {
-        self.protect(addr, len, libc::PROT_READ | libc::PROT_WRITE)
+        self.protect(addr, len, libc::PROT_READ | libc::PROT_WRITE)?;
+        self.unprotected();
+        Ok(())
     }
 
     unsafe fn fill(&self, addr: usize, src: *const u8, len: usize, writable: bool) -> Result<(), i32> {
@@ -341,12 +368,16 @@ impl Protector for MprotectProtector {
             }
             done += n as usize;
         }
-        self.protect(addr, len, if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ })
+        if writable {
+            self.make_writable(addr, len)
+        } else {
+            self.protect(addr, len, libc::PROT_READ)
+        }
     }
 
     fn fill_zero(&self, addr: usize, len: usize) -> Result<(), i32> {
         // The pages were dropped when made absent: read-write access makes them read as zero.
-        self.protect(addr, len, libc::PROT_READ | libc::PROT_WRITE)
+        self.make_writable(addr, len)
     }
 
     fn is_tracked(&self, addr: usize) -> bool {

@@ -358,3 +358,206 @@ fn stress_threads_and_migrator_never_see_wrong_data() {
     assert!(moves >= 2000, "the migrator barely ran ({moves} moves)");
     assert!(st.cpu_faults() > 100, "too few CPU faults for a meaningful stress: {st:?}");
 }
+
+fn bytes(v: &[u64]) -> &[u8] {
+    // SAFETY: viewing initialised u64s as bytes.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+fn bytes_mut(v: &mut [u64]) -> &mut [u8] {
+    // SAFETY: any byte pattern is a valid u64.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+}
+
+/// std's file I/O and raw socket/vector calls on device-owned buffers, with no explicit
+/// preparation: the interposed entry points make the buffers host-accessible first.
+#[test]
+fn io_on_device_buffers_works_unchanged() {
+    use std::io::{Read, Write};
+    let _s = serial();
+    let (space, _dev) = setup();
+    let v = buffer(4);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, true).unwrap();
+    let path = std::env::temp_dir().join(format!("unimem-io-{}-{:?}", std::process::id(), super::MODE));
+    std::fs::File::create(&path).unwrap().write_all(bytes(&v)).unwrap(); // write(2) from device memory
+    let mut r = vec![7u64; v.len()];
+    let (raddr, rlen) = range(&r);
+    space.to_device(raddr, rlen, true).unwrap();
+    std::fs::File::open(&path).unwrap().read_exact(bytes_mut(&mut r)).unwrap(); // read(2) into it
+    assert!(r == v);
+    std::fs::remove_file(&path).ok();
+
+    // writev/readv through a pipe, send/recv and sendmsg/recvmsg through a socket pair.
+    let mut a = buffer(1);
+    let b = buffer(1);
+    for x in a.iter_mut() {
+        *x ^= 0x5555;
+    }
+    let mut fds = [0; 2];
+    // SAFETY: creating a socket pair.
+    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) }, 0);
+    let chunk = 16384;
+    space.to_device(range(&a).0, range(&a).1, true).unwrap();
+    space.to_device(range(&b).0, range(&b).1, true).unwrap();
+    let iov = [libc::iovec { iov_base: a.as_ptr() as *mut _, iov_len: chunk }];
+    // SAFETY: valid iovec over a live buffer.
+    assert_eq!(unsafe { libc::writev(fds[0], iov.as_ptr(), 1) }, chunk as isize);
+    let mut dst = buffer(1);
+    space.to_device(range(&dst).0, range(&dst).1, true).unwrap();
+    let iov = [libc::iovec { iov_base: dst.as_mut_ptr() as *mut _, iov_len: chunk }];
+    // SAFETY: valid iovec over a live buffer; a stream socket may return less, so loop.
+    let mut got = 0;
+    while got < chunk {
+        let iov2 = [libc::iovec { iov_base: (iov[0].iov_base as usize + got) as *mut _, iov_len: chunk - got }];
+        // SAFETY: as above.
+        let n = unsafe { libc::readv(fds[1], iov2.as_ptr(), 1) };
+        assert!(n > 0);
+        got += n as usize;
+    }
+    assert_eq!(bytes(&dst)[..chunk], bytes(&a)[..chunk]);
+    space.to_device(range(&dst).0, range(&dst).1, true).unwrap();
+    // SAFETY: live buffers of at least `chunk` bytes.
+    assert_eq!(unsafe { libc::send(fds[0], b.as_ptr() as *const _, chunk, 0) }, chunk as isize);
+    let mut got = 0;
+    while got < chunk {
+        // SAFETY: as above.
+        let n = unsafe { libc::recv(fds[1], (dst.as_mut_ptr() as usize + got) as *mut _, chunk - got, 0) };
+        assert!(n > 0);
+        got += n as usize;
+    }
+    assert_eq!(bytes(&dst)[..chunk], bytes(&b)[..chunk]);
+    space.to_device(range(&a).0, range(&a).1, true).unwrap();
+    space.to_device(range(&dst).0, range(&dst).1, true).unwrap();
+    let mut iov = libc::iovec { iov_base: a.as_ptr() as *mut _, iov_len: 4096 };
+    // SAFETY: a zeroed msghdr is valid; we point it at one iovec.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: valid msghdr.
+    assert_eq!(unsafe { libc::sendmsg(fds[0], &msg, 0) }, 4096);
+    let mut riov = libc::iovec { iov_base: dst.as_mut_ptr() as *mut _, iov_len: 4096 };
+    msg.msg_iov = &mut riov;
+    // SAFETY: valid msghdr.
+    assert_eq!(unsafe { libc::recvmsg(fds[1], &mut msg, libc::MSG_WAITALL) }, 4096);
+    assert_eq!(bytes(&dst)[..4096], bytes(&a)[..4096]);
+    // SAFETY: closing our fds.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+}
+
+static PROGRAM_HITS: AtomicU64 = AtomicU64::new(0);
+static PROGRAM_PAGE: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn program_handler(_sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo.
+    let addr = unsafe { (*info).si_addr() } as u64;
+    let page = PROGRAM_PAGE.load(Relaxed);
+    if addr >= page && addr < page + 4096 {
+        PROGRAM_HITS.fetch_add(1, Relaxed);
+        // SAFETY: un-protecting the test's own page.
+        unsafe { libc::mprotect(page as *mut _, 4096, libc::PROT_READ | libc::PROT_WRITE) };
+    }
+}
+
+/// A program that installs its own SIGSEGV handler after unimem keeps both working.
+#[test]
+fn program_signal_handler_is_chained_and_coherence_keeps_working() {
+    let _s = serial();
+    let (space, _dev) = setup();
+    // SAFETY: a private PROT_NONE page outside the arena.
+    let page = unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    PROGRAM_PAGE.store(page as u64, Relaxed);
+    // SAFETY: installing a handler through the (interposed) sigaction.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = program_handler as *const () as usize;
+    act.sa_flags = libc::SA_SIGINFO;
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { libc::sigaction(libc::SIGSEGV, &act, &mut old) }, 0);
+    // Our handler is still the one the kernel calls.
+    // SAFETY: querying the kernel's current action.
+    let mut cur: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers.
+    unsafe { unimem::faults::handler::real_sigaction(libc::SIGSEGV, std::ptr::null(), &mut cur) };
+    assert_ne!(cur.sa_sigaction, program_handler as *const () as usize, "the program's sigaction replaced unimem's handler");
+    // The program's own fault reaches the program's handler.
+    // SAFETY: writing the test page; the program handler makes it writable.
+    unsafe { std::ptr::write_volatile(page as *mut u8, 42) };
+    assert_eq!(PROGRAM_HITS.load(Relaxed), 1);
+    // Coherence faults still work (in mprotect mode they are SIGSEGVs too).
+    let v = buffer(1);
+    space.to_device(range(&v).0, range(&v).1, true).unwrap();
+    assert_eq!(v[100], 301);
+    // Reading back the chained action gives the program's handler.
+    // SAFETY: querying through the interposed sigaction.
+    let mut q: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers.
+    unsafe { libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut q) };
+    assert_eq!(q.sa_sigaction, program_handler as *const () as usize);
+    // SAFETY: restoring the previous chained action; unmapping our page.
+    unsafe {
+        libc::sigaction(libc::SIGSEGV, &old, std::ptr::null_mut());
+        libc::munmap(page, 4096);
+    }
+}
+
+fn child_dies_with(f: impl FnOnce()) -> i32 {
+    // SAFETY: the child runs `f` and exits without returning into the harness.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        f();
+        // SAFETY: leave the child.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFSIGNALED(status), "child exited normally (status {status:#x})");
+    libc::WTERMSIG(status)
+}
+
+/// Genuine segfaults still kill the process with SIGSEGV: outside the arena, and in the
+/// arena's unused address space.
+#[test]
+fn genuine_segfaults_still_crash() {
+    let _s = serial();
+    let (_space, _dev) = setup();
+    // SAFETY: the child deliberately writes to an unmapped address.
+    assert_eq!(child_dies_with(|| unsafe { std::ptr::write_volatile(16 as *mut u8, 1) }), libc::SIGSEGV);
+    let (base, len) = unimem::alloc::managed_range();
+    // SAFETY: the child writes to the reserved, never-committed end of the arena.
+    assert_eq!(child_dies_with(|| unsafe { std::ptr::write_volatile((base + len - 4096) as *mut u8, 1) }), libc::SIGSEGV);
+}
+
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let buf = [n; 64];
+    std::hint::black_box(&buf);
+    recurse(n + 1) + buf[3]
+}
+
+#[test]
+fn overflow_trampoline() {
+    if std::env::var("UNIMEM_TEST_OVERFLOW").is_ok() {
+        setup();
+        std::thread::Builder::new().stack_size(256 << 10).spawn(|| recurse(0)).unwrap().join().ok();
+    }
+}
+
+/// Rust's stack-overflow report still appears with unimem's handler in front of it.
+#[test]
+fn rust_stack_overflow_message_still_appears() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "cases::overflow_trampoline", "--nocapture"])
+        .env("UNIMEM_TEST_OVERFLOW", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has overflowed its stack"), "no stack overflow report; stderr:\n{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{:?}", out.status);
+}

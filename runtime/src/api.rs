@@ -1,0 +1,95 @@
+//! The public runtime API: one lazily created runtime per process (a device plus the
+//! coherent space over the managed heap), explicit moves, and statistics. The C API in
+//! `libunimem.so` is a thin layer over these functions.
+//!
+//! The device is chosen by `UNIMEM_DEVICE`: unset, an index or a name picks a Vulkan device
+//! (see `device::select`); `fake` picks the CPU-backed [`FakeDevice`], which runs everything
+//! without Vulkan (tests, machines without a GPU driver).
+
+use crate::coherence::{self, BlockDevice, CoherenceError, FakeDevice, InstallError, Snapshot, Space};
+use crate::device::{DeviceError, VulkanBlockDevice};
+use std::sync::{Arc, Mutex};
+use unimem_alloc::InternalScope;
+
+/// Where [`prefetch`] moves memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// Host RAM: device copies dropped, host copy valid and writable.
+    Host,
+    /// The device: a device copy made; the host copy stays valid (read-only) until the
+    /// device writes.
+    Device,
+}
+
+/// Errors of the runtime API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The device could not be opened.
+    #[error("unimem: {0}")]
+    Device(#[from] DeviceError),
+    /// Coherence could not be installed.
+    #[error("unimem: {0}")]
+    Install(#[from] InstallError),
+    /// A migration failed (host data is intact).
+    #[error("unimem: {0}")]
+    Coherence(#[from] CoherenceError),
+    /// An option has an invalid value.
+    #[error("unimem: {0}")]
+    Config(String),
+    /// An earlier attempt to start the runtime failed; it is not retried.
+    #[error("unimem: the runtime failed to start earlier: {0}")]
+    StartFailed(String),
+}
+
+static RUNTIME: Mutex<Option<Result<&'static Space, String>>> = Mutex::new(None);
+
+fn open_device() -> Result<Arc<dyn BlockDevice>, Error> {
+    if crate::options::DEVICE.value().is_some_and(|v| v.eq_ignore_ascii_case("fake")) {
+        let (_, len) = unimem_alloc::managed_range();
+        let bs = crate::options::block_size().map_err(Error::Config)?;
+        let frames = crate::options::device_memory().map_err(Error::Config)?.map_or(16384, |b| (b as usize / bs).max(1));
+        return Ok(Arc::new(FakeDevice::new(bs, frames, len / bs)));
+    }
+    Ok(Arc::new(VulkanBlockDevice::open()?))
+}
+
+/// The runtime, started on first use: opens the device and puts the managed heap under
+/// coherence. A failure is remembered and reported again by later calls.
+pub fn runtime() -> Result<&'static Space, Error> {
+    if let Some(s) = coherence::space() {
+        return Ok(s);
+    }
+    let _internal = InternalScope::new();
+    let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    match &*slot {
+        Some(Ok(s)) => return Ok(s),
+        Some(Err(msg)) => return Err(Error::StartFailed(msg.clone())),
+        None => {}
+    }
+    unimem_alloc::init();
+    let started = open_device().and_then(|dev| Ok(coherence::install(dev, None)?));
+    *slot = Some(started.as_ref().map(|s| *s).map_err(|e| e.to_string()));
+    started
+}
+
+/// Move the blocks overlapping `[p, p+len)` to `loc`. Prefetching to the device makes a
+/// device copy (read duplication); memory that does not fit stays on the host.
+pub fn prefetch(p: *const u8, len: usize, loc: Location) -> Result<(), Error> {
+    let space = runtime()?;
+    match loc {
+        Location::Device => space.to_device(p as usize, len, false).map(drop)?,
+        Location::Host => space.to_host(p as usize, len)?,
+    }
+    Ok(())
+}
+
+/// Forget the contents of the whole blocks inside `[p, p+len)`: device copies are dropped
+/// without copying back, and the memory reads as zero afterwards.
+pub fn discard(p: *const u8, len: usize) -> Result<(), Error> {
+    Ok(runtime()?.discard(p as usize, len)?)
+}
+
+/// Counters of the running runtime (all zero before it starts).
+pub fn stats() -> Snapshot {
+    coherence::space().map(|s| s.stats.snapshot()).unwrap_or_default()
+}
