@@ -103,7 +103,11 @@ impl<T> Drop for Guard<'_, T> {
     }
 }
 
+// Both futex calls keep `errno` as they found it: they run inside malloc and free, which
+// must not change errno when they succeed (programs check errno after calls that allocate).
+
 fn futex_wait(word: &AtomicU32, expected: u32) {
+    let saved = crate::os::errno();
     // SAFETY: FUTEX_WAIT on a valid, aligned u32 of this process; returns on wake,
     // mismatch (EAGAIN) or signal (EINTR), all of which the caller's loop handles.
     unsafe {
@@ -115,13 +119,16 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
             core::ptr::null::<libc::timespec>(),
         );
     }
+    crate::os::set_errno(saved);
 }
 
 fn futex_wake(word: &AtomicU32) {
+    let saved = crate::os::errno();
     // SAFETY: FUTEX_WAKE on a valid, aligned u32 of this process.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
     }
+    crate::os::set_errno(saved);
 }
 
 #[cfg(test)]
