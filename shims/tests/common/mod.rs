@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The line `UNIMEM_VERBOSE=1` makes the allocator print in every process it initialises in.
@@ -202,16 +202,28 @@ impl Out {
     }
 }
 
-fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = r.read_to_end(&mut v);
-        v
-    })
+/// Read `r` to its end on a thread, appending to a buffer that can be looked at meanwhile.
+fn drain(mut r: impl Read + Send + 'static) -> (std::thread::JoinHandle<()>, Arc<Mutex<Vec<u8>>>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let h = std::thread::spawn(move || {
+        let mut chunk = [0u8; 1 << 16];
+        while let Ok(n @ 1..) = r.read(&mut chunk) {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&chunk[..n]);
+        }
+    });
+    (h, buf)
+}
+
+fn take(buf: &Mutex<Vec<u8>>) -> Vec<u8> {
+    std::mem::take(&mut *buf.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Run `cmd` to completion with captured output. A program still running after `timeout`
-/// is killed and the test fails, naming it.
+/// is killed and the test fails, naming it and showing its stderr so far (without waiting
+/// for descendants that may still hold the pipes).
 pub fn run(cmd: &mut Command, timeout: Duration) -> Out {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -219,8 +231,8 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Out {
     let mut child: Child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let out = drain(child.stdout.take().expect("piped stdout"));
-    let err = drain(child.stderr.take().expect("piped stderr"));
+    let (out_thread, out) = drain(child.stdout.take().expect("piped stdout"));
+    let (err_thread, err) = drain(child.stderr.take().expect("piped stderr"));
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -229,14 +241,17 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Out {
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            let err = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+            std::thread::sleep(Duration::from_millis(100));
+            let err = String::from_utf8_lossy(&take(&err)).into_owned();
             panic!("{cmd:?} did not finish within {timeout:?} (killed); stderr so far:\n{err}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    let _ = out_thread.join();
+    let _ = err_thread.join();
     Out {
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
+        stdout: take(&out),
+        stderr: String::from_utf8_lossy(&take(&err)).into_owned(),
     }
 }
