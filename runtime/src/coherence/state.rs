@@ -4,8 +4,8 @@
 //! Each block of the managed region has one `AtomicU64`:
 //!
 //! ```text
-//!  63            32 31          3   2     1..0
-//! [ sequence      | 0 ...       | BUSY | state ]
+//!  63            32 31        4    3       2     1..0
+//! [ sequence      | 0 ...     | WAITERS | BUSY | state ]
 //! ```
 //! - `state`: [`State::Host`] (0, host copy valid, host RW), [`State::Shared`] (1, both valid,
 //!   host read-only), [`State::Device`] (2, device copy valid and dirty, host absent).
@@ -14,8 +14,9 @@
 //! - `sequence`: incremented by every completed transition. A reader that sampled a word,
 //!   did work, and finds a different word afterwards retries (the work raced a transition).
 //!
-//! Waiting: a thread that finds `BUSY` waits on the word's low 32 bits with `FUTEX_WAIT`
-//! (async-signal-safe), and [`BlockStates::unlock`] wakes all waiters. Words live in a
+//! Waiting: a thread that finds `BUSY` sets `WAITERS` and waits on the word's low 32 bits
+//! with `FUTEX_WAIT` (async-signal-safe); [`BlockStates::unlock`] wakes all waiters, and
+//! makes the system call only when `WAITERS` was set (the uncontended fault path makes none). Words live in a
 //! dedicated anonymous mapping (never in the managed heap), zero = Host, sequence 0.
 
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -33,6 +34,8 @@ pub enum State {
 
 /// The migration bit.
 pub const BUSY: u64 = 1 << 2;
+/// Someone sleeps on this block's word.
+const WAITERS: u64 = 1 << 3;
 const STATE_MASK: u64 = 3;
 const SEQ_SHIFT: u32 = 32;
 
@@ -118,9 +121,15 @@ impl BlockStates {
 
     /// Sleep until block `b` is not busy (or spuriously). Signal-safe.
     pub fn wait_while_busy(&self, b: usize) {
-        let w = self.word(b).load(Acquire);
+        let mut w = self.word(b).load(Acquire);
         if w & BUSY == 0 {
             return;
+        }
+        if w & WAITERS == 0 {
+            match self.word(b).compare_exchange(w, w | WAITERS, AcqRel, Acquire) {
+                Ok(_) => w |= WAITERS,
+                Err(_) => return, // changed: let the caller look again
+            }
         }
         // The low half of the word holds BUSY and the state (little-endian: it is the first
         // u32 in memory). FUTEX_WAIT returns at once if it changed.
@@ -137,11 +146,13 @@ impl BlockStates {
         let w = self.word(b).load(Relaxed);
         debug_assert!(w & BUSY != 0, "unlock of block {b} without the migration bit");
         let next = ((seq_of(w).wrapping_add(1) as u64) << SEQ_SHIFT) | s as u64;
-        self.word(b).store(next, Release);
-        let low = self.word(b) as *const AtomicU64 as *const u32;
-        // SAFETY: waking waiters of an aligned u32 inside our mapping.
-        unsafe {
-            libc::syscall(libc::SYS_futex, low, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
+        let old = self.word(b).swap(next, AcqRel);
+        if old & WAITERS != 0 {
+            let low = self.word(b) as *const AtomicU64 as *const u32;
+            // SAFETY: waking waiters of an aligned u32 inside our mapping.
+            unsafe {
+                libc::syscall(libc::SYS_futex, low, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
+            }
         }
     }
 }

@@ -148,11 +148,16 @@ fn is_write(_ctx: *mut libc::c_void) -> bool {
 }
 
 extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // The interrupted code may be between a system call and its read of errno: keep it.
+    let saved_errno = unimem_alloc::os::errno();
     // SAFETY: the kernel passes a valid siginfo_t.
     let addr = unsafe { (*info).si_addr() } as usize;
     if let Some(space) = coherence::space() {
         match space.handle_fault(addr, is_write(ctx)) {
-            FaultOutcome::Handled => return,
+            FaultOutcome::Handled => {
+                unimem_alloc::os::set_errno(saved_errno);
+                return;
+            }
             FaultOutcome::NotOurs => {}
             FaultOutcome::Fatal(msg) => {
                 let mut l = unimem_alloc::os::Line::new();
@@ -161,6 +166,7 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
             }
         }
     }
+    unimem_alloc::os::set_errno(saved_errno);
     chain(sig, info, ctx);
 }
 
