@@ -84,12 +84,10 @@ pub fn internal_enter() {
     TLS.with(|t| t.depth.set(t.depth.get() + 1));
 }
 
+/// Leave an internal scope. An exit without a matching enter is ignored (the C API
+/// documents it as a program error; it must not take the process down).
 pub fn internal_exit() {
-    TLS.with(|t| {
-        let d = t.depth.get();
-        debug_assert!(d > 0, "internal_exit without internal_enter");
-        t.depth.set(d.saturating_sub(1));
-    });
+    TLS.with(|t| t.depth.set(t.depth.get().saturating_sub(1)));
 }
 
 pub fn set_thread_always_internal(on: bool) {

@@ -85,8 +85,6 @@ fn internal_threads() {
 
 /// Successful malloc and free keep errno while threads contend for the allocator's locks.
 #[test]
-#[ignore = "fails until unimem-alloc's futex slow path preserves errno (lock.rs futex_wait \
-            sets EAGAIN through libc::syscall); run with --ignored"]
 fn errno_kept_under_contention() {
     c_test("errno_contention", true);
 }
