@@ -37,7 +37,12 @@ var<immediate> n: u32;
     );
     let cases = |body: &str| {
         (0..frames)
-            .map(|i| format!("        case {i}u: {{ {} }}\n", body.replace("#", &i.to_string())))
+            .map(|i| {
+                format!(
+                    "        case {i}u: {{ {} }}\n",
+                    body.replace("#", &i.to_string())
+                )
+            })
             .collect::<String>()
     };
     s.push_str(&format!(
@@ -113,8 +118,11 @@ fn a_kernel_reads_and_writes_frames_through_the_page_table() {
         let (written, untouched) = ids.split_at(20);
         let mut src = HostBlocks::new(24);
         rng.fill(&mut src.0);
-        let batch: Vec<(BlockId, *const u8)> =
-            ids.iter().enumerate().map(|(i, &b)| (b, src.ptr(i))).collect();
+        let batch: Vec<(BlockId, *const u8)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (b, src.ptr(i)))
+            .collect();
         // SAFETY: `src` is readable and not written during the call.
         unsafe { dev.upload(&batch) }.unwrap();
 
@@ -128,7 +136,10 @@ fn a_kernel_reads_and_writes_frames_through_the_page_table() {
         list.extend_from_slice(&absent);
         list.push(absent[1]);
         list.push(absent[1]);
-        let mut list_buffer = dev.device().create_host_buffer(list.len() as u64 * 4).unwrap();
+        let mut list_buffer = dev
+            .device()
+            .create_host_buffer(list.len() as u64 * 4)
+            .unwrap();
         list_buffer.as_mut_slice::<u32>().copy_from_slice(&list);
         dev.dispatch(
             &pipeline,
@@ -142,7 +153,10 @@ fn a_kernel_reads_and_writes_frames_through_the_page_table() {
         dirty.sort_unstable();
         let mut expect = written.to_vec();
         expect.sort_unstable();
-        assert_eq!(dirty, expect, "{mode:?}: exactly the written blocks are dirty");
+        assert_eq!(
+            dirty, expect,
+            "{mode:?}: exactly the written blocks are dirty"
+        );
         assert!(dev.take_dirty().is_empty(), "take_dirty clears");
 
         let faults = dev.take_faults();
@@ -164,7 +178,11 @@ fn a_kernel_reads_and_writes_frames_through_the_page_table() {
             let before: &[u32] = bytemuck::cast_slice(src.block(i));
             let after: &[u32] = bytemuck::cast_slice(out.block(i));
             if written.contains(&b) {
-                assert_eq!(after[1], before[0].wrapping_mul(2).wrapping_add(1), "{mode:?}: block {b}");
+                assert_eq!(
+                    after[1],
+                    before[0].wrapping_mul(2).wrapping_add(1),
+                    "{mode:?}: block {b}"
+                );
                 assert_eq!(after[0], before[0]);
                 assert_eq!(after[2..], before[2..]);
             } else {
@@ -176,8 +194,11 @@ fn a_kernel_reads_and_writes_frames_through_the_page_table() {
         // A second round after the faulted blocks were uploaded: no faults, and the pending
         // bits were cleared so nothing is left over.
         let extra = HostBlocks::new(3);
-        let batch: Vec<(BlockId, *const u8)> =
-            absent.iter().enumerate().map(|(i, &b)| (b, extra.ptr(i))).collect();
+        let batch: Vec<(BlockId, *const u8)> = absent
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (b, extra.ptr(i)))
+            .collect();
         // SAFETY: readable host blocks.
         let err = unsafe { dev.upload(&batch) }.unwrap_err();
         assert!(err.to_string().contains("3 frames needed, 0 free"), "{err}");
@@ -208,7 +229,9 @@ fn dispatch_reports_missing_argument_buffers() {
     let source = kernel_source(&dev);
     let kernel = compile_wgsl_named("through_page_table.wgsl", &source, "main").unwrap();
     let pipeline = dev.device().create_pipeline(&kernel).unwrap();
-    let err = dev.dispatch(&pipeline, &mut [], &0u32.to_ne_bytes(), [1, 1, 1]).unwrap_err();
+    let err = dev
+        .dispatch(&pipeline, &mut [], &0u32.to_ne_bytes(), [1, 1, 1])
+        .unwrap_err();
     assert!(err.to_string().contains("@binding(4)"), "{err}");
     assert!(err.to_string().contains("0 argument buffers"), "{err}");
 }

@@ -51,8 +51,7 @@ fn a_lost_device_fails_fast_and_host_data_survives() {
         let mut src = HostBlocks::new(8);
         rng.fill(&mut src.0);
         let original = src.0.clone();
-        let batch: Vec<(BlockId, *const u8)> =
-            (0..8).map(|i| (i as BlockId, src.ptr(i))).collect();
+        let batch: Vec<(BlockId, *const u8)> = (0..8).map(|i| (i as BlockId, src.ptr(i))).collect();
         // SAFETY: readable host blocks.
         unsafe { dev.upload(&batch[..6]) }.unwrap();
 
@@ -88,7 +87,10 @@ fn a_lost_device_fails_fast_and_host_data_survives() {
             (0..6).map(|i| (i as BlockId, dst.ptr_mut(i))).collect();
         // SAFETY: writable host blocks.
         expect_lost(unsafe { dev.download(&back) }.unwrap_err(), "download");
-        assert!(dst.0.iter().all(|&b| b == 0xab), "{mode:?}: a refused download wrote");
+        assert!(
+            dst.0.iter().all(|&b| b == 0xab),
+            "{mode:?}: a refused download wrote"
+        );
 
         // Device copies are no longer offered to the fault path; bookkeeping still works.
         assert!((0..6).all(|b| dev.host_view(b).is_none()));

@@ -64,7 +64,10 @@ fn a_kernel_writes_imported_host_memory_in_place() {
         // The one case where the error is the expected outcome: say so clearly.
         // SAFETY: never dereferenced (the call fails before using the pointer).
         let err = unsafe { device.import_host(4096 as *mut u8, 4096) }.unwrap_err();
-        assert!(err.to_string().contains("VK_EXT_external_memory_host"), "{err}");
+        assert!(
+            err.to_string().contains("VK_EXT_external_memory_host"),
+            "{err}"
+        );
         eprintln!("notice: mirror mode not supported by this device: {err}");
         return;
     }

@@ -44,11 +44,19 @@ fn random_blocks_round_trip_across_buffer_boundaries() {
             .iter()
             .map(|&b| dev.geometry().locate(dev.frame_of(b).unwrap()).0)
             .collect();
-        assert_eq!(buffers_used.len(), 8, "{mode:?}: frames spread over every buffer");
+        assert_eq!(
+            buffers_used.len(),
+            8,
+            "{mode:?}: frames spread over every buffer"
+        );
         for &b in &ids {
             assert!(dev.is_resident(b));
             let e = dev.device_entry(b);
-            assert_eq!(pte_frame(e), dev.frame_of(b), "{mode:?}: device entry of {b}");
+            assert_eq!(
+                pte_frame(e),
+                dev.frame_of(b),
+                "{mode:?}: device entry of {b}"
+            );
             assert_ne!(e & PTE_WRITABLE, 0);
         }
 
@@ -59,10 +67,8 @@ fn random_blocks_round_trip_across_buffer_boundaries() {
         }
         let mut dst = HostBlocks::new(64);
         for chunk in order.chunks(7) {
-            let batch: Vec<(BlockId, *mut u8)> = chunk
-                .iter()
-                .map(|&i| (ids[i], dst.ptr_mut(i)))
-                .collect();
+            let batch: Vec<(BlockId, *mut u8)> =
+                chunk.iter().map(|&i| (ids[i], dst.ptr_mut(i))).collect();
             // SAFETY: `dst` is writable and not otherwise accessed during the call.
             unsafe { dev.download(&batch) }.unwrap();
         }
@@ -76,7 +82,9 @@ fn random_blocks_round_trip_across_buffer_boundaries() {
         assert!(dev.take_dirty().is_empty(), "no kernel wrote anything");
         dev.discard(&ids);
         assert_eq!(dev.free_frames(), 64);
-        assert!(ids.iter().all(|&b| !dev.is_resident(b) && dev.device_entry(b) == 0));
+        assert!(ids
+            .iter()
+            .all(|&b| !dev.is_resident(b) && dev.device_entry(b) == 0));
     }
     assert_no_validation_errors("random_blocks_round_trip_across_buffer_boundaries");
 }
@@ -199,15 +207,28 @@ fn eviction_under_pressure_matches_a_model() {
                 let mut out = vec![0u8; BS];
                 // SAFETY: `out` is a block, writable.
                 unsafe { dev.download(&[(b, out.as_mut_ptr())]) }.unwrap();
-                assert!(out == model.device[&b], "{mode:?} step {step}: device copy of {b}");
+                assert!(
+                    out == model.device[&b],
+                    "{mode:?} step {step}: device copy of {b}"
+                );
             }
 
             // The engine agrees with the model on residency and LRU order.
             assert_eq!(dev.free_frames(), FRAMES as usize - model.lru.len());
-            assert_eq!(dev.eviction_candidates(usize::MAX), model.lru, "{mode:?} step {step}");
+            assert_eq!(
+                dev.eviction_candidates(usize::MAX),
+                model.lru,
+                "{mode:?} step {step}"
+            );
         }
-        assert!(evicted > 300, "{mode:?}: only {evicted} evictions: no pressure");
-        assert!(written_back > 20, "{mode:?}: only {written_back} dirty write-backs");
+        assert!(
+            evicted > 300,
+            "{mode:?}: only {evicted} evictions: no pressure"
+        );
+        assert!(
+            written_back > 20,
+            "{mode:?}: only {written_back} dirty write-backs"
+        );
 
         // Bring the dirty blocks home; then home matches the model everywhere.
         let dirty: Vec<(BlockId, *mut u8)> = model
@@ -270,7 +291,10 @@ fn a_full_pool_changes_nothing() {
             (0..6).map(|i| (i as BlockId, out.ptr_mut(i))).collect();
         // SAFETY: writable host blocks.
         unsafe { dev.download(&back) }.unwrap();
-        assert!(out.0 == a.0[..6 * BS], "{mode:?}: resident blocks were not overwritten");
+        assert!(
+            out.0 == a.0[..6 * BS],
+            "{mode:?}: resident blocks were not overwritten"
+        );
 
         // Duplicates take one frame; the last copy wins.
         let dup = [(20, b.ptr(0)), (20, b.ptr(1))];
@@ -307,7 +331,8 @@ fn host_view_reads_frames_only_on_the_direct_path() {
         };
         let mut src = HostBlocks::new(3);
         Rng(3).fill(&mut src.0);
-        let batch: Vec<(BlockId, *const u8)> = (0..3).map(|i| (7 + i as BlockId, src.ptr(i))).collect();
+        let batch: Vec<(BlockId, *const u8)> =
+            (0..3).map(|i| (7 + i as BlockId, src.ptr(i))).collect();
         // SAFETY: readable host blocks.
         unsafe { dev.upload(&batch) }.unwrap();
         for i in 0..3 {
@@ -326,5 +351,134 @@ fn host_view_reads_frames_only_on_the_direct_path() {
         assert!(dev.host_view(1 << 30).is_none(), "out of range");
         dev.discard(&[8]);
         assert!(dev.host_view(8).is_none());
+    }
+}
+
+#[test]
+fn touch_reorders_lru_and_set_writable_changes_the_entry() {
+    let Some(dev) = engine(
+        "touch_reorders_lru_and_set_writable_changes_the_entry",
+        config(CopyMode::Direct, 8, 4, 64),
+    ) else {
+        return;
+    };
+    let src = HostBlocks::new(4);
+    let batch: Vec<(BlockId, *const u8)> =
+        (0..4).map(|i| (10 + i as BlockId, src.ptr(i))).collect();
+    // SAFETY: readable host blocks.
+    unsafe { dev.upload(&batch) }.unwrap();
+    assert_eq!(dev.eviction_candidates(4), vec![10, 11, 12, 13]);
+    dev.touch(&[11, 10, 40]); // 40 is absent: ignored
+    assert_eq!(dev.eviction_candidates(4), vec![12, 13, 11, 10]);
+    assert_eq!(dev.eviction_candidates(1), vec![12]);
+    // Re-uploading a resident block makes it the most recently used too.
+    // SAFETY: as above.
+    unsafe { dev.upload(&batch[2..3]) }.unwrap();
+    assert_eq!(dev.eviction_candidates(4), vec![13, 11, 10, 12]);
+
+    dev.set_writable(&[12, 40], false);
+    assert_eq!(dev.device_entry(12) & PTE_WRITABLE, 0);
+    assert_eq!(pte_frame(dev.device_entry(12)), dev.frame_of(12));
+    assert_ne!(dev.device_entry(13) & PTE_WRITABLE, 0);
+    assert_eq!(dev.device_entry(40), 0, "absent blocks stay absent");
+    // SAFETY: as above. A refresh keeps the read-only mapping.
+    unsafe { dev.upload(&batch[2..3]) }.unwrap();
+    assert_eq!(dev.device_entry(12) & PTE_WRITABLE, 0);
+    dev.set_writable(&[12], true);
+    assert_ne!(dev.device_entry(12) & PTE_WRITABLE, 0);
+}
+
+#[test]
+fn threads_move_their_own_blocks_concurrently() {
+    for mode in PATHS {
+        let name = format!("threads_move_their_own_blocks_concurrently[{mode:?}]");
+        let Some(dev) = engine(&name, config(mode, 64, 8, 256)) else {
+            return;
+        };
+        let dev = &dev;
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                s.spawn(move || {
+                    let mut rng = Rng(0xc0c0 + u64::from(t));
+                    let mine: Vec<BlockId> = (0..16).map(|i| t * 16 + i).collect();
+                    let mut src = HostBlocks::new(16);
+                    let mut dst = HostBlocks::new(16);
+                    for round in 0..40 {
+                        rng.fill(&mut src.0);
+                        let n = 1 + rng.below(16);
+                        let up: Vec<(BlockId, *const u8)> =
+                            (0..n).map(|i| (mine[i], src.ptr(i))).collect();
+                        // SAFETY: this thread's own host blocks and block numbers.
+                        unsafe { dev.upload(&up) }.unwrap();
+                        let down: Vec<(BlockId, *mut u8)> =
+                            (0..n).map(|i| (mine[i], dst.ptr_mut(i))).collect();
+                        // SAFETY: as above.
+                        unsafe { dev.download(&down) }.unwrap();
+                        assert!(
+                            src.0[..n * BS] == dst.0[..n * BS],
+                            "{mode:?} thread {t} round {round}"
+                        );
+                        if rng.below(2) == 0 {
+                            dev.discard(&mine[..n]);
+                        }
+                    }
+                });
+            }
+            // Readers that take no part in the protocol run alongside.
+            s.spawn(move || {
+                for _ in 0..200 {
+                    let _ = dev.eviction_candidates(64);
+                    let _ = dev.take_dirty();
+                    for b in 0..64 {
+                        let _ = dev.host_view(b);
+                        let _ = dev.is_resident(b);
+                    }
+                }
+            });
+        });
+    }
+    assert_no_validation_errors("threads_move_their_own_blocks_concurrently");
+}
+
+#[test]
+fn the_default_configuration_fits_the_device() {
+    let device = match unimem::device::test_support::or_skip(
+        "the_default_configuration_fits_the_device",
+        unimem::device::Device::open(),
+    ) {
+        Some(d) => d,
+        None => return,
+    };
+    let report = device.report().clone();
+    let config = unimem::device::MigrateConfig::default();
+    let dev = unimem::device::VulkanBlockDevice::new(device, config).unwrap();
+    let g = dev.geometry();
+    assert_eq!(g.block_size, 64 << 10);
+    assert_eq!(
+        g.pool_bytes(),
+        unimem::device::default_pool_bytes(&report) / g.block_size as u64 * g.block_size as u64
+    );
+    assert!(g.pool_bytes() <= 1 << 30);
+    assert!(
+        g.frames_per_buffer as u64 * g.block_size as u64
+            <= u64::from(report.max_storage_buffer_range)
+    );
+    let (_, managed) = unimem::alloc::managed_range();
+    let expect = (managed / g.block_size).min(report.max_storage_buffer_range as usize / 4);
+    assert_eq!(
+        dev.layout().blocks as usize,
+        expect,
+        "the page table covers the managed range"
+    );
+    assert_eq!(
+        dev.copy_mode(),
+        unimem::device::resolve_copy_mode(&report, CopyMode::Auto)
+    );
+    if report.is_lavapipe() {
+        assert_eq!(
+            dev.copy_mode(),
+            CopyMode::Direct,
+            "lavapipe memory is host-visible and cached"
+        );
     }
 }

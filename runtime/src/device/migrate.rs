@@ -28,7 +28,8 @@
 //! buffer is needed). A lost or hung device poisons it: the failing call returns
 //! `DeviceLost`/`Timeout`, every later call fails fast with `DeviceLost` naming the operation,
 //! and no host memory is written by a failing upload (a failing download may have written
-//! part of its destinations, which held no valid data).
+//! part of its destinations, which held no valid data). A batch whose copy failed loses its
+//! device copies (they may be partial); the host copies it was uploaded from are intact.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -272,9 +273,9 @@ impl VulkanBlockDevice {
                 )
             } {
                 Ok(b) => frames.push(b),
-                Err(DeviceError::OutOfDeviceMemory { .. } | DeviceError::OutOfHostMemory { .. })
-                    if i > 0 =>
-                {
+                Err(
+                    DeviceError::OutOfDeviceMemory { .. } | DeviceError::OutOfHostMemory { .. },
+                ) if i > 0 => {
                     geometry = geometry.truncated(i); // a smaller pool is still a pool
                     break;
                 }
@@ -460,7 +461,8 @@ impl VulkanBlockDevice {
                 }
             }
         }
-        self.device.dispatch(pipeline, &mut bound, immediates, groups)
+        self.device
+            .dispatch(pipeline, &mut bound, immediates, groups)
     }
 
     /// Fails fast once the device is lost or hung.
@@ -471,7 +473,11 @@ impl VulkanBlockDevice {
         Ok(())
     }
 
-    fn check_ids(&self, ids: impl Iterator<Item = BlockId>, what: &str) -> Result<(), BackendError> {
+    fn check_ids(
+        &self,
+        ids: impl Iterator<Item = BlockId>,
+        what: &str,
+    ) -> Result<(), BackendError> {
         for b in ids {
             if b >= self.layout.blocks {
                 return Err(DeviceError::Usage(format!(
@@ -503,8 +509,8 @@ impl VulkanBlockDevice {
     }
 
     /// Gives every block of the batch without a frame a frame (marked filling), all or
-    /// nothing, and makes the batch the most recently used. Returns the newly reserved blocks.
-    fn reserve(&self, blocks: &[(BlockId, *const u8)]) -> Result<Vec<BlockId>, BackendError> {
+    /// nothing, and makes the batch the most recently used.
+    fn reserve(&self, blocks: &[(BlockId, *const u8)]) -> Result<(), BackendError> {
         let mut pool = lock(&self.pool);
         let mut fresh = Vec::new();
         for &(b, _) in blocks {
@@ -537,7 +543,7 @@ impl VulkanBlockDevice {
             let f = self.table.frame_any(b).expect("reserved above");
             pool.touch(f);
         }
-        Ok(fresh)
+        Ok(())
     }
 
     /// Frees the frames of `blocks` (those that have one) and clears their entries. Caller
@@ -609,10 +615,12 @@ impl BlockDevice for VulkanBlockDevice {
         self.alive("block upload (refused: the device was lost or hung earlier)")?;
         self.check_ids(blocks.iter().map(|b| b.0), "upload")?;
         let _internal = InternalScope::new();
-        let fresh = self.reserve(blocks)?;
+        self.reserve(blocks)?;
         // SAFETY: the caller's contract; every block has a frame now.
         if let Err(e) = unsafe { self.copy_in(blocks) } {
-            self.release_locked(&mut lock(&self.pool), fresh);
+            // Every frame of the batch may hold a partial copy: drop them all (the host holds
+            // valid data for every block it uploads, so nothing is lost).
+            self.release_locked(&mut lock(&self.pool), blocks.iter().map(|b| b.0));
             return Err(e.into());
         }
         for &(b, _) in blocks {

@@ -143,6 +143,9 @@ mod tests {
         assert!(err.to_string().contains("multiples of 65536"), "{err}");
         assert!(check_import("d", EXT, 0x10000, 100, 4096).is_err());
         assert!(check_import("d", EXT, 0x10000, 0, 4096).is_err());
-        assert_eq!(check_import("d", EXT, 0x10000, 16384, 16384).unwrap(), 16384);
+        assert_eq!(
+            check_import("d", EXT, 0x10000, 16384, 16384).unwrap(),
+            16384
+        );
     }
 }

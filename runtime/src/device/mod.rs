@@ -43,8 +43,8 @@ mod validation;
 
 pub use buffer::{find_memory_type, Buffer};
 pub use error::{DeviceError, DeviceResult, INSTALL_HINT};
-pub use instance::{Adapter, Instance, REQUIRED_API, VALIDATION_LAYER};
 pub use evict::{upload_evicting, EvictionStats};
+pub use instance::{Adapter, Instance, REQUIRED_API, VALIDATION_LAYER};
 pub use logical::{Device, DEFAULT_TIMEOUT};
 pub use migrate::{default_pool_bytes, resolve_copy_mode, MigrateConfig, VulkanBlockDevice};
 pub use mirror::check_import;

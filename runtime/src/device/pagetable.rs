@@ -287,14 +287,19 @@ impl PageTable {
     /// Publishes `entry` for `block` in the device table, then in the host mirror.
     pub fn publish(&self, block: u32, entry: u32) {
         debug_assert_eq!(entry & HOST_FILLING, 0);
-        self.device.at(block as usize).store(entry, Ordering::Relaxed);
+        self.device
+            .at(block as usize)
+            .store(entry, Ordering::Relaxed);
         self.host[block as usize].store(entry, Ordering::Release);
     }
 
     /// Ends `block`'s fill: publishes its entry (without the filling mark).
     pub fn finish_fill(&self, block: u32) {
         let e = self.host[block as usize].load(Ordering::Acquire) & !HOST_FILLING;
-        debug_assert!(pte_frame(e).is_some(), "finish_fill of block {block} without a frame");
+        debug_assert!(
+            pte_frame(e).is_some(),
+            "finish_fill of block {block} without a frame"
+        );
         self.publish(block, e);
     }
 
@@ -415,7 +420,9 @@ impl FaultBuffer {
     /// Records a fault for `block` exactly as the prelude does (for tests and the CPU side).
     pub fn record(&self, block: u32) {
         let bit = 1 << (block % 32);
-        let pending = self.words.at(self.layout.fault_pending_at() + block as usize / 32);
+        let pending = self
+            .words
+            .at(self.layout.fault_pending_at() + block as usize / 32);
         if pending.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
             let i = self.words.at(FAULT_COUNT).fetch_add(1, Ordering::Relaxed);
             if i < self.layout.fault_capacity {
@@ -456,7 +463,10 @@ impl FaultBuffer {
             invocation: w.at(FAULT_ERROR_INVOCATION).load(Ordering::Relaxed),
         });
         w.at(FAULT_COUNT).store(0, Ordering::Relaxed);
-        w.zero(FAULT_ERROR_COUNT, FAULT_ERROR_INVOCATION + 1 - FAULT_ERROR_COUNT);
+        w.zero(
+            FAULT_ERROR_COUNT,
+            FAULT_ERROR_INVOCATION + 1 - FAULT_ERROR_COUNT,
+        );
         FaultReport {
             blocks,
             overflowed: count - listed as u32,
@@ -473,7 +483,10 @@ pub fn wgsl_constants(geometry: &Geometry, layout: &ControlLayout) -> String {
         let _ = writeln!(s, "const UNIMEM_{name}: u32 = {value}u;");
     };
     c("BLOCK_SIZE", geometry.block_size as u64);
-    c("BLOCK_SHIFT", u64::from(geometry.block_size.trailing_zeros()));
+    c(
+        "BLOCK_SHIFT",
+        u64::from(geometry.block_size.trailing_zeros()),
+    );
     c("BLOCKS", u64::from(layout.blocks));
     c("FRAMES", u64::from(geometry.frames));
     c("FRAMES_PER_BUFFER", u64::from(geometry.frames_per_buffer));
@@ -604,9 +617,13 @@ mod tests {
         words
             .at(FAULT_ERROR_KIND)
             .store(KERNEL_ERROR_OUT_OF_RANGE, Ordering::Relaxed);
-        words.at(FAULT_ERROR_ADDR_LO).store(0x1000, Ordering::Relaxed);
+        words
+            .at(FAULT_ERROR_ADDR_LO)
+            .store(0x1000, Ordering::Relaxed);
         words.at(FAULT_ERROR_ADDR_HI).store(0x7f, Ordering::Relaxed);
-        words.at(FAULT_ERROR_INVOCATION).store(12, Ordering::Relaxed);
+        words
+            .at(FAULT_ERROR_INVOCATION)
+            .store(12, Ordering::Relaxed);
         let r = faults.take();
         assert_eq!(r.errors, 3);
         let e = r.first_error.unwrap();
@@ -625,8 +642,14 @@ mod tests {
             fault_capacity: 4096,
         };
         let text = wgsl_constants(&g, &layout);
-        assert!(text.contains("const UNIMEM_BLOCK_SHIFT: u32 = 16u;"), "{text}");
-        assert!(text.contains("const UNIMEM_FIRST_ARG_BINDING: u32 = 11u;"), "{text}");
+        assert!(
+            text.contains("const UNIMEM_BLOCK_SHIFT: u32 = 16u;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("const UNIMEM_FIRST_ARG_BINDING: u32 = 11u;"),
+            "{text}"
+        );
         naga::front::wgsl::parse_str(&text).expect("valid WGSL");
     }
 }

@@ -107,8 +107,8 @@ impl Geometry {
     /// The same pool with fewer frames (when the device could not allocate every buffer):
     /// the first `buffers` buffers only.
     pub fn truncated(&self, buffers: usize) -> Geometry {
-        let frames = (buffers as u64 * u64::from(self.frames_per_buffer))
-            .min(u64::from(self.frames)) as u32;
+        let frames =
+            (buffers as u64 * u64::from(self.frames_per_buffer)).min(u64::from(self.frames)) as u32;
         Geometry { frames, ..*self }
     }
 }
@@ -235,7 +235,10 @@ impl FramePool {
         for f in self.lru() {
             assert!(!on_list[f as usize], "frame {f} twice on the LRU list");
             assert_eq!(self.prev[f as usize], last, "broken back link at frame {f}");
-            assert_ne!(self.owner[f as usize], NONE, "free frame {f} on the LRU list");
+            assert_ne!(
+                self.owner[f as usize], NONE,
+                "free frame {f} on the LRU list"
+            );
             on_list[f as usize] = true;
             last = f;
             count += 1;
@@ -246,7 +249,10 @@ impl FramePool {
             assert_eq!(self.owner[f as usize], NONE, "free frame {f} has an owner");
             on_list[f as usize] = true;
         }
-        assert!(on_list.iter().all(|&b| b), "a frame is neither free nor in use");
+        assert!(
+            on_list.iter().all(|&b| b),
+            "a frame is neither free nor in use"
+        );
         let mut owners: Vec<u32> = self.owner.iter().copied().filter(|&o| o != NONE).collect();
         owners.sort_unstable();
         assert!(
@@ -338,7 +344,11 @@ mod tests {
         assert_eq!(p.release(c), 12);
         assert_eq!(p.owner(c), None);
         assert_eq!(p.lru().collect::<Vec<_>>(), vec![b, a]);
-        assert_eq!(p.alloc(13), Some(c), "recently freed frames are reused first");
+        assert_eq!(
+            p.alloc(13),
+            Some(c),
+            "recently freed frames are reused first"
+        );
         assert_eq!(p.alloc(14), Some(3));
         assert_eq!(p.alloc(15), None);
         assert_eq!(p.free_frames(), 0);

@@ -222,8 +222,9 @@ impl Staging {
             return Ok(());
         }
         let blocks = self.half;
-        self.shared
-            .wait_and_reset(self.fences[h], || format!("{what} of up to {blocks} blocks"))?;
+        self.shared.wait_and_reset(self.fences[h], || {
+            format!("{what} of up to {blocks} blocks")
+        })?;
         self.pending[h] = false;
         Ok(())
     }
