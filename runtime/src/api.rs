@@ -16,8 +16,8 @@ use unimem_alloc::InternalScope;
 pub enum Location {
     /// Host RAM: device copies dropped, host copy valid and writable.
     Host,
-    /// The device: a device copy made; the host copy stays valid (read-only) until the
-    /// device writes.
+    /// The device: the memory migrates (as `cudaMemPrefetchAsync` does); the device copy
+    /// is the only valid one until the CPU touches it again.
     Device,
 }
 
@@ -72,12 +72,12 @@ pub fn runtime() -> Result<&'static Space, Error> {
     started
 }
 
-/// Move the blocks overlapping `[p, p+len)` to `loc`. Prefetching to the device makes a
-/// device copy (read duplication); memory that does not fit stays on the host.
+/// Move the blocks overlapping `[p, p+len)` to `loc`. Memory that does not fit on the
+/// device (after evicting) stays on the host.
 pub fn prefetch(p: *const u8, len: usize, loc: Location) -> Result<(), Error> {
     let space = runtime()?;
     match loc {
-        Location::Device => space.to_device(p as usize, len, false).map(drop)?,
+        Location::Device => space.to_device(p as usize, len, true).map(drop)?,
         Location::Host => space.to_host(p as usize, len)?,
     }
     Ok(())

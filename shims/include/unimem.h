@@ -27,6 +27,9 @@
 #ifndef UNIMEM_H
 #define UNIMEM_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -55,6 +58,47 @@ void unimem_internal_exit(void);
 
 /* 1 if this thread allocates from the internal heap now, else 0. */
 int unimem_is_internal(void);
+
+/* ---- Migration. The runtime starts on first use: it opens the device chosen by
+ * UNIMEM_DEVICE (a Vulkan device, or "fake" for the CPU-backed test device) and puts the
+ * managed heap under coherence. Memory on the device comes home by itself when the CPU
+ * touches it, and before system calls read or write it. Functions returning int give 0 on
+ * success and -1 on failure, with unimem_last_error() saying why; data is never lost. */
+
+/* Where unimem_prefetch moves memory. */
+enum unimem_location {
+    UNIMEM_HOST = 0,   /* host RAM: device copies dropped */
+    UNIMEM_DEVICE = 1  /* the device: its copy becomes the only valid one until touched */
+};
+
+/* Counters since the runtime started (unimem_get_stats). */
+typedef struct unimem_stats {
+    uint64_t cpu_faults;      /* CPU accesses that brought memory home */
+    uint64_t device_faults;   /* kernel accesses to memory not on the device */
+    uint64_t replay_rounds;   /* kernel re-dispatches after device faults */
+    uint64_t launches;        /* kernel launches */
+    uint64_t bytes_to_device;
+    uint64_t bytes_to_host;
+    uint64_t evictions;       /* blocks pushed out of a full device */
+    uint64_t discards;        /* device copies dropped without copying back (free, discard) */
+    uint64_t fault_ns;        /* time spent serving CPU faults, nanoseconds */
+} unimem_stats;
+
+/* Move [p, p+len) to location (an enum unimem_location value). */
+int unimem_prefetch(const void *p, size_t len, int location);
+
+/* Forget the contents of the whole blocks inside [p, p+len): nothing is copied back, and
+ * the memory reads as zero afterwards. */
+int unimem_discard(void *p, size_t len);
+
+/* Finish outstanding runtime work. */
+int unimem_sync(void);
+
+/* Fill *out with the counters. */
+int unimem_get_stats(unimem_stats *out);
+
+/* The message of this thread's last failed unimem_* call, or NULL. */
+const char *unimem_last_error(void);
 
 #ifdef __cplusplus
 }

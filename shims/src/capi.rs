@@ -5,7 +5,9 @@
 //! `libunimem.so` exports). Every function here may be called at any time, including
 //! before the first allocation, and the queries accept any pointer value.
 
-use libc::{c_int, c_void};
+use libc::{c_char, c_int, c_void, size_t};
+use std::cell::RefCell;
+use std::ffi::CString;
 
 /// Values of `unimem_heap_of` (`enum unimem_heap` in the header).
 pub const UNIMEM_HEAP_NONE: c_int = 0;
@@ -46,4 +48,102 @@ pub extern "C" fn unimem_internal_exit() {
 #[no_mangle]
 pub extern "C" fn unimem_is_internal() -> c_int {
     unimem_alloc::is_internal() as c_int
+}
+
+/// Values of `location` for `unimem_prefetch` (`enum unimem_location` in the header).
+pub const UNIMEM_HOST: c_int = 0;
+pub const UNIMEM_DEVICE: c_int = 1;
+
+/// `unimem_stats` in the header: counters since the runtime started.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnimemStats {
+    pub cpu_faults: u64,
+    pub device_faults: u64,
+    pub replay_rounds: u64,
+    pub launches: u64,
+    pub bytes_to_device: u64,
+    pub bytes_to_host: u64,
+    pub evictions: u64,
+    pub discards: u64,
+    pub fault_ns: u64,
+}
+
+thread_local! {
+    /// This thread's last error message (internal heap).
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+fn fail(msg: String) -> c_int {
+    let _internal = unimem_alloc::InternalScope::new();
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some(c));
+    -1
+}
+
+fn result(r: Result<(), unimem_rt::Error>) -> c_int {
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+/// Move the memory `[p, p+len)` to `location` (`UNIMEM_HOST` or `UNIMEM_DEVICE`). Starts the
+/// runtime on first use. 0 on success, -1 with `unimem_last_error()` set otherwise; the
+/// memory's contents are never lost.
+#[no_mangle]
+pub extern "C" fn unimem_prefetch(p: *const c_void, len: size_t, location: c_int) -> c_int {
+    let loc = match location {
+        UNIMEM_HOST => unimem_rt::Location::Host,
+        UNIMEM_DEVICE => unimem_rt::Location::Device,
+        other => return fail(format!("unimem_prefetch: location {other} is neither UNIMEM_HOST (0) nor UNIMEM_DEVICE (1)")),
+    };
+    result(unimem_rt::prefetch(p.cast(), len, loc))
+}
+
+/// Forget the contents of the whole blocks inside `[p, p+len)`: device copies are dropped
+/// without copying anything back, and the memory reads as zero afterwards. 0 or -1.
+#[no_mangle]
+pub extern "C" fn unimem_discard(p: *mut c_void, len: size_t) -> c_int {
+    result(unimem_rt::discard(p as *const u8, len))
+}
+
+/// Finish outstanding runtime work (drop device copies that CPU writes made stale). 0 or -1.
+#[no_mangle]
+pub extern "C" fn unimem_sync() -> c_int {
+    if let Some(s) = unimem_rt::coherence::space() {
+        s.reap_stale();
+    }
+    0
+}
+
+/// Fill `*out` with the runtime's counters (all zero before it starts). 0, or -1 if `out`
+/// is null.
+#[no_mangle]
+pub unsafe extern "C" fn unimem_get_stats(out: *mut UnimemStats) -> c_int {
+    if out.is_null() {
+        return fail("unimem_get_stats: out is NULL".into());
+    }
+    let s = unimem_rt::stats();
+    let v = UnimemStats {
+        cpu_faults: s.cpu_faults(),
+        device_faults: 0,
+        replay_rounds: 0,
+        launches: 0,
+        bytes_to_device: s.bytes_to_device,
+        bytes_to_host: s.bytes_to_host,
+        evictions: s.evictions,
+        discards: s.discards,
+        fault_ns: s.fault_ns,
+    };
+    // SAFETY: `out` is non-null and, by the caller's contract, points to a unimem_stats.
+    unsafe { out.write(v) };
+    0
+}
+
+/// The message of this thread's last failed `unimem_*` call, or NULL if none failed. Valid
+/// until the thread's next failing call.
+#[no_mangle]
+pub extern "C" fn unimem_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
 }

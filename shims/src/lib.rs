@@ -9,7 +9,11 @@
 //!   `__libc_*` names), each a thin forward to one `unimem_alloc` call plus C's errno rules;
 //! - `threads`: the `pthread_create` wrapper that keeps threads created by internal code
 //!   (the runtime, the Vulkan driver) on the internal heap for life;
-//! - `capi`: the `unimem_*` functions of `unimem.h`.
+//! - `capi`: the `unimem_*` functions of `unimem.h`;
+//! - from the runtime crate (`runtime/src/interpose.rs`), exported from here too: `read`,
+//!   `write` and the other I/O entry points (buffers on the device come home first) and
+//!   `sigaction`/`signal` (a program's SIGSEGV/SIGBUS handler is chained, not installed over
+//!   unimem's).
 //!
 //! Rules for every exported function (they run before `main`, inside libc, in fork
 //! children and in threads being torn down):
@@ -27,3 +31,6 @@
 pub mod capi;
 pub mod malloc;
 pub mod threads;
+
+// Link the runtime's interposed entry points into the library.
+pub use unimem_rt::interpose;

@@ -40,8 +40,8 @@ fn c_code(text: &str) -> String {
 fn c_type(decl: &str, drop_name: bool) -> String {
     let spaced = decl.replace('*', " * ");
     let mut toks: Vec<&str> = spaced.split_whitespace().collect();
-    const TYPE_WORDS: [&str; 9] = [
-        "void", "int", "char", "const", "unsigned", "long", "size_t", "*", "struct",
+    const TYPE_WORDS: [&str; 10] = [
+        "void", "int", "char", "const", "unsigned", "long", "size_t", "*", "struct", "unimem_stats",
     ];
     if drop_name && toks.len() > 1 && !TYPE_WORDS.contains(toks.last().unwrap()) {
         toks.pop();
@@ -88,6 +88,7 @@ fn rust_to_c(t: &str) -> String {
         "*const c_void" => "const void *",
         "*mut c_void" => "void *",
         "*const c_char" => "const char *",
+        "*mut UnimemStats" => "unimem_stats *",
         other => {
             panic!("header test: no C spelling for the Rust type `{other}`; add it to rust_to_c")
         }
@@ -208,6 +209,25 @@ const C_EXPORTS: &[&str] = &[
     "__libc_valloc",
     "__libc_pvalloc",
     "pthread_create",
+    // Interposed by the runtime (runtime/src/interpose.rs).
+    "read",
+    "write",
+    "pread",
+    "pread64",
+    "pwrite",
+    "pwrite64",
+    "readv",
+    "writev",
+    "preadv",
+    "pwritev",
+    "send",
+    "recv",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sigaction",
+    "signal",
 ];
 
 #[test]
