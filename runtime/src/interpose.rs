@@ -4,7 +4,8 @@
 //! - **I/O**: the kernel does not raise a signal when a system call touches a page that is
 //!   absent or write-protected under userfaultfd (or `mprotect`); it returns `EFAULT`. So
 //!   before `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `preadv`, `pwritev`, `send`,
-//!   `recv`, `sendto`, `recvfrom`, `sendmsg` and `recvmsg` run, the buffers are made host
+//!   `recv`, `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `fread` and `fwrite` run, the
+//!   buffers are made host
 //!   accessible (device-owned blocks come home; for reads into the buffer, Shared blocks
 //!   become Host). One state load per block when nothing needs doing, nothing at all when
 //!   coherence is not installed.
@@ -277,4 +278,23 @@ pub unsafe extern "C" fn signal(sig: c_int, h: libc::sighandler_t) -> libc::sigh
         return libc::SIG_ERR;
     }
     old.sa_sigaction
+}
+
+/// `fread(3)`: glibc reads large requests straight into the caller's buffer with its
+/// internal `read`, which is not interposed, so the buffer is prepared here.
+#[no_mangle]
+pub unsafe extern "C" fn fread(buf: *mut c_void, size: size_t, n: size_t, f: *mut libc::FILE) -> size_t {
+    prepare(buf, size.saturating_mul(n), true);
+    let real = real!(fread: fn(*mut c_void, size_t, size_t, *mut libc::FILE) -> size_t);
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    unsafe { real(buf, size, n, f) }
+}
+
+/// `fwrite(3)`: as `fread`, for glibc's direct writes of large requests.
+#[no_mangle]
+pub unsafe extern "C" fn fwrite(buf: *const c_void, size: size_t, n: size_t, f: *mut libc::FILE) -> size_t {
+    prepare(buf, size.saturating_mul(n), false);
+    let real = real!(fwrite: fn(*const c_void, size_t, size_t, *mut libc::FILE) -> size_t);
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    unsafe { real(buf, size, n, f) }
 }

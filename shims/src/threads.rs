@@ -84,8 +84,15 @@ pub unsafe extern "C" fn pthread_create(
 ) -> c_int {
     let real = real_pthread_create();
     if !unimem_alloc::is_internal() {
+        // What glibc allocates for the new thread (its dynamic thread vector, read by every
+        // TLS access of this library, including from the fault handler) must never
+        // migrate: create the thread from the internal heap. The thread itself starts
+        // managed, as its creator is.
+        unimem_alloc::internal_enter();
         // SAFETY: the caller's arguments, forwarded unchanged.
-        return unsafe { real(thread, attr, routine, arg) };
+        let r = unsafe { real(thread, attr, routine, arg) };
+        unimem_alloc::internal_exit();
+        return r;
     }
     // This thread is internal, so the start block comes from the internal heap.
     let start = unimem_alloc::alloc(core::mem::size_of::<Start>()).cast::<Start>();

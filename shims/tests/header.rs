@@ -228,6 +228,8 @@ const C_EXPORTS: &[&str] = &[
     "recvmsg",
     "sigaction",
     "signal",
+    "fread",
+    "fwrite",
 ];
 
 #[test]
