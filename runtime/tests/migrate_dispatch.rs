@@ -6,9 +6,8 @@
 
 mod migrate_common;
 
-use migrate_common::{config, engine, HostBlocks, Rng, PATHS};
+use migrate_common::{accessors, config, engine, HostBlocks, Rng, PATHS};
 use unimem::coherence::{BlockDevice, BlockId};
-use unimem::device::pagetable::BINDING_FRAMES;
 use unimem::device::test_support::assert_no_validation_errors;
 use unimem::device::VulkanBlockDevice;
 use unimem::kernel::compile_wgsl_named;
@@ -16,64 +15,11 @@ use unimem::kernel::compile_wgsl_named;
 /// The kernel: for each listed block, word 1 of the block := word 0 * 2 + 1, dirty bit set;
 /// a block without a frame is recorded in the fault buffer instead (the prelude's miss path).
 fn kernel_source(dev: &VulkanBlockDevice) -> String {
-    let frames = dev.geometry().buffers();
-    let mut s = dev.wgsl_constants();
+    let mut s = accessors(dev);
     s.push_str(
         "
 var<immediate> n: u32;
-@group(0) @binding(0) var<storage, read> unimem_pt: array<u32>;
-@group(0) @binding(1) var<storage, read_write> unimem_dirty: array<atomic<u32>>;
-@group(0) @binding(2) var<storage, read_write> unimem_faults: array<atomic<u32>>;
-",
-    );
-    for i in 0..frames {
-        s.push_str(&format!(
-            "@group(0) @binding({}) var<storage, read_write> unimem_frames_{i}: array<u32>;\n",
-            BINDING_FRAMES as usize + i
-        ));
-    }
-    s.push_str(
-        "@group(0) @binding(UNIMEM_FIRST_ARG_BINDING) var<storage, read> list: array<u32>;\n",
-    );
-    let cases = |body: &str| {
-        (0..frames)
-            .map(|i| {
-                format!(
-                    "        case {i}u: {{ {} }}\n",
-                    body.replace("#", &i.to_string())
-                )
-            })
-            .collect::<String>()
-    };
-    s.push_str(&format!(
-        "
-fn frame_load(buffer: u32, word: u32) -> u32 {{
-    switch buffer {{
-{}        default: {{ return 0u; }}
-    }}
-}}
-
-fn frame_store(buffer: u32, word: u32, value: u32) {{
-    switch buffer {{
-{}        default: {{ }}
-    }}
-}}
-",
-        cases("return unimem_frames_#[word];"),
-        cases("unimem_frames_#[word] = value;"),
-    ));
-    s.push_str(
-        "
-fn record_fault(b: u32) {
-    let bit = 1u << (b & 31u);
-    let old = atomicOr(&unimem_faults[UNIMEM_FAULT_PENDING_AT + (b >> 5u)], bit);
-    if ((old & bit) == 0u) {
-        let i = atomicAdd(&unimem_faults[UNIMEM_FAULT_COUNT], 1u);
-        if (i < UNIMEM_FAULT_CAPACITY) {
-            atomicStore(&unimem_faults[UNIMEM_FAULT_ENTRIES_AT + i], b);
-        }
-    }
-}
+@group(0) @binding(UNIMEM_FIRST_ARG_BINDING) var<storage, read> list: array<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
@@ -81,18 +27,14 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         return;
     }
     let b = list[id.x];
-    let e = unimem_pt[b];
-    let f1 = e & UNIMEM_PTE_FRAME_MASK;
+    let f1 = unimem_pt[b] & UNIMEM_PTE_FRAME_MASK;
     if (f1 == 0u) {
         record_fault(b);
         return;
     }
     let f = f1 - 1u;
-    let buffer = f >> UNIMEM_FRAME_BUFFER_SHIFT;
-    let base = (f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u);
-    let v = frame_load(buffer, base);
-    frame_store(buffer, base + 1u, v * 2u + 1u);
-    atomicOr(&unimem_dirty[f >> 5u], 1u << (f & 31u));
+    let v = frame_load(f, 0u);
+    frame_store(f, 1u, v * 2u + 1u);
 }
 ",
     );

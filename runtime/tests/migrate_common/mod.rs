@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use unimem::device::pagetable::BINDING_FRAMES;
 use unimem::device::test_support::or_skip;
 use unimem::device::{Device, MigrateConfig, VulkanBlockDevice};
 use unimem::options::CopyMode;
@@ -85,3 +86,67 @@ impl HostBlocks {
 
 /// Both copy paths, for tests that run on each.
 pub const PATHS: [CopyMode; 2] = [CopyMode::Direct, CopyMode::Staging];
+
+/// WGSL accessors over the engine's bindings, as the prelude will provide them: the layout
+/// constants, bindings 0..3+F, `frame_load(frame, word)` / `frame_store(frame, word, value)`
+/// (the store also sets the frame's dirty bit) and `record_fault(block)`. Kernels put their own
+/// buffers at `UNIMEM_FIRST_ARG_BINDING`.
+pub fn accessors(dev: &VulkanBlockDevice) -> String {
+    let frames = dev.geometry().buffers();
+    let mut s = dev.wgsl_constants();
+    s.push_str(
+        "
+@group(0) @binding(0) var<storage, read> unimem_pt: array<u32>;
+@group(0) @binding(1) var<storage, read_write> unimem_dirty: array<atomic<u32>>;
+@group(0) @binding(2) var<storage, read_write> unimem_faults: array<atomic<u32>>;
+",
+    );
+    for i in 0..frames {
+        s.push_str(&format!(
+            "@group(0) @binding({}) var<storage, read_write> unimem_frames_{i}: array<u32>;\n",
+            BINDING_FRAMES as usize + i
+        ));
+    }
+    let cases = |body: &str| {
+        (0..frames)
+            .map(|i| {
+                format!(
+                    "        case {i}u: {{ {} }}\n",
+                    body.replace('#', &i.to_string())
+                )
+            })
+            .collect::<String>()
+    };
+    s.push_str(&format!(
+        "
+fn frame_load(f: u32, word: u32) -> u32 {{
+    let w = ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + word;
+    switch f >> UNIMEM_FRAME_BUFFER_SHIFT {{
+{}        default: {{ return 0u; }}
+    }}
+}}
+
+fn frame_store(f: u32, word: u32, value: u32) {{
+    let w = ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + word;
+    switch f >> UNIMEM_FRAME_BUFFER_SHIFT {{
+{}        default: {{ }}
+    }}
+    atomicOr(&unimem_dirty[f >> 5u], 1u << (f & 31u));
+}}
+
+fn record_fault(b: u32) {{
+    let bit = 1u << (b & 31u);
+    let old = atomicOr(&unimem_faults[UNIMEM_FAULT_PENDING_AT + (b >> 5u)], bit);
+    if ((old & bit) == 0u) {{
+        let i = atomicAdd(&unimem_faults[UNIMEM_FAULT_COUNT], 1u);
+        if (i < UNIMEM_FAULT_CAPACITY) {{
+            atomicStore(&unimem_faults[UNIMEM_FAULT_ENTRIES_AT + i], b);
+        }}
+    }}
+}}
+",
+        cases("return unimem_frames_#[w];"),
+        cases("unimem_frames_#[w] = value;"),
+    ));
+    s
+}
