@@ -80,7 +80,9 @@ fn random_blocks_round_trip_across_buffer_boundaries() {
             );
         }
         assert!(dev.take_dirty().is_empty(), "no kernel wrote anything");
+        dev.validate();
         dev.discard(&ids);
+        dev.validate();
         assert_eq!(dev.free_frames(), 64);
         assert!(ids
             .iter()
@@ -214,6 +216,9 @@ fn eviction_under_pressure_matches_a_model() {
             }
 
             // The engine agrees with the model on residency and LRU order.
+            if step % 50 == 0 {
+                dev.validate();
+            }
             assert_eq!(dev.free_frames(), FRAMES as usize - model.lru.len());
             assert_eq!(
                 dev.eviction_candidates(usize::MAX),
@@ -318,6 +323,7 @@ fn a_full_pool_changes_nothing() {
         assert!(err.to_string().contains("no device copy"), "{err}");
         dev.discard(&[999, 33]); // out of range or absent: ignored
         assert_eq!(dev.free_frames(), 1);
+        dev.validate();
     }
     assert_no_validation_errors("a_full_pool_changes_nothing");
 }
@@ -436,6 +442,7 @@ fn threads_move_their_own_blocks_concurrently() {
                 }
             });
         });
+        dev.validate();
     }
     assert_no_validation_errors("threads_move_their_own_blocks_concurrently");
 }

@@ -67,7 +67,8 @@ pub struct MigrateConfig {
     /// Frames per frame buffer; `None`: as many as the device limits allow. Tests use small
     /// values to cross buffer boundaries with few frames.
     pub frames_per_buffer: Option<u32>,
-    /// Bytes of the staging ring (staging path only; at least two blocks are used).
+    /// Bytes of the staging ring (staging path only; at least two blocks are used). Each half
+    /// is one submission: the CPU fills one half while the device copies the other.
     pub staging_bytes: u64,
     /// Entries of the fault list.
     pub fault_capacity: u32,
@@ -81,7 +82,7 @@ impl Default for MigrateConfig {
             copy: CopyMode::Auto,
             blocks: None,
             frames_per_buffer: None,
-            staging_bytes: 32 * MIB,
+            staging_bytes: 8 * MIB,
             fault_capacity: 4096,
         }
     }
@@ -586,6 +587,36 @@ impl VulkanBlockDevice {
                 let transfers: Vec<_> = transfers.into_iter().map(|t| t.1).collect();
                 // SAFETY: `upload`'s contract; the frames belong to this engine's pool.
                 unsafe { lock(staging).upload(&transfers) }
+            }
+        }
+    }
+
+    /// Checks the whole structure (expensive: O(frames + blocks)); panics with the first
+    /// violation. The frame pool's conservation law, and: a block's host entry names frame
+    /// `f` if and only if frame `f`'s owner is that block; the device entry equals the host
+    /// entry for every published block and is 0 for every other. Call it when no operation
+    /// runs (tests).
+    pub fn validate(&self) {
+        let pool = lock(&self.pool);
+        pool.validate();
+        for f in 0..self.geometry.frames {
+            if let Some(b) = pool.owner(f) {
+                assert_eq!(
+                    self.table.frame_any(b),
+                    Some(f),
+                    "frame {f} owned by block {b}"
+                );
+            }
+        }
+        for b in 0..self.layout.blocks {
+            let host = self.table.entry(b);
+            assert_eq!(
+                self.table.device_entry(b),
+                host,
+                "device entry of block {b}"
+            );
+            if let Some(f) = self.table.frame_any(b) {
+                assert_eq!(pool.owner(f), Some(b), "block {b} names frame {f}");
             }
         }
     }
