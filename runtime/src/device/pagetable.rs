@@ -177,7 +177,7 @@ impl ControlLayout {
 
 /// `u32` words of mapped memory, accessed as atomics. Wraps only the raw pointer.
 #[derive(Clone, Copy, Debug)]
-pub struct Words {
+pub(crate) struct Words {
     ptr: NonNull<AtomicU32>,
     len: usize,
 }
@@ -208,11 +208,6 @@ impl Words {
         self.len
     }
 
-    /// True when there are no words.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Word `i`.
     pub fn at(&self, i: usize) -> &AtomicU32 {
         assert!(i < self.len, "word {i} of {}", self.len);
@@ -237,7 +232,7 @@ impl Words {
 /// by that upload (coherence never runs two operations on one block at once); readers
 /// (`host_view`, `is_resident`) take no lock.
 #[derive(Debug)]
-pub struct PageTable {
+pub(crate) struct PageTable {
     host: Box<[AtomicU32]>,
     device: Words,
 }
@@ -250,11 +245,6 @@ impl PageTable {
             host: (0..device.len()).map(|_| AtomicU32::new(0)).collect(),
             device,
         }
-    }
-
-    /// Entries (blocks covered).
-    pub fn blocks(&self) -> u32 {
-        self.host.len() as u32
     }
 
     /// The published entry of `block` (0 when out of range, absent or being filled).
@@ -317,7 +307,7 @@ impl PageTable {
 
 /// The dirty bitmap: one bit per frame (see the module docs).
 #[derive(Debug)]
-pub struct DirtyBits {
+pub(crate) struct DirtyBits {
     words: Words,
 }
 
@@ -336,6 +326,7 @@ impl DirtyBits {
     }
 
     /// Sets frame `f`'s bit (what a kernel does; for tests).
+    #[cfg(test)]
     pub fn set(&self, f: FrameId) {
         self.words
             .at(f as usize / 32)
@@ -400,7 +391,7 @@ pub struct FaultReport {
 
 /// The fault buffer (see the module docs).
 #[derive(Debug)]
-pub struct FaultBuffer {
+pub(crate) struct FaultBuffer {
     words: Words,
     layout: ControlLayout,
 }
@@ -417,7 +408,8 @@ impl FaultBuffer {
         FaultBuffer { words, layout }
     }
 
-    /// Records a fault for `block` exactly as the prelude does (for tests and the CPU side).
+    /// Records a fault for `block` exactly as the prelude does (for tests).
+    #[cfg(test)]
     pub fn record(&self, block: u32) {
         let bit = 1 << (block % 32);
         let pending = self
@@ -541,7 +533,6 @@ mod tests {
     fn page_table_mirrors_and_hides_filling_entries() {
         let (_mem, words) = memory(64);
         let pt = PageTable::new(words);
-        assert_eq!(pt.blocks(), 64);
         assert_eq!(pt.device_entry(3), 0, "cleared at creation");
         pt.reserve(3, 9);
         assert!(pt.is_filling(3));
