@@ -61,6 +61,9 @@ pub fn runtime() -> Result<&'static Space, Error> {
     }
     let _internal = InternalScope::new();
     let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    if coherence::is_fork_child() {
+        return Err(Error::StartFailed("this process is the child of a fork: the device stays with the parent (exec a new program to use unimem here)".into()));
+    }
     match &*slot {
         Some(Ok(s)) => return Ok(s),
         Some(Err(msg)) => return Err(Error::StartFailed(msg.clone())),

@@ -14,6 +14,7 @@
 
 pub mod backend;
 mod fake;
+mod service;
 mod space;
 mod state;
 mod stats;
@@ -30,6 +31,13 @@ use std::sync::{Arc, Mutex};
 
 static SPACE: AtomicPtr<Space> = AtomicPtr::new(std::ptr::null_mut());
 static INSTALL: Mutex<()> = Mutex::new(());
+/// Set in the child of a `fork` of a process that had a space.
+static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Is this process the child of a `fork` taken while coherence was installed?
+pub fn is_fork_child() -> bool {
+    FORKED.load(Acquire)
+}
 
 /// Why [`install`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +136,7 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
     let prot = open_protector(base, len, mode)?;
     let new = Space::new(base, len, device, prot).map_err(InstallError::Table)?;
     let leaked: &'static Space = Box::leak(Box::new(new));
+    leaked.service.start(leaked).map_err(InstallError::Handler)?;
     SPACE.store(leaked as *const Space as *mut Space, Release);
     crate::faults::handler::install().map_err(InstallError::Handler)?;
     unimem_alloc::set_purge_filter(|start, len| space().is_none_or(|s| s.protector().may_purge(start, len)));
@@ -143,9 +152,19 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
             }
         }
     }
-    // SAFETY: registering a plain extern "C" function. Registered after the allocator's
-    // handlers, so it runs before them (prepare handlers run in reverse order) and may
-    // still allocate.
-    unsafe { libc::pthread_atfork(Some(before_fork), None, None) };
+    extern "C" fn in_child() {
+        // The child has no device (and no service thread): coherence is off in it. Its
+        // memory is plain memory (device blocks came home before the fork); mprotect'ed
+        // Shared blocks are made writable again (uffd protections are not inherited).
+        if let Some(s) = space() {
+            s.release_protections_in_child();
+        }
+        SPACE.store(std::ptr::null_mut(), Release);
+        FORKED.store(true, Release);
+    }
+    // SAFETY: registering plain extern "C" functions. Registered after the allocator's
+    // handlers, so `before_fork` runs before them (prepare handlers run in reverse order)
+    // and may still allocate.
+    unsafe { libc::pthread_atfork(Some(before_fork), None, Some(in_child)) };
     Ok(leaked)
 }

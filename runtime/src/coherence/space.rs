@@ -26,8 +26,9 @@
 
 use super::backend::{BackendError, BlockDevice, BlockId};
 use super::state::{state_of, BlockStates, State, BUSY};
+use super::service::Service;
 use super::stats::Counters;
-use crate::faults::protect::Protector;
+use crate::faults::protect::{FaultMode, Protector};
 use std::cell::Cell;
 use unimem_alloc::InternalScope;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
@@ -94,6 +95,8 @@ pub struct Space {
     /// Bits set in `stale` since the last reap (so reaping an empty set costs one load).
     stale_pending: AtomicUsize,
     device_blocks: AtomicUsize,
+    /// Serves faults on device copies the CPU cannot read (see `service.rs`).
+    pub(super) service: Service,
     /// Counters (faults, bytes, time).
     pub stats: Counters,
 }
@@ -114,6 +117,7 @@ impl Space {
             stale: (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             stale_pending: AtomicUsize::new(0),
             device_blocks: AtomicUsize::new(0),
+            service: Service::new(),
             stats: Counters::default(),
         })
     }
@@ -377,6 +381,16 @@ impl Space {
         unsafe { self.prot.fill(addr, bounce.as_ptr(), bs, writable) }.map_err(|e| self.errno_err(b, e))
     }
 
+    /// The service thread's half of a CPU fault on block `b` (whose migration bit the
+    /// faulting thread holds): fill its host pages from the device copy.
+    pub(super) fn service_fill(&self, b: usize, writable: bool) -> bool {
+        let ok = self.fill_from_device(b, writable);
+        if let Err(e) = &ok {
+            eprintln!("unimem: fault service: {e}");
+        }
+        ok.is_ok()
+    }
+
     /// Bring the blocks overlapping `[addr, addr+len)` home: host copies valid and
     /// writable, device copies dropped.
     pub fn to_host(&self, addr: usize, len: usize) -> Result<(), CoherenceError> {
@@ -521,6 +535,19 @@ impl Space {
         Ok(())
     }
 
+    /// In a fork child (one thread, no device): make every protected block plainly
+    /// read-write. Only the mprotect backend's protections survive a fork.
+    pub(super) fn release_protections_in_child(&self) {
+        if self.prot.mode() != FaultMode::Mprotect {
+            return;
+        }
+        for b in 0..self.states.blocks() {
+            if self.states.load(b) & 3 != State::Host as u64 {
+                let _ = self.prot.make_writable(self.block_addr(b), self.block_size());
+            }
+        }
+    }
+
     /// Serve a CPU fault at `addr` (`write`: the access was a store). Called from the
     /// SIGBUS/SIGSEGV handler: async-signal-safe (no allocation, no blocking lock other than
     /// waiting for a block's migration bit with FUTEX_WAIT).
@@ -544,13 +571,14 @@ impl Space {
                         self.states.unlock(b, state_of(w));
                         continue;
                     }
-                    let Some(view) = self.device.host_view(b as BlockId) else {
-                        self.states.unlock(b, State::Device);
-                        return FaultOutcome::Fatal("unimem: a CPU fault needs a device whose memory the CPU can read (host-visible frames)");
+                    let filled = match self.device.host_view(b as BlockId) {
+                        // SAFETY: the view is readable while we hold the block; its pages
+                        // are absent and ours to fill.
+                        Some(view) => unsafe { self.prot.fill(baddr, view, bs, write) }.is_ok(),
+                        // Device memory the CPU cannot read: the service thread copies.
+                        None => self.service.fill(b, write),
                     };
-                    // SAFETY: the view is readable while we hold the block; its pages are
-                    // absent and ours to fill.
-                    if unsafe { self.prot.fill(baddr, view, bs, write) }.is_err() {
+                    if !filled {
                         self.states.unlock(b, State::Device);
                         return FaultOutcome::Fatal("unimem: filling host pages from the device copy failed");
                     }

@@ -1,5 +1,7 @@
-//! Coherence tests against the CPU-backed fake device, shared by the `coherence_uffd` and
-//! `coherence_mprotect` test binaries (each sets `MODE`). The binaries use unimem as their
+//! Coherence tests against the CPU-backed fake device, shared by the `coherence_uffd`,
+//! `coherence_mprotect` and `coherence_noview` test binaries (each sets `MODE`, and
+//! `HOST_VIEWS`: false hides the device memory from the CPU, so faults go through the
+//! service thread as on a discrete GPU). The binaries use unimem as their
 //! global allocator, so every Vec/Box below lives in the managed heap and can migrate.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
@@ -35,7 +37,7 @@ pub fn setup() -> (&'static Space, &'static FakeDevice) {
             fn free_frames(&self) -> usize { self.0.free_frames() }
             unsafe fn upload(&self, b: &[(u32, *const u8)]) -> Result<(), coherence::BackendError> { unsafe { self.0.upload(b) } }
             unsafe fn download(&self, b: &[(u32, *mut u8)]) -> Result<(), coherence::BackendError> { unsafe { self.0.download(b) } }
-            fn host_view(&self, b: u32) -> Option<*const u8> { self.0.host_view(b) }
+            fn host_view(&self, b: u32) -> Option<*const u8> { if super::HOST_VIEWS { self.0.host_view(b) } else { None } }
             fn is_resident(&self, b: u32) -> bool { self.0.is_resident(b) }
             fn discard(&self, b: &[u32]) { self.0.discard(b) }
             fn eviction_candidates(&self, n: usize) -> Vec<u32> { self.0.eviction_candidates(n) }
@@ -560,4 +562,31 @@ fn rust_stack_overflow_message_still_appears() {
     assert!(err.contains("has overflowed its stack"), "no stack overflow report; stderr:\n{err}");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{:?}", out.status);
+}
+
+/// In a fork child, Shared memory is writable (mprotect protections are inherited and
+/// must be lifted), and the runtime reports clearly that it does not run there.
+#[test]
+fn fork_child_can_write_shared_memory() {
+    let _s = serial();
+    let (space, _dev) = setup();
+    let mut v = buffer(2);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, false).unwrap(); // Shared: read-only on the host
+    let sig = {
+        // SAFETY: the child writes its private copy and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            v[3] = 1234;
+            let refused = matches!(unimem::prefetch(v.as_ptr() as *const u8, 8, unimem::Location::Device), Err(unimem::Error::StartFailed(ref m)) if m.contains("fork"));
+            // SAFETY: leave the child.
+            unsafe { libc::_exit(if v[3] == 1234 && refused { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        status
+    };
+    assert!(libc::WIFEXITED(sig) && libc::WEXITSTATUS(sig) == 0, "child status {sig:#x}");
+    assert_eq!(v[3], 10, "the parent's memory changed");
 }
