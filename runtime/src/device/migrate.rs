@@ -68,7 +68,9 @@ pub struct MigrateConfig {
     /// values to cross buffer boundaries with few frames.
     pub frames_per_buffer: Option<u32>,
     /// Bytes of the staging ring (staging path only; at least two blocks are used). Each half
-    /// is one submission: the CPU fills one half while the device copies the other.
+    /// is one submission: the CPU fills one half while the device copies the other. 4 MiB
+    /// measured best on lavapipe (16 MiB batches: 1 MiB 1.46 ms, 4 MiB 1.18 ms, 32 MiB
+    /// 1.63 ms, where a single submission leaves nothing to overlap).
     pub staging_bytes: u64,
     /// Entries of the fault list.
     pub fault_capacity: u32,
@@ -82,7 +84,7 @@ impl Default for MigrateConfig {
             copy: CopyMode::Auto,
             blocks: None,
             frames_per_buffer: None,
-            staging_bytes: 8 * MIB,
+            staging_bytes: 4 * MIB,
             fault_capacity: 4096,
         }
     }
@@ -548,9 +550,15 @@ impl VulkanBlockDevice {
     }
 
     /// Frees the frames of `blocks` (those that have one) and clears their entries. Caller
-    /// holds the pool lock. Allocation-free.
-    fn release_locked(&self, pool: &mut FramePool, blocks: impl IntoIterator<Item = BlockId>) {
-        for b in blocks {
+    /// holds the pool lock. Allocation-free. Frees in reverse order, so that the free stack
+    /// hands the frames out again in their old order (a batch discarded and re-uploaded gets
+    /// ascending frames again: sequential copies, mergeable staging regions).
+    fn release_locked(
+        &self,
+        pool: &mut FramePool,
+        blocks: impl DoubleEndedIterator<Item = BlockId>,
+    ) {
+        for b in blocks.rev() {
             if b >= self.layout.blocks {
                 continue;
             }

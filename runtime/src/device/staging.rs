@@ -289,7 +289,8 @@ impl Staging {
                 &[],
                 &[],
             );
-            // One vkCmdCopyBuffer per run of transfers with the same frame buffer.
+            // One vkCmdCopyBuffer per run of transfers with the same frame buffer, one region
+            // per run of adjacent frames.
             let mut regions: Vec<vk::BufferCopy> = Vec::with_capacity(chunk.len());
             let mut start = 0;
             while start < chunk.len() {
@@ -301,11 +302,17 @@ impl Staging {
                         Direction::ToDevice => (ring_offset(end), chunk[end].offset),
                         Direction::ToHost => (chunk[end].offset, ring_offset(end)),
                     };
-                    regions.push(vk::BufferCopy {
-                        src_offset: src,
-                        dst_offset: dst,
-                        size,
-                    });
+                    // Adjacent frames filled from adjacent slots: one region.
+                    match regions.last_mut() {
+                        Some(r) if r.src_offset + r.size == src && r.dst_offset + r.size == dst => {
+                            r.size += size
+                        }
+                        _ => regions.push(vk::BufferCopy {
+                            src_offset: src,
+                            dst_offset: dst,
+                            size,
+                        }),
+                    }
                     end += 1;
                 }
                 match direction {
