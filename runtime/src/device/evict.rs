@@ -80,3 +80,56 @@ pub unsafe fn upload_evicting<D: BlockDevice + ?Sized>(
         stats.written_back += write_back.len();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coherence::FakeDevice;
+
+    const BS: usize = 4096;
+
+    #[test]
+    fn victims_are_lru_dirty_ones_written_back_and_the_batch_is_spared() {
+        let dev = FakeDevice::new(BS, 4, 64);
+        let home: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; BS]).collect();
+        let up = |ids: &[BlockId]| -> Vec<(BlockId, *const u8)> {
+            ids.iter()
+                .map(|&b| (b, home[b as usize].as_ptr()))
+                .collect()
+        };
+        // SAFETY: the home blocks are readable.
+        unsafe { dev.upload(&up(&[0, 1, 2, 3])) }.unwrap();
+        dev.device_write(1, 0, &[0xee; 16]); // block 1's device copy is now newer
+                                             // SAFETY: as above. LRU order now: 1 (dirty), 0, 2, 3.
+        unsafe { dev.upload(&up(&[0, 2, 3])) }.unwrap();
+        let mut written = vec![0u8; BS];
+        let mut asked = Vec::new();
+        // Block 5 needs a frame and the pool is full; block 1, the oldest, is in the batch,
+        // so the least recently used other block, 0, goes: written back, since it is dirty.
+        // SAFETY: the home blocks are readable; `written` is writable.
+        let stats = unsafe {
+            upload_evicting(&dev, &up(&[5, 1]), |v| {
+                asked.push(v);
+                Some(written.as_mut_ptr())
+            })
+        }
+        .unwrap();
+        assert_eq!(asked, vec![0]);
+        assert_eq!(
+            stats,
+            EvictionStats {
+                evicted: 1,
+                written_back: 1,
+                full: 1
+            }
+        );
+        assert_eq!(written, home[0]);
+        assert!(dev.is_resident(5) && dev.is_resident(1) && !dev.is_resident(0));
+
+        // A batch larger than the pool cannot fit, whatever is evicted.
+        let big: Vec<BlockId> = (0..5).collect();
+        // SAFETY: as above.
+        let err = unsafe { upload_evicting(&dev, &up(&big), |_| None) }.unwrap_err();
+        assert!(matches!(err, BackendError::NoFrames { .. }), "{err}");
+    }
+}
