@@ -32,7 +32,7 @@
 use crate::arena::{Orphans, ARENA, INTERNAL, MANAGED};
 use crate::lock::Mutex;
 use crate::os;
-use crate::sizeclass::{class_of, Class, CLASSES, MAX_SMALL, NUM_CLASSES, SLICE};
+use crate::sizeclass::{class_of, CLASSES, MAX_SMALL, NUM_CLASSES, SLICE};
 use crate::span::{Kind, Span, LIST_CURRENT, LIST_FULL, LIST_NONE, LIST_PARTIAL};
 use core::cell::Cell;
 use core::ptr;
@@ -497,12 +497,26 @@ pub fn invalid_pointer(op: &str, p: usize, why: &str, inside: Option<(usize, usi
 // ---------------------------------------------------------------------------------------
 // The paths used by the public API.
 
+/// Allocate `size` bytes (16-aligned) in the heap this thread uses now (one TLS access).
+#[inline(always)]
+pub fn alloc_current(size: usize) -> *mut u8 {
+    let (region, h) = TLS.with(|t| {
+        let r = if t.depth.get() != 0 || t.always_internal.get() { INTERNAL } else { MANAGED };
+        (r, t.heaps[r].get())
+    });
+    alloc_with(region, h, size)
+}
+
 /// Allocate `size` bytes (16-aligned) in `region`. Null on exhaustion.
 #[inline(always)]
 pub fn alloc_in(region: usize, size: usize) -> *mut u8 {
+    alloc_with(region, my_heap(region), size)
+}
+
+#[inline(always)]
+fn alloc_with(region: usize, h: *mut ThreadHeap, size: usize) -> *mut u8 {
     if size <= MAX_SMALL {
         let c = class_of(size);
-        let h = my_heap(region);
         if !h.is_null() {
             // SAFETY: the TLS heap is owned by this thread.
             let heap = unsafe { &*h };
@@ -559,36 +573,49 @@ pub fn alloc_large(region: usize, size: usize, align: usize) -> *mut u8 {
 
 /// What `p` is, for free and realloc: validated or the process aborts naming `op`.
 pub enum Block {
-    Small { span: &'static Span, idx: usize, class: &'static Class },
+    Small { span: &'static Span, idx: usize },
     Large { span: &'static Span },
 }
 
 #[inline(always)]
 pub fn classify(op: &str, p: usize) -> Block {
     let s = ARENA.slice_of(p);
-    let Some(first) = ARENA.map_get(s) else {
-        invalid_pointer(op, p, "is not an allocation (no live allocation covers it; a double free of a large block looks like this too)", None);
-    };
+    let Some(first) = ARENA.map_get(s) else { not_an_allocation(op, p) };
     let span: &'static Span = ARENA.meta(first);
-    match span.kind() {
-        Kind::Small => {
-            let class = span.class();
-            let off = p - span.start();
-            let idx = class.index_of(off);
-            if idx * class.size as usize != off || idx >= class.capacity as usize {
-                let inside = (idx < class.capacity as usize && span.is_live(idx))
-                    .then(|| (span.start() + idx * class.size as usize, class.size as usize));
-                invalid_pointer(op, p, "is not the start of an allocation", inside);
-            }
-            Block::Small { span, idx, class }
+    if span.kind.load(Relaxed) == Kind::Small as u8 {
+        let off = p - span.start();
+        let idx = span.index_of(off);
+        if idx * span.size.load(Relaxed) != off || idx >= span.capacity.load(Relaxed) as usize {
+            not_an_object_start(op, p, span, idx);
         }
+        return Block::Small { span, idx };
+    }
+    classify_large(op, p, span)
+}
+
+#[cold]
+#[inline(never)]
+fn not_an_allocation(op: &str, p: usize) -> ! {
+    invalid_pointer(op, p, "is not an allocation (no live allocation covers it; a double free of a large block looks like this too)", None)
+}
+
+#[cold]
+#[inline(never)]
+fn not_an_object_start(op: &str, p: usize, span: &Span, idx: usize) -> ! {
+    let class = span.class();
+    let inside = (idx < class.capacity as usize && span.is_live(idx)).then(|| (span.start() + idx * class.size as usize, class.size as usize));
+    invalid_pointer(op, p, "is not the start of an allocation", inside)
+}
+
+fn classify_large(op: &str, p: usize, span: &'static Span) -> Block {
+    match span.kind() {
         Kind::Large => {
             if span.start() != p {
                 invalid_pointer(op, p, "is not the start of an allocation", Some((span.start(), span.slices() * SLICE)));
             }
             Block::Large { span }
         }
-        _ => invalid_pointer(op, p, "is not an allocation", None),
+        _ => not_an_allocation(op, p),
     }
 }
 
@@ -613,39 +640,62 @@ fn run_free_hook(region: usize, p: usize, size: usize) {
 /// Free `p`, which `owns()` has accepted.
 #[inline(always)]
 pub fn free(op: &str, p: usize) {
-    match classify(op, p) {
-        Block::Small { span, idx, class } => {
-            let size = class.size as usize;
-            let region = span.region.load(Relaxed) as usize;
-            let h = my_heap(region);
-            if !h.is_null() && span.owner.load(Relaxed) == h as *mut u8 {
-                // SAFETY: this thread owns `h`, and `h` owns the span.
-                let heap = unsafe { &*h };
-                if !span.free_local(idx) {
-                    double_free(op, p);
-                }
-                let list = span.list.load(Relaxed);
-                if list == LIST_FULL {
-                    heap.unlink(span);
-                    heap.push(LIST_PARTIAL, span);
-                } else if list == LIST_PARTIAL && span.is_all_free() {
-                    heap.unlink(span);
-                    heap.release(span);
-                }
-            } else {
-                if !span.free_remote(idx) {
-                    double_free(op, p);
-                }
-                notify_owner(span);
-            }
-            run_free_hook(region, p, size);
-        }
-        Block::Large { span } => {
-            let (region, len) = (span.region.load(Relaxed) as usize, span.slices() * SLICE);
-            free_large(op, span);
-            run_free_hook(region, p, len);
-        }
+    let Some(first) = ARENA.map_get(ARENA.slice_of(p)) else { not_an_allocation(op, p) };
+    let span: &'static Span = ARENA.meta(first);
+    if span.kind.load(Relaxed) != Kind::Small as u8 {
+        free_large_checked(op, p, span);
+        return;
     }
+    let off = p - span.start();
+    let idx = span.index_of(off);
+    let size = span.size.load(Relaxed);
+    if idx * size != off || idx >= span.capacity.load(Relaxed) as usize {
+        not_an_object_start(op, p, span, idx);
+    }
+    let region = span.region.load(Relaxed) as usize;
+    let h = my_heap(region);
+    if !h.is_null() && span.owner.load(Relaxed) == h as *mut u8 {
+        if !span.free_local(idx) {
+            double_free(op, p);
+        }
+        let list = span.list.load(Relaxed);
+        if list == LIST_FULL || (list == LIST_PARTIAL && span.is_all_free()) {
+            // SAFETY: this thread owns `h`, and `h` owns the span.
+            free_relist(unsafe { &*h }, span, list);
+        }
+    } else {
+        free_remote(op, span, idx, p);
+    }
+    run_free_hook(region, p, size);
+}
+
+#[inline(never)]
+fn free_large_checked(op: &str, p: usize, span: &'static Span) {
+    let Block::Large { span } = classify_large(op, p, span) else { unreachable!("classify_large returns Large or aborts") };
+    let (region, len) = (span.region.load(Relaxed) as usize, span.slices() * SLICE);
+    free_large(op, span);
+    run_free_hook(region, p, len);
+}
+
+/// After a local free: a full span becomes partial; an all-free partial span goes back to
+/// its region.
+#[cold]
+#[inline(never)]
+fn free_relist(heap: &ThreadHeap, span: &Span, list: u8) {
+    heap.unlink(span);
+    if list == LIST_FULL {
+        heap.push(LIST_PARTIAL, span);
+    } else {
+        heap.release(span);
+    }
+}
+
+#[inline(never)]
+fn free_remote(op: &str, span: &Span, idx: usize, p: usize) {
+    if !span.free_remote(idx) {
+        double_free(op, p);
+    }
+    notify_owner(span);
 }
 
 fn free_large(op: &str, span: &'static Span) {
@@ -664,7 +714,7 @@ fn free_large(op: &str, span: &'static Span) {
 /// Usable size of a validated block.
 pub fn usable(b: &Block) -> usize {
     match b {
-        Block::Small { class, .. } => class.size as usize,
+        Block::Small { span, .. } => span.size.load(Relaxed),
         Block::Large { span } => span.slices() * SLICE,
     }
 }

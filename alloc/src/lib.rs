@@ -56,7 +56,7 @@ pub fn alloc(size: usize) -> *mut u8 {
     if size > MAX_REQUEST {
         return ptr::null_mut();
     }
-    heap::alloc_in(heap::current_region(), size)
+    heap::alloc_current(size)
 }
 
 /// Allocate `size` zero-filled bytes.

@@ -81,6 +81,14 @@ pub unsafe fn purge(addr: usize, len: usize) {
     }
 }
 
+/// Monotonic nanoseconds (vDSO `clock_gettime`, no allocation).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writing into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn errno() -> i32 {
     // SAFETY: __errno_location always returns this thread's errno slot.
     unsafe { *libc::__errno_location() }

@@ -47,6 +47,9 @@ fn purge_allowed(start: usize, len: usize) -> bool {
     f(start, len)
 }
 
+/// Minimum time between two threshold-triggered purges of a region.
+pub const PURGE_INTERVAL_NS: u64 = 10_000_000;
+
 /// How much is committed at a time when the heap grows.
 pub const COMMIT_CHUNK: usize = 32 << 20;
 const NUM_BINS: usize = 40;
@@ -61,6 +64,8 @@ pub struct Region {
     pub committed: usize,
     pub dirty_bytes: usize,
     pub purge_threshold: usize,
+    /// When `maybe_purge` last purged (monotonic ns).
+    last_purge_ns: u64,
     bins: [*mut Span; NUM_BINS],
 }
 
@@ -79,7 +84,7 @@ fn bin_of(slices: usize) -> usize {
 
 impl Region {
     pub const fn empty() -> Self {
-        Region { first: 0, end: 0, top: 0, committed: 0, dirty_bytes: 0, purge_threshold: 0, bins: [ptr::null_mut(); NUM_BINS] }
+        Region { first: 0, end: 0, top: 0, committed: 0, dirty_bytes: 0, purge_threshold: 0, last_purge_ns: 0, bins: [ptr::null_mut(); NUM_BINS] }
     }
 
     pub fn init(&mut self, first: usize, end: usize, purge_threshold: usize) {
@@ -225,7 +230,7 @@ impl Region {
         a.meta(s).kind.store(Kind::None as u8, Relaxed);
         self.insert_free(a, s, n, DIRTY | NONZERO);
         if self.dirty_bytes > self.purge_threshold {
-            self.purge();
+            self.maybe_purge();
         }
     }
 
@@ -292,9 +297,15 @@ impl Region {
 
     /// Return the pages of every dirty free run to the OS.
     pub fn purge(&mut self) {
-        for b in 0..NUM_BINS {
+        self.purge_down_to(0);
+    }
+
+    /// Return dirty free runs to the OS, largest first (the least likely to be reused
+    /// whole soon), until at most `target` dirty bytes remain.
+    pub fn purge_down_to(&mut self, target: usize) {
+        for b in (0..NUM_BINS).rev() {
             let mut cur = self.bins[b];
-            while !cur.is_null() {
+            while !cur.is_null() && self.dirty_bytes > target {
                 // SAFETY: bin lists hold live descriptors.
                 let span = unsafe { &*cur };
                 if span.free_state.load(Relaxed) & DIRTY != 0 {
@@ -306,11 +317,24 @@ impl Region {
                     } else {
                         span.free_state.store(NONZERO, Relaxed);
                     }
+                    self.dirty_bytes -= len;
                 }
                 cur = span.next.load(Relaxed);
             }
         }
-        self.dirty_bytes = 0;
+    }
+
+    /// Called when a free pushes `dirty_bytes` over the threshold: purge down to half the
+    /// threshold, at most once per [`PURGE_INTERVAL_NS`] (a heap that frees and reallocates
+    /// the same memory in bursts keeps it resident instead of faulting it back in, as
+    /// mimalloc's purge delay does), unless dirty memory exceeds four times the threshold.
+    fn maybe_purge(&mut self) {
+        let now = os::now_ns();
+        if now.saturating_sub(self.last_purge_ns) < PURGE_INTERVAL_NS && self.dirty_bytes <= self.purge_threshold.saturating_mul(4) {
+            return;
+        }
+        self.last_purge_ns = now;
+        self.purge_down_to(self.purge_threshold / 2);
     }
 
     /// Expensive validator of the invariants above (tests, `expensive-checks`).

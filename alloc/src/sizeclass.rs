@@ -22,7 +22,7 @@ pub const MIN_ALIGN: usize = 16;
 /// Shift of the reciprocal used by [`Class::index_of`]. Offsets are < 2^20 (spans are at
 /// most 16 slices) and sizes >= 16, so with k = 40 the product fits in 64 bits and the
 /// quotient is exact (checked exhaustively by `magic_division_is_exact`).
-const MAGIC_SHIFT: u32 = 40;
+pub const MAGIC_SHIFT: u32 = 40;
 
 /// Everything the allocator needs to know about one class, precomputed.
 #[derive(Clone, Copy, Debug)]

@@ -19,7 +19,7 @@
 //!   popped it, *after* reading `next_pending`. Re-initialising a descriptor never
 //!   touches it (a late remote freer may still be pushing the old span).
 
-use crate::sizeclass::{Class, BITMAP_WORDS, CLASSES};
+use crate::sizeclass::{Class, BITMAP_WORDS, CLASSES, MAX_OBJECTS};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 
@@ -42,6 +42,8 @@ pub const LIST_PARTIAL: u8 = 1;
 pub const LIST_FULL: u8 = 2;
 pub const LIST_CURRENT: u8 = 3;
 
+/// Field order matters: everything the allocation and free fast paths read (kind, start,
+/// size, magic, capacity, owner, counters, list) is in the first 64-byte cache line.
 #[repr(C, align(64))]
 pub struct Span {
     // ---- identity: written while the run is created (under the region lock, before the
@@ -52,18 +54,22 @@ pub struct Span {
     pub region: AtomicU8,
     /// Free runs: `region::DIRTY | region::NONZERO` bits.
     pub free_state: AtomicU8,
+    /// Small: objects in the span.
+    pub capacity: AtomicU32,
     pub start: AtomicUsize,
     pub slices: AtomicU32,
+    /// Owner-only: every `free_bits` word below `cursor` is zero.
+    pub cursor: AtomicU32,
     /// Large: the requested size. Small: the class size.
     pub size: AtomicUsize,
+    /// Small: the class's reciprocal for `offset / size` (see `sizeclass::Class::magic`).
+    pub magic: AtomicU64,
 
     // ---- small spans
     /// The owning `ThreadHeap`, null when orphaned (its thread exited).
     pub owner: AtomicPtr<u8>,
     /// Owner-only: number of set bits in `free_bits`.
     pub free_count: AtomicU32,
-    /// Owner-only: every `free_bits` word below `cursor` is zero.
-    pub cursor: AtomicU32,
     /// Owner-only: which owner list the span is on (LIST_*).
     pub list: AtomicU8,
     pub in_pending: AtomicBool,
@@ -107,6 +113,8 @@ impl Span {
         self.kind.store(Kind::Small as u8, Relaxed);
         self.class.store(class as u8, Relaxed);
         self.size.store(c.size as usize, Relaxed);
+        self.magic.store(c.magic, Relaxed);
+        self.capacity.store(c.capacity, Relaxed);
         self.owner.store(owner, Relaxed);
         self.free_count.store(c.capacity, Relaxed);
         self.cursor.store(0, Relaxed);
@@ -126,6 +134,12 @@ impl Span {
             self.free_bits[w].store(bits, Relaxed);
             debug_assert_eq!(self.remote_bits[w].load(Relaxed), 0, "stale remote frees in a new span");
         }
+    }
+
+    /// Object index of `offset` (exact for offsets inside the span).
+    #[inline(always)]
+    pub fn index_of(&self, offset: usize) -> usize {
+        ((offset as u64 * self.magic.load(Relaxed)) >> crate::sizeclass::MAGIC_SHIFT) as usize
     }
 
     /// Owner-only: take one free object. `None` when the span has none.
@@ -150,12 +164,15 @@ impl Span {
     }
 
     /// Owner-only: mark object `idx` free. Returns false if it was already free (a double
-    /// free), leaving the bitmaps unchanged.
+    /// free), leaving the bitmaps unchanged. The remote bitmap (another cache line) is only
+    /// read when remote frees are pending: a remote free sets its bit before `in_pending`,
+    /// and pending bits are collected before `in_pending` can be seen clear by the owner.
     #[inline(always)]
     pub fn free_local(&self, idx: usize) -> bool {
-        let (w, bit) = (idx / 64, 1u64 << (idx % 64));
+        debug_assert!(idx < MAX_OBJECTS);
+        let (w, bit) = ((idx / 64) % BITMAP_WORDS, 1u64 << (idx % 64));
         let bits = self.free_bits[w].load(Relaxed);
-        if bits & bit != 0 || self.remote_bits[w].load(Relaxed) & bit != 0 {
+        if bits & bit != 0 || (self.in_pending.load(Relaxed) && self.remote_bits[w].load(Relaxed) & bit != 0) {
             return false;
         }
         self.free_bits[w].store(bits | bit, Relaxed);
@@ -213,6 +230,6 @@ impl Span {
     }
 
     pub fn is_all_free(&self) -> bool {
-        self.free_count.load(Relaxed) == self.class().capacity
+        self.free_count.load(Relaxed) == self.capacity.load(Relaxed)
     }
 }

@@ -629,10 +629,4 @@ impl Space {
     }
 }
 
-/// Monotonic nanoseconds (vDSO `clock_gettime`: async-signal-safe).
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: writing into a local timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use unimem_alloc::os::now_ns;
