@@ -12,9 +12,9 @@
 //! Direct: frames are mapped (host-visible, preferably device-local and host-cached memory:
 //! lavapipe, integrated GPUs), copies are `memcpy`, and [`BlockDevice::host_view`] hands the
 //! CPU fault path the frame itself. Staging: frames are device memory the CPU does not map;
-//! copies go through the ring of `staging.rs`; `host_view` is `None`, so coherence must bring
-//! Device blocks home with `download` outside the fault handler (its handler cannot call the
-//! driver). `auto` picks direct when a `DEVICE_LOCAL | HOST_VISIBLE | HOST_COHERENT |
+//! copies go through the ring of `staging.rs`; `host_view` is `None`, so coherence serves CPU
+//! faults on Device blocks from its fault service thread, which calls `download` (a signal
+//! handler cannot call the driver). `auto` picks direct when a `DEVICE_LOCAL | HOST_VISIBLE | HOST_COHERENT |
 //! HOST_CACHED` type exists ([`resolve_copy_mode`]).
 //!
 //! # Concurrency

@@ -1,8 +1,8 @@
 //! Coherence on the Vulkan engine, end to end: the managed heap under `coherence::install`
 //! with a `VulkanBlockDevice`, real WGSL kernels writing blocks through the device page table,
-//! dirty bits turning blocks Device-owned, CPU faults (direct path) or `to_host` (staging path,
-//! whose frames the fault handler cannot read) bringing them back, and LRU eviction with
-//! write-back when a second buffer does not fit. Shared by `migrate_coherence_direct` and
+//! dirty bits turning blocks Device-owned, CPU faults bringing them back (direct path: from the
+//! mapped frame; staging path: through coherence's fault service thread, which downloads), and
+//! LRU eviction with write-back when a second buffer does not fit. Shared by `migrate_coherence_direct` and
 //! `migrate_coherence_staging` (each sets `COPY`).
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -12,7 +12,6 @@ use unimem::coherence::{self, BlockDevice, Space, State};
 use unimem::device::test_support::{assert_no_validation_errors, or_skip};
 use unimem::device::{ComputePipeline, Device, MigrateConfig, VulkanBlockDevice};
 use unimem::kernel::compile_wgsl_named;
-use unimem::options::CopyMode;
 
 #[global_allocator]
 static A: unimem::Allocator = unimem::Allocator;
@@ -107,16 +106,6 @@ fn kernel_add(s: &Setup, v: &[u32], delta: u32) {
     s.space.device_wrote(&s.dev.take_dirty()).unwrap();
 }
 
-/// Makes `v` readable by the CPU: on the direct path the CPU faults do it; the fault handler
-/// cannot read staging frames, so there coherence brings the blocks home first.
-fn cpu_ready(s: &Setup, v: &[u32]) {
-    if super::COPY == CopyMode::Staging {
-        s.space
-            .to_host(v.as_ptr() as usize, std::mem::size_of_val(v))
-            .unwrap();
-    }
-}
-
 fn states(s: &Setup, v: &[u32]) -> Vec<State> {
     let range = s
         .space
@@ -137,10 +126,17 @@ fn a_kernel_writes_the_heap_and_the_cpu_reads_it_back() {
     assert_eq!(states(s, &v), vec![State::Shared; 4]);
     kernel_add(s, &v, 7);
     assert_eq!(states(s, &v), vec![State::Device; 4]);
-    cpu_ready(s, &v);
+    let before = s.space.stats.snapshot();
     for (i, &x) in v.iter().enumerate() {
         assert_eq!(x, i as u32 * 3 + 1 + 7, "word {i}");
     }
+    let after = s.space.stats.snapshot();
+    assert_eq!(
+        after.read_faults_device - before.read_faults_device,
+        4,
+        "one CPU read fault per block brought the kernel's writes home"
+    );
+    assert_eq!(states(s, &v), vec![State::Shared; 4]);
     // A CPU write after the read makes the block the host's again.
     v[0] = 5;
     assert_eq!(states(s, &v)[0], State::Host);
@@ -165,10 +161,12 @@ fn a_second_buffer_evicts_the_first_with_write_back() {
     );
     kernel_add(s, &a, 1);
     // 6 + 6 blocks in 8 frames: 4 of `a` (least recently used, dirty) are written back.
+    let evictions = s.space.stats.snapshot().evictions;
     assert_eq!(
         s.space.to_device(range(&b).0, range(&b).1, false).unwrap(),
         0
     );
+    assert_eq!(s.space.stats.snapshot().evictions - evictions, 4);
     let sa = states(s, &a);
     assert_eq!(
         sa.iter().filter(|&&x| x == State::Host).count(),
@@ -181,12 +179,18 @@ fn a_second_buffer_evicts_the_first_with_write_back() {
         "{sa:?}"
     );
     kernel_add(s, &b, 2);
-    cpu_ready(s, &a);
-    cpu_ready(s, &b);
+    let before = s.space.stats.snapshot();
     for i in 0..a.len() {
         assert_eq!(a[i], i as u32 * 3 + 2 + 1, "a[{i}]");
         assert_eq!(b[i], i as u32 * 3 + 9 + 2, "b[{i}]");
     }
+    let after = s.space.stats.snapshot();
+    assert_eq!(
+        after.read_faults_device - before.read_faults_device,
+        2 + 6,
+        "the 2 Device blocks of `a` and the 6 of `b` came home by CPU faults"
+    );
+    assert_eq!(after.evictions - before.evictions, 0);
     drop((a, b));
     s.space.reap_stale();
     assert_eq!(s.dev.free_frames(), FRAMES as usize);
