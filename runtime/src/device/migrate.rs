@@ -14,8 +14,8 @@
 //! CPU fault path the frame itself. Staging: frames are device memory the CPU does not map;
 //! copies go through the ring of `staging.rs`; `host_view` is `None`, so coherence serves CPU
 //! faults on Device blocks from its fault service thread, which calls `download` (a signal
-//! handler cannot call the driver). `auto` picks direct when a `DEVICE_LOCAL | HOST_VISIBLE | HOST_COHERENT |
-//! HOST_CACHED` type exists ([`resolve_copy_mode`]).
+//! handler cannot call the driver). `auto` picks direct when a `DEVICE_LOCAL | HOST_VISIBLE |
+//! HOST_COHERENT | HOST_CACHED` type exists ([`resolve_copy_mode`]).
 //!
 //! # Concurrency
 //!
