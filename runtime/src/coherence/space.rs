@@ -411,39 +411,35 @@ impl Space {
     pub fn make_host_accessible(&self, addr: usize, len: usize, for_write: bool) -> Result<(), CoherenceError> {
         let Ok(range) = self.blocks_in(addr, len) else { return Ok(()) };
         for b in range {
-            loop {
-                let w = self.states.load(b);
-                let s = state_of(w);
-                let needed = s == State::Device || (for_write && s == State::Shared);
-                if !needed && w & BUSY == 0 {
-                    break;
-                }
-                let _internal = InternalScope::new();
-                let w = self.lock(b);
-                let s = state_of(w);
-                let to = match s {
-                    State::Device if !for_write => {
-                        let r = self.fill_from_device(b, false);
-                        if let Err(e) = r {
-                            self.unlock(b, s, s);
-                            return Err(e);
-                        }
-                        self.stats.bytes_to_host.fetch_add(self.block_size() as u64, Relaxed);
-                        State::Shared
-                    }
-                    State::Device | State::Shared if for_write => {
-                        let r = self.bring_home_locked(b, s);
-                        if let Err(e) = r {
-                            self.unlock(b, s, s);
-                            return Err(e);
-                        }
-                        State::Host
-                    }
-                    other => other,
-                };
-                self.unlock(b, s, to);
-                break;
+            let w = self.states.load(b);
+            let s = state_of(w);
+            let needed = s == State::Device || (for_write && s == State::Shared);
+            if !needed && w & BUSY == 0 {
+                continue;
             }
+            // Needed, or a transition is running: decide under the migration bit.
+            let _internal = InternalScope::new();
+            let w = self.lock(b);
+            let s = state_of(w);
+            let to = match s {
+                State::Device if !for_write => {
+                    if let Err(e) = self.fill_from_device(b, false) {
+                        self.unlock(b, s, s);
+                        return Err(e);
+                    }
+                    self.stats.bytes_to_host.fetch_add(self.block_size() as u64, Relaxed);
+                    State::Shared
+                }
+                State::Device | State::Shared if for_write => {
+                    if let Err(e) = self.bring_home_locked(b, s) {
+                        self.unlock(b, s, s);
+                        return Err(e);
+                    }
+                    State::Host
+                }
+                other => other,
+            };
+            self.unlock(b, s, to);
         }
         Ok(())
     }

@@ -205,7 +205,6 @@ fn memcpy_memcmp_realloc_across_device_blocks() {
     w.copy_from_slice(&v); // memcpy device -> device blocks
     assert!(v == w); // memcmp
     space.to_device(waddr, wlen, true).unwrap();
-    let mut w = w;
     w.resize(w.len() * 2, 5); // realloc: moves data out of device-owned blocks
     assert!(w[..v.len()] == v[..]);
     assert!(w[v.len()..].iter().all(|&x| x == 5));
@@ -536,6 +535,7 @@ fn genuine_segfaults_still_crash() {
 }
 
 #[inline(never)]
+#[allow(unconditional_recursion)] // the point: overflow the stack
 fn recurse(n: u64) -> u64 {
     let buf = [n; 64];
     std::hint::black_box(&buf);
