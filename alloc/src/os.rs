@@ -10,20 +10,12 @@ use core::ptr;
 /// The OS page size this allocator assumes. Checked against `sysconf` at init.
 pub const OS_PAGE: usize = 4096;
 
-/// Reserve `len` bytes of address space with no access and no swap reservation.
-/// Returns the base or the `errno` of the failure.
-pub fn reserve(len: usize) -> Result<usize, i32> {
-    // SAFETY: an anonymous PROT_NONE mapping at a kernel-chosen address touches no
-    // existing memory.
+/// A fresh private anonymous mapping of `len` bytes with protection `prot`, never
+/// reserving swap. Returns its address or the `errno` of the failure.
+fn map_anonymous(len: usize, prot: i32) -> Result<usize, i32> {
+    // SAFETY: an anonymous mapping at a kernel-chosen address aliases nothing.
     let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
+        libc::mmap(ptr::null_mut(), len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
     };
     if p == libc::MAP_FAILED {
         Err(errno())
@@ -32,25 +24,15 @@ pub fn reserve(len: usize) -> Result<usize, i32> {
     }
 }
 
+/// Reserve `len` bytes of address space with no access and no swap reservation.
+pub fn reserve(len: usize) -> Result<usize, i32> {
+    map_anonymous(len, libc::PROT_NONE)
+}
+
 /// Map `len` bytes of read-write, zero-filled, never-migrated memory for allocator
 /// metadata (page map, span descriptors, thread heaps). Pages cost nothing until touched.
 pub fn map_metadata(len: usize) -> Result<usize, i32> {
-    // SAFETY: as in `reserve`; a fresh anonymous mapping aliases nothing.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        Err(errno())
-    } else {
-        Ok(p as usize)
-    }
+    map_anonymous(len, libc::PROT_READ | libc::PROT_WRITE)
 }
 
 /// Make `[addr, addr+len)` of a reservation readable and writable.

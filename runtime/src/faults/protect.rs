@@ -90,6 +90,25 @@ fn ioctl<T>(fd: i32, req: u64, arg: &mut T) -> Result<(), i32> {
     }
 }
 
+/// Drive a filling ioctl (`UFFDIO_COPY`, `UFFDIO_ZEROPAGE`) over `len` bytes: `step(done)`
+/// fills from offset `done` on and returns the ioctl's result and its byte count. A page
+/// already present (`EEXIST`, filled earlier) is skipped; `EAGAIN` retries after the partial
+/// progress. Signal-safe.
+fn fill_pages(len: usize, mut step: impl FnMut(usize) -> (Result<(), i32>, i64)) -> Result<(), i32> {
+    let mut done = 0;
+    while done < len {
+        let (r, n) = step(done);
+        let progress = if n > 0 { n as usize } else { 0 };
+        match r {
+            Ok(()) => done += progress,
+            Err(libc::EEXIST) => done += progress + 4096,
+            Err(libc::EAGAIN) => done += progress,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The userfaultfd backend.
 pub struct UffdProtector {
     fd: i32,
@@ -199,8 +218,7 @@ impl Protector for UffdProtector {
     }
 
     unsafe fn fill(&self, addr: usize, src: *const u8, len: usize, writable: bool) -> Result<(), i32> {
-        let mut done = 0;
-        while done < len {
+        fill_pages(len, |done| {
             let mut c = UffdioCopy {
                 dst: (addr + done) as u64,
                 src: src as u64 + done as u64,
@@ -208,46 +226,15 @@ impl Protector for UffdProtector {
                 mode: if writable { 0 } else { COPY_MODE_WP },
                 copy: 0,
             };
-            match ioctl(self.fd, UFFDIO_COPY, &mut c) {
-                Ok(()) => done += c.copy as usize,
-                Err(libc::EEXIST) => {
-                    // A page is already present (filled earlier): skip it, keep going.
-                    if c.copy > 0 {
-                        done += c.copy as usize;
-                    }
-                    done += 4096;
-                }
-                Err(libc::EAGAIN) => {
-                    if c.copy > 0 {
-                        done += c.copy as usize;
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+            (ioctl(self.fd, UFFDIO_COPY, &mut c), c.copy)
+        })
     }
 
     fn fill_zero(&self, addr: usize, len: usize) -> Result<(), i32> {
-        let mut done = 0;
-        while done < len {
+        fill_pages(len, |done| {
             let mut z = UffdioZeropage { range: UffdioRange { start: (addr + done) as u64, len: (len - done) as u64 }, mode: 0, zeropage: 0 };
-            match ioctl(self.fd, UFFDIO_ZEROPAGE, &mut z) {
-                Ok(()) => done += z.zeropage as usize,
-                Err(libc::EEXIST) => {
-                    if z.zeropage > 0 {
-                        done += z.zeropage as usize;
-                    }
-                    done += 4096;
-                }
-                Err(libc::EAGAIN) => {
-                    if z.zeropage > 0 {
-                        done += z.zeropage as usize;
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            (ioctl(self.fd, UFFDIO_ZEROPAGE, &mut z), z.zeropage)
+        })?;
         // Present pages that were write-protected (Shared) become writable too.
         self.make_writable(addr, len)
     }
