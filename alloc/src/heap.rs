@@ -394,6 +394,8 @@ impl ThreadHeap {
         for i in s..s + class.slices as usize {
             ARENA.set_map(i, s);
         }
+        #[cfg(feature = "expensive-checks")]
+        region.validate(&ARENA);
         drop(region);
         Some(span)
     }
@@ -568,6 +570,8 @@ pub fn alloc_large(region: usize, size: usize, align: usize) -> *mut u8 {
     for i in s..s + n.max(1) {
         ARENA.set_map(i, s);
     }
+    #[cfg(feature = "expensive-checks")]
+    r.validate(&ARENA);
     ARENA.slice_addr(s) as *mut u8
 }
 

@@ -232,6 +232,8 @@ impl Region {
         if self.dirty_bytes > self.purge_threshold {
             self.maybe_purge();
         }
+        #[cfg(feature = "expensive-checks")]
+        self.validate(a);
     }
 
     /// Make `[s, s+n)` (in no run, page map entries 0) a free run, merged with free
