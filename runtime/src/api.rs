@@ -8,7 +8,8 @@
 
 use crate::coherence::{self, BlockDevice, CoherenceError, FakeDevice, InstallError, Snapshot, Space};
 use crate::device::{DeviceError, VulkanBlockDevice};
-use std::sync::{Arc, Mutex};
+use crate::kernel::{CompileError, LaunchError};
+use std::sync::{Arc, Mutex, OnceLock};
 use unimem_alloc::InternalScope;
 
 /// Where [`prefetch`] moves memory.
@@ -36,12 +37,24 @@ pub enum Error {
     /// An option has an invalid value.
     #[error("unimem: {0}")]
     Config(String),
+    /// A kernel did not compile.
+    #[error("unimem: {0}")]
+    Compile(#[from] CompileError),
+    /// A kernel launch failed (the runtime stays usable).
+    #[error("unimem: {0}")]
+    Launch(#[from] LaunchError),
+    /// Kernels need a Vulkan device and the runtime runs without one.
+    #[error("unimem: kernels need a Vulkan device, and the runtime runs on {0}; unset UNIMEM_DEVICE=fake or install a Vulkan driver (Mesa's lavapipe runs on any CPU); a CPU fallback comes with the compiler")]
+    NoKernels(&'static str),
     /// An earlier attempt to start the runtime failed; it is not retried.
     #[error("unimem: the runtime failed to start earlier: {0}")]
     StartFailed(String),
 }
 
 static RUNTIME: Mutex<Option<Result<&'static Space, String>>> = Mutex::new(None);
+
+/// The Vulkan engine behind the space, when the runtime runs on one (kernels launch on it).
+static VULKAN: OnceLock<Arc<VulkanBlockDevice>> = OnceLock::new();
 
 fn open_device() -> Result<Arc<dyn BlockDevice>, Error> {
     if crate::options::DEVICE.value().is_some_and(|v| v.eq_ignore_ascii_case("fake")) {
@@ -50,7 +63,22 @@ fn open_device() -> Result<Arc<dyn BlockDevice>, Error> {
         let frames = crate::options::device_memory().map_err(Error::Config)?.map_or(16384, |b| (b as usize / bs).max(1));
         return Ok(Arc::new(FakeDevice::new(bs, frames, len / bs)));
     }
-    Ok(Arc::new(VulkanBlockDevice::open()?))
+    let dev = Arc::new(VulkanBlockDevice::open()?);
+    let _ = VULKAN.set(Arc::clone(&dev));
+    Ok(dev)
+}
+
+/// The runtime and the Vulkan engine under it, for kernel launches. Fails with
+/// [`Error::NoKernels`] on the fake device (or when coherence was installed by hand).
+pub fn vulkan_runtime() -> Result<(&'static Space, &'static Arc<VulkanBlockDevice>), Error> {
+    let space = runtime()?;
+    match VULKAN.get() {
+        Some(dev) => Ok((space, dev)),
+        None if crate::options::DEVICE.value().is_some_and(|v| v.eq_ignore_ascii_case("fake")) => {
+            Err(Error::NoKernels("the CPU fake device (UNIMEM_DEVICE=fake)"))
+        }
+        None => Err(Error::NoKernels("a device installed without the runtime's engine")),
+    }
 }
 
 /// The runtime, started on first use: opens the device and puts the managed heap under

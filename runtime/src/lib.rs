@@ -28,5 +28,6 @@ pub mod options;
 
 /// The shared-virtual-address allocator: everything of `unimem-alloc`.
 pub use unimem_alloc as alloc;
-pub use api::{discard, prefetch, runtime, stats, Error, Location};
+pub use api::{discard, prefetch, runtime, stats, vulkan_runtime, Error, Location};
+pub use kernel::{Args, Kernel, LaunchReport};
 pub use unimem_alloc::{Allocator, HeapKind, InternalScope};

@@ -26,6 +26,12 @@ pub struct Counters {
     pub discards: AtomicU64,
     /// Blocks both the CPU and a kernel wrote during the same launch.
     pub write_conflicts: AtomicU64,
+    /// Kernel launches (`kernel::Kernel::launch`), successful or not.
+    pub launches: AtomicU64,
+    /// Device faults: blocks kernels found without a device copy (once per block and round).
+    pub device_faults: AtomicU64,
+    /// Dispatches that replayed invocations after device faults.
+    pub replay_rounds: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -51,6 +57,12 @@ pub struct Snapshot {
     pub discards: u64,
     /// See [`Counters`].
     pub write_conflicts: u64,
+    /// See [`Counters`].
+    pub launches: u64,
+    /// See [`Counters`].
+    pub device_faults: u64,
+    /// See [`Counters`].
+    pub replay_rounds: u64,
 }
 
 impl Snapshot {
@@ -74,6 +86,9 @@ impl Counters {
             evictions: self.evictions.load(Relaxed),
             discards: self.discards.load(Relaxed),
             write_conflicts: self.write_conflicts.load(Relaxed),
+            launches: self.launches.load(Relaxed),
+            device_faults: self.device_faults.load(Relaxed),
+            replay_rounds: self.replay_rounds.load(Relaxed),
         }
     }
 }

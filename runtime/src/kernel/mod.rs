@@ -1,12 +1,20 @@
-//! Kernels: WGSL sources compiled to SPIR-V for the device layer.
+//! Kernels: WGSL sources compiled to SPIR-V for the device layer, and kernels on shared
+//! pointers.
 //!
-//! - `compile.rs` — naga front end, validation, interface reflection, SPIR-V output.
-//!
-//! Later: the WGSL prelude (pointer accessors), launch and the device-fault replay loop.
+//! - `compile.rs` — naga front end, validation, interface reflection, SPIR-V output;
+//! - `prelude.rs` — the WGSL prelude: bindings, pointer accessors, restartable stores and
+//!   atomics (the kernel ABI);
+//! - `launch.rs`  — [`Kernel`], [`Args`], the launch protocol and the device-fault replay loop.
 
 mod compile;
+mod launch;
+pub mod prelude;
 
 pub use compile::{
     compile_wgsl, compile_wgsl_named, CompileError, CompiledKernel, StorageBinding, CAPABILITIES,
     SPIRV_VERSION,
+};
+pub use launch::{
+    generated_source, Args, Kernel, LaunchError, LaunchReport, DEFAULT_MAX_STEPS, LAVAPIPE_MAX_STEPS, MAX_INVOCATIONS,
+    MAX_ROUNDS, PREFETCH_BLOCKS,
 };

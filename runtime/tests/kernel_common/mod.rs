@@ -1,0 +1,44 @@
+//! Helpers shared by the `kernel_*` tests: compiling under the device-test rule, and a
+//! Box-linked list node.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use unimem::device::test_support::or_skip;
+use unimem::Kernel;
+
+/// Compiles `src`, or skips (returns `None`) when there is no device, by the device-test rule
+/// of `unimem::device::test_support`.
+pub fn kernel(test: &str, src: &str, entry: &str) -> Option<Kernel> {
+    match Kernel::new(src, entry) {
+        Ok(k) => Some(k),
+        Err(unimem::Error::Device(e)) => or_skip(test, Err(e)),
+        Err(e) => panic!("{test}: {e}"),
+    }
+}
+
+/// A list node as kernels see it: `value` at byte 0, `next` at byte 8.
+#[repr(C)]
+pub struct Node {
+    pub value: u32,
+    pub next: *const Node,
+}
+
+/// A list of `len` boxed nodes with `value(i)`; returns the node pointers in list order.
+pub fn build(len: usize, value: impl Fn(usize) -> u32) -> Vec<*const Node> {
+    let mut nodes = Vec::with_capacity(len);
+    let mut next: *const Node = std::ptr::null();
+    for i in (0..len).rev() {
+        next = Box::into_raw(Box::new(Node { value: value(i), next }));
+        nodes.push(next);
+    }
+    nodes.reverse();
+    nodes
+}
+
+/// Frees a list made by [`build`].
+pub fn free(nodes: Vec<*const Node>) {
+    for p in nodes {
+        // SAFETY: each node came from Box::into_raw in `build` and is freed once.
+        drop(unsafe { Box::from_raw(p as *mut Node) });
+    }
+}

@@ -1,0 +1,183 @@
+//! Kernels on shared pointers, end to end on the default device: heap data built with the
+//! global allocator is read and written by WGSL kernels through the prelude's accessors;
+//! results are checked on the CPU; bad pointers and runaway loops end the launch with an
+//! error naming kernel, invocation and address, and the runtime stays usable. Device-test
+//! rule of `unimem::device::test_support`.
+
+#![allow(clippy::useless_vec)] // kernels need heap (managed) memory, not stack arrays
+
+mod kernel_common;
+
+use std::sync::{Mutex, MutexGuard};
+
+use kernel_common::{build, free, kernel, Node};
+use unimem::Args;
+
+#[global_allocator]
+static A: unimem::Allocator = unimem::Allocator;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const DOUBLE: &str = "
+fn double(id: u32) {
+    let src = unimem_arg_ptr(0u);
+    let dst = unimem_arg_ptr(2u);
+    let v = unimem_load_u32(src + u64(id) * 4lu);
+    unimem_store_u32(dst + u64(id) * 4lu, v * 2u + 1u);
+}
+";
+
+#[test]
+fn a_kernel_reads_and_writes_vecs() {
+    let _s = serial();
+    let Some(k) = kernel("a_kernel_reads_and_writes_vecs", DOUBLE, "double") else { return };
+    let n = 100_000u32;
+    let src: Vec<u32> = (0..n).map(|i| i * 3).collect();
+    let mut dst = vec![0u32; n as usize];
+    let r = k.launch(n, &Args::new().ptr(&src[..]).ptr(&dst[..])).unwrap();
+    assert!(r.rounds >= 1);
+    for i in 0..n as usize {
+        assert_eq!(dst[i], src[i] * 2 + 1, "dst[{i}]");
+    }
+    // Again, after the CPU changed a few inputs.
+    for i in (0..n as usize).step_by(9973) {
+        dst[i] = 0;
+    }
+    let mut src = src;
+    src[5] = 1000;
+    k.launch(n, &Args::new().ptr(&src[..]).ptr(&dst[..])).unwrap();
+    assert_eq!(dst[5], 2001);
+    assert_eq!(dst[9973], src[9973] * 2 + 1);
+}
+
+const SUM_LIST: &str = "
+fn sum_list(id: u32) {
+    let starts = unimem_arg_ptr(0u);
+    let out = unimem_arg_ptr(2u);
+    let seg = unimem_arg_u32(4u);
+    var p = unimem_load_ptr(starts + u64(id) * 8lu);
+    var s = 0u;
+    for (var k = 0u; k < seg && p != 0lu; k++) {
+        s += unimem_load_u32(p);
+        p = unimem_load_ptr(p + 8lu);
+    }
+    unimem_store_u32(out + u64(id) * 4lu, s);
+}
+";
+
+#[test]
+fn a_kernel_walks_a_boxed_list() {
+    let _s = serial();
+    let Some(k) = kernel("a_kernel_walks_a_boxed_list", SUM_LIST, "sum_list") else { return };
+    let (len, seg) = (50_000usize, 100usize);
+    let nodes = build(len, |i| i as u32 % 1000);
+    let starts: Vec<u64> = nodes.iter().step_by(seg).map(|&p| p as u64).collect();
+    let mut out = vec![0u32; starts.len()];
+    let r = k
+        .launch(starts.len() as u32, &Args::new().ptr(&starts[..]).ptr(&out[..]).u32(seg as u32))
+        .unwrap();
+    eprintln!("{r:?}");
+    for (i, &s) in out.iter().enumerate() {
+        let expect: u32 = (i * seg..((i + 1) * seg).min(len)).map(|j| j as u32 % 1000).sum();
+        assert_eq!(s, expect, "segment {i}");
+    }
+    out.iter_mut().for_each(|x| *x = 0);
+    let r2 = k
+        .launch(starts.len() as u32, &Args::new().ptr(&starts[..]).ptr(&out[..]).u32(seg as u32))
+        .unwrap();
+    eprintln!("{r2:?}");
+    assert!(r2.device_faults <= r.device_faults);
+    free(nodes);
+}
+
+const CHASE: &str = "
+fn chase(id: u32) {
+    var p = unimem_arg_ptr(0u);
+    var s = 0u;
+    loop {
+        if (p == 0lu || !unimem_running()) { break; }
+        s += unimem_load_u32(p);
+        p = unimem_load_ptr(p + 8lu);
+    }
+    unimem_store_u32(unimem_arg_ptr(2u) + u64(id) * 4lu, s);
+}
+";
+
+#[test]
+fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
+    let _s = serial();
+    let test = "bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable";
+    let Some(k) = kernel(test, CHASE, "chase") else { return };
+    let out = vec![0u32; 4];
+    // A pointer outside the managed heap (a stack address).
+    let on_stack = Node { value: 1, next: std::ptr::null() };
+    let addr = &on_stack as *const Node as u64;
+    let e = k.launch(1, &Args::new().raw_ptr(addr).ptr(&out[..])).unwrap_err().to_string();
+    assert!(e.contains("kernel `chase`") && e.contains("invocation 0"), "{e}");
+    assert!(e.contains(&format!("{addr:#x}")) && e.contains("outside unimem's managed heap"), "{e}");
+    // A list whose second node points to freed memory (a whole freed large allocation).
+    let big: Vec<u64> = vec![0; 1 << 20];
+    let freed = big.as_ptr() as u64 + 4096;
+    drop(big);
+    let tail = Box::new(Node { value: 5, next: freed as *const Node });
+    let head = Box::new(Node { value: 1, next: &*tail });
+    let e = k.launch(1, &Args::new().ptr(&*head).ptr(&out[..])).unwrap_err().to_string();
+    assert!(e.contains(&format!("{freed:#x}")) && e.contains("no live allocation"), "{e}");
+    // A cycle: runaway.
+    let mut a = Box::new(Node { value: 1, next: std::ptr::null() });
+    let b = Box::new(Node { value: 2, next: &*a });
+    a.next = &*b;
+    k.set_max_steps(30_000);
+    let e = k.launch(1, &Args::new().ptr(&*a).ptr(&out[..])).unwrap_err().to_string();
+    assert!(e.contains("runaway") && e.contains("invocation 0"), "{e}");
+    // Still usable: a good list.
+    a.next = std::ptr::null();
+    let mut out = vec![0u32; 4];
+    k.launch(2, &Args::new().ptr(&*b).ptr(&out[..])).unwrap();
+    assert_eq!(&out[..2], &[3, 3]);
+    out[0] = 9;
+    assert_eq!(out[0], 9);
+    let stats = unimem::stats();
+    assert!(stats.launches >= 4, "{stats:?}");
+}
+
+const COUNT: &str = "
+fn count(id: u32) {
+    let values = unimem_arg_ptr(0u);
+    let hist = unimem_arg_ptr(2u);
+    let v = unimem_load_u32(values + u64(id) * 4lu);
+    let old = unimem_atomic_add_u32(hist + u64(v % 16u) * 4lu, 1u);
+    unimem_atomic_max_u32(hist + 64lu, old + 1u);
+    unimem_atomic_min_u32(hist + 68lu, v);
+    // Read own writes through the store log.
+    let scratch = unimem_arg_ptr(4u) + u64(id) * 8lu;
+    unimem_store_u32(scratch, v);
+    unimem_store_u32(scratch + 4lu, unimem_load_u32(scratch) + 1u);
+}
+";
+
+#[test]
+fn atomics_and_own_writes() {
+    let _s = serial();
+    let Some(k) = kernel("atomics_and_own_writes", COUNT, "count") else { return };
+    let n = 10_000u32;
+    let values: Vec<u32> = (0..n).map(|i| i.wrapping_mul(2_654_435_761) >> 7).collect();
+    let mut hist = vec![0u32; 18];
+    hist[17] = u32::MAX;
+    let scratch = vec![0u32; 2 * n as usize];
+    k.launch(n, &Args::new().ptr(&values[..]).ptr(&hist[..]).ptr(&scratch[..])).unwrap();
+    let mut expect = [0u32; 16];
+    for &v in &values {
+        expect[(v % 16) as usize] += 1;
+    }
+    assert_eq!(&hist[..16], &expect);
+    assert_eq!(hist[16], *expect.iter().max().unwrap());
+    assert_eq!(hist[17], *values.iter().min().unwrap());
+    for i in 0..n as usize {
+        assert_eq!((scratch[2 * i], scratch[2 * i + 1]), (values[i], values[i] + 1));
+    }
+}
