@@ -114,6 +114,37 @@ pub fn prefetch(p: *const u8, len: usize, loc: Location) -> Result<(), Error> {
     Ok(())
 }
 
+/// Advice for [`advise`] (CUDA's `cudaMemAdvise` names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Advice {
+    /// Mostly read by kernels: keep a read-only copy on each side (read duplication).
+    ReadMostly,
+    /// Keep on the host.
+    PreferredHost,
+    /// Keep on the device.
+    PreferredDevice,
+    /// Mirror on both sides (as `ReadMostly`).
+    Mirror,
+    /// Forget earlier advice.
+    Clear,
+}
+
+/// Advise where `[p, p+len)` should live. **Applied once, now; not remembered**: `ReadMostly`
+/// and `Mirror` make the blocks resident read-duplicated (Shared), `PreferredDevice` moves
+/// them to the device, `PreferredHost` brings them home, `Clear` does nothing. Later faults
+/// and launches follow the default policy. Memory that does not fit on the device stays on
+/// the host.
+pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
+    let space = runtime()?;
+    match advice {
+        Advice::ReadMostly | Advice::Mirror => space.to_device(p as usize, len, false).map(drop)?,
+        Advice::PreferredDevice => space.to_device(p as usize, len, true).map(drop)?,
+        Advice::PreferredHost => space.to_host(p as usize, len)?,
+        Advice::Clear => {}
+    }
+    Ok(())
+}
+
 /// Forget the contents of the whole blocks inside `[p, p+len)`: device copies are dropped
 /// without copying back, and the memory reads as zero afterwards.
 pub fn discard(p: *const u8, len: usize) -> Result<(), Error> {

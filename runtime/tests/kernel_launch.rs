@@ -59,13 +59,15 @@ fn sum_list(id: u32) {
     let starts = unimem_arg_ptr(0u);
     let out = unimem_arg_ptr(2u);
     let seg = unimem_arg_u32(4u);
-    var p = unimem_load_ptr(starts + u64(id) * 8lu);
-    var s = 0u;
-    for (var k = 0u; k < seg && p != 0lu; k++) {
-        s += unimem_load_u32(p);
-        p = unimem_load_ptr(p + 8lu);
+    var node = unimem_load_ptr(starts + u64(id) * 8lu);
+    var total = 0u;
+    var left = seg;
+    while (left > 0u && node != 0lu) {
+        total += unimem_load_u32(node);
+        node = unimem_load_ptr(node + 8lu);
+        left -= 1u;
     }
-    unimem_store_u32(out + u64(id) * 4lu, s);
+    unimem_store_u32(out + u64(id) * 4lu, total);
 }
 ";
 

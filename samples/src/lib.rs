@@ -1,2 +1,8 @@
-//! Samples of unimem. Empty until the kernel issue lands the demo; the README runs
-//! `unimem info` until then.
+//! Samples of unimem: data structures built with ordinary `Box`es (the binary or test that
+//! uses this crate installs `unimem::Allocator` as its global allocator), walked by WGSL
+//! kernels on the same pointers, checked against the CPU.
+//!
+//! - [`list`]: a singly linked list of `Box<Node>`s summed per segment by a kernel (the main
+//!   demo, `cargo run --release -p unimem-samples --bin demo`).
+
+pub mod list;

@@ -97,6 +97,40 @@ int unimem_sync(void);
 /* Fill *out with the counters. */
 int unimem_get_stats(unimem_stats *out);
 
+/* Advice for unimem_advise. Applied once, when called; not remembered. */
+enum unimem_advice {
+    UNIMEM_ADVISE_CLEAR = 0,            /* nothing */
+    UNIMEM_ADVISE_READ_MOSTLY = 1,      /* make resident read-duplicated (both copies valid) */
+    UNIMEM_ADVISE_PREFERRED_HOST = 2,   /* bring home */
+    UNIMEM_ADVISE_PREFERRED_DEVICE = 3, /* move to the device */
+    UNIMEM_ADVISE_MIRROR = 4            /* as READ_MOSTLY */
+};
+
+/* Advise where [p, p+len) should live (an enum unimem_advice value). */
+int unimem_advise(const void *p, size_t len, int advice);
+
+/* ---- Kernels. A kernel is WGSL source defining `fn <entry>(id: u32)`, run once per
+ * invocation id in 0..n. It reaches memory through the prelude's accessors, on ordinary
+ * pointers (u64 host addresses):
+ *   unimem_arg_u32(i) / unimem_arg_u64(i) / unimem_arg_ptr(i)   argument word i (byte offset / 4)
+ *   unimem_load_{u32,i32,f32,u64,i64,ptr}(p)   unimem_store_{u32,i32,f32,u64,i64}(p, v)
+ *   unimem_atomic_{add,min,max,exchange}_u32(p, v)   unimem_atomic_compare_exchange_u32(p, cmp, v)
+ *   unimem_running()   false once the invocation faulted (accessors then return 0)
+ * Accesses to memory not on the device fault and the invocation is replayed; stores and
+ * atomics are applied once (docs/MEMORY-MODEL.md). Needs a Vulkan device. */
+typedef struct unimem_kernel unimem_kernel;
+
+/* Compile a kernel; NULL on failure (unimem_last_error() says why, with the WGSL line). */
+unimem_kernel *unimem_kernel_create(const char *wgsl, const char *entry);
+
+/* Free a kernel (NULL is ignored). */
+void unimem_kernel_destroy(unimem_kernel *k);
+
+/* Run invocations 0..n with the args_size bytes at args (a struct; pointers in it are
+ * prefetched); returns when all completed. On failure (a bad pointer, a runaway loop, ...)
+ * the message names the kernel, the invocation and the address; the runtime stays usable. */
+int unimem_launch(unimem_kernel *k, uint32_t n, const void *args, size_t args_size);
+
 /* The message of this thread's last failed unimem_* call, or NULL. */
 const char *unimem_last_error(void);
 

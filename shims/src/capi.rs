@@ -119,6 +119,9 @@ pub extern "C" fn unimem_sync() -> c_int {
 
 /// Fill `*out` with the runtime's counters (all zero before it starts). 0, or -1 if `out`
 /// is null.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `unimem_stats`.
 #[no_mangle]
 pub unsafe extern "C" fn unimem_get_stats(out: *mut UnimemStats) -> c_int {
     if out.is_null() {
@@ -127,9 +130,9 @@ pub unsafe extern "C" fn unimem_get_stats(out: *mut UnimemStats) -> c_int {
     let s = unimem_rt::stats();
     let v = UnimemStats {
         cpu_faults: s.cpu_faults(),
-        device_faults: 0,
-        replay_rounds: 0,
-        launches: 0,
+        device_faults: s.device_faults,
+        replay_rounds: s.replay_rounds,
+        launches: s.launches,
         bytes_to_device: s.bytes_to_device,
         bytes_to_host: s.bytes_to_host,
         evictions: s.evictions,
@@ -139,6 +142,99 @@ pub unsafe extern "C" fn unimem_get_stats(out: *mut UnimemStats) -> c_int {
     // SAFETY: `out` is non-null and, by the caller's contract, points to a unimem_stats.
     unsafe { out.write(v) };
     0
+}
+
+/// Values of `advice` for `unimem_advise` (`enum unimem_advice` in the header).
+pub const UNIMEM_ADVISE_CLEAR: c_int = 0;
+pub const UNIMEM_ADVISE_READ_MOSTLY: c_int = 1;
+pub const UNIMEM_ADVISE_PREFERRED_HOST: c_int = 2;
+pub const UNIMEM_ADVISE_PREFERRED_DEVICE: c_int = 3;
+pub const UNIMEM_ADVISE_MIRROR: c_int = 4;
+
+/// Advise where `[p, p+len)` should live; applied once, now (see `unimem::advise`). 0 or -1.
+#[no_mangle]
+pub extern "C" fn unimem_advise(p: *const c_void, len: size_t, advice: c_int) -> c_int {
+    use unimem_rt::Advice;
+    let a = match advice {
+        UNIMEM_ADVISE_CLEAR => Advice::Clear,
+        UNIMEM_ADVISE_READ_MOSTLY => Advice::ReadMostly,
+        UNIMEM_ADVISE_PREFERRED_HOST => Advice::PreferredHost,
+        UNIMEM_ADVISE_PREFERRED_DEVICE => Advice::PreferredDevice,
+        UNIMEM_ADVISE_MIRROR => Advice::Mirror,
+        other => return fail(format!("unimem_advise: advice {other} is not one of the UNIMEM_ADVISE_* values (0..=4)")),
+    };
+    result(unimem_rt::advise(p.cast(), len, a))
+}
+
+/// `unimem_kernel` in the header: an opaque compiled kernel.
+pub struct UnimemKernel(unimem_rt::Kernel);
+
+/// Compile `wgsl`, which defines `fn <entry>(id: u32)`, on the accessor prelude. Starts the
+/// runtime on first use. NULL with `unimem_last_error()` set on failure (no Vulkan device,
+/// WGSL errors with the line).
+///
+/// # Safety
+/// `wgsl` and `entry` are NUL-terminated strings (NULL is reported as an error).
+#[no_mangle]
+pub unsafe extern "C" fn unimem_kernel_create(wgsl: *const c_char, entry: *const c_char) -> *mut UnimemKernel {
+    if wgsl.is_null() || entry.is_null() {
+        fail("unimem_kernel_create: wgsl or entry is NULL".into());
+        return std::ptr::null_mut();
+    }
+    // SAFETY: both are non-null NUL-terminated strings by the caller's contract.
+    let (wgsl, entry) = unsafe { (std::ffi::CStr::from_ptr(wgsl), std::ffi::CStr::from_ptr(entry)) };
+    let (Ok(wgsl), Ok(entry)) = (wgsl.to_str(), entry.to_str()) else {
+        fail("unimem_kernel_create: wgsl and entry must be UTF-8".into());
+        return std::ptr::null_mut();
+    };
+    match unimem_rt::Kernel::new(wgsl, entry) {
+        Ok(k) => {
+            let _internal = unimem_alloc::InternalScope::new();
+            Box::into_raw(Box::new(UnimemKernel(k)))
+        }
+        Err(e) => {
+            fail(e.to_string());
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Free a kernel from `unimem_kernel_create` (NULL is ignored).
+///
+/// # Safety
+/// `k` is NULL or a kernel from `unimem_kernel_create` not destroyed yet.
+#[no_mangle]
+pub unsafe extern "C" fn unimem_kernel_destroy(k: *mut UnimemKernel) {
+    if !k.is_null() {
+        let _internal = unimem_alloc::InternalScope::new();
+        // SAFETY: `k` came from Box::into_raw in unimem_kernel_create and is freed once.
+        drop(unsafe { Box::from_raw(k) });
+    }
+}
+
+/// Run invocations `0..n` of `k` with the `args_size` bytes at `args` (read by the kernel
+/// with `unimem_arg_*(byte offset / 4)`; every aligned 8-byte word that points into a live
+/// allocation is prefetched). Returns when all invocations completed. 0 or -1.
+///
+/// # Safety
+/// `k` is a live kernel; `args` addresses `args_size` readable bytes (or is NULL with size 0).
+#[no_mangle]
+pub unsafe extern "C" fn unimem_launch(k: *mut UnimemKernel, n: u32, args: *const c_void, args_size: size_t) -> c_int {
+    if k.is_null() {
+        return fail("unimem_launch: kernel is NULL".into());
+    }
+    if args.is_null() && args_size != 0 {
+        return fail("unimem_launch: args is NULL but args_size is not 0".into());
+    }
+    let bytes: &[u8] = if args_size == 0 {
+        &[]
+    } else {
+        // SAFETY: non-null, `args_size` readable bytes by the caller's contract.
+        unsafe { std::slice::from_raw_parts(args.cast(), args_size) }
+    };
+    // SAFETY: `k` is a live kernel by the caller's contract.
+    let kernel = unsafe { &(*k).0 };
+    result(kernel.launch_bytes(n, bytes).map(drop))
 }
 
 /// The message of this thread's last failed `unimem_*` call, or NULL if none failed. Valid

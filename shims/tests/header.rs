@@ -40,8 +40,9 @@ fn c_code(text: &str) -> String {
 fn c_type(decl: &str, drop_name: bool) -> String {
     let spaced = decl.replace('*', " * ");
     let mut toks: Vec<&str> = spaced.split_whitespace().collect();
-    const TYPE_WORDS: [&str; 10] = [
+    const TYPE_WORDS: [&str; 12] = [
         "void", "int", "char", "const", "unsigned", "long", "size_t", "*", "struct", "unimem_stats",
+        "unimem_kernel", "uint32_t",
     ];
     if drop_name && toks.len() > 1 && !TYPE_WORDS.contains(toks.last().unwrap()) {
         toks.pop();
@@ -89,6 +90,8 @@ fn rust_to_c(t: &str) -> String {
         "*mut c_void" => "void *",
         "*const c_char" => "const char *",
         "*mut UnimemStats" => "unimem_stats *",
+        "*mut UnimemKernel" => "unimem_kernel *",
+        "u32" => "uint32_t",
         other => {
             panic!("header test: no C spelling for the Rust type `{other}`; add it to rust_to_c")
         }
@@ -289,15 +292,36 @@ fn header_compiles_as_strict_c_and_cpp() {
     }
 }
 
-#[test]
-fn program_linked_with_lunimem() {
+/// Compiles `tests/c/<name>.c` linked with `-lunimem` and runs it (no preload).
+fn run_linked(name: &str, timeout: Duration) -> Out {
     let dir = lib().parent().unwrap();
     let link: Vec<&OsStr> = vec![OsStr::new("-L"), dir.as_os_str(), OsStr::new("-lunimem")];
-    let exe = compile_c("capi", &link);
-    let out = run(
+    let exe = compile_c(name, &link);
+    run(
         without_shim(&mut Command::new(&exe)).env("LD_LIBRARY_PATH", dir),
-        Duration::from_secs(60),
-    );
+        timeout,
+    )
+}
+
+#[test]
+fn program_linked_with_lunimem() {
+    let out = run_linked("capi", Duration::from_secs(60));
     out.assert_success("a program linked with -lunimem");
     assert_eq!(out.stdout_text(), "PASS capi\n");
+}
+
+/// The kernel C API sample (`tests/c/kernel_list.c`): a malloc'ed list summed by a kernel,
+/// checked, mutated on the CPU and launched again; a bad pointer's error; advise. Linked with
+/// -lunimem. Without a device it skips (fails with `UNIMEM_REQUIRE_DEVICE=1`).
+#[test]
+fn kernel_list_sample() {
+    let out = run_linked("kernel_list", Duration::from_secs(300));
+    out.assert_success("the kernel_list sample");
+    let text = out.stdout_text();
+    assert!(
+        text.starts_with("PASS kernel_list") || text.starts_with("SKIP kernel_list"),
+        "{text}\n{}",
+        out.stderr
+    );
+    eprintln!("{text}");
 }
