@@ -120,6 +120,10 @@ pub struct LaunchReport {
     pub prefetched_blocks: u64,
     /// Wall time of the launch.
     pub time: Duration,
+    /// Of which: waiting for dispatches.
+    pub dispatch_time: Duration,
+    /// Of which: migrating (prefetch before the first round and faulted blocks between rounds).
+    pub migrate_time: Duration,
 }
 
 /// Launch arguments: `u32` words, as the kernel reads them with `unimem_arg_u32(i)` /
@@ -257,6 +261,7 @@ impl Kernel {
                 let source = generated_source(dev, space, wgsl, entry);
                 let compiled = compile_wgsl_named(&format!("kernel `{entry}`"), &source, "unimem_main")?;
                 let p = Arc::new(dev.device().create_pipeline(&compiled)?);
+                warm_up(dev, &p, prelude::uses_atomics(wgsl))?;
                 lock(&CACHE).push((key, Arc::clone(&p)));
                 p
             }
@@ -312,7 +317,9 @@ impl Kernel {
         }
         let mut state = lock(&self.inner.state);
         space.reap_stale();
+        let t = Instant::now();
         let pinned = self.prefetch(space, dev, pointers.unwrap_or(&[]), &state.touched, &mut report)?;
+        report.migrate_time += t.elapsed();
         let r = self.rounds(space, dev, &mut state, n, words, &pinned, &mut report);
         report.time = start.elapsed();
         r.map(|()| report)
@@ -400,7 +407,9 @@ impl Kernel {
                 if let Some(a) = alog.as_mut().filter(|_| self.inner.atomics) {
                     bufs.push(a);
                 }
+                let t = Instant::now();
                 dev.dispatch(&self.inner.pipeline, &mut bufs, bytemuck::bytes_of(&round), groups)?;
+                report.dispatch_time += t.elapsed();
             }
             report.rounds += 1;
             if report.rounds > 1 {
@@ -454,8 +463,10 @@ impl Kernel {
             } else {
                 stalls = 0;
             }
+            let t = Instant::now();
             dev.touch(pinned);
             self.migrate(space, capacity - pinned.len(), &mut load)?;
+            report.migrate_time += t.elapsed();
             round = Round { count: pending, in_at: round.out_at, out_at: if round.out_at == lists[0] { lists[1] } else { lists[0] }, max_steps };
         }
     }
@@ -488,6 +499,21 @@ impl Kernel {
         }
         Ok(())
     }
+}
+
+/// Runs `pipeline` once with no invocations: drivers that compile lazily (lavapipe JITs on
+/// the first dispatch, ~0.8 s for the demo's kernel) do it here, in `Kernel::new`, rather
+/// than in the first launch.
+fn warm_up(dev: &VulkanBlockDevice, pipeline: &ComputePipeline, atomics: bool) -> Result<(), Error> {
+    let _serial = lock(&LAUNCH);
+    let mut bufs: Vec<Buffer> = Vec::new();
+    for _ in 0..if atomics { 3 } else { 2 } {
+        bufs.push(dev.device().create_host_buffer((prelude::ctl_words(0) * 4) as u64)?);
+    }
+    let mut refs: Vec<&mut Buffer> = bufs.iter_mut().collect();
+    let round = Round { count: 0, in_at: 0, out_at: CTL_LISTS_AT as u32, max_steps: 0 };
+    dev.dispatch(pipeline, &mut refs, bytemuck::bytes_of(&round), [1, 1, 1])?;
+    Ok(())
 }
 
 /// [`LAVAPIPE_MAX_STEPS`] on lavapipe, else [`DEFAULT_MAX_STEPS`].

@@ -17,8 +17,10 @@ fn mib(b: u64) -> f64 {
 
 fn print(name: &str, s: &Step) {
     println!(
-        "{name:<28} {:>9.2} ms  rounds {:>2}  device faults {:>4}  prefetched blocks {:>4}  to device {:>7.2} MiB  evictions {:>3}",
+        "{name:<28} {:>9.2} ms (dispatch {:.2} ms, migration {:.2} ms)  rounds {:>2}  device faults {:>4}  prefetched blocks {:>4}  to device {:>7.2} MiB  evictions {:>3}",
         s.time.as_secs_f64() * 1e3,
+        s.launch.dispatch_time.as_secs_f64() * 1e3,
+        s.launch.migrate_time.as_secs_f64() * 1e3,
         s.launch.rounds,
         s.launch.device_faults,
         s.launch.prefetched_blocks,
