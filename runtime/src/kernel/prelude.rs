@@ -146,10 +146,13 @@ pub fn module(
 @group(0) @binding(2) var<storage, read_write> unimem_faults: array<atomic<u32>>;
 ",
     );
+    // Frames are atomic only for kernels that use atomics: plain loads vectorise (lavapipe
+    // runs atomic loads lane by lane, ~10x slower on a pointer chase).
+    let frame_ty = if atomics { "array<atomic<u32>>" } else { "array<u32>" };
     for i in 0..frame_buffers {
         let _ = writeln!(
             s,
-            "@group(0) @binding({}) var<storage, read_write> unimem_frames_{i}: array<atomic<u32>>;",
+            "@group(0) @binding({}) var<storage, read_write> unimem_frames_{i}: {frame_ty};",
             3 + i
         );
     }
@@ -191,8 +194,8 @@ fn unimem_frame_store(loc: vec2<u32>, v: u32) {{
     }}
 }}
 ",
-        cases("return atomicLoad(&unimem_frames_#[loc.y]);"),
-        cases("atomicStore(&unimem_frames_#[loc.y], v);"),
+        cases(if atomics { "return atomicLoad(&unimem_frames_#[loc.y]);" } else { "return unimem_frames_#[loc.y];" }),
+        cases(if atomics { "atomicStore(&unimem_frames_#[loc.y], v);" } else { "unimem_frames_#[loc.y] = v;" }),
     );
     if atomics {
         for (op, call) in [
@@ -303,10 +306,12 @@ var<private> unimem_stop: u32 = 0u;
 var<private> unimem_unreplayable: bool = false;
 var<private> unimem_steps: u32 = 0u;
 var<private> unimem_atomics: u32 = 0u;
-var<private> unimem_fault_addr: u64 = 0lu;
-// One-entry translation cache: block and its page-table entry.
-var<private> unimem_tlb_block: u32 = 0xffffffffu;
-var<private> unimem_tlb_entry: u32 = 0u;
+// Why the invocation stopped (kept privately; written to the fault buffer once, by
+// unimem_finish: recording in the accessors themselves made every access ~5x slower on
+// lavapipe, which runs the never-taken atomics masked, lane by lane).
+var<private> unimem_stop_addr: u64 = 0lu;
+var<private> unimem_stop_kind: u32 = 0u;
+var<private> unimem_stop_block: u32 = 0u;
 // Store log: word addresses and values, committed when the invocation completes.
 var<private> unimem_log_addr: array<u64, UNIMEM_STORE_LOG>;
 var<private> unimem_log_val: array<u32, UNIMEM_STORE_LOG>;
@@ -314,11 +319,15 @@ var<private> unimem_log_n: u32 = 0u;
 
 const UNIMEM_FAIL: vec2<u32> = vec2<u32>(0xffffffffu, 0u);
 
-fn unimem_error(kind: u32, p: u64) {
-    if (unimem_stop == 2u) {
-        return;
-    }
-    unimem_stop = 2u;
+// Stops the invocation: kind 0 is a fault on `block` (replay), others are errors.
+fn unimem_stop_with(kind: u32, p: u64, block: u32) {
+    unimem_stop = select(1u, 2u, kind != 0u);
+    unimem_stop_kind = kind;
+    unimem_stop_addr = p;
+    unimem_stop_block = block;
+}
+
+fn unimem_report_error(kind: u32, p: u64) {
     let c = atomicAdd(&unimem_faults[UNIMEM_FAULT_ERROR_COUNT], 1u);
     if (c == 0u) {
         atomicStore(&unimem_faults[UNIMEM_FAULT_ERROR_KIND], kind);
@@ -328,14 +337,7 @@ fn unimem_error(kind: u32, p: u64) {
     }
 }
 
-fn unimem_record_fault(b: u32, p: u64) {
-    // A block the runtime found without live allocations is an error, not a fault.
-    if (unimem_poisoned(b)) {
-        unimem_error(UNIMEM_ERROR_FREED, p);
-        return;
-    }
-    unimem_stop = 1u;
-    unimem_fault_addr = p;
+fn unimem_report_fault(b: u32) {
     let bit = 1u << (b & 31u);
     let old = atomicOr(&unimem_faults[UNIMEM_FAULT_PENDING_AT + (b >> 5u)], bit);
     if ((old & bit) == 0u) {
@@ -346,44 +348,24 @@ fn unimem_record_fault(b: u32, p: u64) {
     }
 }
 
-// The page-table entry of block b (0: absent), through the one-entry cache.
-fn unimem_entry(b: u32) -> u32 {
-    if (b != unimem_tlb_block) {
-        unimem_tlb_entry = unimem_pt[b];
-        unimem_tlb_block = b;
-    }
-    return unimem_tlb_entry;
-}
-
-// Where the word at p lives: (frame buffer, word), or UNIMEM_FAIL after recording a fault
-// or an error (or when the invocation already stopped). Counts a step.
+// Where the word at p lives: (frame buffer, word), or UNIMEM_FAIL after stopping the
+// invocation (fault or error), or when it already stopped. Counts a step.
 fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
     if (unimem_stop != 0u) {
         return UNIMEM_FAIL;
     }
     unimem_steps += 1u;
-    if (unimem_steps > unimem_round.max_steps) {
-        unimem_error(UNIMEM_ERROR_RUNAWAY, p);
-        return UNIMEM_FAIL;
-    }
-    if ((u32(p & 0xfffffffflu) & 3u) != 0u) {
-        unimem_error(UNIMEM_ERROR_MISALIGNED, p);
-        return UNIMEM_FAIL;
-    }
     let off = p - UNIMEM_BASE;
-    if (p < UNIMEM_BASE || off >= UNIMEM_ARENA_BYTES) {
-        unimem_error(UNIMEM_ERROR_OUT_OF_RANGE, p);
-        return UNIMEM_FAIL;
-    }
-    let b = u32(off >> UNIMEM_BLOCK_SHIFT);
-    let e = unimem_entry(b);
+    let in_range = p >= UNIMEM_BASE && off < UNIMEM_ARENA_BYTES;
+    let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
+    let e = unimem_pt[b];
     let f1 = e & UNIMEM_PTE_FRAME_MASK;
-    if (f1 == 0u) {
-        unimem_record_fault(b, p);
-        return UNIMEM_FAIL;
-    }
-    if (write && (e & UNIMEM_PTE_WRITABLE) == 0u) {
-        unimem_error(UNIMEM_ERROR_READ_ONLY, p);
+    var kind = select(0u, UNIMEM_ERROR_READ_ONLY, write && (e & UNIMEM_PTE_WRITABLE) == 0u && f1 != 0u);
+    kind = select(kind, UNIMEM_ERROR_RUNAWAY, unimem_steps > unimem_round.max_steps);
+    kind = select(kind, UNIMEM_ERROR_MISALIGNED, (u32(p & 0xfffffffflu) & 3u) != 0u);
+    kind = select(kind, UNIMEM_ERROR_OUT_OF_RANGE, !in_range);
+    if (kind != 0u || f1 == 0u) {
+        unimem_stop_with(kind, p, b);
         return UNIMEM_FAIL;
     }
     let f = f1 - 1u;
@@ -402,7 +384,7 @@ fn unimem_set_dirty(loc: vec2<u32>) {
 fn unimem_flush_entry(k: u32) {
     let p = unimem_log_addr[k];
     let off = p - UNIMEM_BASE;
-    let e = unimem_entry(u32(off >> UNIMEM_BLOCK_SHIFT));
+    let e = unimem_pt[u32(off >> UNIMEM_BLOCK_SHIFT)];
     let f = (e & UNIMEM_PTE_FRAME_MASK) - 1u;
     let w = (u32(off & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) >> 2u;
     let loc = vec2<u32>(f >> UNIMEM_FRAME_BUFFER_SHIFT,
@@ -414,15 +396,23 @@ fn unimem_flush_entry(k: u32) {
 fn unimem_finish() {
     if (unimem_stop == 0u) {
         unimem_flush_log();
-    } else if (unimem_stop == 1u) {
-        if (unimem_unreplayable) {
-            unimem_stop = 0u;
-            unimem_error(UNIMEM_ERROR_UNREPLAYABLE, unimem_fault_addr);
-        } else {
-            let k = atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
-            atomicStore(&unimem_ctl[unimem_round.out_at + k], unimem_id);
-        }
+        return;
     }
+    var kind = unimem_stop_kind;
+    if (kind == 0u && unimem_poisoned(unimem_stop_block)) {
+        // A block the runtime found without live allocations: an error, not a fault.
+        kind = UNIMEM_ERROR_FREED;
+    }
+    if (kind == 0u && unimem_unreplayable) {
+        kind = UNIMEM_ERROR_UNREPLAYABLE;
+    }
+    if (kind != 0u) {
+        unimem_report_error(kind, unimem_stop_addr);
+        return;
+    }
+    unimem_report_fault(unimem_stop_block);
+    let k = atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
+    atomicStore(&unimem_ctl[unimem_round.out_at + k], unimem_id);
 }
 
 // ---- public accessors ----
@@ -468,6 +458,8 @@ fn unimem_load_f32(p: u64) -> f32 {
 }
 
 fn unimem_load_u64(p: u64) -> u64 {
+    // Two word loads (a one-translation path for aligned pairs measured slower on lavapipe:
+    // the extra divergent branch costs more than the second translation).
     let lo = unimem_load_u32(p);
     let hi = unimem_load_u32(p + 4lu);
     return u64(lo) | (u64(hi) << 32u);
