@@ -351,9 +351,7 @@ fn unimem_report_fault(b: u32) {
 // Where the word at p lives: (frame buffer, word), or UNIMEM_FAIL after stopping the
 // invocation (fault or error), or when it already stopped. Counts a step.
 fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
-    if (unimem_stop != 0u) {
-        return UNIMEM_FAIL;
-    }
+    // Branch-free until the one test below (each divergent branch is paid by every lane).
     unimem_steps += 1u;
     let off = p - UNIMEM_BASE;
     let in_range = p >= UNIMEM_BASE && off < UNIMEM_ARENA_BYTES;
@@ -364,8 +362,10 @@ fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
     kind = select(kind, UNIMEM_ERROR_RUNAWAY, unimem_steps > unimem_round.max_steps);
     kind = select(kind, UNIMEM_ERROR_MISALIGNED, (u32(p & 0xfffffffflu) & 3u) != 0u);
     kind = select(kind, UNIMEM_ERROR_OUT_OF_RANGE, !in_range);
-    if (kind != 0u || f1 == 0u) {
-        unimem_stop_with(kind, p, b);
+    if (kind != 0u || f1 == 0u || unimem_stop != 0u) {
+        if (unimem_stop == 0u) {
+            unimem_stop_with(kind, p, b);
+        }
         return UNIMEM_FAIL;
     }
     let f = f1 - 1u;
