@@ -103,3 +103,34 @@ fn an_invocation_larger_than_the_pool_fails_clearly() {
     assert_eq!(out[1], 10);
     free(nodes);
 }
+
+/// 40 stores (more than the 32-word store log), then a load from `far`.
+const OVERFLOW: &str = "
+fn overflow(id: u32) {
+    let out = unimem_arg_ptr(0u);
+    for (var i = 0u; i < 40u; i++) {
+        unimem_store_u32(out + u64(i) * 4lu, i + 1u);
+    }
+    let far = unimem_arg_u64(2u);
+    unimem_store_u32(out + 160lu, unimem_load_u32(far));
+}
+";
+
+#[test]
+fn a_fault_after_the_store_log_overflowed_is_an_error_not_a_duplicate() {
+    let _s = serial();
+    let test = "a_fault_after_the_store_log_overflowed_is_an_error_not_a_duplicate";
+    let Some(k) = kernel(test, OVERFLOW, "overflow") else { return };
+    let out = vec![0u32; 64];
+    let far = vec![7u32; 1 << 16]; // its own blocks, not an argument: not prefetched
+    let far_addr = far.as_ptr() as u64;
+    unimem::prefetch(far.as_ptr().cast(), 4, unimem::Location::Host).unwrap();
+    let e = k.launch(1, &Args::new().ptr(&out[..]).u64(far_addr)).unwrap_err().to_string();
+    assert!(e.contains("cannot be replayed") && e.contains("invocation 0"), "{e}");
+    assert!(e.contains(&format!("{far_addr:#x}")), "{e}");
+    // With `far` resident, the same kernel completes.
+    unimem::advise(far.as_ptr().cast(), 4, unimem::Advice::ReadMostly).unwrap();
+    k.launch(1, &Args::new().ptr(&out[..]).u64(far_addr)).unwrap();
+    assert_eq!(out[..40], (1..=40).collect::<Vec<u32>>()[..]);
+    assert_eq!(out[40], 7);
+}
