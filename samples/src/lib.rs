@@ -3,6 +3,8 @@
 //! kernels on the same pointers, checked against the CPU.
 //!
 //! - [`list`]: a singly linked list of `Box<Node>`s summed per segment by a kernel (the main
-//!   demo, `cargo run --release -p unimem-samples --bin demo`).
+//!   demo, `cargo run --release -p unimem-samples --bin demo`);
+//! - [`bst`]: a binary search tree of `Box<Tree>`s, looked up for many keys by a kernel.
 
+pub mod bst;
 pub mod list;

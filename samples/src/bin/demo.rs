@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use unimem_samples::bst::{key, Lookups};
 use unimem_samples::list::{launch_and_check, SegmentSums, Step};
 
 #[global_allocator]
@@ -69,13 +70,50 @@ fn main() {
     run(&mut s, "launch 2 (warm, no change)");
     let changed = s.mutate(100_003);
     run(&mut s, &format!("launch 3 ({changed} nodes changed)"));
+    drop(s);
+
+    // A binary search tree of a million boxed nodes, looked up for 100 000 keys.
+    let t = Instant::now();
+    let mut l = Lookups::new(nodes, 100_000).unwrap_or_else(|e| {
+        eprintln!("demo: {e}");
+        std::process::exit(1);
+    });
+    println!("built a BST of {} Box<Tree> in {:.1} ms", l.tree.len(), t.elapsed().as_secs_f64() * 1e3);
+    let lookup = |l: &mut Lookups, name: &str| {
+        let before = unimem::stats();
+        match l.launch_and_check() {
+            Ok(r) => println!(
+                "{name:<28} {:>9.2} ms (dispatch {:.2} ms, migration {:.2} ms)  rounds {:>2}  device faults {:>4}  to device {:>7.2} MiB",
+                r.time.as_secs_f64() * 1e3,
+                r.dispatch_time.as_secs_f64() * 1e3,
+                r.migrate_time.as_secs_f64() * 1e3,
+                r.rounds,
+                r.device_faults,
+                mib(unimem::stats().bytes_to_device - before.bytes_to_device)
+            ),
+            Err(e) => {
+                eprintln!("demo: {name}: {e}");
+                std::process::exit(1);
+            }
+        }
+    };
+    lookup(&mut l, "lookups 1 (cold)");
+    lookup(&mut l, "lookups 2 (warm)");
+    for i in (0..nodes).step_by(nodes / 10 + 1) {
+        l.tree.insert(key(i), 7);
+    }
+    lookup(&mut l, "lookups 3 (10 values changed)");
+
     let st = unimem::stats();
     println!(
-        "totals: {} launches, {} device faults, {} replay rounds, {} CPU faults, {:.2} MiB to device, {:.2} MiB to host, {} evictions",
+        "totals: {} launches, {} device faults, {} replay rounds, {} CPU faults ({} reads of device data, {} writes to device data, {} writes to shared data), {:.2} MiB to device, {:.2} MiB to host, {} evictions",
         st.launches,
         st.device_faults,
         st.replay_rounds,
         st.cpu_faults(),
+        st.read_faults_device,
+        st.write_faults_device,
+        st.write_faults_shared,
         mib(st.bytes_to_device),
         mib(st.bytes_to_host),
         st.evictions
