@@ -4,7 +4,9 @@
 //!
 //! - [`list`]: a singly linked list of `Box<Node>`s summed per segment by a kernel (the main
 //!   demo, `cargo run --release -p unimem-samples --bin demo`);
-//! - [`bst`]: a binary search tree of `Box<Tree>`s, looked up for many keys by a kernel.
+//! - [`bst`]: a binary search tree of `Box<Tree>`s, looked up for many keys by a kernel;
+//! - [`bfs`]: breadth-first search over adjacency lists (boxed slices), with atomics.
 
+pub mod bfs;
 pub mod bst;
 pub mod list;

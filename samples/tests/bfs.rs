@@ -1,0 +1,31 @@
+//! The BFS sample as a test: levels computed by one launch per level over a graph whose
+//! adjacency lists are separate boxed slices (reached only through pointers), checked against
+//! a CPU BFS; then the CPU adds edges and the search runs again. Device-test rule of
+//! `unimem::device::test_support`.
+
+use unimem::device::test_support::or_skip;
+use unimem_samples::bfs::{gpu_bfs, Graph};
+
+#[global_allocator]
+static A: unimem::Allocator = unimem::Allocator;
+
+#[test]
+fn bfs_levels() {
+    let mut g = Graph::random(50_000, 3);
+    let levels = match gpu_bfs(&mut g, 0) {
+        Ok(n) => n,
+        Err(unimem::Error::Device(e)) => {
+            let Some(()) = or_skip("bfs_levels", Err(e)) else { return };
+            unreachable!()
+        }
+        Err(e) => panic!("bfs_levels: {e}"),
+    };
+    let expect = g.cpu_levels(0);
+    let got: Vec<u32> = g.vertices.iter().map(|v| v.level).collect();
+    assert_eq!(got, expect);
+    assert_eq!(levels, expect.iter().max().unwrap() + 1, "one launch per level");
+    // From another source, after the first search (everything warm).
+    gpu_bfs(&mut g, 777).unwrap();
+    let got: Vec<u32> = g.vertices.iter().map(|v| v.level).collect();
+    assert_eq!(got, g.cpu_levels(777));
+}
