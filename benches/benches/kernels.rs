@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use unimem::device::test_support::or_skip;
+use unimem::device::test_support::runtime_or_skip;
 use unimem::device::{ComputePipeline, Device};
 use unimem::kernel::compile_wgsl_named;
 use unimem::{Args, Kernel};
@@ -63,14 +63,7 @@ fn cycle(n: usize) -> Vec<u32> {
 }
 
 fn main() {
-    let dev = match unimem::vulkan_runtime() {
-        Ok((_, dev)) => dev,
-        Err(unimem::Error::Device(e)) => {
-            let Some(()) = or_skip("kernels bench", Err(e)) else { return };
-            unreachable!()
-        }
-        Err(e) => panic!("kernels bench: {e}"),
-    };
+    let Some((_, dev)) = runtime_or_skip("kernels bench", unimem::vulkan_runtime()) else { return };
     let device = dev.device();
     println!("device: {}", device.report().name);
 

@@ -2,7 +2,7 @@
 //! CPU; the CPU inserts and changes keys and the kernel runs again. Device-test rule of
 //! `unimem::device::test_support`.
 
-use unimem::device::test_support::or_skip;
+use unimem::device::test_support::runtime_or_skip;
 use unimem_samples::bst::{key, Lookups};
 
 #[global_allocator]
@@ -10,14 +10,7 @@ static A: unimem::Allocator = unimem::Allocator;
 
 #[test]
 fn bst_lookups() {
-    let mut l = match Lookups::new(100_000, 20_000) {
-        Ok(l) => l,
-        Err(unimem::Error::Device(e)) => {
-            let Some(()) = or_skip("bst_lookups", Err(e)) else { return };
-            unreachable!()
-        }
-        Err(e) => panic!("bst_lookups: {e}"),
-    };
+    let Some(mut l) = runtime_or_skip("bst_lookups", Lookups::new(100_000, 20_000)) else { return };
     let cold = l.launch_and_check().unwrap();
     assert!(cold.device_faults > 0, "{cold:?}");
     let warm = l.launch_and_check().unwrap();

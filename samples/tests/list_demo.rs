@@ -2,7 +2,7 @@
 //! takes no device fault, and after a small CPU change only the changed blocks move.
 //! Device-test rule of `unimem::device::test_support`.
 
-use unimem::device::test_support::or_skip;
+use unimem::device::test_support::runtime_or_skip;
 use unimem_samples::list::{launch_and_check, SegmentSums};
 
 #[global_allocator]
@@ -10,14 +10,7 @@ static A: unimem::Allocator = unimem::Allocator;
 
 #[test]
 fn list_demo() {
-    let mut s = match SegmentSums::new(200_000, 2000) {
-        Ok(s) => s,
-        Err(unimem::Error::Device(e)) => {
-            let Some(()) = or_skip("list_demo", Err(e)) else { return };
-            unreachable!()
-        }
-        Err(e) => panic!("list_demo: {e}"),
-    };
+    let Some(mut s) = runtime_or_skip("list_demo", SegmentSums::new(200_000, 2000)) else { return };
     let cold = launch_and_check(&mut s).unwrap();
     assert!(cold.launch.device_faults > 0, "{cold:?}");
     let warm = launch_and_check(&mut s).unwrap();

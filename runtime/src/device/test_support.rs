@@ -52,3 +52,20 @@ pub fn assert_no_validation_errors(test: &str) {
         "{test}: the Vulkan validation layer reported {errors} error(s); see stderr"
     );
 }
+
+/// The rule for results of the runtime API (`unimem::Kernel::new`, `unimem::runtime`, ...):
+/// `Some(value)` on success; a device error goes through [`or_skip`]; "the runtime failed to
+/// start earlier" (a later test in the same process) is re-checked by opening a device, so
+/// that it skips exactly when the first failure was "no device". Any other error panics.
+#[track_caller]
+pub fn runtime_or_skip<T>(test: &str, result: Result<T, crate::Error>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(crate::Error::Device(e)) => or_skip(test, Err(e)),
+        Err(e @ crate::Error::StartFailed(_)) => {
+            or_skip(test, Device::open())?;
+            panic!("{test}: a device opens, but the runtime did not start: {e}")
+        }
+        Err(e) => panic!("{test}: {e}"),
+    }
+}

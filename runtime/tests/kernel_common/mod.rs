@@ -3,17 +3,13 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use unimem::device::test_support::or_skip;
+use unimem::device::test_support::runtime_or_skip;
 use unimem::Kernel;
 
 /// Compiles `src`, or skips (returns `None`) when there is no device, by the device-test rule
 /// of `unimem::device::test_support`.
 pub fn kernel(test: &str, src: &str, entry: &str) -> Option<Kernel> {
-    match Kernel::new(src, entry) {
-        Ok(k) => Some(k),
-        Err(unimem::Error::Device(e)) => or_skip(test, Err(e)),
-        Err(e) => panic!("{test}: {e}"),
-    }
+    runtime_or_skip(test, Kernel::new(src, entry))
 }
 
 /// A list node as kernels see it: `value` at byte 0, `next` at byte 8.
