@@ -158,7 +158,8 @@ fn count(id: u32) {
     // Read own writes through the store log.
     let scratch = unimem_arg_ptr(4u) + u64(id) * 8lu;
     unimem_store_u32(scratch, v);
-    unimem_store_u32(scratch + 4lu, unimem_load_u32(scratch) + 1u);
+    unimem_store_u32(scratch + 4lu, 5u);
+    unimem_store_u32(scratch + 4lu, u32(unimem_load_u64(scratch) & 0xfffffffflu) + u32(unimem_load_u64(scratch) >> 32u) - 4u);
 }
 ";
 

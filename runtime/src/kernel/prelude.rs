@@ -437,16 +437,15 @@ fn unimem_arg_ptr(i: u32) -> u64 {
 
 fn unimem_load_u32(p: u64) -> u32 {
     let loc = unimem_translate(p, false);
-    if (loc.x == 0xffffffffu) {
-        return 0u;
-    }
+    // No early return: UNIMEM_FAIL falls to the switch's default, 0 (branches cost all lanes).
+    var v = unimem_frame_load(loc);
     if (unimem_log_n != 0u) {
         let k = unimem_log_find(p);
-        if (k != 0u) {
-            return unimem_log_val[k - 1u];
+        if (k != 0u && loc.x != 0xffffffffu) {
+            v = unimem_log_val[k - 1u];
         }
     }
-    return unimem_frame_load(loc);
+    return v;
 }
 
 fn unimem_load_i32(p: u64) -> i32 {
@@ -458,10 +457,24 @@ fn unimem_load_f32(p: u64) -> f32 {
 }
 
 fn unimem_load_u64(p: u64) -> u64 {
-    // Two word loads (a one-translation path for aligned pairs measured slower on lavapipe:
-    // the extra divergent branch costs more than the second translation).
-    let lo = unimem_load_u32(p);
-    let hi = unimem_load_u32(p + 4lu);
+    // One translation unless the second word starts the next block.
+    let loc = unimem_translate(p, false);
+    var hi_loc = vec2<u32>(loc.x, loc.y + 1u);
+    if ((u32(p & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) == UNIMEM_BLOCK_SIZE - 4u) {
+        hi_loc = unimem_translate(p + 4lu, false);
+    }
+    var lo = unimem_frame_load(loc);
+    var hi = select(unimem_frame_load(hi_loc), 0u, loc.x == 0xffffffffu);
+    if (unimem_log_n != 0u && loc.x != 0xffffffffu && hi_loc.x != 0xffffffffu) {
+        let k = unimem_log_find(p);
+        if (k != 0u) {
+            lo = unimem_log_val[k - 1u];
+        }
+        let j = unimem_log_find(p + 4lu);
+        if (j != 0u) {
+            hi = unimem_log_val[j - 1u];
+        }
+    }
     return u64(lo) | (u64(hi) << 32u);
 }
 
