@@ -310,18 +310,30 @@ fn program_linked_with_lunimem() {
     assert_eq!(out.stdout_text(), "PASS capi\n");
 }
 
-/// The kernel C API sample (`tests/c/kernel_list.c`): a malloc'ed list summed by a kernel,
-/// checked, mutated on the CPU and launched again; a bad pointer's error; advise. Linked with
-/// -lunimem. Without a device it skips (fails with `UNIMEM_REQUIRE_DEVICE=1`).
-#[test]
-fn kernel_list_sample() {
-    let out = run_linked("kernel_list", Duration::from_secs(300));
-    out.assert_success("the kernel_list sample");
+/// Runs a kernel C API sample (linked with -lunimem): it must pass, or skip without a device
+/// (it fails with `UNIMEM_REQUIRE_DEVICE=1`).
+fn kernel_sample(name: &str) {
+    let out = run_linked(name, Duration::from_secs(300));
+    out.assert_success(&format!("the {name} sample"));
     let text = out.stdout_text();
     assert!(
-        text.starts_with("PASS kernel_list") || text.starts_with("SKIP kernel_list"),
+        text.starts_with(&format!("PASS {name}")) || text.starts_with(&format!("SKIP {name}")),
         "{text}\n{}",
         out.stderr
     );
     eprintln!("{text}");
+}
+
+/// `tests/c/kernel_list.c`: a malloc'ed list summed by a kernel, checked, mutated on the CPU
+/// and launched again; a bad pointer's error; advise.
+#[test]
+fn kernel_list_sample() {
+    kernel_sample("kernel_list");
+}
+
+/// `tests/c/kernel_bst.c`: a malloc'ed BST looked up for many keys, checked; the CPU inserts
+/// and changes nodes; launched again.
+#[test]
+fn kernel_bst_sample() {
+    kernel_sample("kernel_bst");
 }

@@ -128,4 +128,17 @@ __attribute__((unused)) static uint64_t rnd(uint64_t *s) {
 /* Hide a value from the optimiser (so calls with absurd constant sizes stay calls). */
 #define OPAQUE(x) (*(volatile __typeof__(x) *)&(x))
 
+/* After unimem_kernel_create returned NULL: without a Vulkan device, print "SKIP <name>" and
+ * exit 0, unless UNIMEM_REQUIRE_DEVICE=1; any other failure is a failed check. */
+__attribute__((unused)) static void kernel_create_failed(const char *name) {
+    const char *e = unimem_last_error();
+    const char *req = getenv("UNIMEM_REQUIRE_DEVICE");
+    int required = req && strcmp(req, "1") == 0;
+    if (!required && e && (strstr(e, "Vulkan") || strstr(e, "device"))) {
+        printf("SKIP %s: %s\n", name, e);
+        exit(0);
+    }
+    CHECK(0, "unimem_kernel_create: %s", e ? e : "(no message)");
+}
+
 #endif
