@@ -310,10 +310,16 @@ fn program_linked_with_lunimem() {
     assert_eq!(out.stdout_text(), "PASS capi\n");
 }
 
-/// Runs a kernel C API sample (linked with -lunimem): it must pass, or skip without a device
-/// (it fails with `UNIMEM_REQUIRE_DEVICE=1`).
+/// Runs a kernel C API sample (linked with -lunimem, and run under `LD_PRELOAD` as C programs
+/// use unimem): it must pass, or skip without a device (it fails with `UNIMEM_REQUIRE_DEVICE=1`).
 fn kernel_sample(name: &str) {
-    let out = run_linked(name, Duration::from_secs(300));
+    let dir = lib().parent().unwrap();
+    let link: Vec<&OsStr> = vec![OsStr::new("-L"), dir.as_os_str(), OsStr::new("-lunimem")];
+    let exe = compile_c(name, &link);
+    let out = run(
+        with_shim(&mut Command::new(&exe)).env("LD_LIBRARY_PATH", dir),
+        Duration::from_secs(300),
+    );
     out.assert_success(&format!("the {name} sample"));
     let text = out.stdout_text();
     assert!(
