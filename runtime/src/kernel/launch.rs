@@ -546,8 +546,12 @@ fn runs(blocks: &[u32]) -> Vec<(u32, usize)> {
 
 /// Adds `blocks` to the kernel's history, keeping at most `cap` (the newest).
 fn remember(touched: &mut Vec<u32>, blocks: &[u32], cap: usize) {
+    if blocks.is_empty() {
+        return;
+    }
+    let mut known: HashSet<u32> = touched.iter().copied().collect();
     for &b in blocks {
-        if !touched.contains(&b) {
+        if known.insert(b) {
             touched.push(b);
         }
     }

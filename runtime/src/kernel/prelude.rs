@@ -571,3 +571,54 @@ fn unimem_atomic_compare_exchange_u32(p: u64, cmp: u32, v: u32) -> u32 {
     return unimem_atomic(4u, p, cmp, v);
 }
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::pagetable::{wgsl_constants, ControlLayout};
+    use crate::device::pool::Geometry;
+    use crate::kernel::compile_wgsl_named;
+
+    /// Every accessor, so that the whole prelude is compiled and validated (no device needed).
+    const ALL: &str = "
+fn all(id: u32) {
+    let p = unimem_arg_ptr(0u) + u64(id) * 8lu;
+    let a = unimem_load_u32(p) + u32(unimem_load_i32(p)) + u32(unimem_load_f32(p));
+    let b = unimem_load_u64(p) + u64(unimem_load_i64(p)) + unimem_load_ptr(p) + unimem_arg_u64(2u);
+    unimem_store_u32(p, a + unimem_arg_u32(4u));
+    unimem_store_i32(p, 1i);
+    unimem_store_f32(p, 1.0);
+    unimem_store_u64(p, b);
+    unimem_store_i64(p, 2li);
+    let c = unimem_atomic_add_u32(p, 1u) + unimem_atomic_min_u32(p, 1u) + unimem_atomic_max_u32(p, 1u)
+        + unimem_atomic_exchange_u32(p, 1u) + unimem_atomic_compare_exchange_u32(p, 1u, 2u);
+    if (unimem_running()) { unimem_store_u32(p, c); }
+}
+";
+
+    fn source(user: &str, max_buffer_bytes: u64) -> String {
+        let g = Geometry::new(65536, 1 << 30, max_buffer_bytes, None).unwrap();
+        let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
+        module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all")
+    }
+
+    #[test]
+    fn the_prelude_compiles_with_and_without_atomics() {
+        for buffer_bytes in [128 << 20, 1 << 30] {
+            let src = source(ALL, buffer_bytes);
+            let k = compile_wgsl_named("all.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(k.workgroup_size, [64, 1, 1]);
+            assert_eq!(k.immediate_size, 16);
+            let src = source("fn all(id: u32) { unimem_store_u32(unimem_arg_ptr(0u), unimem_load_u32(unimem_arg_ptr(0u))); }", buffer_bytes);
+            assert!(!src.contains("unimem_alog"));
+            compile_wgsl_named("plain.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn error_kinds_have_messages() {
+        for k in [KERNEL_ERROR_OUT_OF_RANGE, KERNEL_ERROR_READ_ONLY, KERNEL_ERROR_MISALIGNED, KERNEL_ERROR_RUNAWAY, KERNEL_ERROR_FREED, KERNEL_ERROR_UNREPLAYABLE] {
+            assert_ne!(error_kind_text(k), error_kind_text(0), "kind {k}");
+        }
+    }
+}
