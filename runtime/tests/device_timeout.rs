@@ -11,18 +11,7 @@ use unimem::device::test_support::{assert_no_validation_errors, test_device};
 use unimem::device::DeviceError;
 use unimem::kernel::compile_wgsl_named;
 
-const SPIN: &str = r#"
-var<immediate> n: u32;
-@group(0) @binding(0) var<storage, read_write> o: array<u32>;
-@compute @workgroup_size(64)
-fn spin(@builtin(global_invocation_id) id: vec3<u32>) {
-    var acc = id.x;
-    for (var i = 0u; i < n; i++) {
-        acc = o[(acc ^ i) & 1023u] + acc * 1664525u + i;
-    }
-    o[id.x & 1023u] = acc;
-}
-"#;
+use unimem::device::test_support::SPIN_WGSL as SPIN;
 
 #[test]
 fn a_hung_kernel_times_out_and_poisons_the_device() {

@@ -69,3 +69,19 @@ pub fn runtime_or_skip<T>(test: &str, result: Result<T, crate::Error>) -> Option
         Err(e) => panic!("{test}: {e}"),
     }
 }
+
+/// A kernel `spin` that loops `n` times (its immediate) over a 1024-word storage buffer at
+/// binding 0: with a large `n` it outlives any dispatch timeout, which is how tests lose a
+/// device on purpose (lavapipe never reports a real device loss).
+pub const SPIN_WGSL: &str = r#"
+var<immediate> n: u32;
+@group(0) @binding(0) var<storage, read_write> o: array<u32>;
+@compute @workgroup_size(64)
+fn spin(@builtin(global_invocation_id) id: vec3<u32>) {
+    var acc = id.x;
+    for (var i = 0u; i < n; i++) {
+        acc = o[(acc ^ i) & 1023u] + acc * 1664525u + i;
+    }
+    o[id.x & 1023u] = acc;
+}
+"#;
