@@ -213,7 +213,7 @@ fn heap_for(region: usize) -> *mut ThreadHeap {
 
 #[inline(always)]
 fn my_heap(region: usize) -> *mut ThreadHeap {
-    TLS.with(|t| t.heaps[region].get())
+    TLS.with(|t| t.heaps[region & 1].get())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -642,13 +642,16 @@ fn run_free_hook(region: usize, p: usize, size: usize) {
 }
 
 /// Free `p`, which `owns()` has accepted.
+///
+/// Shaped for the common case, a thread freeing into a span it owns: that path makes no
+/// call but the (tail) call of the free hook, so it needs no saved registers; everything
+/// else is a tail call into an out-of-line function that finishes the job, hook included.
 #[inline(always)]
 pub fn free(op: &str, p: usize) {
     let Some(first) = ARENA.map_get(ARENA.slice_of(p)) else { not_an_allocation(op, p) };
     let span: &'static Span = ARENA.meta(first);
     if span.kind.load(Relaxed) != Kind::Small as u8 {
-        free_large_checked(op, p, span);
-        return;
+        return free_large_checked(op, p, span);
     }
     let off = p - span.start();
     let idx = span.index_of(off);
@@ -656,19 +659,18 @@ pub fn free(op: &str, p: usize) {
     if idx * size != off || idx >= span.capacity.load(Relaxed) as usize {
         not_an_object_start(op, p, span, idx);
     }
-    let region = span.region.load(Relaxed) as usize;
+    let region = span.region.load(Relaxed) as usize & 1;
     let h = my_heap(region);
-    if !h.is_null() && span.owner.load(Relaxed) == h as *mut u8 {
-        if !span.free_local(idx) {
-            double_free(op, p);
-        }
-        let list = span.list.load(Relaxed);
-        if list == LIST_FULL || (list == LIST_PARTIAL && span.is_all_free()) {
-            // SAFETY: this thread owns `h`, and `h` owns the span.
-            free_relist(unsafe { &*h }, span, list);
-        }
-    } else {
-        free_remote(op, span, idx, p);
+    if h.is_null() || span.owner.load(Relaxed) != h as *mut u8 {
+        return free_remote(op, span, idx, p, region, size);
+    }
+    if !span.free_local(idx) {
+        double_free(op, p);
+    }
+    let list = span.list.load(Relaxed);
+    if list == LIST_FULL || (list == LIST_PARTIAL && span.is_all_free()) {
+        // SAFETY: this thread owns `h`, and `h` owns the span.
+        return free_relist(unsafe { &*h }, span, list, region, p, size);
     }
     run_free_hook(region, p, size);
 }
@@ -682,24 +684,27 @@ fn free_large_checked(op: &str, p: usize, span: &'static Span) {
 }
 
 /// After a local free: a full span becomes partial; an all-free partial span goes back to
-/// its region.
+/// its region. Then the free hook.
 #[cold]
 #[inline(never)]
-fn free_relist(heap: &ThreadHeap, span: &Span, list: u8) {
+fn free_relist(heap: &ThreadHeap, span: &Span, list: u8, region: usize, p: usize, size: usize) {
     heap.unlink(span);
     if list == LIST_FULL {
         heap.push(LIST_PARTIAL, span);
     } else {
         heap.release(span);
     }
+    run_free_hook(region, p, size);
 }
 
+/// A free into a span this thread does not own. Then the free hook.
 #[inline(never)]
-fn free_remote(op: &str, span: &Span, idx: usize, p: usize) {
+fn free_remote(op: &str, span: &Span, idx: usize, p: usize, region: usize, size: usize) {
     if !span.free_remote(idx) {
         double_free(op, p);
     }
     notify_owner(span);
+    run_free_hook(region, p, size);
 }
 
 fn free_large(op: &str, span: &'static Span) {
