@@ -167,6 +167,12 @@ impl Args {
     pub fn ptr<T: ?Sized>(self, r: &T) -> Args {
         self.raw_ptr(r as *const T as *const u8 as u64)
     }
+    /// Appends a pointer to `r` that the kernel writes through (an output). Same as
+    /// [`Args::ptr`], but takes `&mut` so the program states the write: the kernel's stores
+    /// land after the launch returns, like DMA, and the borrow ends with the `Args`.
+    pub fn ptr_mut<T: ?Sized>(self, r: &mut T) -> Args {
+        self.raw_ptr(r as *mut T as *mut u8 as u64)
+    }
     /// Appends a pointer given as an address (prefetched like [`Args::ptr`]).
     pub fn raw_ptr(mut self, p: u64) -> Args {
         self.pointers.push(p);
