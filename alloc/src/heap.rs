@@ -74,10 +74,22 @@ thread_local! {
     };
 }
 
+impl Tls {
+    /// The region this thread allocates in now.
+    #[inline(always)]
+    fn region(&self) -> usize {
+        if self.depth.get() != 0 || self.always_internal.get() {
+            INTERNAL
+        } else {
+            MANAGED
+        }
+    }
+}
+
 /// The region this thread allocates in now.
 #[inline(always)]
 pub fn current_region() -> usize {
-    TLS.with(|t| if t.depth.get() != 0 || t.always_internal.get() { INTERNAL } else { MANAGED })
+    TLS.with(Tls::region)
 }
 
 pub fn internal_enter() {
@@ -503,7 +515,7 @@ pub fn invalid_pointer(op: &str, p: usize, why: &str, inside: Option<(usize, usi
 #[inline(always)]
 pub fn alloc_current(size: usize) -> *mut u8 {
     let (region, h) = TLS.with(|t| {
-        let r = if t.depth.get() != 0 || t.always_internal.get() { INTERNAL } else { MANAGED };
+        let r = t.region();
         (r, t.heaps[r].get())
     });
     alloc_with(region, h, size)

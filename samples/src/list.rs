@@ -152,25 +152,6 @@ pub struct Step {
     pub check_stats: unimem::coherence::Snapshot,
 }
 
-/// The counters that moved between `a` and `b`.
-pub fn delta(a: &unimem::coherence::Snapshot, b: &unimem::coherence::Snapshot) -> unimem::coherence::Snapshot {
-    unimem::coherence::Snapshot {
-        read_faults_device: b.read_faults_device - a.read_faults_device,
-        write_faults_device: b.write_faults_device - a.write_faults_device,
-        write_faults_shared: b.write_faults_shared - a.write_faults_shared,
-        spurious_faults: b.spurious_faults - a.spurious_faults,
-        bytes_to_device: b.bytes_to_device - a.bytes_to_device,
-        bytes_to_host: b.bytes_to_host - a.bytes_to_host,
-        fault_ns: b.fault_ns - a.fault_ns,
-        evictions: b.evictions - a.evictions,
-        discards: b.discards - a.discards,
-        write_conflicts: b.write_conflicts - a.write_conflicts,
-        launches: b.launches - a.launches,
-        device_faults: b.device_faults - a.device_faults,
-        replay_rounds: b.replay_rounds - a.replay_rounds,
-    }
-}
-
 /// Launches, checks against the CPU (panicking on a mismatch), and records what moved.
 pub fn launch_and_check(s: &mut SegmentSums) -> Result<Step, unimem::Error> {
     let before = unimem::stats();
@@ -184,5 +165,5 @@ pub fn launch_and_check(s: &mut SegmentSums) -> Result<Step, unimem::Error> {
         assert_eq!(got, want, "segment {i}: the kernel's sum differs from the CPU's");
     }
     let checked = unimem::stats();
-    Ok(Step { launch, time, stats: delta(&before, &after), check_stats: delta(&after, &checked) })
+    Ok(Step { launch, time, stats: after.since(&before), check_stats: checked.since(&after) })
 }

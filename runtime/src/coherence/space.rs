@@ -180,6 +180,13 @@ impl Space {
         w
     }
 
+    /// [`Space::lock`] without waiting: `None` if someone holds the block.
+    fn try_lock(&self, b: usize) -> Option<u64> {
+        let w = self.states.try_lock(b)?;
+        HELD.with(|h| h.set(h.get() + 1));
+        Some(w)
+    }
+
     fn unlock(&self, b: usize, from: State, to: State) {
         if from == State::Device && to != State::Device {
             self.device_blocks.fetch_sub(1, Relaxed);
@@ -339,8 +346,7 @@ impl Space {
             if evicted == n || exclude.contains(&b) {
                 continue;
             }
-            let Some(w) = self.states.try_lock(b) else { continue };
-            HELD.with(|h| h.set(h.get() + 1));
+            let Some(w) = self.try_lock(b) else { continue };
             let s = state_of(w);
             let r = self.bring_home_locked(b, s);
             self.unlock(b, s, if r.is_ok() { State::Host } else { s });
@@ -484,7 +490,7 @@ impl Space {
         let _internal = InternalScope::new();
         let Ok(range) = self.blocks_in(addr, size) else { return };
         for b in range {
-            if self.states.load(b) & 3 == State::Host as u64 {
+            if self.state(b) == State::Host {
                 continue;
             }
             let mut live = false;
@@ -524,7 +530,7 @@ impl Space {
             return Ok(());
         }
         for b in 0..self.states.blocks() {
-            if self.states.load(b) & 3 == State::Device as u64 {
+            if self.state(b) == State::Device {
                 self.to_host(self.block_addr(b), 1)?;
             }
         }

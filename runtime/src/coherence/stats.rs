@@ -66,6 +66,25 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// What each counter moved between `earlier` and this snapshot.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        Snapshot {
+            read_faults_device: self.read_faults_device - earlier.read_faults_device,
+            write_faults_device: self.write_faults_device - earlier.write_faults_device,
+            write_faults_shared: self.write_faults_shared - earlier.write_faults_shared,
+            spurious_faults: self.spurious_faults - earlier.spurious_faults,
+            bytes_to_device: self.bytes_to_device - earlier.bytes_to_device,
+            bytes_to_host: self.bytes_to_host - earlier.bytes_to_host,
+            fault_ns: self.fault_ns - earlier.fault_ns,
+            evictions: self.evictions - earlier.evictions,
+            discards: self.discards - earlier.discards,
+            write_conflicts: self.write_conflicts - earlier.write_conflicts,
+            launches: self.launches - earlier.launches,
+            device_faults: self.device_faults - earlier.device_faults,
+            replay_rounds: self.replay_rounds - earlier.replay_rounds,
+        }
+    }
+
     /// All CPU faults served.
     pub fn cpu_faults(&self) -> u64 {
         self.read_faults_device + self.write_faults_device + self.write_faults_shared
