@@ -46,6 +46,9 @@ pub enum Error {
     /// Kernels need a Vulkan device and the runtime runs without one.
     #[error("unimem: kernels need a Vulkan device, and the runtime runs on {0}; unset UNIMEM_DEVICE=fake or install a Vulkan driver (Mesa's lavapipe runs on any CPU); a CPU fallback comes with the compiler")]
     NoKernels(&'static str),
+    /// A call that cannot be carried out as asked (the message says why and what to do).
+    #[error("unimem: {0}")]
+    Usage(String),
     /// An earlier attempt to start the runtime failed; it is not retried.
     #[error("unimem: the runtime failed to start earlier: {0}")]
     StartFailed(String),
@@ -129,13 +132,23 @@ pub enum Advice {
     Clear,
 }
 
-/// Advise where `[p, p+len)` should live. **Applied once, now; not remembered**: `ReadMostly`
-/// and `Mirror` make the blocks resident read-duplicated (Shared), `PreferredDevice` moves
-/// them to the device, `PreferredHost` brings them home, `Clear` does nothing. Later faults
-/// and launches follow the default policy. Memory that does not fit on the device stays on
-/// the host.
+/// Advise where `[p, p+len)` should live. Applied now, and **remembered** for the range
+/// (until `Clear` covers it, or the memory is freed): see
+/// [`crate::advice`] for what each launch does. Now: `ReadMostly` and `Mirror` make the
+/// blocks resident read-duplicated (Shared), `PreferredDevice` moves them to the device,
+/// `PreferredHost` brings them home, `Clear` forgets earlier advice. Memory that does not fit
+/// on the device stays on the host. Errors: a range outside the managed heap; more than
+/// [`crate::advice::MAX_RANGES`] advised ranges.
 pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
     let space = runtime()?;
+    let _internal = InternalScope::new();
+    space.blocks_in(p as usize, len)?;
+    crate::advice::set(p as usize, p as usize + len, advice).map_err(|_| {
+        Error::Usage(format!(
+            "advise({p:p}, {len}): {} address ranges already carry advice; clear some first (Advice::Clear, UNIMEM_ADVISE_CLEAR)",
+            crate::advice::MAX_RANGES
+        ))
+    })?;
     match advice {
         Advice::ReadMostly | Advice::Mirror => space.to_device(p as usize, len, false).map(drop)?,
         Advice::PreferredDevice => space.to_device(p as usize, len, true).map(drop)?,

@@ -6,6 +6,7 @@
 //! - [`kernel`]  — WGSL -> SPIR-V with naga;
 //! - [`faults`]  — CPU fault mechanisms (for now: probing which ones work);
 //! - [`info`]    — the `unimem info` report;
+//! - [`advice`]  — remembered `advise` ranges and what launches do with them;
 //! - [`options`] — the `UNIMEM_*` environment variables this crate reads;
 //! - [`alloc`]   — the shared-virtual-address allocator (`unimem-alloc`), re-exported.
 //!
@@ -16,6 +17,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod advice;
 mod api;
 pub mod coherence;
 pub mod device;

@@ -8,19 +8,12 @@
 
 mod kernel_common;
 
-use std::sync::{Mutex, MutexGuard};
-
-use kernel_common::{build, free, kernel, Node};
+use kernel_common::{build, free, kernel, Node, serial};
 use unimem::Args;
 
 #[global_allocator]
 static A: unimem::Allocator = unimem::Allocator;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 const DOUBLE: &str = "
 fn double(id: u32) {

@@ -97,16 +97,18 @@ int unimem_sync(void);
 /* Fill *out with the counters. */
 int unimem_get_stats(unimem_stats *out);
 
-/* Advice for unimem_advise. Applied once, when called; not remembered. */
+/* Advice for unimem_advise. Applied when called, and remembered for the address range
+ * until UNIMEM_ADVISE_CLEAR covers it or a launch finds it holds no live allocation. */
 enum unimem_advice {
-    UNIMEM_ADVISE_CLEAR = 0,            /* nothing */
-    UNIMEM_ADVISE_READ_MOSTLY = 1,      /* make resident read-duplicated (both copies valid) */
-    UNIMEM_ADVISE_PREFERRED_HOST = 2,   /* bring home */
-    UNIMEM_ADVISE_PREFERRED_DEVICE = 3, /* move to the device */
+    UNIMEM_ADVISE_CLEAR = 0,            /* forget earlier advice for the range */
+    UNIMEM_ADVISE_READ_MOSTLY = 1,      /* read-duplicated on the device before every launch */
+    UNIMEM_ADVISE_PREFERRED_HOST = 2,   /* brought home now and after every launch */
+    UNIMEM_ADVISE_PREFERRED_DEVICE = 3, /* moved to the device now and before every launch */
     UNIMEM_ADVISE_MIRROR = 4            /* as READ_MOSTLY */
 };
 
-/* Advise where [p, p+len) should live (an enum unimem_advice value). */
+/* Advise where [p, p+len) should live (an enum unimem_advice value). -1 when the range is
+ * outside unimem's heap, or when 4096 ranges already carry advice. */
 int unimem_advise(const void *p, size_t len, int advice);
 
 /* ---- Kernels. A kernel is WGSL source defining `fn <entry>(id: u32)`, run once per

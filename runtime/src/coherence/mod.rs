@@ -144,6 +144,7 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
         if let Some(s) = space() {
             s.freed(p, size)
         }
+        crate::advice::freed(p, size);
     });
     extern "C" fn before_fork() {
         if let Some(s) = space() {

@@ -8,15 +8,22 @@
 //!    read duplication: Host -> Shared), up to the pool's capacity.
 //! 2. Round 0 dispatches all `n` invocations. An invocation that meets a block without a
 //!    device copy records a device fault, stops, and appends its id to the control buffer's
-//!    output list (see `prelude.rs`).
-//! 3. After each round: the dirty blocks become Device-owned (`Space::device_wrote`, so that
+//!    output list (see `prelude.rs`). One whose private store or atomic log is full stops
+//!    before that access and is *escalated* (flag in the output list): it moves to the spill
+//!    queue (`spill.rs`) with the atomic results it saved.
+//! 3. Each later round dispatches the pending ordinary invocations, then a batch of the spill
+//!    queue in a spill round (logs in a slot of the spill buffer) and the commit pass for
+//!    the slots that completed.
+//! 4. After each round: the dirty blocks become Device-owned (`Space::device_wrote`, so that
 //!    evicting them later writes them back); faulted blocks holding no live allocation are
 //!    put on the poison list (the replay then reports the exact invocation and address);
-//!    the others are migrated with a prefetch of the blocks that follow them; only the
-//!    faulted invocations are dispatched again.
-//! 4. Bounded: a kernel error ends the launch at once; so do three consecutive rounds that
-//!    complete no invocation and fault on no new block (one invocation needs more blocks
-//!    than the pool holds), and [`MAX_ROUNDS`] rounds.
+//!    the others are migrated with a prefetch of the blocks that follow them.
+//! 5. Bounded: a kernel error ends the launch at once. Two consecutive rounds that complete
+//!    no invocation and fault on no new block (invocations evicting each other's blocks)
+//!    switch to *solo* rounds: one invocation at a time, one block migrated per round, no
+//!    prefetch, until one completes. A solo invocation that still makes no progress after
+//!    more rounds than there are unpinned frames needs more blocks at once than the pool
+//!    holds: [`LaunchError::NoProgress`]. At most [`MAX_ROUNDS`] rounds.
 //!
 //! Launches are serialised (one fault buffer and dirty bitmap per engine). Everything the
 //! runtime allocates here is in the internal heap.
@@ -26,8 +33,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::compile::compile_wgsl_named;
-use super::prelude::{self, Round, CTL_LISTS_AT, CTL_PENDING_COUNT, CTL_POISON_AT, CTL_POISON_CAPACITY, CTL_POISON_COUNT};
-use crate::api::{vulkan_runtime, Error};
+use super::prelude::{self, Round, CTL_ESCALATED_COUNT, CTL_LISTS_AT, CTL_PENDING_COUNT, CTL_POISON_AT, CTL_POISON_CAPACITY, CTL_POISON_COUNT, ESCALATE};
+use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_SPILL};
+use crate::advice;
+use crate::api::{vulkan_runtime, Advice, Error};
 use crate::coherence::backend::BlockDevice;
 use crate::coherence::Space;
 use crate::device::{Buffer, ComputePipeline, VulkanBlockDevice};
@@ -69,7 +78,8 @@ pub enum LaunchError {
         /// Invocations that failed in that round.
         errors: u32,
     },
-    /// Rounds stopped making progress: one invocation needs more blocks than the pool holds.
+    /// An invocation running alone stopped making progress: it needs more blocks at once
+    /// than the pool holds.
     #[error("kernel `{kernel}`: invocation {invocation} cannot complete: after round {round} it keeps faulting on blocks already migrated this launch (e.g. the block at {address:#x}), so it needs more memory at once than the device pool holds ({frames} blocks of {block_size} bytes). Raise UNIMEM_DEVICE_MEMORY, or split the invocation's work")]
     NoProgress {
         /// The kernel's entry function.
@@ -97,6 +107,14 @@ pub enum LaunchError {
         /// Rounds run.
         rounds: u32,
     },
+    /// One invocation logged more stores or atomics than a replay may keep.
+    #[error("kernel `{kernel}`: {detail}")]
+    LogLimit {
+        /// The kernel's entry function.
+        kernel: String,
+        /// Which invocation, and what to do.
+        detail: SpillError,
+    },
     /// Bad launch parameters.
     #[error("kernel `{kernel}`: {what}")]
     Usage {
@@ -114,8 +132,11 @@ pub struct LaunchReport {
     pub rounds: u32,
     /// Device faults (blocks, once per round).
     pub device_faults: u64,
-    /// Invocations replayed, summed over rounds.
+    /// Invocations replayed, summed over rounds (spill rounds included).
     pub replayed: u64,
+    /// Runs of invocations in spill rounds (restarted because their private store or atomic
+    /// log overflowed; see `kernel/spill.rs`).
+    pub escalated: u64,
     /// Blocks made resident before the first dispatch.
     pub prefetched_blocks: u64,
     /// Wall time of the launch.
@@ -198,6 +219,7 @@ impl Args {
 struct State {
     args: Option<Buffer>,
     ctl: Option<Buffer>,
+    spill: Option<Buffer>,
     alog: Option<Buffer>,
     /// Blocks earlier launches faulted on (prefetched next time), at most the pool's size.
     touched: Vec<u32>,
@@ -277,7 +299,7 @@ impl Kernel {
                 name: entry.to_owned(),
                 pipeline,
                 atomics: prelude::uses_atomics(wgsl),
-                state: Mutex::new(State { args: None, ctl: None, alog: None, touched: Vec::new(), max_steps: default_max_steps(dev) }),
+                state: Mutex::new(State { args: None, ctl: None, spill: None, alog: None, touched: Vec::new(), max_steps: default_max_steps(dev) }),
             }),
         })
     }
@@ -327,103 +349,142 @@ impl Kernel {
         let pinned = self.prefetch(space, dev, pointers.unwrap_or(&[]), &state.touched, &mut report)?;
         report.migrate_time += t.elapsed();
         let r = self.rounds(space, dev, &mut state, n, words, &pinned, &mut report);
+        // Advised PreferredHost: what the launch pulled to the device goes home now.
+        let home = advice::ranges().into_iter().filter(|a| a.advice == Advice::PreferredHost).try_for_each(|a| space.to_host(a.start, a.end - a.start));
         report.time = start.elapsed();
-        r.map(|()| report)
+        r?;
+        home?;
+        Ok(report)
     }
 
-    /// Makes the arguments' allocations and the blocks of earlier launches resident.
-    /// Returns the arguments' blocks (at most half the pool), which replay rounds keep most
-    /// recently used so that migrating faulted blocks evicts other blocks first.
+    /// Makes the arguments' allocations, the ranges advised for the device (`ReadMostly`,
+    /// `Mirror`: read-duplicated; `PreferredDevice`: moved) and the blocks of earlier
+    /// launches resident. Returns the arguments' and advised blocks (at most half the pool),
+    /// which replay rounds keep most recently used so that migrating faulted blocks evicts
+    /// other blocks first.
     fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], touched: &[u32], report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
         let bs = space.block_size();
-        let mut blocks: Vec<u32> = Vec::new();
+        // Wanted blocks in priority order, each once: (block, moved for writing).
+        let mut want: Vec<(u32, bool)> = Vec::new();
+        let mut known: HashSet<u32> = HashSet::new();
+        let mut add = |want: &mut Vec<(u32, bool)>, b: u32, for_write: bool| {
+            if known.insert(b) {
+                want.push((b, for_write));
+            }
+        };
         for &p in pointers {
             if space.block_of(p as usize).is_none() {
                 continue;
             }
             if let Some((base, size)) = unimem_alloc::lookup(p as *const u8) {
                 if let Ok(r) = space.blocks_in(base, size) {
-                    blocks.extend(r.map(|b| b as u32));
+                    r.for_each(|b| add(&mut want, b as u32, false));
                 }
             }
         }
-        blocks.sort_unstable();
-        blocks.dedup();
-        let mut pinned = blocks.clone();
-        pinned.truncate(dev.capacity() / 2);
-        for &b in touched {
-            if has_live(space, b) {
-                blocks.push(b);
+        for a in advice::ranges() {
+            let for_write = match a.advice {
+                Advice::ReadMostly | Advice::Mirror => false,
+                Advice::PreferredDevice => true,
+                Advice::PreferredHost | Advice::Clear => continue,
+            };
+            if let Ok(r) = space.blocks_in(a.start, a.end - a.start) {
+                r.map(|b| b as u32).filter(|&b| has_live(space, b)).for_each(|b| add(&mut want, b, for_write));
             }
         }
-        blocks.sort_unstable();
-        blocks.dedup();
-        blocks.truncate(dev.capacity());
-        report.prefetched_blocks = blocks.len() as u64;
-        for (first, count) in runs(&blocks) {
-            space.to_device(space.block_addr(first as usize), count * bs, false)?;
+        let mut pinned: Vec<u32> = want.iter().map(|&(b, _)| b).take(dev.capacity() / 2).collect();
+        for &b in touched {
+            if has_live(space, b) {
+                add(&mut want, b, false);
+            }
         }
+        want.truncate(dev.capacity());
+        report.prefetched_blocks = want.len() as u64;
+        for for_write in [false, true] {
+            let mut list: Vec<u32> = want.iter().filter(|w| w.1 == for_write).map(|w| w.0).collect();
+            list.sort_unstable();
+            for (first, count) in runs(&list) {
+                space.to_device(space.block_addr(first as usize), count * bs, for_write)?;
+            }
+        }
+        pinned.sort_unstable();
         Ok(pinned)
     }
 
-    /// The dispatch / replay loop.
+    /// The dispatch / replay loop. Each iteration ("round") dispatches the pending ordinary
+    /// invocations, then a batch of escalated ones in a spill round followed by its commit
+    /// pass (see `spill.rs`), then handles faults and migrates.
     #[allow(clippy::too_many_arguments)]
     fn rounds(&self, space: &Space, dev: &VulkanBlockDevice, state: &mut State, n: u32, words: &[u32], pinned: &[u32], report: &mut LaunchReport) -> Result<(), Error> {
         let kernel = &self.inner.name;
-        let device = dev.device();
         let bs = space.block_size();
-        // Buffers, reused when large enough.
-        let need_args = (words.len().max(1) * 4) as u64;
-        if state.args.as_ref().is_none_or(|b| b.len() < need_args) {
-            state.args = Some(device.create_host_buffer(need_args)?);
-        }
-        let need_ctl = (prelude::ctl_words(n) * 4) as u64;
-        if state.ctl.as_ref().is_none_or(|b| b.len() < need_ctl) {
-            state.ctl = Some(device.create_host_buffer(need_ctl)?);
-        }
-        let alog_words = n as usize * (prelude::ATOMIC_LOG as usize + 1);
-        if self.inner.atomics && state.alog.as_ref().is_none_or(|b| b.len() < alog_words as u64 * 4) {
-            state.alog = Some(device.create_host_buffer(alog_words as u64 * 4)?);
-        }
+        self.size_buffers(dev, state, n, words.len())?;
         let max_steps = state.max_steps;
-        let State { args, ctl, alog, touched, .. } = state;
-        let (args, ctl) = (args.as_mut().expect("created"), ctl.as_mut().expect("created"));
+        let State { args, ctl, alog, spill: spill_buf, touched, .. } = state;
+        let (args, ctl, spill_buf) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"));
+        let mut alog = alog.as_mut().filter(|_| self.inner.atomics);
         args.as_mut_slice::<u32>()[..words.len()].copy_from_slice(words);
-        if let Some(a) = alog.as_mut().filter(|_| self.inner.atomics) {
-            a.as_mut_slice::<u32>()[..alog_words].fill(0);
+        if let Some(a) = alog.as_mut() {
+            a.as_mut_slice::<u32>()[..n as usize * (prelude::ATOMIC_LOG as usize + 1)].fill(0);
         }
         let lists = [CTL_LISTS_AT as u32, CTL_LISTS_AT as u32 + n];
-        let mut round = Round { count: n, in_at: 0, out_at: lists[0], max_steps };
+        // The ordinary invocations pending (count 0: none) and the escalated ones.
+        let mut round = Round::normal(n, 0, lists[0], max_steps);
+        let mut spill = Spill::new();
         let mut seen: HashSet<u32> = HashSet::new();
         let mut poison: Vec<u32> = Vec::new();
         let mut stalls = 0;
+        // After rounds without progress (invocations evicting each other's blocks), one
+        // invocation runs alone until it completes: progress is then guaranteed whenever one
+        // invocation's blocks fit in the pool.
+        let mut solo = false;
         let capacity = dev.capacity().max(1);
         loop {
             {
                 let c = ctl.as_mut_slice::<u32>();
                 c[CTL_PENDING_COUNT] = 0;
+                c[CTL_ESCALATED_COUNT] = 0;
                 c[CTL_POISON_COUNT] = poison.len() as u32;
                 c[CTL_POISON_AT..CTL_POISON_AT + poison.len()].copy_from_slice(&poison);
             }
-            let total_groups = round.count.div_ceil(64);
-            let gx = total_groups.min(65535);
-            let groups = [gx, total_groups.div_ceil(gx), 1];
-            {
-                let mut bufs: Vec<&mut Buffer> = vec![&mut *args, &mut *ctl];
-                if let Some(a) = alog.as_mut().filter(|_| self.inner.atomics) {
-                    bufs.push(a);
-                }
+            let mut dispatch = |round: Round, bufs: [&mut Buffer; 3], alog: Option<&mut Buffer>| -> Result<(), Error> {
+                let mut bufs: Vec<&mut Buffer> = bufs.into_iter().collect();
+                bufs.extend(alog);
                 let t = Instant::now();
-                dev.dispatch(&self.inner.pipeline, &mut bufs, bytemuck::bytes_of(&round), groups)?;
+                dev.dispatch(&self.inner.pipeline, &mut bufs, bytemuck::bytes_of(&round), groups(round.count))?;
                 report.dispatch_time += t.elapsed();
+                Ok(())
+            };
+            let ran = if solo { round.count.min(1) } else { round.count };
+            if ran > 0 {
+                dispatch(Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf], alog.as_deref_mut())?;
+            }
+            let mut spilled = Collected::default();
+            let mut spill_slots = 0;
+            // Solo rounds run one invocation: an ordinary one if any is pending.
+            if !(spill.is_empty() || (solo && ran > 0)) {
+                let slots = if solo { 1 } else { spill.next_batch_len() };
+                let layout = spill.layout();
+                let need = (slots * layout.words() * 4) as u64;
+                if spill_buf.len() < need {
+                    *spill_buf = dev.device().create_host_buffer(need.next_power_of_two())?;
+                }
+                spill.lay_out(spill_buf.as_mut_slice::<u32>(), slots);
+                dispatch(Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf], alog.as_deref_mut())?;
+                spilled = spill.collect(spill_buf.as_slice::<u32>()).map_err(|detail| LaunchError::LogLimit { kernel: kernel.clone(), detail })?;
+                if spilled.done > 0 {
+                    dispatch(Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf], alog.as_deref_mut())?;
+                }
+                spill_slots = slots as u32;
             }
             report.rounds += 1;
+            report.escalated += u64::from(spill_slots);
             if report.rounds > 1 {
                 space.stats.replay_rounds.fetch_add(1, Relaxed);
-                report.replayed += u64::from(round.count);
+                report.replayed += u64::from(ran + spill_slots);
             }
             let faults = dev.take_faults();
-            let pending = ctl.as_slice::<u32>()[CTL_PENDING_COUNT];
+            let mut pending = if ran > 0 { ctl.as_slice::<u32>()[CTL_PENDING_COUNT] } else { 0 };
             // Written blocks become Device-owned now, so that an eviction writes them back.
             space.device_wrote(&dev.take_dirty())?;
             let nf = faults.blocks.len() as u64 + u64::from(faults.overflowed);
@@ -438,14 +499,22 @@ impl Kernel {
                 return Err(LaunchError::Kernel { kernel: kernel.clone(), invocation: e.invocation, address: e.address, kind: e.kind, what: prelude::error_kind_text(e.kind), place, errors: faults.errors }.into());
             }
             remember(touched, &faults.blocks, capacity);
-            if pending == 0 {
+            let escalated = if pending > 0 && ctl.as_slice::<u32>()[CTL_ESCALATED_COUNT] > 0 {
+                escalate(ctl, alog.as_deref(), round.out_at, &mut pending, &mut spill)
+            } else {
+                0
+            };
+            let completed = ran - pending - escalated + spilled.done;
+            if ran < round.count {
+                carry_over(ctl, &round, ran, &mut pending);
+            }
+            if pending == 0 && spill.is_empty() {
                 return Ok(());
             }
-            let first_pending = ctl.as_slice::<u32>()[round.out_at as usize];
+            let first_pending = if pending > 0 { ctl.as_slice::<u32>()[round.out_at as usize] } else { spill.first().unwrap_or(0) };
             if report.rounds >= MAX_ROUNDS {
-                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending, invocation: first_pending, rounds: report.rounds }.into());
+                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: first_pending, rounds: report.rounds }.into());
             }
-            let completed = round.count - pending;
             let mut new_blocks = 0;
             let mut load: Vec<u32> = Vec::new();
             let mut new_poison = false;
@@ -460,34 +529,66 @@ impl Kernel {
                     new_poison = true;
                 }
             }
-            if completed == 0 && new_blocks == 0 && !new_poison && faults.overflowed == 0 {
+            let progress = completed > 0 || new_blocks > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0;
+            if completed > 0 {
+                solo = false;
+            }
+            if progress {
+                stalls = 0;
+            } else {
                 stalls += 1;
-                if stalls >= 3 {
+                if !solo && stalls >= 2 {
+                    solo = true;
+                    stalls = 0;
+                } else if solo && stalls > capacity - pinned.len() + 1 {
+                    // Alone, it loads one block per round and the LRU keeps the last `room`
+                    // it loaded: after more rounds than that, its blocks do not fit.
                     let b = faults.blocks.first().copied().unwrap_or(0);
                     return Err(LaunchError::NoProgress { kernel: kernel.clone(), invocation: first_pending, round: report.rounds, address: space.block_addr(b as usize), frames: capacity, block_size: bs }.into());
                 }
-            } else {
-                stalls = 0;
             }
             let t = Instant::now();
             dev.touch(pinned);
-            self.migrate(space, capacity - pinned.len(), &mut load)?;
+            let room = capacity - pinned.len();
+            if solo {
+                load.truncate(1);
+                self.migrate(space, 1, 0, &mut load)?;
+            } else {
+                self.migrate(space, (room / 2).max(1), PREFETCH_BLOCKS as u32, &mut load)?;
+            }
             report.migrate_time += t.elapsed();
-            round = Round { count: pending, in_at: round.out_at, out_at: if round.out_at == lists[0] { lists[1] } else { lists[0] }, max_steps };
+            round = Round::normal(pending, round.out_at, if round.out_at == lists[0] { lists[1] } else { lists[0] }, max_steps);
         }
     }
 
-    /// Migrates faulted blocks, at most half of `room` (the frames not pinned) per round so
-    /// that the invocations whose blocks arrive can complete, plus, within that budget, the
-    /// live blocks that follow each of them.
-    fn migrate(&self, space: &Space, room: usize, faulted: &mut Vec<u32>) -> Result<(), Error> {
-        let budget = (room / 2).max(1);
+    /// Creates or grows the kernel's argument, control, spill and atomic-log buffers.
+    fn size_buffers(&self, dev: &VulkanBlockDevice, state: &mut State, n: u32, arg_words: usize) -> Result<(), Error> {
+        let device = dev.device();
+        let ensure = |buf: &mut Option<Buffer>, bytes: u64| -> Result<(), Error> {
+            if buf.as_ref().is_none_or(|b| b.len() < bytes) {
+                *buf = Some(device.create_host_buffer(bytes)?);
+            }
+            Ok(())
+        };
+        ensure(&mut state.args, (arg_words.max(1) * 4) as u64)?;
+        ensure(&mut state.ctl, (prelude::ctl_words(n) * 4) as u64)?;
+        ensure(&mut state.spill, 64)?;
+        if self.inner.atomics {
+            ensure(&mut state.alog, u64::from(n) * (u64::from(prelude::ATOMIC_LOG) + 1) * 4)?;
+        }
+        Ok(())
+    }
+
+    /// Migrates faulted blocks, at most `budget` (ordinary rounds: half the frames not pinned,
+    /// so that the invocations whose blocks arrive can complete), plus, within that budget,
+    /// up to `prefetch` live blocks that follow each of them.
+    fn migrate(&self, space: &Space, budget: usize, prefetch: u32, faulted: &mut Vec<u32>) -> Result<(), Error> {
         faulted.truncate(budget);
         faulted.sort_unstable();
         faulted.dedup();
         let mut all = faulted.clone();
         'outer: for &b in faulted.iter() {
-            for k in 1..=PREFETCH_BLOCKS as u32 {
+            for k in 1..=prefetch {
                 if all.len() >= budget {
                     break 'outer;
                 }
@@ -513,11 +614,11 @@ impl Kernel {
 fn warm_up(dev: &VulkanBlockDevice, pipeline: &ComputePipeline, atomics: bool) -> Result<(), Error> {
     let _serial = lock(&LAUNCH);
     let mut bufs: Vec<Buffer> = Vec::new();
-    for _ in 0..if atomics { 3 } else { 2 } {
+    for _ in 0..if atomics { 4 } else { 3 } {
         bufs.push(dev.device().create_host_buffer((prelude::ctl_words(0) * 4) as u64)?);
     }
     let mut refs: Vec<&mut Buffer> = bufs.iter_mut().collect();
-    let round = Round { count: 0, in_at: 0, out_at: CTL_LISTS_AT as u32, max_steps: 0 };
+    let round = Round::normal(0, 0, CTL_LISTS_AT as u32, 0);
     dev.dispatch(pipeline, &mut refs, bytemuck::bytes_of(&round), [1, 1, 1])?;
     Ok(())
 }
@@ -548,6 +649,57 @@ fn runs(blocks: &[u32]) -> Vec<(u32, usize)> {
         }
     }
     out
+}
+
+/// Workgroups for `count` invocations (x capped at 65535, the rest along y).
+fn groups(count: u32) -> [u32; 3] {
+    let total = count.div_ceil(64);
+    let gx = total.clamp(1, 65535);
+    [gx, total.div_ceil(gx), 1]
+}
+
+/// After a round that ran only the first `ran` of `round`'s invocations: appends the others
+/// (in order) to the output list, which holds `pending` entries.
+fn carry_over(ctl: &mut Buffer, round: &Round, ran: u32, pending: &mut u32) {
+    let c = ctl.as_mut_slice::<u32>();
+    let out = (round.out_at + *pending) as usize;
+    let rest = (round.count - ran) as usize;
+    if round.in_at == 0 {
+        for (k, id) in (ran..round.count).enumerate() {
+            c[out + k] = id;
+        }
+    } else {
+        let from = (round.in_at + ran) as usize;
+        c.copy_within(from..from + rest, out);
+    }
+    *pending += rest as u32;
+}
+
+/// Moves the escalated entries (flag `ESCALATE`) of the output list of `pending` entries at
+/// `out_at` to `spill`, with the atomic results they saved, and compacts the list. Returns
+/// how many moved.
+fn escalate(ctl: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut u32, spill: &mut Spill) -> u32 {
+    let list = &mut ctl.as_mut_slice::<u32>()[out_at as usize..(out_at + *pending) as usize];
+    let mut keep = 0;
+    for i in 0..list.len() {
+        let e = list[i];
+        if e & ESCALATE == 0 {
+            list[keep] = e;
+            keep += 1;
+            continue;
+        }
+        let id = e & !ESCALATE;
+        let atomics = alog.map_or_else(Vec::new, |a| {
+            let w = a.as_slice::<u32>();
+            let at = id as usize * (prelude::ATOMIC_LOG as usize + 1);
+            let saved = (w[at] as usize).min(prelude::ATOMIC_LOG as usize);
+            w[at + 1..at + 1 + saved].to_vec()
+        });
+        spill.push(Escalated { id, atomics });
+    }
+    let moved = *pending - keep as u32;
+    *pending = keep as u32;
+    moved
 }
 
 /// Adds `blocks` to the kernel's history, keeping at most `cap` (the newest).

@@ -4,11 +4,13 @@
 //! - `compile.rs` — naga front end, validation, interface reflection, SPIR-V output;
 //! - `prelude.rs` — the WGSL prelude: bindings, pointer accessors, restartable stores and
 //!   atomics (the kernel ABI);
+//! - `spill.rs`   — spill slots: restarting invocations whose logs overflowed, exactly;
 //! - `launch.rs`  — [`Kernel`], [`Args`], the launch protocol and the device-fault replay loop.
 
 mod compile;
 mod launch;
 pub mod prelude;
+pub mod spill;
 
 pub use compile::{
     compile_wgsl, compile_wgsl_named, CompileError, CompiledKernel, StorageBinding, CAPABILITIES,

@@ -13,12 +13,13 @@
 //! bindings 0, 1, 2, frames (pagetable.rs), then at UNIMEM_FIRST_ARG_BINDING:
 //!   +0 unimem_args : array<u32>           the launch arguments, by word
 //!   +1 unimem_ctl  : array<atomic<u32>>   control: pending lists, poison list
-//!   +2 unimem_alog : array<u32>           atomic-result log (only when the kernel uses atomics)
+//!   +2 unimem_spill: array<u32>           spill slots (see `spill.rs`)
+//!   +3 unimem_alog : array<u32>           atomic-result log (only when the kernel uses atomics)
 //! [PRELUDE below]  <user source>  the entry point `unimem_main`, which calls the user's fn.
 //! ```
 //!
 //! Control buffer (`u32` words): `CTL_PENDING_COUNT` (invocations that faulted this round,
-//! appended by the kernel), `CTL_POISON_COUNT` and `CTL_POISON_AT..` (blocks the runtime
+//! appended by the kernel), `CTL_ESCALATED_COUNT` (of which: escalated), `CTL_POISON_COUNT` and `CTL_POISON_AT..` (blocks the runtime
 //! found to hold no live allocation: an access there is an error, not a fault), then two
 //! lists of invocation ids of `n` words each, used in turn as the round's input and output.
 //!
@@ -30,21 +31,24 @@
 //! round. So that a replay never applies an effect twice:
 //! - **stores** go to a private per-invocation log (`UNIMEM_STORE_LOG` words), which loads
 //!   consult first (an invocation reads its own writes); the log is written to memory, and the
-//!   blocks marked dirty, only when the invocation completes. When the log is full, stores to
-//!   addresses not in it go straight to memory and the invocation becomes *unreplayable*;
+//!   blocks marked dirty, only when the invocation completes;
 //! - **atomics** execute at once (their effect is visible to other invocations); the result
-//!   of the k-th atomic of an invocation is saved in `unimem_alog`, and a replay returns the
-//!   saved result instead of executing it again. Past `UNIMEM_ATOMIC_LOG` atomics the
-//!   invocation becomes unreplayable.
+//!   of the k-th atomic of an invocation is saved in `unimem_alog` (`UNIMEM_ATOMIC_LOG` per
+//!   invocation), and a replay returns the saved result instead of executing it again.
 //!
-//! An unreplayable invocation that faults ends the launch with an error
-//! (`ERROR_UNREPLAYABLE`), never with a duplicated effect.
+//! When a store finds the log full, or an atomic finds the atomic log full, the invocation
+//! stops *before* the access and is appended to the output list with `UNIMEM_ESCALATE`
+//! set: the runtime restarts it in a **spill round** (`MODE_SPILL`), where both logs live in
+//! a slot of `unimem_spill` sized for it (a hash table for stores), growing until it fits;
+//! a **commit pass** (`MODE_COMMIT`) then writes the tables of completed slots. `spill.rs`
+//! owns the slot layout. So no invocation is ever unreplayable.
 //! A replay must take the same path as the first run up to the fault (the kernel is a function
 //! of its id, its arguments, memory no other invocation of the launch writes, and its atomics'
 //! results), which holds for kernels without data races.
 
 use std::fmt::Write as _;
 
+use super::spill::{self, SlotLayout, MODE_COMMIT};
 use crate::device::pagetable::{KERNEL_ERROR_OUT_OF_RANGE, KERNEL_ERROR_READ_ONLY};
 
 /// Kernel error kind: an access not aligned to 4 bytes.
@@ -53,8 +57,6 @@ pub const KERNEL_ERROR_MISALIGNED: u32 = 3;
 pub const KERNEL_ERROR_RUNAWAY: u32 = 4;
 /// Kernel error kind: an access to a block that holds no live allocation (freed memory).
 pub const KERNEL_ERROR_FREED: u32 = 5;
-/// Kernel error kind: a fault after the store or atomic log overflowed.
-pub const KERNEL_ERROR_UNREPLAYABLE: u32 = 6;
 
 /// Words of an invocation's private store log.
 pub const STORE_LOG: u32 = 32;
@@ -63,6 +65,10 @@ pub const ATOMIC_LOG: u32 = 7;
 
 /// Control word: invocations that faulted this round.
 pub const CTL_PENDING_COUNT: usize = 0;
+/// Control word: invocations of the output list that are escalated (flag [`ESCALATE`]).
+pub const CTL_ESCALATED_COUNT: usize = 2;
+/// Flag on an output-list entry: the invocation's logs overflowed; restart it in a spill round.
+pub const ESCALATE: u32 = 1 << 31;
 /// Control word: entries of the poison list.
 pub const CTL_POISON_COUNT: usize = 1;
 /// Control word: first entry of the poison list.
@@ -81,14 +87,43 @@ pub fn ctl_words(n: u32) -> usize {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Round {
-    /// Invocations in this round.
+    /// Invocations in this round (slots in a spill round, table entries in a commit pass).
     pub count: u32,
-    /// Word index of this round's id list; 0: ids are `0..count`.
+    /// Word index of this round's id list; 0: ids are `0..count`. (Ordinary rounds.)
     pub in_at: u32,
-    /// Word index of the list faulted ids are appended to.
+    /// Word index of the list faulted ids are appended to. (Ordinary rounds.)
     pub out_at: u32,
     /// Accessor calls one invocation may make in one round.
     pub max_steps: u32,
+    /// `spill::MODE_*`.
+    pub mode: u32,
+    /// Words per spill slot (`SlotLayout::words`).
+    pub spill_words: u32,
+    /// Word offset of the store table in a slot (`SlotLayout::table_at`).
+    pub spill_table_at: u32,
+    /// Entries of a slot's store table (a power of two).
+    pub spill_stores: u32,
+}
+
+impl Round {
+    /// An ordinary round.
+    pub fn normal(count: u32, in_at: u32, out_at: u32, max_steps: u32) -> Round {
+        Round { count, in_at, out_at, max_steps, ..Round::default() }
+    }
+    /// A spill round over `slots` slots of `layout`, or (`mode` = `MODE_COMMIT`) the commit
+    /// pass over their tables.
+    pub fn spill(mode: u32, slots: u32, layout: SlotLayout, max_steps: u32) -> Round {
+        let count = if mode == MODE_COMMIT { slots * layout.stores } else { slots };
+        Round {
+            count,
+            max_steps,
+            mode,
+            spill_words: layout.words() as u32,
+            spill_table_at: layout.table_at() as u32,
+            spill_stores: layout.stores,
+            ..Round::default()
+        }
+    }
 }
 
 /// Why a kernel error kind happened, for messages.
@@ -99,9 +134,6 @@ pub fn error_kind_text(kind: u32) -> &'static str {
         KERNEL_ERROR_MISALIGNED => "made an access not aligned to 4 bytes",
         KERNEL_ERROR_RUNAWAY => "exceeded the step limit of accessor calls per invocation (a runaway loop, e.g. a cycle in a list? Kernel::set_max_steps raises the limit; lavapipe runs at most 65535 loop iterations per invocation)",
         KERNEL_ERROR_FREED => "dereferenced a pointer into memory that holds no live allocation (freed?)",
-        KERNEL_ERROR_UNREPLAYABLE => {
-            "faulted after its store log or atomic log overflowed, so it cannot be replayed"
-        }
         _ => "reported an unknown error",
     }
 }
@@ -131,12 +163,27 @@ pub fn module(
     let _ = writeln!(s, "const UNIMEM_ATOMIC_LOG: u32 = {ATOMIC_LOG}u;");
     let _ = writeln!(s, "const UNIMEM_CTL_PENDING_COUNT: u32 = {CTL_PENDING_COUNT}u;");
     let _ = writeln!(s, "const UNIMEM_CTL_POISON_COUNT: u32 = {CTL_POISON_COUNT}u;");
+    let _ = writeln!(s, "const UNIMEM_CTL_ESCALATED_COUNT: u32 = {CTL_ESCALATED_COUNT}u;");
+    let _ = writeln!(s, "const UNIMEM_ESCALATE: u32 = {ESCALATE}u;");
+    for (name, v) in [
+        ("MODE_SPILL", spill::MODE_SPILL),
+        ("MODE_COMMIT", spill::MODE_COMMIT),
+        ("SLOT_STATUS", spill::SLOT_STATUS as u32),
+        ("SLOT_ATOMICS", spill::SLOT_ATOMICS as u32),
+        ("SLOT_ID", spill::SLOT_ID as u32),
+        ("SLOT_HEADER", spill::SLOT_HEADER as u32),
+        ("STATUS_DONE", spill::STATUS_DONE),
+        ("STATUS_FAULTED", spill::STATUS_FAULTED),
+        ("STATUS_STORES_FULL", spill::STATUS_STORES_FULL),
+        ("STATUS_ATOMICS_FULL", spill::STATUS_ATOMICS_FULL),
+    ] {
+        let _ = writeln!(s, "const UNIMEM_{name}: u32 = {v}u;");
+    }
     let _ = writeln!(s, "const UNIMEM_CTL_POISON_AT: u32 = {CTL_POISON_AT}u;");
     for (name, v) in [
         ("MISALIGNED", KERNEL_ERROR_MISALIGNED),
         ("RUNAWAY", KERNEL_ERROR_RUNAWAY),
         ("FREED", KERNEL_ERROR_FREED),
-        ("UNREPLAYABLE", KERNEL_ERROR_UNREPLAYABLE),
     ] {
         let _ = writeln!(s, "const UNIMEM_ERROR_{name}: u32 = {v}u;");
     }
@@ -166,11 +213,16 @@ pub fn module(
         "@group(0) @binding({}) var<storage, read_write> unimem_ctl: array<atomic<u32>>;",
         first + 1
     );
+    let _ = writeln!(
+        s,
+        "@group(0) @binding({}) var<storage, read_write> unimem_spill: array<u32>;",
+        first + 2
+    );
     if atomics {
         let _ = writeln!(
             s,
             "@group(0) @binding({}) var<storage, read_write> unimem_alog: array<u32>;",
-            first + 2
+            first + 3
         );
     }
     // Frame access: one switch over the frame buffers per access.
@@ -250,8 +302,15 @@ fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgro
     if (i >= unimem_round.count) {{
         return;
     }}
+    if (unimem_round.mode == UNIMEM_MODE_COMMIT) {{
+        unimem_commit(i);
+        return;
+    }}
     var id = i;
-    if (unimem_round.in_at != 0u) {{
+    if (unimem_round.mode == UNIMEM_MODE_SPILL) {{
+        unimem_spill_at = i * unimem_round.spill_words;
+        id = unimem_spill[unimem_spill_at + UNIMEM_SLOT_ID];
+    }} else if (unimem_round.in_at != 0u) {{
         id = atomicLoad(&unimem_ctl[unimem_round.in_at + i]);
     }}
     unimem_id = id;
@@ -291,19 +350,41 @@ fn unrolled() -> String {
         let _ = writeln!(s, "    if ({k}u >= n) {{ unimem_log_n = 0u; return; }} unimem_flush_entry({k}u);");
     }
     s.push_str("    unimem_log_n = 0u;\n}\n");
+    s.push_str(
+        "\n// Word index in unimem_spill of p's entry in this invocation's store table, or of the
+// empty entry where p goes, or 0xffffffff when PROBES entries from p's hash hold other words.
+fn unimem_spill_probe(p: u64) -> u32 {
+    let t = unimem_spill_at + unimem_round.spill_table_at;
+    let mask = unimem_round.spill_stores - 1u;
+    var h = u32((p >> 2u) & 0xfffffffflu) * 0x9e3779b1u;
+    h ^= h >> 15u;
+    let lo = u32(p & 0xfffffffflu);
+    let hi = u32(p >> 32u);
+",
+    );
+    for j in 0..spill::PROBES {
+        let _ = writeln!(
+            s,
+            "    {{ let e = t + ((h + {j}u) & mask) * 3u; let a = unimem_spill[e]; let b = unimem_spill[e + 1u]; \
+             if ((a == lo && b == hi) || (a | b) == 0u) {{ return e; }} }}"
+        );
+    }
+    s.push_str("    return 0xffffffffu;\n}\n");
     s
 }
 
 /// The fixed part of the prelude (after bindings and frame access).
 pub const PRELUDE: &str = r#"
-struct UnimemRound { count: u32, in_at: u32, out_at: u32, max_steps: u32 }
+struct UnimemRound {
+    count: u32, in_at: u32, out_at: u32, max_steps: u32,
+    mode: u32, spill_words: u32, spill_table_at: u32, spill_stores: u32,
+}
 var<immediate> unimem_round: UnimemRound;
 
 // Per-invocation state (private: starts afresh on every run, including replays).
 var<private> unimem_id: u32;
-// 0 running, 1 faulted (replay), 2 error (never replayed).
+// 0 running, 1 faulted or escalated (replay), 2 error (never replayed).
 var<private> unimem_stop: u32 = 0u;
-var<private> unimem_unreplayable: bool = false;
 var<private> unimem_steps: u32 = 0u;
 var<private> unimem_atomics: u32 = 0u;
 // Why the invocation stopped (kept privately; written to the fault buffer once, by
@@ -315,7 +396,14 @@ var<private> unimem_stop_block: u32 = 0u;
 // Store log: word addresses and values, committed when the invocation completes.
 var<private> unimem_log_addr: array<u64, UNIMEM_STORE_LOG>;
 var<private> unimem_log_val: array<u32, UNIMEM_STORE_LOG>;
+// Entries of the private log; in a spill round, nonzero once the slot's table has any.
 var<private> unimem_log_n: u32 = 0u;
+// In a spill round: the first word of this invocation's slot in unimem_spill.
+var<private> unimem_spill_at: u32 = 0u;
+
+// Stop kinds that are not errors: a log is full, restart the invocation in a spill round.
+const UNIMEM_FULL_STORES: u32 = 0x100u;
+const UNIMEM_FULL_ATOMICS: u32 = 0x101u;
 
 const UNIMEM_FAIL: vec2<u32> = vec2<u32>(0xffffffffu, 0u);
 
@@ -325,6 +413,12 @@ fn unimem_stop_with(kind: u32, p: u64, block: u32) {
     unimem_stop_kind = kind;
     unimem_stop_addr = p;
     unimem_stop_block = block;
+}
+
+// Stops the invocation because a log is full (before the access that did not fit).
+fn unimem_stop_full(kind: u32) {
+    unimem_stop = 1u;
+    unimem_stop_kind = kind;
 }
 
 fn unimem_report_error(kind: u32, p: u64) {
@@ -379,23 +473,45 @@ fn unimem_set_dirty(loc: vec2<u32>) {
     atomicOr(&unimem_dirty[f >> 5u], 1u << (f & 31u));
 }
 
-// Writes store-log entry k to memory (every logged block was resident when logged, and
-// nothing is evicted during a round).
-fn unimem_flush_entry(k: u32) {
-    let p = unimem_log_addr[k];
+// Writes a logged store to memory (every logged block was resident when logged, and nothing
+// is evicted during a round, nor between a spill round and its commit pass).
+fn unimem_commit_word(p: u64, v: u32) {
     let off = p - UNIMEM_BASE;
     let e = unimem_pt[u32(off >> UNIMEM_BLOCK_SHIFT)];
     let f = (e & UNIMEM_PTE_FRAME_MASK) - 1u;
     let w = (u32(off & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) >> 2u;
     let loc = vec2<u32>(f >> UNIMEM_FRAME_BUFFER_SHIFT,
                         ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + w);
-    unimem_frame_store(loc, unimem_log_val[k]);
+    unimem_frame_store(loc, v);
     unimem_set_dirty(loc);
 }
 
+fn unimem_flush_entry(k: u32) {
+    unimem_commit_word(unimem_log_addr[k], unimem_log_val[k]);
+}
+
+// Commit pass: table entry i of the slots of completed invocations.
+fn unimem_commit(i: u32) {
+    let at = (i / unimem_round.spill_stores) * unimem_round.spill_words;
+    if (unimem_spill[at + UNIMEM_SLOT_STATUS] != UNIMEM_STATUS_DONE) {
+        return;
+    }
+    let e = at + unimem_round.spill_table_at + (i & (unimem_round.spill_stores - 1u)) * 3u;
+    let lo = unimem_spill[e];
+    let hi = unimem_spill[e + 1u];
+    if ((lo | hi) != 0u) {
+        unimem_commit_word(u64(lo) | (u64(hi) << 32u), unimem_spill[e + 2u]);
+    }
+}
+
 fn unimem_finish() {
+    let spill = unimem_round.mode == UNIMEM_MODE_SPILL;
     if (unimem_stop == 0u) {
-        unimem_flush_log();
+        if (spill) {
+            unimem_spill[unimem_spill_at + UNIMEM_SLOT_STATUS] = UNIMEM_STATUS_DONE;
+        } else {
+            unimem_flush_log();
+        }
         return;
     }
     var kind = unimem_stop_kind;
@@ -403,16 +519,47 @@ fn unimem_finish() {
         // A block the runtime found without live allocations: an error, not a fault.
         kind = UNIMEM_ERROR_FREED;
     }
-    if (kind == 0u && unimem_unreplayable) {
-        kind = UNIMEM_ERROR_UNREPLAYABLE;
-    }
-    if (kind != 0u) {
+    if (kind != 0u && kind < UNIMEM_FULL_STORES) {
         unimem_report_error(kind, unimem_stop_addr);
         return;
     }
-    unimem_report_fault(unimem_stop_block);
+    if (kind == 0u) {
+        unimem_report_fault(unimem_stop_block);
+    }
+    if (spill) {
+        var status = UNIMEM_STATUS_FAULTED;
+        if (kind == UNIMEM_FULL_STORES) {
+            status = UNIMEM_STATUS_STORES_FULL;
+        } else if (kind == UNIMEM_FULL_ATOMICS) {
+            status = UNIMEM_STATUS_ATOMICS_FULL;
+        }
+        unimem_spill[unimem_spill_at + UNIMEM_SLOT_STATUS] = status;
+        return;
+    }
+    var entry = unimem_id;
+    if (kind != 0u) {
+        entry |= UNIMEM_ESCALATE;
+        atomicAdd(&unimem_ctl[UNIMEM_CTL_ESCALATED_COUNT], 1u);
+    }
     let k = atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
-    atomicStore(&unimem_ctl[unimem_round.out_at + k], unimem_id);
+    atomicStore(&unimem_ctl[unimem_round.out_at + k], entry);
+}
+
+// The value the invocation stored at p (its log, or in a spill round its table), else v.
+// Callers test unimem_log_n != 0 first.
+fn unimem_logged(p: u64, v: u32) -> u32 {
+    if (unimem_round.mode == UNIMEM_MODE_SPILL) {
+        let e = unimem_spill_probe(p);
+        if (e != 0xffffffffu && (unimem_spill[e] | unimem_spill[e + 1u]) != 0u) {
+            return unimem_spill[e + 2u];
+        }
+        return v;
+    }
+    let k = unimem_log_find(p);
+    if (k != 0u) {
+        return unimem_log_val[k - 1u];
+    }
+    return v;
 }
 
 // ---- public accessors ----
@@ -439,11 +586,8 @@ fn unimem_load_u32(p: u64) -> u32 {
     let loc = unimem_translate(p, false);
     // No early return: UNIMEM_FAIL falls to the switch's default, 0 (branches cost all lanes).
     var v = unimem_frame_load(loc);
-    if (unimem_log_n != 0u) {
-        let k = unimem_log_find(p);
-        if (k != 0u && loc.x != 0xffffffffu) {
-            v = unimem_log_val[k - 1u];
-        }
+    if (unimem_log_n != 0u && loc.x != 0xffffffffu) {
+        v = unimem_logged(p, v);
     }
     return v;
 }
@@ -466,14 +610,8 @@ fn unimem_load_u64(p: u64) -> u64 {
     var lo = unimem_frame_load(loc);
     var hi = select(unimem_frame_load(hi_loc), 0u, loc.x == 0xffffffffu);
     if (unimem_log_n != 0u && loc.x != 0xffffffffu && hi_loc.x != 0xffffffffu) {
-        let k = unimem_log_find(p);
-        if (k != 0u) {
-            lo = unimem_log_val[k - 1u];
-        }
-        let j = unimem_log_find(p + 4lu);
-        if (j != 0u) {
-            hi = unimem_log_val[j - 1u];
-        }
+        lo = unimem_logged(p, lo);
+        hi = unimem_logged(p + 4lu, hi);
     }
     return u64(lo) | (u64(hi) << 32u);
 }
@@ -491,17 +629,26 @@ fn unimem_store_u32(p: u64, v: u32) {
     if (loc.x == 0xffffffffu) {
         return;
     }
+    if (unimem_round.mode == UNIMEM_MODE_SPILL) {
+        let e = unimem_spill_probe(p);
+        if (e == 0xffffffffu) {
+            unimem_stop_full(UNIMEM_FULL_STORES);
+            return;
+        }
+        unimem_spill[e] = u32(p & 0xfffffffflu);
+        unimem_spill[e + 1u] = u32(p >> 32u);
+        unimem_spill[e + 2u] = v;
+        unimem_log_n = 1u;
+        return;
+    }
     let k = unimem_log_find(p);
     if (k != 0u) {
         unimem_log_val[k - 1u] = v;
         return;
     }
     if (unimem_log_n == UNIMEM_STORE_LOG) {
-        // Full: store through; from here on a fault cannot be replayed. (Loads stay right:
-        // an address is either in the log, which has its latest value, or written here.)
-        unimem_unreplayable = true;
-        unimem_frame_store(loc, v);
-        unimem_set_dirty(loc);
+        // Full: stop before the store; the runtime restarts the invocation with a bigger log.
+        unimem_stop_full(UNIMEM_FULL_STORES);
         return;
     }
     unimem_log_addr[unimem_log_n] = p;
@@ -536,9 +683,32 @@ fn unimem_atomic(op: u32, p: u64, c: u32, v: u32) -> u32 {
     }
     let k = unimem_atomics;
     unimem_atomics += 1u;
-    let slot = unimem_id * (UNIMEM_ATOMIC_LOG + 1u);
-    if (k < unimem_alog[slot]) {
-        return unimem_alog[slot + 1u + k]; // done in an earlier run of this invocation
+    // Where results are saved: the atomic log, or in a spill round the invocation's slot.
+    let spill = unimem_round.mode == UNIMEM_MODE_SPILL;
+    var count_at = unimem_id * (UNIMEM_ATOMIC_LOG + 1u);
+    var capacity = UNIMEM_ATOMIC_LOG;
+    if (spill) {
+        count_at = unimem_spill_at + UNIMEM_SLOT_ATOMICS;
+        capacity = unimem_round.spill_table_at - UNIMEM_SLOT_HEADER;
+    }
+    let saved_at = select(count_at + 1u, unimem_spill_at + UNIMEM_SLOT_HEADER, spill);
+    // (Branches, not select: each buffer is read only where its index is in range.)
+    var saved = 0u;
+    if (spill) {
+        saved = unimem_spill[count_at];
+    } else {
+        saved = unimem_alog[count_at];
+    }
+    if (k < saved) {
+        // Done in an earlier run of this invocation.
+        if (spill) {
+            return unimem_spill[saved_at + k];
+        }
+        return unimem_alog[saved_at + k];
+    }
+    if (k >= capacity) {
+        unimem_stop_full(UNIMEM_FULL_ATOMICS);
+        return 0u;
     }
     let loc = unimem_translate(p, true);
     if (loc.x == 0xffffffffu) {
@@ -553,11 +723,12 @@ fn unimem_atomic(op: u32, p: u64, c: u32, v: u32) -> u32 {
         default: { r = unimem_frame_cas(loc, c, v); }
     }
     unimem_set_dirty(loc);
-    if (k < UNIMEM_ATOMIC_LOG) {
-        unimem_alog[slot + 1u + k] = r;
-        unimem_alog[slot] = k + 1u;
+    if (spill) {
+        unimem_spill[saved_at + k] = r;
+        unimem_spill[count_at] = k + 1u;
     } else {
-        unimem_unreplayable = true;
+        unimem_alog[saved_at + k] = r;
+        unimem_alog[count_at] = k + 1u;
     }
     return r;
 }
@@ -608,7 +779,7 @@ fn all(id: u32) {
             let src = source(ALL, buffer_bytes);
             let k = compile_wgsl_named("all.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(k.workgroup_size, [64, 1, 1]);
-            assert_eq!(k.immediate_size, 16);
+            assert_eq!(k.immediate_size, 32);
             let src = source("fn all(id: u32) { unimem_store_u32(unimem_arg_ptr(0u), unimem_load_u32(unimem_arg_ptr(0u))); }", buffer_bytes);
             assert!(!src.contains("unimem_alog"));
             compile_wgsl_named("plain.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
@@ -617,7 +788,7 @@ fn all(id: u32) {
 
     #[test]
     fn error_kinds_have_messages() {
-        for k in [KERNEL_ERROR_OUT_OF_RANGE, KERNEL_ERROR_READ_ONLY, KERNEL_ERROR_MISALIGNED, KERNEL_ERROR_RUNAWAY, KERNEL_ERROR_FREED, KERNEL_ERROR_UNREPLAYABLE] {
+        for k in [KERNEL_ERROR_OUT_OF_RANGE, KERNEL_ERROR_READ_ONLY, KERNEL_ERROR_MISALIGNED, KERNEL_ERROR_RUNAWAY, KERNEL_ERROR_FREED] {
             assert_ne!(error_kind_text(k), error_kind_text(0), "kind {k}");
         }
     }

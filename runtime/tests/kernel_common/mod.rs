@@ -3,8 +3,17 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::sync::{Mutex, MutexGuard};
+
 use unimem::device::test_support::runtime_or_skip;
 use unimem::Kernel;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serialises the tests of one binary (launches share the device pool and the statistics).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Compiles `src`, or skips (returns `None`) when there is no device, by the device-test rule
 /// of `unimem::device::test_support`.
