@@ -10,20 +10,36 @@
 //!   `unimem_load_ptr` (page-table translation, step count, checks); plain: the same cycle
 //!   as `u32` indices in a storage buffer. Ratio of chase rates, goal (issue 6) >= 0.75.
 //!   Both run with everything resident (a warm launch: no device faults).
-//! - **list sum end to end** (the demo's workload) vs an explicit flatten-upload-run-download
-//!   version: first launch (goal <= 1.0x) and after a small CPU change (goal <= 0.3x).
+//! - **end to end**, the samples' workloads on structures of `Box`es vs explicit versions
+//!   written by hand (walk the structure on the CPU into flat `u32` arrays, upload them into
+//!   host buffers, run a plain kernel on indices, download the result): first launch on a
+//!   fresh structure (goal <= 1.0x) and a repeated launch after a small CPU change, which the
+//!   explicit version answers by flattening and uploading everything again (goal <= 0.3x).
+//!   Both versions must give the same result. Device faults and dispatch rounds are printed
+//!   for the unimem side.
+//!   - **list sum** (the demo's list: 1M nodes, 8192 segments; 10 nodes changed);
+//!   - **BST lookup** (the demo's tree: 1M nodes, 100k lookups, one in eight absent; 10
+//!     values changed and 10 absent keys inserted);
+//!   - **BFS** (the demo's graph: 200k vertices, 4 edges each; one launch per level with
+//!     `gpu_bfs`, one dispatch per level explicitly; 10 edges added), checked against the
+//!     CPU's levels.
 //!
 //!     cargo bench -p unimem-benches --bench kernels
 //!
 //! Without a Vulkan device it prints a notice and exits (with `UNIMEM_REQUIRE_DEVICE=1` it
 //! fails), by the rule of `unimem::device::test_support`.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
+use unimem::coherence::Snapshot;
 use unimem::device::test_support::runtime_or_skip;
-use unimem::device::{ComputePipeline, Device};
+use unimem::device::{Buffer, ComputePipeline, Device};
 use unimem::kernel::compile_wgsl_named;
-use unimem::{Args, Kernel};
+use unimem::{Args, Kernel, LaunchReport};
+use unimem_samples::bfs::{gpu_bfs, Graph, BFS_LEVEL, UNREACHED};
+use unimem_samples::bst::{key, Lookups, Tree};
+use unimem_samples::list::SegmentSums;
 
 #[global_allocator]
 static A: unimem::Allocator = unimem::Allocator;
@@ -175,19 +191,159 @@ var<immediate> prm: P;
     );
 
     list_end_to_end(device);
+    bst_end_to_end(device);
+    bfs_end_to_end(device);
 }
 
-/// End to end, the list demo's workload (1M `Box`ed nodes, 8192 segments summed) against a
-/// hand-written explicit version: walk the list on the CPU into an array, upload it, run a
-/// plain kernel over the array, download the sums. First launch on a fresh list (cold: the
-/// list migrates), and a repeated launch after the CPU changed 10 nodes.
-fn list_end_to_end(device: &Device) {
-    use unimem_samples::list::SegmentSums;
-    const NODES: usize = 1_000_000;
-    const SEGMENTS: usize = 8192;
-    let (plain, _) = raw_pipeline(
-        device,
-        "struct P { seg: u32, n: u32 }
+/// What the unimem side of one end-to-end run did: launches, device faults, and dispatch
+/// rounds (one per launch plus its replay rounds).
+#[derive(Clone, Copy, Debug)]
+struct Launches {
+    launches: u64,
+    device_faults: u64,
+    rounds: u64,
+}
+
+impl From<LaunchReport> for Launches {
+    fn from(r: LaunchReport) -> Launches {
+        Launches { launches: 1, device_faults: r.device_faults, rounds: u64::from(r.rounds) }
+    }
+}
+
+impl Launches {
+    /// What the runtime's counters moved since `before` (a run of several launches).
+    fn since(before: &Snapshot) -> Launches {
+        let d = unimem::stats().since(before);
+        Launches { launches: d.launches, device_faults: d.device_faults, rounds: d.launches + d.replay_rounds }
+    }
+}
+
+/// An end-to-end workload on a structure of `Box`es, built fresh for each round: run in place
+/// by unimem, and by an explicit version written by hand, which must give the same result.
+trait EndToEnd {
+    /// Runs the unimem kernel(s) on the structure's own pointers.
+    fn unimem(&mut self) -> Launches;
+    /// What the unimem run computed.
+    fn unimem_result(&self) -> Vec<u32>;
+    /// The explicit version, from scratch: flatten on the CPU, upload, dispatch, download.
+    /// Returns its time, taken when the result is downloaded (freeing its arrays and buffers
+    /// afterwards is not counted), and the result.
+    fn explicit(&self) -> (Duration, Vec<u32>);
+    /// A small change by the CPU.
+    fn change(&mut self);
+    /// Checks a result against the CPU (panics on a mismatch). By default nothing: the two
+    /// versions agreeing is the check.
+    fn check(&self, _result: &[u32]) {}
+}
+
+/// Times of one kind of run (first launch, or after the change) over the rounds.
+#[derive(Default)]
+struct Timings {
+    unimem: Vec<Duration>,
+    explicit: Vec<Duration>,
+    launches: Vec<Launches>,
+}
+
+impl Timings {
+    /// Runs both versions once, timed, and checks that they agree.
+    fn measure(&mut self, w: &mut impl EndToEnd, name: &str) {
+        let t = Instant::now();
+        self.launches.push(w.unimem());
+        self.unimem.push(t.elapsed());
+        let (time, explicit) = w.explicit();
+        self.explicit.push(time);
+        let unimem = w.unimem_result();
+        assert_eq!(explicit.len(), unimem.len(), "{name}: result lengths");
+        if let Some(i) = explicit.iter().zip(&unimem).position(|(e, u)| e != u) {
+            panic!("{name}: explicit and unimem differ at {i}: {} vs {}", explicit[i], unimem[i]);
+        }
+        w.check(&explicit);
+    }
+}
+
+/// `lo` or `lo-hi` of the values.
+fn range(v: impl Iterator<Item = u64> + Clone) -> String {
+    let (lo, hi) = (v.clone().min().unwrap_or(0), v.max().unwrap_or(0));
+    if lo == hi { format!("{lo}") } else { format!("{lo}-{hi}") }
+}
+
+impl fmt::Display for Timings {
+    /// Medians, their ratio, and the launches (ranges over the rounds).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (u, e) = (median(self.unimem.clone()), median(self.explicit.clone()));
+        let l = &self.launches;
+        write!(
+            f,
+            "{:.2} ms vs explicit {:.2} ms = {:.2}x; launches {}, device faults {}, rounds {}",
+            u.as_secs_f64() * 1e3,
+            e.as_secs_f64() * 1e3,
+            u.as_secs_f64() / e.as_secs_f64(),
+            range(l.iter().map(|l| l.launches)),
+            range(l.iter().map(|l| l.device_faults)),
+            range(l.iter().map(|l| l.rounds)),
+        )
+    }
+}
+
+/// Measures `rounds` fresh structures (each: first launch, the change, another launch; both
+/// versions each time) and prints medians and ratios.
+fn compare<W: EndToEnd>(name: &str, change: &str, rounds: usize, mut fresh: impl FnMut() -> W) {
+    let (mut cold, mut warm) = (Timings::default(), Timings::default());
+    for _ in 0..rounds {
+        let mut w = fresh();
+        cold.measure(&mut w, name);
+        w.change();
+        warm.measure(&mut w, name);
+    }
+    println!("{name} end to end ({rounds} rounds, medians):");
+    println!("  first launch: {cold} (goal <= 1.0x)");
+    println!("  after {change}: {warm} (goal <= 0.3x)");
+}
+
+/// A plain WGSL kernel (workgroups of 64) on host buffers: the explicit versions' device side.
+struct Plain<'a> {
+    device: &'a Device,
+    pipeline: ComputePipeline,
+}
+
+impl<'a> Plain<'a> {
+    /// Compiles `src`'s entry `entry`.
+    fn new(device: &'a Device, src: &str, entry: &str) -> Plain<'a> {
+        Plain { device, pipeline: raw_pipeline(device, src, entry).0 }
+    }
+
+    /// A host buffer holding `data` (one word at least: buffers are never empty).
+    fn upload(&self, data: &[u32]) -> Buffer {
+        let mut b = self.device.create_host_buffer((data.len().max(1) * 4) as u64).unwrap();
+        b.as_mut_slice::<u32>()[..data.len()].copy_from_slice(data);
+        b
+    }
+
+    /// A host buffer of `n` words for results.
+    fn output(&self, n: u32) -> Buffer {
+        self.device.create_host_buffer(u64::from(n.max(1)) * 4).unwrap()
+    }
+
+    /// Runs invocations `0..n` (the kernel ignores the rest of the last workgroup) with the
+    /// immediates `prm`.
+    fn run(&self, buffers: &mut [&mut Buffer], prm: &[u32], n: u32) {
+        self.device.dispatch(&self.pipeline, buffers, bytemuck::cast_slice(prm), [n.div_ceil(64), 1, 1]).unwrap();
+    }
+}
+
+/// The first `n` words of `b`.
+fn download(b: &Buffer, n: usize) -> Vec<u32> {
+    b.as_slice::<u32>()[..n].to_vec()
+}
+
+/// The list demo's workload: segment sums over a list of `Box`ed nodes.
+struct ListSums<'a> {
+    s: SegmentSums,
+    plain: &'a Plain<'a>,
+}
+
+/// The explicit list kernel: invocation `i` sums `values[i * seg..]`, `seg` values.
+const LIST_SUMS: &str = "struct P { seg: u32, n: u32 }
 var<immediate> prm: P;
 @group(0) @binding(0) var<storage, read> values: array<u32>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
@@ -198,53 +354,267 @@ var<immediate> prm: P;
     let end = min(start + prm.seg, arrayLength(&values));
     for (var i = start; i < end; i++) { s += values[i]; }
     out[g.x] = s;
-}",
-        "sums",
-    );
-    // The explicit version: flatten, upload, dispatch, download.
-    let explicit = |s: &SegmentSums| -> (Duration, Vec<u32>) {
-        let t = Instant::now();
-        let values: Vec<u32> = s.list.iter().map(|n| n.value).collect();
-        let mut vbuf = device.create_host_buffer((values.len() * 4) as u64).unwrap();
-        vbuf.as_mut_slice::<u32>().copy_from_slice(&values);
-        let n = s.starts.len() as u32;
-        let mut obuf = device.create_host_buffer(u64::from(n) * 4).unwrap();
-        let prm = [s.seg, n];
-        device
-            .dispatch(&plain, &mut [&mut vbuf, &mut obuf], bytemuck::cast_slice(&prm), [n.div_ceil(64), 1, 1])
-            .unwrap();
-        let out = obuf.as_slice::<u32>().to_vec();
-        (t.elapsed(), out)
-    };
-    let (mut cold_u, mut cold_e, mut warm_u, mut warm_e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut faults = (0, 0);
-    for _ in 0..5 {
-        let mut s = SegmentSums::new(NODES, SEGMENTS).unwrap();
-        let t = Instant::now();
-        let r = s.launch().unwrap();
-        cold_u.push(t.elapsed());
-        let (te, out) = explicit(&s);
-        cold_e.push(te);
-        assert_eq!(out, s.out, "explicit and unimem agree");
-        s.mutate(100_003);
-        let t = Instant::now();
-        let r2 = s.launch().unwrap();
-        warm_u.push(t.elapsed());
-        let (te, out) = explicit(&s);
-        warm_e.push(te);
-        assert_eq!(out, s.out);
-        faults = (r.device_faults, r2.device_faults);
+}";
+
+impl EndToEnd for ListSums<'_> {
+    fn unimem(&mut self) -> Launches {
+        self.s.launch().unwrap().into()
     }
-    let (cu, ce, wu, we) = (median(cold_u), median(cold_e), median(warm_u), median(warm_e));
-    println!(
-        "list sum end to end (1M nodes): first launch {:.2} ms vs explicit {:.2} ms = {:.2}x (goal <= 1.0x); after 10 changed nodes {:.2} ms vs explicit {:.2} ms = {:.2}x (goal <= 0.3x); device faults cold {} warm {}",
-        cu.as_secs_f64() * 1e3,
-        ce.as_secs_f64() * 1e3,
-        cu.as_secs_f64() / ce.as_secs_f64(),
-        wu.as_secs_f64() * 1e3,
-        we.as_secs_f64() * 1e3,
-        wu.as_secs_f64() / we.as_secs_f64(),
-        faults.0,
-        faults.1
-    );
+
+    fn unimem_result(&self) -> Vec<u32> {
+        self.s.out.clone()
+    }
+
+    fn explicit(&self) -> (Duration, Vec<u32>) {
+        let start = Instant::now();
+        let values: Vec<u32> = self.s.list.iter().map(|n| n.value).collect();
+        let mut vbuf = self.plain.upload(&values);
+        let n = self.s.starts.len() as u32;
+        let mut obuf = self.plain.output(n);
+        self.plain.run(&mut [&mut vbuf, &mut obuf], &[self.s.seg, n], n);
+        let out = download(&obuf, n as usize);
+        (start.elapsed(), out)
+    }
+
+    fn change(&mut self) {
+        self.s.mutate(100_003);
+    }
+}
+
+/// End to end, the list demo's workload (1M `Box`ed nodes, 8192 segments summed) against a
+/// hand-written explicit version: walk the list on the CPU into an array, upload it, run a
+/// plain kernel over the array, download the sums. First launch on a fresh list (cold: the
+/// list migrates), and a repeated launch after the CPU changed 10 nodes.
+fn list_end_to_end(device: &Device) {
+    let plain = Plain::new(device, LIST_SUMS, "sums");
+    compare("list sum (1M nodes, 8192 segments)", "10 changed nodes", 5, || ListSums {
+        s: SegmentSums::new(1_000_000, 8192).unwrap(),
+        plain: &plain,
+    });
+}
+
+/// A binary search tree flattened in arrays: node `i` has `keys[i]`, `values[i]` and children
+/// `left[i]`, `right[i]` (indices, `u32::MAX` for none); the root is node 0.
+#[derive(Default)]
+struct FlatTree {
+    keys: Vec<u32>,
+    values: Vec<u32>,
+    left: Vec<u32>,
+    right: Vec<u32>,
+}
+
+impl FlatTree {
+    /// Walks the tree from `root` (preorder, with a stack).
+    fn new(root: Option<&Tree>) -> FlatTree {
+        let mut f = FlatTree::default();
+        let mut stack = Vec::new();
+        if let Some(r) = root {
+            stack.push((r, f.push(r)));
+        }
+        while let Some((node, i)) = stack.pop() {
+            if let Some(l) = node.left.as_deref() {
+                f.left[i] = f.push(l) as u32;
+                stack.push((l, f.left[i] as usize));
+            }
+            if let Some(r) = node.right.as_deref() {
+                f.right[i] = f.push(r) as u32;
+                stack.push((r, f.right[i] as usize));
+            }
+        }
+        f
+    }
+
+    /// Appends `node` without children; its index.
+    fn push(&mut self, node: &Tree) -> usize {
+        self.keys.push(node.key);
+        self.values.push(node.value);
+        self.left.push(u32::MAX);
+        self.right.push(u32::MAX);
+        self.keys.len() - 1
+    }
+
+    /// The root's index (`u32::MAX` when empty).
+    fn root(&self) -> u32 {
+        if self.keys.is_empty() { u32::MAX } else { 0 }
+    }
+}
+
+/// The explicit BST kernel: invocation `i` looks `queries[i]` up from node `root` and writes
+/// its value (or `u32::MAX`), as `bst::LOOKUP` does on the pointers.
+const BST_LOOKUP: &str = "struct P { root: u32, n: u32 }
+var<immediate> prm: P;
+@group(0) @binding(0) var<storage, read> keys: array<u32>;
+@group(0) @binding(1) var<storage, read> values: array<u32>;
+@group(0) @binding(2) var<storage, read> left: array<u32>;
+@group(0) @binding(3) var<storage, read> right: array<u32>;
+@group(0) @binding(4) var<storage, read> queries: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(64) fn lookup(@builtin(global_invocation_id) g: vec3<u32>) {
+    if (g.x >= prm.n) { return; }
+    let key = queries[g.x];
+    var i = prm.root;
+    var value = 0xffffffffu;
+    while (i != 0xffffffffu) {
+        let k = keys[i];
+        if (k == key) {
+            value = values[i];
+            break;
+        }
+        if (key < k) { i = left[i]; } else { i = right[i]; }
+    }
+    out[g.x] = value;
+}";
+
+/// The BST sample's workload: lookups in a tree of `Box`ed nodes.
+struct TreeLookups<'a> {
+    l: Lookups,
+    plain: &'a Plain<'a>,
+}
+
+impl EndToEnd for TreeLookups<'_> {
+    fn unimem(&mut self) -> Launches {
+        self.l.launch().unwrap().into()
+    }
+
+    fn unimem_result(&self) -> Vec<u32> {
+        self.l.out.clone()
+    }
+
+    fn explicit(&self) -> (Duration, Vec<u32>) {
+        let start = Instant::now();
+        let f = FlatTree::new(self.l.tree.root());
+        let queries = &self.l.keys;
+        let mut bufs = [&f.keys, &f.values, &f.left, &f.right, queries].map(|a| self.plain.upload(a));
+        let n = queries.len() as u32;
+        let mut out = self.plain.output(n);
+        let [k, v, l, r, q] = &mut bufs;
+        self.plain.run(&mut [k, v, l, r, q, &mut out], &[f.root(), n], n);
+        let out = download(&out, n as usize);
+        (start.elapsed(), out)
+    }
+
+    /// As the demo: changes 10 values; as the test: inserts 10 keys that were looked up absent.
+    fn change(&mut self) {
+        let (nodes, lookups) = (self.l.tree.len(), self.l.keys.len());
+        for i in (0..nodes).step_by(nodes / 10 + 1) {
+            self.l.tree.insert(key(i), 7);
+        }
+        for j in (7..lookups).step_by(8 * (lookups / 80).max(1)) {
+            self.l.tree.insert(key(nodes + j), 424_242);
+        }
+    }
+}
+
+/// End to end, the BST demo's workload (1M `Box`ed nodes, 100k lookups) against an explicit
+/// version: flatten the tree into index arrays, upload them with the keys, look up by index,
+/// download. First launch on a fresh tree and after 10 changed values and 10 inserted keys.
+fn bst_end_to_end(device: &Device) {
+    let plain = Plain::new(device, BST_LOOKUP, "lookup");
+    compare("BST lookup (1M nodes, 100k lookups)", "10 changed values, 10 inserted keys", 5, || TreeLookups {
+        l: Lookups::new(1_000_000, 100_000).unwrap(),
+        plain: &plain,
+    });
+}
+
+/// The explicit BFS level: as `bfs::BFS_LEVEL` (invocation `v` of a vertex on `level` claims
+/// its unreached neighbours with an atomic min, and flags the change), on CSR arrays. It
+/// claims in one pass: `BFS_LEVEL` reads all neighbours before its first atomic only so that
+/// a device fault can be replayed, which plain buffers never need.
+const BFS_LEVEL_CSR: &str = "struct P { level: u32, n: u32 }
+var<immediate> prm: P;
+@group(0) @binding(0) var<storage, read> offsets: array<u32>;
+@group(0) @binding(1) var<storage, read> targets: array<u32>;
+@group(0) @binding(2) var<storage, read_write> levels: array<atomic<u32>>;
+@group(0) @binding(3) var<storage, read_write> changed: array<u32>;
+@compute @workgroup_size(64) fn bfs_level(@builtin(global_invocation_id) g: vec3<u32>) {
+    let v = g.x;
+    if (v >= prm.n || atomicLoad(&levels[v]) != prm.level) { return; }
+    var claimed = false;
+    for (var i = offsets[v]; i < offsets[v + 1u]; i++) {
+        let u = targets[i];
+        if (atomicLoad(&levels[u]) == 0xffffffffu) {
+            atomicMin(&levels[u], prm.level + 1u);
+            claimed = true;
+        }
+    }
+    if (claimed) { changed[0] = 1u; }
+}";
+
+/// The search's source vertex.
+const SOURCE: usize = 0;
+
+/// The BFS sample's workload: a search over adjacency lists in boxed slices.
+struct Search<'a> {
+    g: Graph,
+    plain: &'a Plain<'a>,
+}
+
+impl Search<'_> {
+    /// The adjacency lists as CSR: `targets[offsets[v]..offsets[v + 1]]` are `v`'s neighbours.
+    fn csr(&self) -> (Vec<u32>, Vec<u32>) {
+        let n = self.g.vertices.len();
+        let mut offsets = Vec::with_capacity(n + 1);
+        let mut targets = Vec::new();
+        offsets.push(0);
+        for v in 0..n {
+            targets.extend_from_slice(self.g.neighbours(v));
+            offsets.push(targets.len() as u32);
+        }
+        (offsets, targets)
+    }
+}
+
+impl EndToEnd for Search<'_> {
+    fn unimem(&mut self) -> Launches {
+        let before = unimem::stats();
+        gpu_bfs(&mut self.g, SOURCE).unwrap();
+        Launches::since(&before)
+    }
+
+    fn unimem_result(&self) -> Vec<u32> {
+        self.g.vertices.iter().map(|v| v.level).collect()
+    }
+
+    /// Flatten, upload, one dispatch per level until nothing changed, download the levels.
+    fn explicit(&self) -> (Duration, Vec<u32>) {
+        let start = Instant::now();
+        let (offsets, targets) = self.csr();
+        let n = self.g.vertices.len();
+        let mut levels = vec![UNREACHED; n];
+        levels[SOURCE] = 0;
+        let [mut o, mut t, mut l, mut c] = [&offsets[..], &targets, &levels, &[0]].map(|a| self.plain.upload(a));
+        for level in 0.. {
+            c.as_mut_slice::<u32>()[0] = 0;
+            self.plain.run(&mut [&mut o, &mut t, &mut l, &mut c], &[level, n as u32], n as u32);
+            if c.as_slice::<u32>()[0] == 0 {
+                break;
+            }
+        }
+        let out = download(&l, n);
+        (start.elapsed(), out)
+    }
+
+    /// Adds 10 edges between vertices spread over the graph.
+    fn change(&mut self) {
+        let n = self.g.vertices.len();
+        for k in 0..10 {
+            let from = k * n / 10 + 1;
+            self.g.add_edge(from, ((from + n / 2 + 7 * k) % n) as u32);
+        }
+    }
+
+    fn check(&self, result: &[u32]) {
+        assert!(result == self.g.cpu_levels(SOURCE), "BFS levels differ from the CPU's");
+    }
+}
+
+/// End to end, the BFS demo's workload (200k vertices, 4 out-edges each, in boxed slices)
+/// against an explicit version: flatten into CSR arrays, upload, one dispatch per level,
+/// download the levels. First search on a fresh graph and after 10 added edges.
+fn bfs_end_to_end(device: &Device) {
+    let plain = Plain::new(device, BFS_LEVEL_CSR, "bfs_level");
+    // `gpu_bfs` makes its kernel on each call; compile it now, as the other cases do before
+    // timing (the pipeline is cached).
+    Kernel::new(BFS_LEVEL, "bfs_level").unwrap();
+    compare("BFS (200k vertices, 800k edges)", "10 added edges", 5, || Search { g: Graph::random(200_000, 3), plain: &plain });
 }

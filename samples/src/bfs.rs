@@ -52,6 +52,23 @@ impl Graph {
         Graph { vertices, adjacency }
     }
 
+    /// The neighbours of vertex `v`.
+    pub fn neighbours(&self, v: usize) -> &[u32] {
+        &self.adjacency[v]
+    }
+
+    /// Adds the edge `from -> to`: `from` gets a new, longer adjacency list (a new boxed
+    /// slice; the old one is freed). Panics if `to` is not a vertex.
+    pub fn add_edge(&mut self, from: usize, to: u32) {
+        assert!((to as usize) < self.vertices.len(), "no vertex {to}");
+        let mut e = self.adjacency[from].to_vec();
+        e.push(to);
+        self.adjacency[from] = e.into_boxed_slice();
+        let (a, v) = (&self.adjacency[from], &mut self.vertices[from]);
+        v.degree = a.len() as u32;
+        v.edges = a.as_ptr();
+    }
+
     /// Levels from `source` computed on the CPU.
     pub fn cpu_levels(&self, source: usize) -> Vec<u32> {
         let mut level = vec![UNREACHED; self.vertices.len()];

@@ -66,6 +66,11 @@ impl Bst {
         self.len == 0
     }
 
+    /// The root node (`None` when empty), for walks on the CPU.
+    pub fn root(&self) -> Option<&Tree> {
+        self.root.as_deref()
+    }
+
     /// The root's address (0 when empty), as a kernel argument.
     pub fn root_addr(&self) -> u64 {
         self.root.as_deref().map_or(0, |r| r as *const Tree as u64)
@@ -141,10 +146,15 @@ impl Lookups {
         Ok(Lookups { tree, keys, out, kernel })
     }
 
+    /// Runs the lookups once (results in `out`).
+    pub fn launch(&mut self) -> Result<LaunchReport, unimem::Error> {
+        let args = Args::new().ptr(&self.keys[..]).ptr(&self.out[..]).u64(self.tree.root_addr());
+        self.kernel.launch(self.keys.len() as u32, &args)
+    }
+
     /// Runs the lookups once and checks them against the CPU (panics on a mismatch).
     pub fn launch_and_check(&mut self) -> Result<LaunchReport, unimem::Error> {
-        let args = Args::new().ptr(&self.keys[..]).ptr(&self.out[..]).u64(self.tree.root_addr());
-        let r = self.kernel.launch(self.keys.len() as u32, &args)?;
+        let r = self.launch()?;
         for (i, (&k, &got)) in self.keys.iter().zip(&self.out).enumerate() {
             assert_eq!(got, self.tree.get(k).unwrap_or(u32::MAX), "lookup {i} of key {k}");
         }

@@ -21,4 +21,11 @@ fn bfs_levels() {
     gpu_bfs(&mut g, 777).unwrap();
     let got: Vec<u32> = g.vertices.iter().map(|v| v.level).collect();
     assert_eq!(got, g.cpu_levels(777));
+    // The CPU adds edges (new adjacency slices the device has not seen) and searches again.
+    for k in 0..10 {
+        g.add_edge(k * 5000 + 1, ((k * 5000 + 25_000) % 50_000) as u32);
+    }
+    gpu_bfs(&mut g, 0).unwrap();
+    let got: Vec<u32> = g.vertices.iter().map(|v| v.level).collect();
+    assert_eq!(got, g.cpu_levels(0));
 }
