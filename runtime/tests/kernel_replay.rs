@@ -175,7 +175,8 @@ fn invocations_storing_hundreds_of_words_replay_exactly() {
 
 /// Each invocation takes a ticket (one atomic), then adds every node of its segment into a
 /// histogram and a total (two atomics per node: far more than the atomic log), faulting
-/// along the way, and finally stores its ticket.
+/// along the way, and finally stores its ticket and 40 more words (more than the private
+/// store log: escalated for its atomics first, it then needs a store table too).
 const TICKETS: &str = "
 fn tickets(id: u32) {
     let starts = unimem_arg_ptr(0u);
@@ -192,6 +193,10 @@ fn tickets(id: u32) {
         p = unimem_load_ptr(p + 8lu);
     }
     unimem_store_u32(out + u64(id) * 4lu, ticket);
+    let scratch = unimem_arg_ptr(10u) + u64(id) * 160lu;
+    for (var j = 0u; j < 40u; j++) {
+        unimem_store_u32(scratch + u64(j) * 4lu, ticket + j);
+    }
 }
 ";
 
@@ -213,8 +218,9 @@ fn invocations_running_hundreds_of_atomics_apply_each_once() {
         let hist = vec![0u32; 16];
         let counters = vec![0u32; 2];
         let out = vec![u32::MAX; n];
+        let scratch = vec![u32::MAX; 40 * n];
         let r = k
-            .launch(n as u32, &Args::new().ptr(&starts[..]).ptr(&hist[..]).u32(seg as u32).ptr(&counters[..]).ptr(&out[..]))
+            .launch(n as u32, &Args::new().ptr(&starts[..]).ptr(&hist[..]).u32(seg as u32).ptr(&counters[..]).ptr(&out[..]).ptr(&scratch[..]))
             .unwrap();
         eprintln!("launch {launch}: {r:?}");
         assert!(r.escalated >= n as u64 && r.device_faults > 0, "{r:?}");
@@ -223,6 +229,10 @@ fn invocations_running_hundreds_of_atomics_apply_each_once() {
         let mut tickets = out.clone();
         tickets.sort_unstable();
         assert_eq!(tickets, (0..n as u32).collect::<Vec<_>>(), "launch {launch}: a replay returns the saved ticket");
+        for i in 0..n {
+            let expect: Vec<u32> = (0..40).map(|j| out[i] + j).collect();
+            assert_eq!(scratch[40 * i..40 * (i + 1)], expect[..], "launch {launch}: invocation {i}'s stores");
+        }
     }
     free(nodes);
 }

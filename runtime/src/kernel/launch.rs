@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::compile::compile_wgsl_named;
-use super::prelude::{self, Round, CTL_ESCALATED_COUNT, CTL_LISTS_AT, CTL_PENDING_COUNT, CTL_POISON_AT, CTL_POISON_CAPACITY, CTL_POISON_COUNT, ESCALATE};
+use super::prelude::{self, Round, CTL_ESCALATED_COUNT, CTL_LISTS_AT, CTL_PENDING_COUNT, CTL_POISON_AT, CTL_POISON_CAPACITY, CTL_POISON_COUNT, ESCALATE, ESCALATE_STORES};
 use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_SPILL};
 use crate::advice;
 use crate::api::{vulkan_runtime, Advice, Error};
@@ -472,7 +472,7 @@ impl Kernel {
                 spill.lay_out(spill_buf.as_mut_slice::<u32>(), slots);
                 dispatch(Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf], alog.as_deref_mut())?;
                 spilled = spill.collect(spill_buf.as_slice::<u32>()).map_err(|detail| LaunchError::LogLimit { kernel: kernel.clone(), detail })?;
-                if spilled.done > 0 {
+                if spilled.done > 0 && layout.stores > 0 {
                     dispatch(Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf], alog.as_deref_mut())?;
                 }
                 spill_slots = slots as u32;
@@ -688,7 +688,10 @@ fn escalate(ctl: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut 
             keep += 1;
             continue;
         }
-        let id = e & !ESCALATE;
+        let id = e & !(ESCALATE | ESCALATE_STORES);
+        if e & ESCALATE_STORES != 0 {
+            spill.need_table();
+        }
         let atomics = alog.map_or_else(Vec::new, |a| {
             let w = a.as_slice::<u32>();
             let at = id as usize * (prelude::ATOMIC_LOG as usize + 1);

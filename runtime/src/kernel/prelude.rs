@@ -69,6 +69,8 @@ pub const CTL_PENDING_COUNT: usize = 0;
 pub const CTL_ESCALATED_COUNT: usize = 2;
 /// Flag on an output-list entry: the invocation's logs overflowed; restart it in a spill round.
 pub const ESCALATE: u32 = 1 << 31;
+/// With [`ESCALATE`]: it was the store log (the spill slots need a store table).
+pub const ESCALATE_STORES: u32 = 1 << 30;
 /// Control word: entries of the poison list.
 pub const CTL_POISON_COUNT: usize = 1;
 /// Control word: first entry of the poison list.
@@ -165,6 +167,7 @@ pub fn module(
     let _ = writeln!(s, "const UNIMEM_CTL_POISON_COUNT: u32 = {CTL_POISON_COUNT}u;");
     let _ = writeln!(s, "const UNIMEM_CTL_ESCALATED_COUNT: u32 = {CTL_ESCALATED_COUNT}u;");
     let _ = writeln!(s, "const UNIMEM_ESCALATE: u32 = {ESCALATE}u;");
+    let _ = writeln!(s, "const UNIMEM_ESCALATE_STORES: u32 = {ESCALATE_STORES}u;");
     for (name, v) in [
         ("MODE_SPILL", spill::MODE_SPILL),
         ("MODE_COMMIT", spill::MODE_COMMIT),
@@ -415,6 +418,11 @@ fn unimem_stop_with(kind: u32, p: u64, block: u32) {
     unimem_stop_block = block;
 }
 
+// True in a spill round whose slots have a store table (else stores use the private log).
+fn unimem_spill_table() -> bool {
+    return unimem_round.mode == UNIMEM_MODE_SPILL && unimem_round.spill_stores != 0u;
+}
+
 // Stops the invocation because a log is full (before the access that did not fit).
 fn unimem_stop_full(kind: u32) {
     unimem_stop = 1u;
@@ -509,7 +517,8 @@ fn unimem_finish() {
     if (unimem_stop == 0u) {
         if (spill) {
             unimem_spill[unimem_spill_at + UNIMEM_SLOT_STATUS] = UNIMEM_STATUS_DONE;
-        } else {
+        }
+        if (!unimem_spill_table()) {
             unimem_flush_log();
         }
         return;
@@ -538,7 +547,7 @@ fn unimem_finish() {
     }
     var entry = unimem_id;
     if (kind != 0u) {
-        entry |= UNIMEM_ESCALATE;
+        entry |= UNIMEM_ESCALATE | select(0u, UNIMEM_ESCALATE_STORES, kind == UNIMEM_FULL_STORES);
         atomicAdd(&unimem_ctl[UNIMEM_CTL_ESCALATED_COUNT], 1u);
     }
     let k = atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
@@ -548,7 +557,7 @@ fn unimem_finish() {
 // The value the invocation stored at p (its log, or in a spill round its table), else v.
 // Callers test unimem_log_n != 0 first.
 fn unimem_logged(p: u64, v: u32) -> u32 {
-    if (unimem_round.mode == UNIMEM_MODE_SPILL) {
+    if (unimem_spill_table()) {
         let e = unimem_spill_probe(p);
         if (e != 0xffffffffu && (unimem_spill[e] | unimem_spill[e + 1u]) != 0u) {
             return unimem_spill[e + 2u];
@@ -629,7 +638,7 @@ fn unimem_store_u32(p: u64, v: u32) {
     if (loc.x == 0xffffffffu) {
         return;
     }
-    if (unimem_round.mode == UNIMEM_MODE_SPILL) {
+    if (unimem_spill_table()) {
         let e = unimem_spill_probe(p);
         if (e == 0xffffffffu) {
             unimem_stop_full(UNIMEM_FULL_STORES);

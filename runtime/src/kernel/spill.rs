@@ -18,7 +18,10 @@
 //!                   most `PROBES` entries (unrolled: lavapipe cuts long loops short)
 //! ```
 //!
-//! After the spill round a **commit pass** (the same pipeline, mode `MODE_COMMIT`, one
+//! `stores` is 0 (no table) until an invocation of the launch overflowed its private store
+//! log: invocations escalated only for their atomics keep the private store log and commit
+//! it themselves when they complete, so they need no commit pass. With a table, after the
+//! spill round a **commit pass** (the same pipeline, mode `MODE_COMMIT`, one
 //! invocation per table entry) writes the tables of the slots whose invocation completed to
 //! memory and marks their blocks dirty; nothing is evicted between the two dispatches.
 //! Invocations that faulted are requeued with the atomic results they saved; one whose table
@@ -31,7 +34,7 @@
 //!   `atomics.len()` atomics, in order: they were applied to memory exactly once;
 //! - a batch fits `BUDGET_BYTES`; a single slot larger than that is an error
 //!   ([`SpillError`]), never a silent truncation;
-//! - `stores` is a power of two (the table index is a masked hash).
+//! - `stores` is 0 or a power of two (the table index is a masked hash).
 
 use std::collections::VecDeque;
 
@@ -74,7 +77,7 @@ pub const BUDGET_BYTES: usize = 64 << 20;
 /// The geometry of a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotLayout {
-    /// Table entries (a power of two).
+    /// Table entries (a power of two), or 0: no table, the private store log is used.
     pub stores: u32,
     /// Saved atomic results.
     pub atomics: u32,
@@ -153,7 +156,12 @@ impl Default for Spill {
 impl Spill {
     /// No escalated invocations; initial capacities.
     pub fn new() -> Spill {
-        Spill { layout: SlotLayout { stores: INITIAL_STORES, atomics: INITIAL_ATOMICS }, queue: VecDeque::new(), batch: 0 }
+        Spill { layout: SlotLayout { stores: 0, atomics: INITIAL_ATOMICS }, queue: VecDeque::new(), batch: 0 }
+    }
+
+    /// Gives the next batches a store table (an invocation overflowed its private store log).
+    pub fn need_table(&mut self) {
+        self.layout.stores = self.layout.stores.max(INITIAL_STORES);
     }
 
     /// The current slot geometry.
@@ -245,7 +253,11 @@ impl Spill {
         self.batch = 0;
         let mut next = l;
         if let Some(id) = grow_stores {
-            next.stores = l.stores.checked_mul(2).ok_or(SpillError { invocation: id, what: "stores", entries: l.stores })?;
+            next.stores = if l.stores == 0 {
+                INITIAL_STORES
+            } else {
+                l.stores.checked_mul(2).ok_or(SpillError { invocation: id, what: "stores", entries: l.stores })?
+            };
         }
         if let Some(id) = grow_atomics {
             next.atomics = l.atomics.checked_mul(2).ok_or(SpillError { invocation: id, what: "atomics", entries: l.atomics })?;
@@ -274,6 +286,8 @@ mod tests {
     #[test]
     fn lay_out_writes_headers_and_saved_atomics_and_empty_tables() {
         let mut s = Spill::new();
+        assert_eq!(s.layout().words(), SLOT_HEADER + INITIAL_ATOMICS as usize, "no table until needed");
+        s.need_table();
         s.push(rec(5, &[1, 2, 3]));
         s.push(rec(9, &[]));
         let l = s.layout();
@@ -310,7 +324,13 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s.first(), Some(1));
         assert_eq!(s.queue[0].atomics, vec![11, 21], "the atomics it applied are remembered");
-        assert_eq!(s.layout(), SlotLayout { stores: 2 * INITIAL_STORES, atomics: 2 * INITIAL_ATOMICS });
+        assert_eq!(s.layout(), SlotLayout { stores: INITIAL_STORES, atomics: 2 * INITIAL_ATOMICS }, "a first table");
+        let n = s.len();
+        let mut words = vec![0u32; n * s.layout().words()];
+        s.lay_out(&mut words, n);
+        words[SLOT_STATUS] = STATUS_STORES_FULL;
+        s.collect(&words).unwrap();
+        assert_eq!(s.layout().stores, 2 * INITIAL_STORES, "then doubling");
     }
 
     #[test]
@@ -336,6 +356,7 @@ mod tests {
     #[test]
     fn batches_stay_within_the_budget() {
         let mut s = Spill::new();
+        s.need_table();
         for id in 0..100_000 {
             s.push(rec(id, &[]));
         }
