@@ -85,9 +85,22 @@ int main(void) {
           "%s", e ? e : "(null)");
     starts[0] = nodes[0];
     CHECK(unimem_launch(k, N, &a, sizeof a) == 0, "%s", unimem_last_error());
+    unimem_stats r0, r1;
+    CHECK(unimem_get_stats(&r0) == 0, "%s", unimem_last_error());
     check_sums(starts, out);
+    CHECK(unimem_get_stats(&r1) == 0, "%s", unimem_last_error());
+    CHECK(r1.cpu_faults > r0.cpu_faults, "without advice the kernel's output is on the device");
 
+    /* Remembered advice: after every launch, out comes home with it. */
     CHECK(unimem_advise(out, N * sizeof *out, UNIMEM_ADVISE_PREFERRED_HOST) == 0, "%s", unimem_last_error());
+    for (int launch = 0; launch < 2; launch++) {
+        CHECK(unimem_launch(k, N, &a, sizeof a) == 0, "%s", unimem_last_error());
+        CHECK(unimem_get_stats(&r0) == 0, "%s", unimem_last_error());
+        check_sums(starts, out);
+        CHECK(unimem_get_stats(&r1) == 0, "%s", unimem_last_error());
+        CHECK(r1.cpu_faults == r0.cpu_faults, "launch %d: %lu CPU faults reading advised output", launch,
+              (unsigned long)(r1.cpu_faults - r0.cpu_faults));
+    }
     CHECK(unimem_advise(out, 4, 99) == -1, "bad advice");
     unimem_kernel_destroy(k);
     unimem_kernel_destroy(NULL);
