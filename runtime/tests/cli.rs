@@ -42,6 +42,14 @@ fn assert_no_panic(stdout: &str, stderr: &str) {
     }
 }
 
+/// Checks that `unimem info` exited with `code` and did not panic; returns its stdout.
+fn expect_exit(out: &Output, code: i32) -> String {
+    let (stdout, stderr) = text(out);
+    assert_eq!(out.status.code(), Some(code), "{stdout}\n{stderr}");
+    assert_no_panic(&stdout, &stderr);
+    stdout
+}
+
 /// The CPU-fault part is printed whatever happens to Vulkan.
 fn assert_fault_section(stdout: &str) {
     assert!(stdout.contains("CPU faults"), "{stdout}");
@@ -59,13 +67,7 @@ fn no_device_exits_3_and_says_how_to_fix() {
         ("VK_ICD_FILENAMES", "/nonexistent"),
         ("VK_DRIVER_FILES", "/nonexistent"),
     ]);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(EXIT_NO_DEVICE),
-        "{stdout}\n{stderr}"
-    );
-    assert_no_panic(&stdout, &stderr);
+    let stdout = expect_exit(&out, EXIT_NO_DEVICE);
     assert_fault_section(&stdout);
     assert!(stdout.contains("no Vulkan device found"), "{stdout}");
     assert!(stdout.contains("NOT READY"), "{stdout}");
@@ -77,13 +79,7 @@ fn no_device_exits_3_and_says_how_to_fix() {
 fn no_loader_exits_3_and_says_how_to_fix() {
     let bogus = "/nonexistent/unimem-test/libvulkan.so.1";
     let out = unimem_info(&[("UNIMEM_VULKAN_LIBRARY", bogus)]);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(EXIT_NO_DEVICE),
-        "{stdout}\n{stderr}"
-    );
-    assert_no_panic(&stdout, &stderr);
+    let stdout = expect_exit(&out, EXIT_NO_DEVICE);
     assert_fault_section(&stdout);
     assert!(
         stdout.contains(&format!("cannot load the Vulkan loader `{bogus}`")),
@@ -108,13 +104,7 @@ fn a_library_that_is_not_a_loader_is_reported() {
     .find(|p| std::path::Path::new(p).exists());
     let Some(libc) = libc else { return };
     let out = unimem_info(&[("UNIMEM_VULKAN_LIBRARY", libc)]);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(EXIT_NO_DEVICE),
-        "{stdout}\n{stderr}"
-    );
-    assert_no_panic(&stdout, &stderr);
+    let stdout = expect_exit(&out, EXIT_NO_DEVICE);
     assert!(stdout.contains("cannot load the Vulkan loader"), "{stdout}");
 }
 
@@ -129,9 +119,7 @@ fn with_a_device_info_exits_0_and_lists_requirements() {
         return;
     }
     let out = unimem_info(&[]);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(EXIT_OK), "{stdout}\n{stderr}");
-    assert_no_panic(&stdout, &stderr);
+    let stdout = expect_exit(&out, EXIT_OK);
     assert_fault_section(&stdout);
     assert!(stdout.contains("<- selected"), "{stdout}");
     assert!(stdout.contains("smoke test passed"), "{stdout}");
@@ -161,13 +149,7 @@ fn unknown_device_choice_lists_the_devices() {
         return;
     }
     let out = unimem_info(&[("UNIMEM_DEVICE", "no-such-gpu-xyz")]);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(EXIT_NO_DEVICE),
-        "{stdout}\n{stderr}"
-    );
-    assert_no_panic(&stdout, &stderr);
+    let stdout = expect_exit(&out, EXIT_NO_DEVICE);
     assert!(
         stdout.contains("UNIMEM_DEVICE=\"no-such-gpu-xyz\" matches no Vulkan device"),
         "{stdout}"

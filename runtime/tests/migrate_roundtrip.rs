@@ -72,11 +72,10 @@ fn random_blocks_round_trip_across_buffer_boundaries() {
             // SAFETY: `dst` is writable and not otherwise accessed during the call.
             unsafe { dev.download(&batch) }.unwrap();
         }
-        for i in 0..64 {
+        for (i, id) in ids.iter().enumerate() {
             assert!(
                 src.block(i) == dst.block(i),
-                "{mode:?}: block {} came back different",
-                ids[i]
+                "{mode:?}: block {id} came back different"
             );
         }
         assert!(dev.take_dirty().is_empty(), "no kernel wrote anything");

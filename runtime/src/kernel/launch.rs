@@ -346,11 +346,12 @@ impl Kernel {
         let mut state = lock(&self.inner.state);
         space.reap_stale();
         let t = Instant::now();
-        let pinned = self.prefetch(space, dev, pointers.unwrap_or(&[]), &state.touched, &mut report)?;
+        let advised = advice::ranges();
+        let pinned = self.prefetch(space, dev, pointers.unwrap_or(&[]), &advised, &state.touched, &mut report)?;
         report.migrate_time += t.elapsed();
         let r = self.rounds(space, dev, &mut state, n, words, &pinned, &mut report);
         // Advised PreferredHost: what the launch pulled to the device goes home now.
-        let home = advice::ranges().into_iter().filter(|a| a.advice == Advice::PreferredHost).try_for_each(|a| space.to_host(a.start, a.end - a.start));
+        let home = advised.iter().filter(|a| a.advice == Advice::PreferredHost).try_for_each(|a| space.to_host(a.start, a.end - a.start));
         report.time = start.elapsed();
         r?;
         home?;
@@ -362,7 +363,7 @@ impl Kernel {
     /// launches resident. Returns the arguments' and advised blocks (at most half the pool),
     /// which replay rounds keep most recently used so that migrating faulted blocks evicts
     /// other blocks first.
-    fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], touched: &[u32], report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
+    fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], touched: &[u32], report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
         let bs = space.block_size();
         // Wanted blocks in priority order, each once: (block, moved for writing).
         let mut want: Vec<(u32, bool)> = Vec::new();
@@ -382,7 +383,7 @@ impl Kernel {
                 }
             }
         }
-        for a in advice::ranges() {
+        for a in advised {
             let for_write = match a.advice {
                 Advice::ReadMostly | Advice::Mirror => false,
                 Advice::PreferredDevice => true,
@@ -425,7 +426,7 @@ impl Kernel {
         let mut alog = alog.as_mut().filter(|_| self.inner.atomics);
         args.as_mut_slice::<u32>()[..words.len()].copy_from_slice(words);
         if let Some(a) = alog.as_mut() {
-            a.as_mut_slice::<u32>()[..n as usize * (prelude::ATOMIC_LOG as usize + 1)].fill(0);
+            a.as_mut_slice::<u32>()[..prelude::alog_words(n)].fill(0);
         }
         let lists = [CTL_LISTS_AT as u32, CTL_LISTS_AT as u32 + n];
         // The ordinary invocations pending (count 0: none) and the escalated ones.
@@ -551,7 +552,6 @@ impl Kernel {
             dev.touch(pinned);
             let room = capacity - pinned.len();
             if solo {
-                load.truncate(1);
                 self.migrate(space, 1, 0, &mut load)?;
             } else {
                 self.migrate(space, (room / 2).max(1), PREFETCH_BLOCKS as u32, &mut load)?;
@@ -574,7 +574,7 @@ impl Kernel {
         ensure(&mut state.ctl, (prelude::ctl_words(n) * 4) as u64)?;
         ensure(&mut state.spill, 64)?;
         if self.inner.atomics {
-            ensure(&mut state.alog, u64::from(n) * (u64::from(prelude::ATOMIC_LOG) + 1) * 4)?;
+            ensure(&mut state.alog, (prelude::alog_words(n) * 4) as u64)?;
         }
         Ok(())
     }
@@ -694,7 +694,7 @@ fn escalate(ctl: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut 
         }
         let atomics = alog.map_or_else(Vec::new, |a| {
             let w = a.as_slice::<u32>();
-            let at = id as usize * (prelude::ATOMIC_LOG as usize + 1);
+            let at = prelude::alog_words(id);
             let saved = (w[at] as usize).min(prelude::ATOMIC_LOG as usize);
             w[at + 1..at + 1 + saved].to_vec()
         });

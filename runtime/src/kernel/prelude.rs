@@ -39,9 +39,10 @@
 //! When a store finds the log full, or an atomic finds the atomic log full, the invocation
 //! stops *before* the access and is appended to the output list with `UNIMEM_ESCALATE`
 //! set: the runtime restarts it in a **spill round** (`MODE_SPILL`), where both logs live in
-//! a slot of `unimem_spill` sized for it (a hash table for stores), growing until it fits;
-//! a **commit pass** (`MODE_COMMIT`) then writes the tables of completed slots. `spill.rs`
-//! owns the slot layout. So no invocation is ever unreplayable.
+//! a slot of `unimem_spill` sized for it (and, once some invocation's stores overflowed, a
+//! hash table for stores), growing until it fits; with tables, a **commit pass**
+//! (`MODE_COMMIT`) then writes those of completed slots. `spill.rs` owns the slot layout.
+//! So no invocation is ever unreplayable.
 //! A replay must take the same path as the first run up to the fault (the kernel is a function
 //! of its id, its arguments, memory no other invocation of the launch writes, and its atomics'
 //! results), which holds for kernels without data races.
@@ -83,6 +84,12 @@ pub const CTL_LISTS_AT: usize = CTL_POISON_AT + CTL_POISON_CAPACITY;
 /// Words of the control buffer for `n` invocations.
 pub fn ctl_words(n: u32) -> usize {
     CTL_LISTS_AT + 2 * n as usize
+}
+
+/// Words of the atomic-result log for `n` invocations; invocation `id`'s entry starts at
+/// `alog_words(id)`: its count of saved results, then `ATOMIC_LOG` results.
+pub fn alog_words(n: u32) -> usize {
+    n as usize * (ATOMIC_LOG as usize + 1)
 }
 
 /// The per-round immediates (`UnimemRound` in WGSL).
