@@ -7,8 +7,8 @@
 //!    the blocks earlier launches of this kernel faulted on, are made resident (`to_device`,
 //!    read duplication: Host -> Shared), up to the pool's capacity.
 //! 2. Round 0 dispatches all `n` invocations. An invocation that meets a block without a
-//!    device copy records a device fault, stops, and appends its id to the control buffer's
-//!    output list (see `prelude.rs`). One whose private store or atomic log is full stops
+//!    device copy stops and appends its id and the block to the output list (see
+//!    `prelude.rs`). One whose private store or atomic log is full stops
 //!    before that access and is *escalated* (flag in the output list): it moves to the spill
 //!    queue (`spill.rs`) with the atomic results it saved.
 //! 3. Each later round dispatches the pending ordinary invocations, then a batch of the spill
@@ -33,12 +33,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::compile::compile_wgsl_named;
-use super::prelude::{self, Round, CTL_ESCALATED_COUNT, CTL_LISTS_AT, CTL_PENDING_COUNT, CTL_POISON_AT, CTL_POISON_CAPACITY, CTL_POISON_COUNT, ESCALATE, ESCALATE_STORES};
-use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_SPILL};
+use super::prelude::{self, Round, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, NO_BLOCK, NO_LIST, POISON_CAPACITY};
+use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NORMAL, MODE_SPILL};
 use crate::advice;
 use crate::api::{vulkan_runtime, Advice, Error};
 use crate::coherence::backend::BlockDevice;
 use crate::coherence::Space;
+use crate::device::pagetable::BINDING_FRAMES;
 use crate::device::{Buffer, ComputePipeline, VulkanBlockDevice};
 use std::sync::atomic::Ordering::Relaxed;
 use unimem_alloc::InternalScope;
@@ -53,8 +54,9 @@ pub const DEFAULT_MAX_STEPS: u32 = 1 << 24;
 pub const LAVAPIPE_MAX_STEPS: u32 = 60_000;
 /// Blocks after a faulted one that the prefetcher migrates with it (when they hold live data).
 pub const PREFETCH_BLOCKS: usize = 7;
-/// Most invocations per launch (two id lists of `n` words must fit one storage buffer).
-pub const MAX_INVOCATIONS: u32 = 1 << 24;
+/// Most invocations per launch (two id lists of `n` two-word entries must fit one storage
+/// buffer of 128 MiB, lavapipe's `maxStorageBufferRange`).
+pub const MAX_INVOCATIONS: u32 = 1 << 23;
 
 /// Why a launch failed. The runtime stays usable; blocks written by invocations that
 /// completed keep their writes (they are Device-owned and come home on CPU access).
@@ -220,6 +222,7 @@ struct State {
     args: Option<Buffer>,
     ctl: Option<Buffer>,
     spill: Option<Buffer>,
+    ids: Option<Buffer>,
     alog: Option<Buffer>,
     /// Blocks earlier launches faulted on (prefetched next time), at most the pool's size.
     touched: Vec<u32>,
@@ -228,7 +231,10 @@ struct State {
 
 struct Inner {
     name: String,
-    pipeline: Arc<ComputePipeline>,
+    /// The user's source (the spill and commit pipelines are compiled from it when needed).
+    source: String,
+    /// The pipeline of each round mode (`spill::MODE_*`); the ordinary one is built by `new`.
+    pipelines: Mutex<[Option<Arc<ComputePipeline>>; 3]>,
     atomics: bool,
     state: Mutex<State>,
 }
@@ -248,19 +254,45 @@ impl std::fmt::Debug for Kernel {
 /// Serialises launches (one fault buffer, one dirty bitmap).
 static LAUNCH: Mutex<()> = Mutex::new(());
 
-/// Compiled pipelines by (user source, entry).
-type Cache = Vec<((String, String), Arc<ComputePipeline>)>;
+/// Compiled pipelines by (user source, entry, round mode).
+type Cache = Vec<((String, String, u32), Arc<ComputePipeline>)>;
 static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The WGSL module the runtime compiles for `user`'s `entry` on `dev` (for inspection).
+/// The WGSL module the runtime compiles for `user`'s `entry` on `dev`, for ordinary rounds
+/// (for inspection).
 pub fn generated_source(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str) -> String {
+    module_for(dev, space, user, entry, MODE_NORMAL)
+}
+
+fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, mode: u32) -> String {
     let (base, _) = unimem_alloc::managed_range();
     let arena = u64::from(dev.layout().blocks) * space.block_size() as u64;
-    prelude::module(&dev.wgsl_constants(), dev.geometry().buffers(), base as u64, arena, user, entry)
+    prelude::module(&dev.wgsl_constants(), dev.geometry().buffers(), base as u64, arena, user, entry, mode)
+}
+
+/// The pipeline of round mode `mode` for `user`'s `entry`: cached, or compiled and warmed up.
+/// `serial` is the caller's hold on `LAUNCH` if it has one (the warm-up dispatch needs it).
+fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, mode: u32, serial: Option<&MutexGuard<'_, ()>>) -> Result<Arc<ComputePipeline>, Error> {
+    let key = (user.to_owned(), entry.to_owned(), mode);
+    if let Some(p) = lock(&CACHE).iter().find(|(k, _)| *k == key).map(|(_, p)| Arc::clone(p)) {
+        return Ok(p);
+    }
+    let source = module_for(dev, space, user, entry, mode);
+    let compiled = compile_wgsl_named(&format!("kernel `{entry}`"), &source, "unimem_main")?;
+    let p = Arc::new(dev.device().create_pipeline(&compiled)?);
+    match serial {
+        Some(_) => warm_up(dev, &p)?,
+        None => {
+            let _serial = lock(&LAUNCH);
+            warm_up(dev, &p)?;
+        }
+    }
+    lock(&CACHE).push((key, Arc::clone(&p)));
+    Ok(p)
 }
 
 impl Kernel {
@@ -281,27 +313,29 @@ impl Kernel {
             }
             .into());
         }
-        let key = (wgsl.to_owned(), entry.to_owned());
-        let cached = lock(&CACHE).iter().find(|(k, _)| *k == key).map(|(_, p)| Arc::clone(p));
-        let pipeline = match cached {
-            Some(p) => p,
-            None => {
-                let source = generated_source(dev, space, wgsl, entry);
-                let compiled = compile_wgsl_named(&format!("kernel `{entry}`"), &source, "unimem_main")?;
-                let p = Arc::new(dev.device().create_pipeline(&compiled)?);
-                warm_up(dev, &p, prelude::uses_atomics(wgsl))?;
-                lock(&CACHE).push((key, Arc::clone(&p)));
-                p
-            }
-        };
+        let normal = build(dev, space, wgsl, entry, MODE_NORMAL, None)?;
         Ok(Kernel {
             inner: Arc::new(Inner {
                 name: entry.to_owned(),
-                pipeline,
+                source: wgsl.to_owned(),
+                pipelines: Mutex::new([Some(normal), None, None]),
                 atomics: prelude::uses_atomics(wgsl),
-                state: Mutex::new(State { args: None, ctl: None, spill: None, alog: None, touched: Vec::new(), max_steps: default_max_steps(dev) }),
+                state: Mutex::new(State { args: None, ctl: None, spill: None, ids: None, alog: None, touched: Vec::new(), max_steps: default_max_steps(dev) }),
             }),
         })
+    }
+
+    /// The pipeline for round mode `mode`, built on first use (spill rounds are rare, and on
+    /// lavapipe code a pipeline holds costs time even where it does not run).
+    fn pipeline(&self, dev: &VulkanBlockDevice, space: &Space, mode: u32, serial: &MutexGuard<'_, ()>) -> Result<Arc<ComputePipeline>, Error> {
+        let mut pipes = lock(&self.inner.pipelines);
+        let slot = &mut pipes[mode as usize];
+        if let Some(p) = slot {
+            return Ok(Arc::clone(p));
+        }
+        let p = build(dev, space, &self.inner.source, &self.inner.name, mode, Some(serial))?;
+        *slot = Some(Arc::clone(&p));
+        Ok(p)
     }
 
     /// The entry function's name.
@@ -334,7 +368,7 @@ impl Kernel {
         let _internal = InternalScope::new();
         let start = Instant::now();
         let (space, dev) = vulkan_runtime()?;
-        let _serial = lock(&LAUNCH);
+        let serial = lock(&LAUNCH);
         space.stats.launches.fetch_add(1, Relaxed);
         if n > MAX_INVOCATIONS {
             return Err(LaunchError::Usage { kernel: self.inner.name.clone(), what: format!("{n} invocations; at most {MAX_INVOCATIONS} per launch (loop inside the kernel, or launch several times)") }.into());
@@ -349,7 +383,7 @@ impl Kernel {
         let advised = advice::ranges();
         let pinned = self.prefetch(space, dev, pointers.unwrap_or(&[]), &advised, &state.touched, &mut report)?;
         report.migrate_time += t.elapsed();
-        let r = self.rounds(space, dev, &mut state, n, words, &pinned, &mut report);
+        let r = self.rounds(space, dev, &serial, &mut state, n, words, &pinned, &mut report);
         // Advised PreferredHost: what the launch pulled to the device goes home now.
         let home = advised.iter().filter(|a| a.advice == Advice::PreferredHost).try_for_each(|a| space.to_host(a.start, a.end - a.start));
         report.time = start.elapsed();
@@ -416,21 +450,22 @@ impl Kernel {
     /// invocations, then a batch of escalated ones in a spill round followed by its commit
     /// pass (see `spill.rs`), then handles faults and migrates.
     #[allow(clippy::too_many_arguments)]
-    fn rounds(&self, space: &Space, dev: &VulkanBlockDevice, state: &mut State, n: u32, words: &[u32], pinned: &[u32], report: &mut LaunchReport) -> Result<(), Error> {
+    fn rounds(&self, space: &Space, dev: &VulkanBlockDevice, serial: &MutexGuard<'_, ()>, state: &mut State, n: u32, words: &[u32], pinned: &[u32], report: &mut LaunchReport) -> Result<(), Error> {
         let kernel = &self.inner.name;
         let bs = space.block_size();
         self.size_buffers(dev, state, n, words.len())?;
         let max_steps = state.max_steps;
-        let State { args, ctl, alog, spill: spill_buf, touched, .. } = state;
-        let (args, ctl, spill_buf) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"));
+        let normal = self.pipeline(dev, space, MODE_NORMAL, serial)?;
+        let State { args, ctl, alog, spill: spill_buf, ids, touched, .. } = state;
+        let (args, ctl, spill_buf, ids) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"), ids.as_mut().expect("sized"));
         let mut alog = alog.as_mut().filter(|_| self.inner.atomics);
-        args.as_mut_slice::<u32>()[..words.len()].copy_from_slice(words);
+        args.as_mut_slice::<u32>()[ARGS_AT..ARGS_AT + words.len()].copy_from_slice(words);
         if let Some(a) = alog.as_mut() {
             a.as_mut_slice::<u32>()[..prelude::alog_words(n)].fill(0);
         }
-        let lists = [CTL_LISTS_AT as u32, CTL_LISTS_AT as u32 + n];
+        let lists = [0, IDS_ENTRY_WORDS as u32 * n];
         // The ordinary invocations pending (count 0: none) and the escalated ones.
-        let mut round = Round::normal(n, 0, lists[0], max_steps);
+        let mut round = Round::normal(n, NO_LIST, lists[0], max_steps);
         let mut spill = Spill::new();
         let mut seen: HashSet<u32> = HashSet::new();
         let mut poison: Vec<u32> = Vec::new();
@@ -442,23 +477,23 @@ impl Kernel {
         let capacity = dev.capacity().max(1);
         loop {
             {
-                let c = ctl.as_mut_slice::<u32>();
-                c[CTL_PENDING_COUNT] = 0;
-                c[CTL_ESCALATED_COUNT] = 0;
-                c[CTL_POISON_COUNT] = poison.len() as u32;
-                c[CTL_POISON_AT..CTL_POISON_AT + poison.len()].copy_from_slice(&poison);
+                let a = args.as_mut_slice::<u32>();
+                let list = &mut a[ARGS_POISON_AT..ARGS_POISON_AT + POISON_CAPACITY];
+                list.fill(NO_BLOCK);
+                list[..poison.len()].copy_from_slice(&poison);
+                ctl.as_mut_slice::<u32>()[CTL_PENDING_COUNT] = 0;
             }
-            let mut dispatch = |round: Round, bufs: [&mut Buffer; 3], alog: Option<&mut Buffer>| -> Result<(), Error> {
+            let mut dispatch = |pipeline: &ComputePipeline, round: Round, bufs: [&mut Buffer; 4], alog: Option<&mut Buffer>| -> Result<(), Error> {
                 let mut bufs: Vec<&mut Buffer> = bufs.into_iter().collect();
                 bufs.extend(alog);
                 let t = Instant::now();
-                dev.dispatch(&self.inner.pipeline, &mut bufs, bytemuck::bytes_of(&round), groups(round.count))?;
+                dev.dispatch(pipeline, &mut bufs, bytemuck::bytes_of(&round), groups(round.count))?;
                 report.dispatch_time += t.elapsed();
                 Ok(())
             };
             let ran = if solo { round.count.min(1) } else { round.count };
             if ran > 0 {
-                dispatch(Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf], alog.as_deref_mut())?;
+                dispatch(&normal, Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
             }
             let mut spilled = Collected::default();
             let mut spill_slots = 0;
@@ -471,10 +506,12 @@ impl Kernel {
                     *spill_buf = dev.device().create_host_buffer(need.next_power_of_two())?;
                 }
                 spill.lay_out(spill_buf.as_mut_slice::<u32>(), slots);
-                dispatch(Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf], alog.as_deref_mut())?;
+                let spill_pipe = self.pipeline(dev, space, MODE_SPILL, serial)?;
+                dispatch(&spill_pipe, Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
                 spilled = spill.collect(spill_buf.as_slice::<u32>()).map_err(|detail| LaunchError::LogLimit { kernel: kernel.clone(), detail })?;
                 if spilled.done > 0 && layout.stores > 0 {
-                    dispatch(Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf], alog.as_deref_mut())?;
+                    let commit = self.pipeline(dev, space, MODE_COMMIT, serial)?;
+                    dispatch(&commit, Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
                 }
                 spill_slots = slots as u32;
             }
@@ -484,13 +521,12 @@ impl Kernel {
                 space.stats.replay_rounds.fetch_add(1, Relaxed);
                 report.replayed += u64::from(ran + spill_slots);
             }
+            // Errors, and the blocks spill rounds faulted on, come through the fault buffer;
+            // the blocks ordinary invocations faulted on, through the output list.
             let faults = dev.take_faults();
             let mut pending = if ran > 0 { ctl.as_slice::<u32>()[CTL_PENDING_COUNT] } else { 0 };
             // Written blocks become Device-owned now, so that an eviction writes them back.
             space.device_wrote(&dev.take_dirty())?;
-            let nf = faults.blocks.len() as u64 + u64::from(faults.overflowed);
-            report.device_faults += nf;
-            space.stats.device_faults.fetch_add(nf, Relaxed);
             if let Some(e) = faults.first_error {
                 let place = match unimem_alloc::lookup(e.address as *const u8) {
                     Some((b, s)) if space.block_of(e.address as usize).is_some() => format!(", inside the live allocation {b:#x}+{s}"),
@@ -499,36 +535,47 @@ impl Kernel {
                 };
                 return Err(LaunchError::Kernel { kernel: kernel.clone(), invocation: e.invocation, address: e.address, kind: e.kind, what: prelude::error_kind_text(e.kind), place, errors: faults.errors }.into());
             }
-            remember(touched, &faults.blocks, capacity);
-            let escalated = if pending > 0 && ctl.as_slice::<u32>()[CTL_ESCALATED_COUNT] > 0 {
-                escalate(ctl, alog.as_deref(), round.out_at, &mut pending, &mut spill)
-            } else {
-                0
-            };
-            let completed = ran - pending - escalated + spilled.done;
-            if ran < round.count {
-                carry_over(ctl, &round, ran, &mut pending);
-            }
-            if pending == 0 && spill.is_empty() {
-                return Ok(());
-            }
-            let first_pending = if pending > 0 { ctl.as_slice::<u32>()[round.out_at as usize] } else { spill.first().unwrap_or(0) };
-            if report.rounds >= MAX_ROUNDS {
-                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: first_pending, rounds: report.rounds }.into());
-            }
+            let (faulted, escalations) = read_out_list(ids, round.out_at, pending, faults.blocks);
+            let nf = faulted.len() as u64 + u64::from(faults.overflowed);
+            report.device_faults += nf;
+            space.stats.device_faults.fetch_add(nf, Relaxed);
+            remember(touched, &faulted, capacity);
             let mut new_blocks = 0;
             let mut load: Vec<u32> = Vec::new();
+            let mut dead: Vec<u32> = Vec::new();
             let mut new_poison = false;
-            for &b in &faults.blocks {
+            for &b in &faulted {
                 if seen.insert(b) {
                     new_blocks += 1;
                 }
                 if has_live(space, b) {
                     load.push(b);
-                } else if !poison.contains(&b) && poison.len() < CTL_POISON_CAPACITY {
-                    poison.push(b);
-                    new_poison = true;
+                } else {
+                    dead.push(b);
+                    if !poison.contains(&b) && poison.len() < POISON_CAPACITY {
+                        poison.push(b);
+                        new_poison = true;
+                    }
                 }
+            }
+            // Escalated invocations, and those that faulted on a block without live data
+            // (rerun in a spill round, whose pipeline reports them as errors), go to the
+            // spill queue.
+            let escalated = if escalations > 0 || !dead.is_empty() {
+                escalate(ids, alog.as_deref(), round.out_at, &mut pending, &mut spill, |b| dead.binary_search(&b).is_ok())
+            } else {
+                0
+            };
+            let completed = ran - pending - escalated + spilled.done;
+            if ran < round.count {
+                carry_over(ids, &round, ran, &mut pending);
+            }
+            if pending == 0 && spill.is_empty() {
+                return Ok(());
+            }
+            let first_pending = if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize] } else { spill.first().unwrap_or(0) };
+            if report.rounds >= MAX_ROUNDS {
+                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: first_pending, rounds: report.rounds }.into());
             }
             let progress = completed > 0 || new_blocks > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0;
             if completed > 0 {
@@ -544,7 +591,7 @@ impl Kernel {
                 } else if solo && stalls > capacity - pinned.len() + 1 {
                     // Alone, it loads one block per round and the LRU keeps the last `room`
                     // it loaded: after more rounds than that, its blocks do not fit.
-                    let b = faults.blocks.first().copied().unwrap_or(0);
+                    let b = faulted.first().copied().unwrap_or(0);
                     return Err(LaunchError::NoProgress { kernel: kernel.clone(), invocation: first_pending, round: report.rounds, address: space.block_addr(b as usize), frames: capacity, block_size: bs }.into());
                 }
             }
@@ -570,9 +617,10 @@ impl Kernel {
             }
             Ok(())
         };
-        ensure(&mut state.args, (arg_words.max(1) * 4) as u64)?;
-        ensure(&mut state.ctl, (prelude::ctl_words(n) * 4) as u64)?;
+        ensure(&mut state.args, ((ARGS_AT + arg_words) * 4) as u64)?;
+        ensure(&mut state.ctl, (CTL_WORDS * 4) as u64)?;
         ensure(&mut state.spill, 64)?;
+        ensure(&mut state.ids, (prelude::ids_words(n) * 4) as u64)?;
         if self.inner.atomics {
             ensure(&mut state.alog, (prelude::alog_words(n) * 4) as u64)?;
         }
@@ -609,16 +657,18 @@ impl Kernel {
 }
 
 /// Runs `pipeline` once with no invocations: drivers that compile lazily (lavapipe JITs on
-/// the first dispatch, ~0.8 s for the demo's kernel) do it here, in `Kernel::new`, rather
-/// than in the first launch.
-fn warm_up(dev: &VulkanBlockDevice, pipeline: &ComputePipeline, atomics: bool) -> Result<(), Error> {
-    let _serial = lock(&LAUNCH);
+/// the first dispatch, ~0.8 s for the demo's kernel) do it here, when the pipeline is built,
+/// rather than in a launch. The caller holds `LAUNCH` (the dispatch uses the engine's
+/// buffers). Binds a small buffer to each kernel binding the pipeline uses.
+fn warm_up(dev: &VulkanBlockDevice, pipeline: &ComputePipeline) -> Result<(), Error> {
+    let first_arg = BINDING_FRAMES + dev.geometry().buffers() as u32;
+    let count = pipeline.bindings().iter().map(|b| (b.binding + 1).saturating_sub(first_arg)).max().unwrap_or(0);
     let mut bufs: Vec<Buffer> = Vec::new();
-    for _ in 0..if atomics { 4 } else { 3 } {
-        bufs.push(dev.device().create_host_buffer((prelude::ctl_words(0) * 4) as u64)?);
+    for _ in 0..count {
+        bufs.push(dev.device().create_host_buffer(64)?);
     }
     let mut refs: Vec<&mut Buffer> = bufs.iter_mut().collect();
-    let round = Round::normal(0, 0, CTL_LISTS_AT as u32, 0);
+    let round = Round::normal(0, NO_LIST, 0, 0);
     dev.dispatch(pipeline, &mut refs, bytemuck::bytes_of(&round), [1, 1, 1])?;
     Ok(())
 }
@@ -658,38 +708,63 @@ fn groups(count: u32) -> [u32; 3] {
     [gx, total.div_ceil(gx), 1]
 }
 
+/// Reads the output list of `pending` entries at `out_at` after an ordinary round: the
+/// blocks its invocations faulted on, with `also` (the spill round's), each once and sorted;
+/// and how many entries are escalated.
+fn read_out_list(ids: &Buffer, out_at: u32, pending: u32, also: Vec<u32>) -> (Vec<u32>, u32) {
+    let list = &ids.as_slice::<u32>()[out_at as usize..][..pending as usize * IDS_ENTRY_WORDS];
+    let mut blocks = also;
+    let mut escalated = 0;
+    let mut last = NO_BLOCK;
+    for e in list.chunks_exact(IDS_ENTRY_WORDS) {
+        if e[0] & ESCALATE != 0 {
+            escalated += 1;
+        } else if e[1] != NO_BLOCK && e[1] != last {
+            // Neighbouring invocations often fault on the same block: skip repeats early.
+            last = e[1];
+            blocks.push(e[1]);
+        }
+    }
+    blocks.sort_unstable();
+    blocks.dedup();
+    (blocks, escalated)
+}
+
 /// After a round that ran only the first `ran` of `round`'s invocations: appends the others
 /// (in order) to the output list, which holds `pending` entries.
-fn carry_over(ctl: &mut Buffer, round: &Round, ran: u32, pending: &mut u32) {
-    let c = ctl.as_mut_slice::<u32>();
-    let out = (round.out_at + *pending) as usize;
+fn carry_over(ids: &mut Buffer, round: &Round, ran: u32, pending: &mut u32) {
+    let w = ids.as_mut_slice::<u32>();
+    let e = IDS_ENTRY_WORDS;
+    let out = round.out_at as usize + *pending as usize * e;
     let rest = (round.count - ran) as usize;
-    if round.in_at == 0 {
+    if round.in_at == NO_LIST {
         for (k, id) in (ran..round.count).enumerate() {
-            c[out + k] = id;
+            w[out + k * e] = id;
+            w[out + k * e + 1] = NO_BLOCK;
         }
     } else {
-        let from = (round.in_at + ran) as usize;
-        c.copy_within(from..from + rest, out);
+        let from = round.in_at as usize + ran as usize * e;
+        w.copy_within(from..from + rest * e, out);
     }
     *pending += rest as u32;
 }
 
-/// Moves the escalated entries (flag `ESCALATE`) of the output list of `pending` entries at
-/// `out_at` to `spill`, with the atomic results they saved, and compacts the list. Returns
-/// how many moved.
-fn escalate(ctl: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut u32, spill: &mut Spill) -> u32 {
-    let list = &mut ctl.as_mut_slice::<u32>()[out_at as usize..(out_at + *pending) as usize];
+/// Moves the escalated entries (flag `ESCALATE`), and those that faulted on a block `dead`
+/// says holds no live data, of the output list of `pending` entries at `out_at` to `spill`,
+/// with the atomic results they saved, and compacts the list. Returns how many moved.
+fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut u32, spill: &mut Spill, dead: impl Fn(u32) -> bool) -> u32 {
+    let e = IDS_ENTRY_WORDS;
+    let list = &mut ids.as_mut_slice::<u32>()[out_at as usize..][..*pending as usize * e];
     let mut keep = 0;
-    for i in 0..list.len() {
-        let e = list[i];
-        if e & ESCALATE == 0 {
-            list[keep] = e;
+    for i in 0..*pending as usize {
+        let entry = list[i * e];
+        if entry & ESCALATE == 0 && (list[i * e + 1] == NO_BLOCK || !dead(list[i * e + 1])) {
+            list.copy_within(i * e..(i + 1) * e, keep * e);
             keep += 1;
             continue;
         }
-        let id = e & !(ESCALATE | ESCALATE_STORES);
-        if e & ESCALATE_STORES != 0 {
+        let id = entry & !(ESCALATE | ESCALATE_STORES);
+        if entry & ESCALATE_STORES != 0 {
             spill.need_table();
         }
         let atomics = alog.map_or_else(Vec::new, |a| {

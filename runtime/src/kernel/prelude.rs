@@ -11,17 +11,29 @@
 //! ```text
 //! <layout constants of pagetable.rs>  <UNIMEM_BASE, UNIMEM_ARENA_BYTES, log sizes>
 //! bindings 0, 1, 2, frames (pagetable.rs), then at UNIMEM_FIRST_ARG_BINDING:
-//!   +0 unimem_args : array<u32>           the launch arguments, by word
-//!   +1 unimem_ctl  : array<atomic<u32>>   control: pending lists, poison list
+//!   +0 unimem_args : array<u32>           read-only: the poison list, then the launch arguments
+//!   +1 unimem_ctl  : array<atomic<u32>>   control counters
 //!   +2 unimem_spill: array<u32>           spill slots (see `spill.rs`)
-//!   +3 unimem_alog : array<u32>           atomic-result log (only when the kernel uses atomics)
+//!   +3 unimem_ids  : array<u32>           the id lists
+//!   +4 unimem_alog : array<u32>           atomic-result log (only when the kernel uses atomics)
 //! [PRELUDE below]  <user source>  the entry point `unimem_main`, which calls the user's fn.
 //! ```
 //!
-//! Control buffer (`u32` words): `CTL_PENDING_COUNT` (invocations that faulted this round,
-//! appended by the kernel), `CTL_ESCALATED_COUNT` (of which: escalated), `CTL_POISON_COUNT` and `CTL_POISON_AT..` (blocks the runtime
-//! found to hold no live allocation: an access there is an error, not a fault), then two
-//! lists of invocation ids of `n` words each, used in turn as the round's input and output.
+//! Argument buffer (`u32` words, read-only): from `ARGS_POISON_AT`, `POISON_CAPACITY` words
+//! of poison list (blocks the runtime found to hold no live allocation: an access there is
+//! an error, not a fault; `NO_BLOCK` where unused), then from `ARGS_AT` the launch arguments. Control buffer: `CTL_PENDING_COUNT`
+//! (entries appended to the output list this round). Id buffer: two lists of `n` entries of
+//! `IDS_ENTRY_WORDS` words (invocation id with the `ESCALATE*` flags, and the block it
+//! faulted on or `NO_BLOCK`), used in turn as the round's input and output list.
+//!
+//! # One pipeline per round mode
+//!
+//! The module is compiled once per mode (`spill::MODE_*`, the constant
+//! `UNIMEM_PIPELINE_MODE`): the ordinary pipeline holds no spill or commit code. This matters
+//! on lavapipe, which runs both sides of every branch under a lane mask: code that never runs
+//! still costs its full time, and a masked store or atomic is a loop over the lanes. The
+//! prelude therefore keeps its cold paths short, reports a stopped invocation with one atomic
+//! and two plain stores, and flushes the store log in a loop (see `unimem_finish`).
 //!
 //! # Restartability (docs/MEMORY-MODEL.md states the rule for users)
 //!
@@ -64,26 +76,30 @@ pub const STORE_LOG: u32 = 32;
 /// Saved atomic results per invocation.
 pub const ATOMIC_LOG: u32 = 7;
 
-/// Control word: invocations that faulted this round.
+/// Control word: entries appended to the output list this round.
 pub const CTL_PENDING_COUNT: usize = 0;
-/// Control word: invocations of the output list that are escalated (flag [`ESCALATE`]).
-pub const CTL_ESCALATED_COUNT: usize = 2;
+/// Words of the control buffer.
+pub const CTL_WORDS: usize = 4;
 /// Flag on an output-list entry: the invocation's logs overflowed; restart it in a spill round.
 pub const ESCALATE: u32 = 1 << 31;
 /// With [`ESCALATE`]: it was the store log (the spill slots need a store table).
 pub const ESCALATE_STORES: u32 = 1 << 30;
-/// Control word: entries of the poison list.
-pub const CTL_POISON_COUNT: usize = 1;
-/// Control word: first entry of the poison list.
-pub const CTL_POISON_AT: usize = 4;
+/// Argument-buffer word: first entry of the poison list (unused entries hold [`NO_BLOCK`]).
+pub const ARGS_POISON_AT: usize = 0;
 /// Entries of the poison list.
-pub const CTL_POISON_CAPACITY: usize = 28;
-/// Word index of the first id list.
-pub const CTL_LISTS_AT: usize = CTL_POISON_AT + CTL_POISON_CAPACITY;
+pub const POISON_CAPACITY: usize = 28;
+/// Argument-buffer word of the first launch argument.
+pub const ARGS_AT: usize = 32;
+/// Words of an id-list entry: the id (with flags), the faulted block.
+pub const IDS_ENTRY_WORDS: usize = 2;
+/// Second word of an id-list entry that did not fault (escalated, or carried over).
+pub const NO_BLOCK: u32 = u32::MAX;
+/// `Round::in_at` when the round's ids are `0..count` (no input list).
+pub const NO_LIST: u32 = u32::MAX;
 
-/// Words of the control buffer for `n` invocations.
-pub fn ctl_words(n: u32) -> usize {
-    CTL_LISTS_AT + 2 * n as usize
+/// Words of the id buffer for `n` invocations: two lists of `n` entries.
+pub fn ids_words(n: u32) -> usize {
+    2 * IDS_ENTRY_WORDS * n as usize
 }
 
 /// Words of the atomic-result log for `n` invocations; invocation `id`'s entry starts at
@@ -98,14 +114,13 @@ pub fn alog_words(n: u32) -> usize {
 pub struct Round {
     /// Invocations in this round (slots in a spill round, table entries in a commit pass).
     pub count: u32,
-    /// Word index of this round's id list; 0: ids are `0..count`. (Ordinary rounds.)
+    /// Word index in the id buffer of this round's input list; [`NO_LIST`]: ids are
+    /// `0..count`. (Ordinary rounds.)
     pub in_at: u32,
-    /// Word index of the list faulted ids are appended to. (Ordinary rounds.)
+    /// Word index of the list stopped invocations are appended to. (Ordinary rounds.)
     pub out_at: u32,
     /// Accessor calls one invocation may make in one round.
     pub max_steps: u32,
-    /// `spill::MODE_*`.
-    pub mode: u32,
     /// Words per spill slot (`SlotLayout::words`).
     pub spill_words: u32,
     /// Word offset of the store table in a slot (`SlotLayout::table_at`).
@@ -120,13 +135,13 @@ impl Round {
         Round { count, in_at, out_at, max_steps, ..Round::default() }
     }
     /// A spill round over `slots` slots of `layout`, or (`mode` = `MODE_COMMIT`) the commit
-    /// pass over their tables.
+    /// pass over their tables (each with the pipeline of that mode).
     pub fn spill(mode: u32, slots: u32, layout: SlotLayout, max_steps: u32) -> Round {
         let count = if mode == MODE_COMMIT { slots * layout.stores } else { slots };
         Round {
             count,
+            in_at: NO_LIST,
             max_steps,
-            mode,
             spill_words: layout.words() as u32,
             spill_table_at: layout.table_at() as u32,
             spill_stores: layout.stores,
@@ -152,9 +167,10 @@ pub fn uses_atomics(user: &str) -> bool {
     user.contains("unimem_atomic_")
 }
 
-/// The whole module for `user` (which defines `fn entry(id: u32)`): `constants` are the
-/// device layer's (`VulkanBlockDevice::wgsl_constants`), `frame_buffers` its count, `base`
-/// and `arena_bytes` the managed range the page table covers.
+/// The whole module for `user` (which defines `fn entry(id: u32)`), for the pipeline of
+/// round mode `mode` (`spill::MODE_*`): `constants` are the device layer's
+/// (`VulkanBlockDevice::wgsl_constants`), `frame_buffers` its count, `base` and
+/// `arena_bytes` the managed range the page table covers.
 pub fn module(
     constants: &str,
     frame_buffers: usize,
@@ -162,17 +178,21 @@ pub fn module(
     arena_bytes: u64,
     user: &str,
     entry: &str,
+    mode: u32,
 ) -> String {
     let atomics = uses_atomics(user);
     let mut s = String::with_capacity(16 << 10);
     s.push_str(constants);
+    let _ = writeln!(s, "const UNIMEM_PIPELINE_MODE: u32 = {mode}u;");
     let _ = writeln!(s, "const UNIMEM_BASE: u64 = {base}lu;");
     let _ = writeln!(s, "const UNIMEM_ARENA_BYTES: u64 = {arena_bytes}lu;");
     let _ = writeln!(s, "const UNIMEM_STORE_LOG: u32 = {STORE_LOG}u;");
     let _ = writeln!(s, "const UNIMEM_ATOMIC_LOG: u32 = {ATOMIC_LOG}u;");
     let _ = writeln!(s, "const UNIMEM_CTL_PENDING_COUNT: u32 = {CTL_PENDING_COUNT}u;");
-    let _ = writeln!(s, "const UNIMEM_CTL_POISON_COUNT: u32 = {CTL_POISON_COUNT}u;");
-    let _ = writeln!(s, "const UNIMEM_CTL_ESCALATED_COUNT: u32 = {CTL_ESCALATED_COUNT}u;");
+    let _ = writeln!(s, "const UNIMEM_ARGS_POISON_AT: u32 = {ARGS_POISON_AT}u;");
+    let _ = writeln!(s, "const UNIMEM_ARGS_AT: u32 = {ARGS_AT}u;");
+    let _ = writeln!(s, "const UNIMEM_NO_BLOCK: u32 = {NO_BLOCK}u;");
+    let _ = writeln!(s, "const UNIMEM_NO_LIST: u32 = {NO_LIST}u;");
     let _ = writeln!(s, "const UNIMEM_ESCALATE: u32 = {ESCALATE}u;");
     let _ = writeln!(s, "const UNIMEM_ESCALATE_STORES: u32 = {ESCALATE_STORES}u;");
     for (name, v) in [
@@ -189,7 +209,6 @@ pub fn module(
     ] {
         let _ = writeln!(s, "const UNIMEM_{name}: u32 = {v}u;");
     }
-    let _ = writeln!(s, "const UNIMEM_CTL_POISON_AT: u32 = {CTL_POISON_AT}u;");
     for (name, v) in [
         ("MISALIGNED", KERNEL_ERROR_MISALIGNED),
         ("RUNAWAY", KERNEL_ERROR_RUNAWAY),
@@ -228,11 +247,16 @@ pub fn module(
         "@group(0) @binding({}) var<storage, read_write> unimem_spill: array<u32>;",
         first + 2
     );
+    let _ = writeln!(
+        s,
+        "@group(0) @binding({}) var<storage, read_write> unimem_ids: array<u32>;",
+        first + 3
+    );
     if atomics {
         let _ = writeln!(
             s,
             "@group(0) @binding({}) var<storage, read_write> unimem_alog: array<u32>;",
-            first + 3
+            first + 4
         );
     }
     // Frame access: one switch over the frame buffers per access.
@@ -312,16 +336,16 @@ fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgro
     if (i >= unimem_round.count) {{
         return;
     }}
-    if (unimem_round.mode == UNIMEM_MODE_COMMIT) {{
+    if (UNIMEM_PIPELINE_MODE == UNIMEM_MODE_COMMIT) {{
         unimem_commit(i);
         return;
     }}
     var id = i;
-    if (unimem_round.mode == UNIMEM_MODE_SPILL) {{
+    if (UNIMEM_PIPELINE_MODE == UNIMEM_MODE_SPILL) {{
         unimem_spill_at = i * unimem_round.spill_words;
         id = unimem_spill[unimem_spill_at + UNIMEM_SLOT_ID];
-    }} else if (unimem_round.in_at != 0u) {{
-        id = atomicLoad(&unimem_ctl[unimem_round.in_at + i]);
+    }} else if (unimem_round.in_at != UNIMEM_NO_LIST) {{
+        id = unimem_ids[unimem_round.in_at + 2u * i];
     }}
     unimem_id = id;
     {entry}(id);
@@ -338,14 +362,13 @@ fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgro
 /// cannot be cut short.
 fn unrolled() -> String {
     let mut s = String::new();
-    s.push_str("\nfn unimem_poisoned(b: u32) -> bool {\n    let n = atomicLoad(&unimem_ctl[UNIMEM_CTL_POISON_COUNT]);\n");
-    for k in 0..CTL_POISON_CAPACITY {
-        let _ = writeln!(
-            s,
-            "    if ({k}u >= n) {{ return false; }} if (atomicLoad(&unimem_ctl[UNIMEM_CTL_POISON_AT + {k}u]) == b) {{ return true; }}"
-        );
+    // Branch-free (lavapipe pays for every branch under a lane mask): uniform loads from a
+    // read-only buffer and a vector compare each. Unused entries hold NO_BLOCK, never a block.
+    s.push_str("\nfn unimem_poisoned(b: u32) -> bool {\n    var hit = false;\n");
+    for k in 0..POISON_CAPACITY {
+        let _ = writeln!(s, "    hit = hit | (unimem_args[UNIMEM_ARGS_POISON_AT + {k}u] == b);");
     }
-    s.push_str("    return false;\n}\n");
+    s.push_str("    return hit;\n}\n");
     s.push_str("\n// 1 + the index of p's entry in the store log, or 0.\nfn unimem_log_find(p: u64) -> u32 {\n    let n = unimem_log_n;\n");
     for k in 0..STORE_LOG {
         let _ = writeln!(
@@ -387,7 +410,7 @@ fn unimem_spill_probe(p: u64) -> u32 {
 pub const PRELUDE: &str = r#"
 struct UnimemRound {
     count: u32, in_at: u32, out_at: u32, max_steps: u32,
-    mode: u32, spill_words: u32, spill_table_at: u32, spill_stores: u32,
+    spill_words: u32, spill_table_at: u32, spill_stores: u32,
 }
 var<immediate> unimem_round: UnimemRound;
 
@@ -427,7 +450,7 @@ fn unimem_stop_with(kind: u32, p: u64, block: u32) {
 
 // True in a spill round whose slots have a store table (else stores use the private log).
 fn unimem_spill_table() -> bool {
-    return unimem_round.mode == UNIMEM_MODE_SPILL && unimem_round.spill_stores != 0u;
+    return UNIMEM_PIPELINE_MODE == UNIMEM_MODE_SPILL && unimem_round.spill_stores != 0u;
 }
 
 // Stops the invocation because a log is full (before the access that did not fit).
@@ -520,7 +543,7 @@ fn unimem_commit(i: u32) {
 }
 
 fn unimem_finish() {
-    let spill = unimem_round.mode == UNIMEM_MODE_SPILL;
+    let spill = UNIMEM_PIPELINE_MODE == UNIMEM_MODE_SPILL;
     if (unimem_stop == 0u) {
         if (spill) {
             unimem_spill[unimem_spill_at + UNIMEM_SLOT_STATUS] = UNIMEM_STATUS_DONE;
@@ -531,18 +554,20 @@ fn unimem_finish() {
         return;
     }
     var kind = unimem_stop_kind;
-    if (kind == 0u && unimem_poisoned(unimem_stop_block)) {
-        // A block the runtime found without live allocations: an error, not a fault.
+    // A block the runtime found without live allocations: an error, not a fault. Only spill
+    // rounds check (the runtime reruns there the invocations that faulted on such a block),
+    // so that ordinary invocations do not pay for the check.
+    if (spill && kind == 0u && unimem_poisoned(unimem_stop_block)) {
         kind = UNIMEM_ERROR_FREED;
     }
     if (kind != 0u && kind < UNIMEM_FULL_STORES) {
         unimem_report_error(kind, unimem_stop_addr);
         return;
     }
-    if (kind == 0u) {
-        unimem_report_fault(unimem_stop_block);
-    }
     if (spill) {
+        if (kind == 0u) {
+            unimem_report_fault(unimem_stop_block);
+        }
         var status = UNIMEM_STATUS_FAULTED;
         if (kind == UNIMEM_FULL_STORES) {
             status = UNIMEM_STATUS_STORES_FULL;
@@ -552,13 +577,14 @@ fn unimem_finish() {
         unimem_spill[unimem_spill_at + UNIMEM_SLOT_STATUS] = status;
         return;
     }
+    // Ordinary round: one entry in the output list says it all (one atomic, two stores).
     var entry = unimem_id;
     if (kind != 0u) {
         entry |= UNIMEM_ESCALATE | select(0u, UNIMEM_ESCALATE_STORES, kind == UNIMEM_FULL_STORES);
-        atomicAdd(&unimem_ctl[UNIMEM_CTL_ESCALATED_COUNT], 1u);
     }
-    let k = atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
-    atomicStore(&unimem_ctl[unimem_round.out_at + k], entry);
+    let at = unimem_round.out_at + 2u * atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
+    unimem_ids[at] = entry;
+    unimem_ids[at + 1u] = select(unimem_stop_block, UNIMEM_NO_BLOCK, kind != 0u);
 }
 
 // The value the invocation stored at p (its log, or in a spill round its table), else v.
@@ -587,11 +613,11 @@ fn unimem_running() -> bool {
 }
 
 fn unimem_arg_u32(i: u32) -> u32 {
-    return unimem_args[i];
+    return unimem_args[UNIMEM_ARGS_AT + i];
 }
 
 fn unimem_arg_u64(i: u32) -> u64 {
-    return u64(unimem_args[i]) | (u64(unimem_args[i + 1u]) << 32u);
+    return u64(unimem_arg_u32(i)) | (u64(unimem_arg_u32(i + 1u)) << 32u);
 }
 
 fn unimem_arg_ptr(i: u32) -> u64 {
@@ -700,7 +726,7 @@ fn unimem_atomic(op: u32, p: u64, c: u32, v: u32) -> u32 {
     let k = unimem_atomics;
     unimem_atomics += 1u;
     // Where results are saved: the atomic log, or in a spill round the invocation's slot.
-    let spill = unimem_round.mode == UNIMEM_MODE_SPILL;
+    let spill = UNIMEM_PIPELINE_MODE == UNIMEM_MODE_SPILL;
     var count_at = unimem_id * (UNIMEM_ATOMIC_LOG + 1u);
     var capacity = UNIMEM_ATOMIC_LOG;
     if (spill) {
@@ -783,20 +809,20 @@ fn all(id: u32) {
 }
 ";
 
-    fn source(user: &str, max_buffer_bytes: u64) -> String {
+    fn source(user: &str, max_buffer_bytes: u64, mode: u32) -> String {
         let g = Geometry::new(65536, 1 << 30, max_buffer_bytes, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
-        module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all")
+        module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", mode)
     }
 
     #[test]
     fn the_prelude_compiles_with_and_without_atomics() {
-        for buffer_bytes in [128 << 20, 1 << 30] {
-            let src = source(ALL, buffer_bytes);
+        for (buffer_bytes, mode) in [(128 << 20, spill::MODE_NORMAL), (1 << 30, spill::MODE_NORMAL), (1 << 30, spill::MODE_SPILL), (1 << 30, MODE_COMMIT)] {
+            let src = source(ALL, buffer_bytes, mode);
             let k = compile_wgsl_named("all.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(k.workgroup_size, [64, 1, 1]);
-            assert_eq!(k.immediate_size, 32);
-            let src = source("fn all(id: u32) { unimem_store_u32(unimem_arg_ptr(0u), unimem_load_u32(unimem_arg_ptr(0u))); }", buffer_bytes);
+            assert_eq!(k.immediate_size, std::mem::size_of::<Round>() as u32);
+            let src = source("fn all(id: u32) { unimem_store_u32(unimem_arg_ptr(0u), unimem_load_u32(unimem_arg_ptr(0u))); }", buffer_bytes, mode);
             assert!(!src.contains("unimem_alog"));
             compile_wgsl_named("plain.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
         }
