@@ -177,3 +177,46 @@ fn atomics_and_own_writes() {
         assert_eq!((scratch[2 * i], scratch[2 * i + 1]), (values[i], values[i] + 1));
     }
 }
+
+const SPIN: &str = "
+fn spin(id: u32) {
+    let iterations = unimem_arg_u32(2u);
+    var x = id + 1u;
+    for (var i = 0u; i < iterations; i++) {
+        x = x * 1664525u + 1013904223u;
+    }
+    unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, x);
+}
+";
+
+/// What `SPIN` computes for invocation `id`.
+fn spin_cpu(id: u32, iterations: u32) -> u32 {
+    (0..iterations).fold(id + 1, |x, _| x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223))
+}
+
+/// A loop longer than lavapipe's budget (65535 iterations per invocation, after which it
+/// silently cuts loops short) is an error there, not a wrong result; elsewhere it runs.
+#[test]
+fn loops_the_driver_cuts_short_are_errors_not_wrong_results() {
+    let _s = serial();
+    let Some(k) = kernel("loops_the_driver_cuts_short_are_errors_not_wrong_results", SPIN, "spin") else { return };
+    let lavapipe = unimem::vulkan_runtime().unwrap().1.device().report().name.contains("llvmpipe");
+    let n = 100u32;
+    let mut out = vec![0u32; n as usize];
+    // Within the budget: exact.
+    k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(60_000)).unwrap();
+    for id in 0..n {
+        assert_eq!(out[id as usize], spin_cpu(id, 60_000), "invocation {id}");
+    }
+    let r = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(70_000));
+    if lavapipe {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("kernel `spin`") && e.contains("65535 loop iterations"), "{e}");
+    } else {
+        r.unwrap();
+        assert_eq!(out[7], spin_cpu(7, 70_000));
+    }
+    // Still usable.
+    k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(10)).unwrap();
+    assert_eq!(out[3], spin_cpu(3, 10));
+}

@@ -1,5 +1,5 @@
 //! `VulkanBlockDevice`: the migration engine. Implements coherence's [`BlockDevice`] on a
-//! Vulkan device: a frame pool (`pool.rs`), the device page table, dirty bitmap and fault
+//! Vulkan device: a frame pool (`pool.rs`), the device page table, dirty words and fault
 //! buffer (`pagetable.rs`), and the two copy paths (direct memcpy into mapped frames, or the
 //! staging ring of `staging.rs`).
 //!
@@ -314,7 +314,7 @@ impl VulkanBlockDevice {
             unsafe { Buffer::create(shared, bytes.max(4), placement, Backing::Allocate) }
         };
         let page_table = control(layout.page_table_bytes(), "the device page table")?;
-        let dirty = control(layout.dirty_words() as u64 * 4, "the dirty bitmap")?;
+        let dirty = control(layout.dirty_words() as u64 * 4, "the dirty words")?;
         let faults = control(layout.fault_words() as u64 * 4, "the fault buffer")?;
         let staging = match mode {
             CopyMode::Staging => Some(Mutex::new(Staging::new(

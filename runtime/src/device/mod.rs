@@ -10,7 +10,7 @@
 //! - `pipeline.rs`  — [`ComputePipeline`]: compute pipelines from [`crate::kernel::CompiledKernel`];
 //! - `validation.rs` — validation-layer messages to stderr, counted for tests;
 //! - `pool.rs`      — frame-pool arithmetic: geometry, free list, owners, LRU (no Vulkan);
-//! - `pagetable.rs` — layout of the device page table, dirty bitmap and fault buffer, and
+//! - `pagetable.rs` — layout of the device page table, dirty words and fault buffer, and
 //!   the host-side views of them (no Vulkan);
 //! - `staging.rs`   — the staging ring and `vkCmdCopyBuffer` copies;
 //! - `migrate.rs`   — [`VulkanBlockDevice`]: the migration engine (coherence's `BlockDevice`);

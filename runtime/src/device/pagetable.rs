@@ -10,7 +10,7 @@
 //! | binding | buffer | WGSL declaration |
 //! |---|---|---|
 //! | 0 | page table | `var<storage, read> unimem_pt: array<u32>` |
-//! | 1 | dirty bitmap | `var<storage, read_write> unimem_dirty: array<atomic<u32>>` |
+//! | 1 | dirty words | `var<storage, read_write> unimem_dirty: array<u32>` |
 //! | 2 | fault buffer | `var<storage, read_write> unimem_faults: array<atomic<u32>>` |
 //! | 3 ..= 2+F | frame buffers 0..F | `var<storage, read_write> unimem_frames_i: array<u32>` |
 //! | 3+F .. | the launch's own buffers | |
@@ -35,12 +35,15 @@
 //! `(f & (FRAMES_PER_BUFFER - 1)) * BLOCK_SIZE`, so the word holding byte `o` of block `b` is
 //! word `((f & (FRAMES_PER_BUFFER - 1)) << (BLOCK_SHIFT - 2)) + (o >> 2)` of that buffer.
 //!
-//! # Dirty bitmap (binding 1)
+//! # Dirty words (binding 1)
 //!
-//! One bit per **frame**: frame `f` is bit `f & 31` of word `f >> 5`. A kernel that stores to
-//! a block sets its frame's bit with `atomicOr` (like `hmm_pte_set_dirty()`). The runtime
-//! clears a frame's bit when it gives the frame a new block or refills it by upload, and
-//! `take_dirty` reads and clears all bits, translating frames to blocks.
+//! One `u32` per **frame**: nonzero when a kernel stored to the frame (like
+//! `hmm_pte_set_dirty()`). A kernel that stores to a block writes 1 to its frame's word with a
+//! plain store when it reads 0 there: every writer writes the same value, so no atomic is
+//! needed, and after the first store the word is only read (an `atomicOr` on a shared bitmap
+//! word cost ~11 ns per storing invocation on lavapipe, which runs atomics lane by lane). The
+//! runtime clears a frame's word when it gives the frame a new block or refills it by upload,
+//! and `take_dirty` reads and clears all words, translating frames to blocks.
 //!
 //! # Fault buffer (binding 2)
 //!
@@ -146,7 +149,7 @@ pub const fn pte_frame(entry: u32) -> Option<FrameId> {
 pub struct ControlLayout {
     /// Page-table entries (blocks of the managed range it covers).
     pub blocks: u32,
-    /// Frames of the pool (bits of the dirty bitmap).
+    /// Frames of the pool (words of the dirty array).
     pub frames: u32,
     /// Entries of the fault list.
     pub fault_capacity: u32,
@@ -157,9 +160,9 @@ impl ControlLayout {
     pub fn page_table_bytes(&self) -> u64 {
         u64::from(self.blocks) * 4
     }
-    /// Words of the dirty bitmap.
+    /// Words of the dirty array.
     pub fn dirty_words(&self) -> usize {
-        (self.frames as usize).div_ceil(32)
+        self.frames as usize
     }
     /// Word index of the fault list.
     pub fn fault_entries_at(&self) -> usize {
@@ -305,46 +308,37 @@ impl PageTable {
     }
 }
 
-/// The dirty bitmap: one bit per frame (see the module docs).
+/// The dirty words: one per frame, nonzero when a kernel stored to it (see the module docs).
 #[derive(Debug)]
 pub(crate) struct DirtyBits {
     words: Words,
 }
 
 impl DirtyBits {
-    /// A bitmap over `words`, cleared.
+    /// Dirty words over `words` (one per frame), cleared.
     pub fn new(words: Words) -> DirtyBits {
         words.zero(0, words.len());
         DirtyBits { words }
     }
 
-    /// Clears frame `f`'s bit.
+    /// Clears frame `f`'s word.
     pub fn clear(&self, f: FrameId) {
-        self.words
-            .at(f as usize / 32)
-            .fetch_and(!(1 << (f % 32)), Ordering::Relaxed);
+        self.words.at(f as usize).store(0, Ordering::Relaxed);
     }
 
-    /// Sets frame `f`'s bit (what a kernel does; for tests).
+    /// Marks frame `f` (what a kernel does; for tests).
     #[cfg(test)]
     pub fn set(&self, f: FrameId) {
-        self.words
-            .at(f as usize / 32)
-            .fetch_or(1 << (f % 32), Ordering::Relaxed);
+        self.words.at(f as usize).store(1, Ordering::Relaxed);
     }
 
-    /// Clears every bit, calling `each` with every frame whose bit was set, in frame order.
+    /// Clears every word, calling `each` with every frame that was marked, in frame order.
     pub fn take(&self, mut each: impl FnMut(FrameId)) {
-        for w in 0..self.words.len() {
-            let word = self.words.at(w);
-            if word.load(Ordering::Relaxed) == 0 {
-                continue; // most words are clear: read before the (dearer) swap
-            }
-            let mut bits = word.swap(0, Ordering::Relaxed);
-            while bits != 0 {
-                let bit = bits.trailing_zeros();
-                bits &= bits - 1;
-                each(w as u32 * 32 + bit);
+        for f in 0..self.words.len() {
+            let word = self.words.at(f);
+            // Most words are clear: read before the (dearer) swap.
+            if word.load(Ordering::Relaxed) != 0 && word.swap(0, Ordering::Relaxed) != 0 {
+                each(f as u32);
             }
         }
     }
@@ -550,7 +544,7 @@ mod tests {
 
     #[test]
     fn dirty_bits_take_in_frame_order_and_clear() {
-        let (_mem, words) = memory(3);
+        let (_mem, words) = memory(96);
         let dirty = DirtyBits::new(words);
         for f in [70, 0, 33, 31, 95] {
             dirty.set(f);

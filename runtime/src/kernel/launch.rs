@@ -97,6 +97,14 @@ pub enum LaunchError {
         /// Bytes per block.
         block_size: usize,
     },
+    /// The driver cut an invocation's loops short (lavapipe's loop budget).
+    #[error("kernel `{kernel}`: invocation {invocation} ran more loop iterations than the driver allows: lavapipe runs at most 65535 loop iterations per invocation (all its loops together) and silently cuts longer loops short, so the launch's results would be wrong. Split the work over more invocations. Invocations that completed kept their stores; this one's may be partly applied")]
+    LoopBudget {
+        /// The kernel's entry function.
+        kernel: String,
+        /// The invocation.
+        invocation: u32,
+    },
     /// The round limit was reached.
     #[error("kernel `{kernel}`: still {pending} invocation(s) pending (e.g. invocation {invocation}) after {rounds} replay rounds; giving up")]
     TooManyRounds {
@@ -528,6 +536,9 @@ impl Kernel {
             // Written blocks become Device-owned now, so that an eviction writes them back.
             space.device_wrote(&dev.take_dirty())?;
             if let Some(e) = faults.first_error {
+                if e.kind == prelude::KERNEL_ERROR_LOOP_BUDGET {
+                    return Err(LaunchError::LoopBudget { kernel: kernel.clone(), invocation: e.invocation }.into());
+                }
                 let place = match unimem_alloc::lookup(e.address as *const u8) {
                     Some((b, s)) if space.block_of(e.address as usize).is_some() => format!(", inside the live allocation {b:#x}+{s}"),
                     _ if space.block_of(e.address as usize).is_some() => ", in the managed heap but in no live allocation".into(),

@@ -70,6 +70,9 @@ pub const KERNEL_ERROR_MISALIGNED: u32 = 3;
 pub const KERNEL_ERROR_RUNAWAY: u32 = 4;
 /// Kernel error kind: an access to a block that holds no live allocation (freed memory).
 pub const KERNEL_ERROR_FREED: u32 = 5;
+/// Kernel error kind: the driver cut the invocation's loops short (lavapipe runs at most
+/// 65535 loop iterations per invocation, in all its loops together).
+pub const KERNEL_ERROR_LOOP_BUDGET: u32 = 6;
 
 /// Words of an invocation's private store log.
 pub const STORE_LOG: u32 = 32;
@@ -158,6 +161,7 @@ pub fn error_kind_text(kind: u32) -> &'static str {
         KERNEL_ERROR_MISALIGNED => "made an access not aligned to 4 bytes",
         KERNEL_ERROR_RUNAWAY => "exceeded the step limit of accessor calls per invocation (a runaway loop, e.g. a cycle in a list? Kernel::set_max_steps raises the limit; lavapipe runs at most 65535 loop iterations per invocation)",
         KERNEL_ERROR_FREED => "dereferenced a pointer into memory that holds no live allocation (freed?)",
+        KERNEL_ERROR_LOOP_BUDGET => "ran more loop iterations than the driver allows (lavapipe runs at most 65535 per invocation, in all loops together, and cuts longer loops short), so its results would be wrong; split its work over more invocations. Its stores may be partly applied",
         _ => "reported an unknown error",
     }
 }
@@ -213,12 +217,13 @@ pub fn module(
         ("MISALIGNED", KERNEL_ERROR_MISALIGNED),
         ("RUNAWAY", KERNEL_ERROR_RUNAWAY),
         ("FREED", KERNEL_ERROR_FREED),
+        ("LOOP_BUDGET", KERNEL_ERROR_LOOP_BUDGET),
     ] {
         let _ = writeln!(s, "const UNIMEM_ERROR_{name}: u32 = {v}u;");
     }
     s.push_str(
         "@group(0) @binding(0) var<storage, read> unimem_pt: array<u32>;
-@group(0) @binding(1) var<storage, read_write> unimem_dirty: array<atomic<u32>>;
+@group(0) @binding(1) var<storage, read_write> unimem_dirty: array<u32>;
 @group(0) @binding(2) var<storage, read_write> unimem_faults: array<atomic<u32>>;
 ",
     );
@@ -378,11 +383,6 @@ fn unrolled() -> String {
         );
     }
     s.push_str("    return 0u;\n}\n");
-    s.push_str("\nfn unimem_flush_log() {\n    let n = unimem_log_n;\n");
-    for k in 0..STORE_LOG {
-        let _ = writeln!(s, "    if ({k}u >= n) {{ unimem_log_n = 0u; return; }} unimem_flush_entry({k}u);");
-    }
-    s.push_str("    unimem_log_n = 0u;\n}\n");
     s.push_str(
         "\n// Word index in unimem_spill of p's entry in this invocation's store table, or of the
 // empty entry where p goes, or 0xffffffff when PROBES entries from p's hash hold other words.
@@ -506,9 +506,12 @@ fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
                      ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + w);
 }
 
+// Marks loc's frame dirty (pagetable.rs: a plain store of 1, only where it reads 0).
 fn unimem_set_dirty(loc: vec2<u32>) {
     let f = (loc.x << UNIMEM_FRAME_BUFFER_SHIFT) | (loc.y >> (UNIMEM_BLOCK_SHIFT - 2u));
-    atomicOr(&unimem_dirty[f >> 5u], 1u << (f & 31u));
+    if (unimem_dirty[f] == 0u) {
+        unimem_dirty[f] = 1u;
+    }
 }
 
 // Writes a logged store to memory (every logged block was resident when logged, and nothing
@@ -524,8 +527,30 @@ fn unimem_commit_word(p: u64, v: u32) {
     unimem_set_dirty(loc);
 }
 
-fn unimem_flush_entry(k: u32) {
-    unimem_commit_word(unimem_log_addr[k], unimem_log_val[k]);
+// Commits the store log, in a loop: unrolled, its entries would cost every invocation their
+// full time on lavapipe even when the log is empty. Returns false if the driver cut a loop of
+// the invocation short (lavapipe's budget of 65535 loop iterations per invocation): the flush
+// loop itself, or, detected by a two-iteration probe, a loop of the user's.
+fn unimem_flush_log() -> bool {
+    var k = 0u;
+    var done = false;
+    loop {
+        if (k >= unimem_log_n) {
+            done = true;
+            break;
+        }
+        unimem_commit_word(unimem_log_addr[k], unimem_log_val[k]);
+        k += 1u;
+    }
+    unimem_log_n = 0u;
+    var probe = 0u;
+    loop {
+        probe += 1u;
+        if (probe == 2u) {
+            break;
+        }
+    }
+    return done && probe == 2u;
 }
 
 // Commit pass: table entry i of the slots of completed invocations.
@@ -548,10 +573,10 @@ fn unimem_finish() {
         if (spill) {
             unimem_spill[unimem_spill_at + UNIMEM_SLOT_STATUS] = UNIMEM_STATUS_DONE;
         }
-        if (!unimem_spill_table()) {
-            unimem_flush_log();
+        if (unimem_spill_table() || unimem_flush_log()) {
+            return;
         }
-        return;
+        unimem_stop_with(UNIMEM_ERROR_LOOP_BUDGET, 0lu, 0u);
     }
     var kind = unimem_stop_kind;
     // A block the runtime found without live allocations: an error, not a fault. Only spill

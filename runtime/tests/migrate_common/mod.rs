@@ -89,7 +89,7 @@ pub const PATHS: [CopyMode; 2] = [CopyMode::Direct, CopyMode::Staging];
 
 /// WGSL accessors over the engine's bindings, as the prelude will provide them: the layout
 /// constants, bindings 0..3+F, `frame_load(frame, word)` / `frame_store(frame, word, value)`
-/// (the store also sets the frame's dirty bit) and `record_fault(block)`. Kernels put their own
+/// (the store also marks the frame's dirty word) and `record_fault(block)`. Kernels put their own
 /// buffers at `UNIMEM_FIRST_ARG_BINDING`.
 pub fn accessors(dev: &VulkanBlockDevice) -> String {
     let frames = dev.geometry().buffers();
@@ -97,7 +97,7 @@ pub fn accessors(dev: &VulkanBlockDevice) -> String {
     s.push_str(
         "
 @group(0) @binding(0) var<storage, read> unimem_pt: array<u32>;
-@group(0) @binding(1) var<storage, read_write> unimem_dirty: array<atomic<u32>>;
+@group(0) @binding(1) var<storage, read_write> unimem_dirty: array<u32>;
 @group(0) @binding(2) var<storage, read_write> unimem_faults: array<atomic<u32>>;
 ",
     );
@@ -131,7 +131,7 @@ fn frame_store(f: u32, word: u32, value: u32) {{
     switch f >> UNIMEM_FRAME_BUFFER_SHIFT {{
 {}        default: {{ }}
     }}
-    atomicOr(&unimem_dirty[f >> 5u], 1u << (f & 31u));
+    if (unimem_dirty[f] == 0u) {{ unimem_dirty[f] = 1u; }}
 }}
 
 fn record_fault(b: u32) {{
