@@ -1,4 +1,9 @@
-//! Per-invocation cost of kernel shapes: `kernel_probe [N]`.
+//! Per-invocation cost of the prelude, by kernel shape: `kernel_probe [N]` (default 200 000
+//! invocations; 1 000 000 gives steadier numbers). Each shape is launched warm (no device
+//! faults) 31 times, interleaved with a raw dispatch of a plain kernel that loads one word per
+//! invocation; prints the first-quartile time of each. On lavapipe every line of the prelude
+//! costs every invocation (both sides of each branch run under a lane mask), so this is how
+//! to see what a prelude change costs. See docs/PERFORMANCE.md.
 use std::time::{Duration, Instant};
 use unimem::device::test_support::runtime_or_skip;
 use unimem::kernel::compile_wgsl_named;

@@ -33,7 +33,8 @@
 //! on lavapipe, which runs both sides of every branch under a lane mask: code that never runs
 //! still costs its full time, and a masked store or atomic is a loop over the lanes. The
 //! prelude therefore keeps its cold paths short, reports a stopped invocation with one atomic
-//! and two plain stores, and flushes the store log in a loop (see `unimem_finish`).
+//! and two plain stores, marks dirty frames without atomics, and flushes the store log in a
+//! loop (see `unimem_flush_log`, which also turns lavapipe's loop budget into an error).
 //!
 //! # Restartability (docs/MEMORY-MODEL.md states the rule for users)
 //!
@@ -361,10 +362,11 @@ fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgro
     s
 }
 
-/// The prelude's loops, unrolled. lavapipe (gallivm) gives each shader invocation a budget of
+/// The prelude's scans, unrolled. lavapipe (gallivm) gives each shader invocation a budget of
 /// 65535 loop iterations in total and silently cuts every loop short once it is spent, so the
-/// prelude has no loops: its costs never eat the user's budget, and committing the store log
-/// cannot be cut short.
+/// prelude's only loop is the store-log flush, which checks that it ran to its end
+/// (`unimem_flush_log`); the scans here stay unrolled and branch-free or only run in spill
+/// rounds.
 fn unrolled() -> String {
     let mut s = String::new();
     // Branch-free (lavapipe pays for every branch under a lane mask): uniform loads from a
