@@ -128,9 +128,11 @@ unimem_kernel *unimem_kernel_create(const char *wgsl, const char *entry);
 /* Free a kernel (NULL is ignored). */
 void unimem_kernel_destroy(unimem_kernel *k);
 
-/* Run invocations 0..n with the args_size bytes at args (a struct; pointers in it are
- * prefetched); returns when all completed. On failure (a bad pointer, a runaway loop, ...)
- * the message names the kernel, the invocation and the address; the runtime stays usable. */
+/* Run invocations 0..n (n at most 2^23) with the args_size bytes at args (a struct; pointers
+ * in it are prefetched); returns when all completed. On failure (a bad pointer, a runaway
+ * loop, ...) the message names the kernel, the invocation and the address; the runtime stays
+ * usable. On lavapipe, an invocation whose loops run more than 65535 iterations in total fails
+ * (the driver would cut them short); split such work over more invocations. */
 int unimem_launch(unimem_kernel *k, uint32_t n, const void *args, size_t args_size);
 
 /* The message of this thread's last failed unimem_* call, or NULL. */
