@@ -21,8 +21,8 @@
 //!
 //! Argument buffer (`u32` words, read-only): from `ARGS_POISON_AT`, `POISON_CAPACITY` words
 //! of poison list (blocks the runtime found to hold no live allocation: an access there is
-//! an error, not a fault; `NO_BLOCK` where unused), then from `ARGS_AT` the launch arguments. Control buffer: `CTL_PENDING_COUNT`
-//! (entries appended to the output list this round). Id buffer: two lists of `n` entries of
+//! an error, not a fault; `NO_BLOCK` where unused), then from `ARGS_AT` the launch arguments.
+//! Control buffer: `CTL_PENDING_COUNT` (entries appended to the output list this round). Id buffer: two lists of `n` entries of
 //! `IDS_ENTRY_WORDS` words (invocation id with the `ESCALATE*` flags, and the block it
 //! faulted on or `NO_BLOCK`), used in turn as the round's input and output list.
 //!
@@ -197,6 +197,7 @@ pub fn module(
     let _ = writeln!(s, "const UNIMEM_ARGS_POISON_AT: u32 = {ARGS_POISON_AT}u;");
     let _ = writeln!(s, "const UNIMEM_ARGS_AT: u32 = {ARGS_AT}u;");
     let _ = writeln!(s, "const UNIMEM_NO_BLOCK: u32 = {NO_BLOCK}u;");
+    let _ = writeln!(s, "const UNIMEM_IDS_ENTRY_WORDS: u32 = {IDS_ENTRY_WORDS}u;");
     let _ = writeln!(s, "const UNIMEM_NO_LIST: u32 = {NO_LIST}u;");
     let _ = writeln!(s, "const UNIMEM_ESCALATE: u32 = {ESCALATE}u;");
     let _ = writeln!(s, "const UNIMEM_ESCALATE_STORES: u32 = {ESCALATE_STORES}u;");
@@ -351,7 +352,7 @@ fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgro
         unimem_spill_at = i * unimem_round.spill_words;
         id = unimem_spill[unimem_spill_at + UNIMEM_SLOT_ID];
     }} else if (unimem_round.in_at != UNIMEM_NO_LIST) {{
-        id = unimem_ids[unimem_round.in_at + 2u * i];
+        id = unimem_ids[unimem_round.in_at + UNIMEM_IDS_ENTRY_WORDS * i];
     }}
     unimem_id = id;
     {entry}(id);
@@ -369,8 +370,8 @@ fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgro
 /// rounds.
 fn unrolled() -> String {
     let mut s = String::new();
-    // Branch-free (lavapipe pays for every branch under a lane mask): uniform loads from a
-    // read-only buffer and a vector compare each. Unused entries hold NO_BLOCK, never a block.
+    // Called only in spill rounds. Branch-free: a compare per entry; unused entries hold
+    // NO_BLOCK, never a block.
     s.push_str("\nfn unimem_poisoned(b: u32) -> bool {\n    var hit = false;\n");
     for k in 0..POISON_CAPACITY {
         let _ = writeln!(s, "    hit = hit | (unimem_args[UNIMEM_ARGS_POISON_AT + {k}u] == b);");
@@ -609,7 +610,7 @@ fn unimem_finish() {
     if (kind != 0u) {
         entry |= UNIMEM_ESCALATE | select(0u, UNIMEM_ESCALATE_STORES, kind == UNIMEM_FULL_STORES);
     }
-    let at = unimem_round.out_at + 2u * atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
+    let at = unimem_round.out_at + UNIMEM_IDS_ENTRY_WORDS * atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
     unimem_ids[at] = entry;
     unimem_ids[at + 1u] = select(unimem_stop_block, UNIMEM_NO_BLOCK, kind != 0u);
 }
