@@ -240,6 +240,47 @@ pub fn lookup(p: *const u8) -> Option<(usize, usize)> {
 /// in address order. Racy against concurrent allocation in that range (the runtime calls
 /// it on blocks it is migrating, where that is excluded by the coherence protocol).
 pub fn for_each_live(start: usize, len: usize, mut f: impl FnMut(usize, usize)) {
+    walk_spans(start, len, |piece| {
+        match piece {
+            Piece::Small(span, lo, hi) => {
+                let size = span.class().size as usize;
+                for idx in (lo..hi).filter(|&idx| span.is_live(idx)) {
+                    f(span.start() + idx * size, size);
+                }
+            }
+            Piece::Large(base, size) => f(base, size),
+        }
+        false
+    });
+}
+
+/// True when a live allocation overlaps `[start, start+len)`: [`for_each_live`] finding
+/// anything, but stopping at the first, and testing 64 small objects per bitmap word. The
+/// runtime asks this on every free of memory a kernel used, so it must not cost a scan of
+/// every object of the block. Racy in the same way.
+pub fn any_live(start: usize, len: usize) -> bool {
+    let mut any = false;
+    walk_spans(start, len, |piece| {
+        any = match piece {
+            Piece::Small(span, lo, hi) => span.any_live(lo, hi),
+            Piece::Large(..) => true,
+        };
+        any
+    });
+    any
+}
+
+/// What [`walk_spans`] visits.
+enum Piece<'a> {
+    /// A small-object span and the indices `lo..hi` of its objects overlapping the range.
+    Small(&'a span::Span, usize, usize),
+    /// A large allocation: its base and size.
+    Large(usize, usize),
+}
+
+/// Visits the spans overlapping `[start, start+len)` in address order, calling `visit` on
+/// each small-object span or large allocation; stops when `visit` returns true.
+fn walk_spans(start: usize, len: usize, mut visit: impl FnMut(Piece<'_>) -> bool) {
     if len == 0 || !ARENA.owns(start) {
         return;
     }
@@ -253,25 +294,23 @@ pub fn for_each_live(start: usize, len: usize, mut f: impl FnMut(usize, usize)) 
         };
         let span = ARENA.meta(first);
         let run_end = span.start() + span.slices() * SLICE;
-        match span.kind() {
+        let stop = match span.kind() {
             Kind::Small => {
                 let class = span.class();
                 let size = class.size as usize;
-                let lo = start.max(span.start());
-                let mut idx = class.index_of(lo - span.start());
-                while idx < class.capacity as usize {
-                    let b = span.start() + idx * size;
-                    if b >= end {
-                        break;
-                    }
-                    if span.is_live(idx) {
-                        f(b, size);
-                    }
-                    idx += 1;
-                }
+                let lo = class.index_of(start.max(span.start()) - span.start());
+                // Objects starting before `end`: ceil((end - span start) / size).
+                let hi = end
+                    .saturating_sub(span.start())
+                    .div_ceil(size)
+                    .min(class.capacity as usize);
+                lo < hi && visit(Piece::Small(span, lo, hi))
             }
-            Kind::Large => f(span.start(), span.slices() * SLICE),
-            _ => {}
+            Kind::Large => visit(Piece::Large(span.start(), span.slices() * SLICE)),
+            _ => false,
+        };
+        if stop {
+            return;
         }
         addr = run_end.max(addr + SLICE);
     }

@@ -229,6 +229,23 @@ impl Span {
         (self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed)) & bit == 0
     }
 
+    /// Racy view, like [`Span::is_live`]: is any of the objects `lo..hi` allocated? Tests
+    /// 64 objects per bitmap word.
+    pub fn any_live(&self, lo: usize, hi: usize) -> bool {
+        let mut idx = lo;
+        while idx < hi {
+            let (w, bit) = (idx / 64, idx % 64);
+            let n = (hi - idx).min(64 - bit);
+            let mask = (u64::MAX >> (64 - n)) << bit;
+            let free = self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed);
+            if !free & mask != 0 {
+                return true;
+            }
+            idx += n;
+        }
+        false
+    }
+
     pub fn is_all_free(&self) -> bool {
         self.free_count.load(Relaxed) == self.capacity.load(Relaxed)
     }

@@ -136,6 +136,52 @@ fn for_each_live_reports_exactly_the_live_blocks() {
 }
 
 #[test]
+fn any_live_agrees_with_for_each_live_on_every_window() {
+    // 3000 objects of 48 B (several bitmap words, windows cutting words and objects), with
+    // runs of frees so that whole words, single bits and word edges are free.
+    let ptrs: Vec<*mut u8> = (0..3000).map(|_| ua::alloc(48)).collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut freed = vec![false; ptrs.len()];
+    for (i, p) in ptrs.iter().enumerate() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        if (i / 200) % 2 == 1 || seed % 3 == 0 {
+            unsafe { ua::free(*p) };
+            freed[i] = true;
+        }
+    }
+    let lo = ptrs.iter().map(|p| *p as usize).min().unwrap();
+    let hi = ptrs.iter().map(|p| *p as usize).max().unwrap() + 48;
+    let (mut checked, mut both) = (0, [0, 0]);
+    for len in [1, 47, 48, 100, 3072, 4096, 65536] {
+        let mut at = lo;
+        while at < hi {
+            // The window may cover other tests' spans, which their threads change meanwhile:
+            // agreement on one of a few tries, with nothing changing in between, is the test.
+            let mut any = false;
+            let agreed = (0..5).any(|_| {
+                let before = ua::any_live(at, len);
+                any = false;
+                ua::for_each_live(at, len, |_, _| any = true);
+                before == any && ua::any_live(at, len) == any
+            });
+            assert!(agreed, "window {at:#x}+{len}: any_live disagrees with for_each_live ({any})");
+            both[usize::from(any)] += 1;
+            checked += 1;
+            at += 37 + len / 3;
+        }
+    }
+    assert!(checked > 1000 && both[0] > 10 && both[1] > 10, "{checked} windows, {both:?} (dead, live)");
+    assert!(!ua::any_live(lo, 0));
+    for (i, p) in ptrs.iter().enumerate() {
+        if !freed[i] {
+            unsafe { ua::free(*p) };
+        }
+    }
+}
+
+#[test]
 fn large_realloc_grows_and_shrinks_in_place_when_it_can() {
     let p = ua::alloc(1 << 20);
     // SAFETY: 1 MiB block.

@@ -23,13 +23,24 @@ fn main() {
     let device = dev.device();
     let data: Vec<u32> = (0..n).collect();
     let out: Vec<u32> = vec![0; n as usize];
-    let args = Args::new().ptr(&data[..]).ptr(&out[..]);
+    // A cycle of pointers for the chase shape (stride coprime to n).
+    let chain: Vec<u64> = vec![0; n as usize];
+    let base = chain.as_ptr() as u64;
+    // SAFETY: writes within `chain`, which nothing else references yet.
+    let cw = unsafe { std::slice::from_raw_parts_mut(chain.as_ptr() as *mut u64, n as usize) };
+    for (i, w) in cw.iter_mut().enumerate() {
+        *w = base + ((i as u64 * 7919 + 1) % u64::from(n)) * 8;
+    }
+    let wide: Vec<u64> = vec![0; n as usize];
+    let args = Args::new().ptr(&data[..]).ptr(&out[..]).ptr(&chain[..]).ptr(&wide[..]);
     let shapes = [
         ("empty", "fn k(id: u32) { }"),
         ("arg only", "fn k(id: u32) { let p = unimem_arg_ptr(0u); }"),
         ("one load", "fn k(id: u32) { let v = unimem_load_u32(unimem_arg_ptr(0u) + u64(id) * 4lu); }"),
+        ("u64 load", "fn k(id: u32) { let v = unimem_load_u64(unimem_arg_ptr(0u) + u64(id / 2u) * 8lu); }"),
         ("load+cond store", "fn k(id: u32) { let v = unimem_load_u32(unimem_arg_ptr(0u) + u64(id) * 4lu); if (v == 0xffffffffu) { unimem_store_u32(unimem_arg_ptr(2u) + u64(id) * 4lu, v); } }"),
         ("load+store", "fn k(id: u32) { let v = unimem_load_u32(unimem_arg_ptr(0u) + u64(id) * 4lu); unimem_store_u32(unimem_arg_ptr(2u) + u64(id) * 4lu, v + 1u); }"),
+        ("chase 16 + store", "fn k(id: u32) { var p = unimem_arg_ptr(4u) + u64(id) * 8lu; for (var k = 0u; k < 16u; k++) { p = unimem_load_ptr(p); } unimem_store_u64(unimem_arg_ptr(6u) + u64(id) * 8lu, p); }"),
         ("load+atomic", "fn k(id: u32) { let v = unimem_load_u32(unimem_arg_ptr(0u) + u64(id) * 4lu); if (v == 0xffffffffu) { unimem_atomic_add_u32(unimem_arg_ptr(2u) + u64(id) * 4lu, v); } }"),
     ];
     let raw = compile_wgsl_named(

@@ -89,6 +89,54 @@ fn a_kernel_walks_a_boxed_list() {
     free(nodes);
 }
 
+const CHUNK_SUMS: &str = "
+fn chunk_sums(id: u32) {
+    // Chunk id of 1024 words, in the vector table's entry id / chunks_per_vec.
+    let per = unimem_arg_u32(4u);
+    let data = unimem_load_ptr(unimem_arg_ptr(0u) + u64(id / per) * 8lu) + u64(id % per) * 4096lu;
+    var s = 0u;
+    for (var k = 0u; k < 1024u; k++) {
+        s += unimem_load_u32(data + u64(k) * 4lu);
+    }
+    unimem_store_u32(unimem_arg_ptr(2u) + u64(id) * 4lu, s);
+    unimem_store_u32(data, s);
+}
+";
+
+#[test]
+fn data_spread_over_several_frame_buffers_is_read_and_written_exactly() {
+    // Frames are handed out lowest buffer first and a launch binds only the buffers in use,
+    // switching pipelines when a round's faults bring in blocks beyond them: 4 vectors of
+    // 72 MiB (288 MiB, three of lavapipe's 128 MiB frame buffers), reached only through a
+    // table of pointers, so that they arrive by device faults.
+    let _s = serial();
+    let Some(k) = kernel("data_spread_over_several_frame_buffers", CHUNK_SUMS, "chunk_sums") else { return };
+    let (_, dev) = unimem::vulkan_runtime().unwrap();
+    let per_vec = 72 << 8; // chunks of 4 KiB per vector
+    let vecs: Vec<Vec<u32>> = (0..4u32).map(|v| (0..per_vec * 1024).map(|i| i ^ (v << 20)).collect()).collect();
+    let table: Vec<u64> = vecs.iter().map(|v| v.as_ptr() as u64).collect();
+    let n = 4 * per_vec;
+    let out = vec![0u32; n as usize];
+    let r = k.launch(n, &Args::new().ptr(&table[..]).ptr(&out[..]).u32(per_vec)).unwrap();
+    eprintln!("{r:?}");
+    let bytes = 4 * per_vec as usize * 4096;
+    assert!(
+        dev.buffers_in_use() as u64 * dev.geometry().frames_per_buffer as u64 * dev.geometry().block_size as u64 >= bytes as u64,
+        "{} frame buffers in use: the data should span them",
+        dev.buffers_in_use()
+    );
+    assert!(r.rounds >= 2 && r.device_faults > 0, "the vectors arrive by faults: {r:?}");
+    for (v, data) in vecs.iter().enumerate() {
+        for c in 0..per_vec as usize {
+            let expect = (0..1024u32).fold(0u32, |s, k| s.wrapping_add((c as u32 * 1024 + k) ^ ((v as u32) << 20)));
+            let id = v * per_vec as usize + c;
+            assert_eq!(out[id], expect, "chunk {id}");
+            assert_eq!(data[c * 1024], expect, "vector {v} word {}", c * 1024);
+            assert_eq!(data[c * 1024 + 1], (c as u32 * 1024 + 1) ^ ((v as u32) << 20));
+        }
+    }
+}
+
 const CHASE: &str = "
 fn chase(id: u32) {
     var p = unimem_arg_ptr(0u);

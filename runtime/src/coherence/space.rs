@@ -493,9 +493,7 @@ impl Space {
             if self.state(b) == State::Host {
                 continue;
             }
-            let mut live = false;
-            unimem_alloc::for_each_live(self.block_addr(b), self.block_size(), |_, _| live = true);
-            if !live {
+            if !unimem_alloc::any_live(self.block_addr(b), self.block_size()) {
                 let _ = self.discard_block(b);
             }
         }

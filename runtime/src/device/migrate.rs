@@ -342,7 +342,7 @@ impl VulkanBlockDevice {
             faults: fault_buffer,
             frame_handles,
             frame_bases,
-            pool: Mutex::new(FramePool::new(geometry.frames)),
+            pool: Mutex::new(FramePool::with_buffers(geometry.frames, geometry.frames_per_buffer)),
             staging,
             buffers: Mutex::new(Buffers {
                 page_table,
@@ -362,6 +362,13 @@ impl VulkanBlockDevice {
     /// The frame pool's shape.
     pub fn geometry(&self) -> Geometry {
         self.geometry
+    }
+
+    /// How many frame buffers, from the first, hold every frame in use (0 when none is).
+    /// Frames are handed out lowest buffer first, so a kernel dispatched now needs only these
+    /// buffers bound; one that makes a block resident meanwhile may put it in the next.
+    pub fn buffers_in_use(&self) -> usize {
+        lock(&self.pool).buffers_in_use()
     }
 
     /// The control buffers' sizes.

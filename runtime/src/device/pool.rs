@@ -115,18 +115,31 @@ impl Geometry {
 
 /// Which frames are free, which block each other frame holds, and their LRU order.
 ///
-/// Conservation law (checked by [`FramePool::validate`]): every frame is either on the free
-/// stack, with no owner, or on the LRU list, with an owner; never both, never neither; no
-/// block owns two frames (the caller guarantees it by allocating only for blocks without a
-/// frame). All operations are O(1) except `validate` and iteration.
+/// Conservation law (checked by [`FramePool::validate`]): every frame is either on its
+/// buffer's free stack, with no owner, or on the LRU list, with an owner; never both, never
+/// neither; `used[i]` counts the frames of buffer `i` in use and `free_count` the free ones;
+/// no block owns two frames (the caller guarantees it by allocating only for blocks without a
+/// frame). All operations are O(1) except `alloc` (O(buffers)), `validate` and iteration.
+///
+/// Frames are handed out from the lowest buffer that has a free one, so that the frames in
+/// use crowd into the first buffers: a kernel binds and switches over only the buffers in use
+/// ([`FramePool::buffers_in_use`]), and on lavapipe every buffer it switches over costs every
+/// access.
 ///
 /// Not synchronised: the owner (`migrate.rs`) keeps it under its pool lock.
 #[derive(Clone, Debug)]
 pub struct FramePool {
     /// `owner[f]`: the block in frame `f`, or `NONE`.
     owner: Vec<u32>,
-    /// Free frames; the top is handed out next (recently freed frames are reused first).
-    free: Vec<FrameId>,
+    /// Free frames of each buffer; the top is handed out next (recently freed frames are
+    /// reused first).
+    free: Vec<Vec<FrameId>>,
+    /// Frames in use, per buffer.
+    used: Vec<u32>,
+    /// Free frames in all buffers.
+    free_count: usize,
+    /// log2 of the frames per buffer.
+    buffer_shift: u32,
     /// LRU links, indexed by frame, plus one sentinel at index `frames`:
     /// `next[sentinel]` is the least recently used frame, `prev[sentinel]` the most recent.
     prev: Vec<u32>,
@@ -134,16 +147,35 @@ pub struct FramePool {
 }
 
 impl FramePool {
-    /// A pool of `frames` free frames; frame 0 is handed out first.
+    /// A pool of `frames` free frames in one buffer; frame 0 is handed out first.
     pub fn new(frames: u32) -> FramePool {
+        FramePool::with_buffers(frames, frames.max(1).next_power_of_two())
+    }
+
+    /// A pool of `frames` free frames, `frames_per_buffer` (a power of two) to a buffer, as
+    /// in [`Geometry`]; frame 0 is handed out first.
+    pub fn with_buffers(frames: u32, frames_per_buffer: u32) -> FramePool {
+        assert!(frames_per_buffer.is_power_of_two(), "{frames_per_buffer} frames per buffer");
         let n = frames as usize;
+        let shift = frames_per_buffer.trailing_zeros();
+        let buffers = (u64::from(frames).div_ceil(u64::from(frames_per_buffer)) as usize).max(1);
         let mut prev = vec![NONE; n + 1];
         let mut next = vec![NONE; n + 1];
         prev[n] = frames;
         next[n] = frames;
+        let free = (0..buffers)
+            .map(|i| {
+                let lo = (i as u64) << shift;
+                let hi = ((i as u64 + 1) << shift).min(u64::from(frames));
+                (lo as u32..hi as u32).rev().collect()
+            })
+            .collect();
         FramePool {
             owner: vec![NONE; n],
-            free: (0..frames).rev().collect(),
+            free,
+            used: vec![0; buffers],
+            free_count: n,
+            buffer_shift: shift,
             prev,
             next,
         }
@@ -160,7 +192,12 @@ impl FramePool {
 
     /// Frames holding no block.
     pub fn free_frames(&self) -> usize {
-        self.free.len()
+        self.free_count
+    }
+
+    /// 1 + the highest buffer holding a frame in use (0 when none is).
+    pub fn buffers_in_use(&self) -> usize {
+        self.used.iter().rposition(|&u| u > 0).map_or(0, |i| i + 1)
     }
 
     /// The block in frame `f`, if any.
@@ -172,8 +209,10 @@ impl FramePool {
     /// Takes a free frame for `block` and makes it the most recently used. `None` when full.
     pub fn alloc(&mut self, block: u32) -> Option<FrameId> {
         debug_assert_ne!(block, NONE);
-        let f = self.free.pop()?;
+        let f = self.free.iter_mut().find_map(|stack| stack.pop())?;
         debug_assert_eq!(self.owner[f as usize], NONE);
+        self.used[(f >> self.buffer_shift) as usize] += 1;
+        self.free_count -= 1;
         self.owner[f as usize] = block;
         self.link_newest(f);
         Some(f)
@@ -185,7 +224,10 @@ impl FramePool {
         assert_ne!(block, NONE, "frame {f} released twice");
         self.unlink(f);
         self.owner[f as usize] = NONE;
-        self.free.push(f);
+        let buffer = (f >> self.buffer_shift) as usize;
+        self.used[buffer] -= 1;
+        self.free[buffer].push(f);
+        self.free_count += 1;
         block
     }
 
@@ -244,11 +286,19 @@ impl FramePool {
             count += 1;
             assert!(count <= n, "LRU list has a cycle");
         }
-        for &f in &self.free {
-            assert!(!on_list[f as usize], "frame {f} both free and in use");
-            assert_eq!(self.owner[f as usize], NONE, "free frame {f} has an owner");
-            on_list[f as usize] = true;
+        let mut free_count = 0;
+        for (i, stack) in self.free.iter().enumerate() {
+            for &f in stack {
+                assert!(!on_list[f as usize], "frame {f} both free and in use");
+                assert_eq!(self.owner[f as usize], NONE, "free frame {f} has an owner");
+                assert_eq!((f >> self.buffer_shift) as usize, i, "frame {f} on buffer {i}'s free stack");
+                on_list[f as usize] = true;
+            }
+            free_count += stack.len();
+            let total = self.owner.iter().enumerate().filter(|&(f, _)| (f >> self.buffer_shift) == i).count();
+            assert_eq!(self.used[i] as usize, total - stack.len(), "buffer {i}'s count of frames in use");
         }
+        assert_eq!(free_count, self.free_count, "count of free frames");
         assert!(
             on_list.iter().all(|&b| b),
             "a frame is neither free nor in use"
@@ -356,6 +406,30 @@ mod tests {
     }
 
     #[test]
+    fn frames_crowd_into_the_first_buffers() {
+        // 10 frames, 4 to a buffer: buffers 0..4, 4..8, 8..10.
+        let mut p = FramePool::with_buffers(10, 4);
+        assert_eq!(p.buffers_in_use(), 0);
+        let f: Vec<FrameId> = (0..6).map(|b| p.alloc(b).unwrap()).collect();
+        assert_eq!(f, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(p.buffers_in_use(), 2);
+        // A frame freed in buffer 0 is handed out before buffer 1's free ones.
+        p.release(2);
+        assert_eq!(p.alloc(6), Some(2));
+        // Emptying buffer 1 shrinks what is in use, even with buffer 0 full.
+        p.release(4);
+        p.release(5);
+        assert_eq!(p.buffers_in_use(), 1);
+        for b in 7..13 {
+            p.alloc(b).unwrap();
+        }
+        assert_eq!(p.buffers_in_use(), 3);
+        assert_eq!(p.free_frames(), 0);
+        assert_eq!(p.alloc(13), None);
+        p.validate();
+    }
+
+    #[test]
     #[should_panic(expected = "released twice")]
     fn double_release_panics() {
         let mut p = FramePool::new(2);
@@ -374,7 +448,7 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        let mut p = FramePool::new(16);
+        let mut p = FramePool::with_buffers(16, 4);
         let mut model: Vec<(u32, FrameId)> = Vec::new(); // LRU order, oldest first
         let mut next_block = 0;
         for step in 0..5000 {
@@ -401,6 +475,8 @@ mod tests {
             let expect: Vec<_> = model.iter().map(|e| e.1).collect();
             assert_eq!(lru, expect, "step {step}");
             assert_eq!(p.free_frames(), 16 - model.len());
+            let highest = model.iter().map(|e| e.1 as usize / 4 + 1).max().unwrap_or(0);
+            assert_eq!(p.buffers_in_use(), highest, "step {step}");
             if step % 97 == 0 {
                 p.validate();
             }

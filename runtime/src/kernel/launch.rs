@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::compile::compile_wgsl_named;
-use super::prelude::{self, Round, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, NO_BLOCK, NO_LIST, POISON_CAPACITY};
+use super::prelude::{self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, NO_BLOCK, NO_LIST, POISON_CAPACITY};
 use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NORMAL, MODE_SPILL};
 use crate::advice;
 use crate::api::{vulkan_runtime, Advice, Error};
@@ -241,8 +241,9 @@ struct Inner {
     name: String,
     /// The user's source (the spill and commit pipelines are compiled from it when needed).
     source: String,
-    /// The pipeline of each round mode (`spill::MODE_*`); the ordinary one is built by `new`.
-    pipelines: Mutex<[Option<Arc<ComputePipeline>>; 3]>,
+    /// The pipelines built so far, by variant (round mode and frame buffers bound); `new`
+    /// builds the ordinary one for the buffers then in use.
+    pipelines: Mutex<Vec<(Variant, Arc<ComputePipeline>)>>,
     atomics: bool,
     state: Mutex<State>,
 }
@@ -262,8 +263,8 @@ impl std::fmt::Debug for Kernel {
 /// Serialises launches (one fault buffer, one dirty bitmap).
 static LAUNCH: Mutex<()> = Mutex::new(());
 
-/// Compiled pipelines by (user source, entry, round mode).
-type Cache = Vec<((String, String, u32), Arc<ComputePipeline>)>;
+/// Compiled pipelines by (user source, entry, variant).
+type Cache = Vec<((String, String, Variant), Arc<ComputePipeline>)>;
 static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -271,25 +272,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The WGSL module the runtime compiles for `user`'s `entry` on `dev`, for ordinary rounds
-/// (for inspection).
+/// with every frame buffer bound (for inspection; launches bind only the buffers in use).
 pub fn generated_source(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str) -> String {
-    module_for(dev, space, user, entry, MODE_NORMAL)
+    module_for(dev, space, user, entry, Variant { mode: MODE_NORMAL, buffers: dev.geometry().buffers() })
 }
 
-fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, mode: u32) -> String {
+fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, variant: Variant) -> String {
     let (base, _) = unimem_alloc::managed_range();
     let arena = u64::from(dev.layout().blocks) * space.block_size() as u64;
-    prelude::module(&dev.wgsl_constants(), dev.geometry().buffers(), base as u64, arena, user, entry, mode)
+    prelude::module(&dev.wgsl_constants(), dev.geometry().buffers(), base as u64, arena, user, entry, variant)
 }
 
-/// The pipeline of round mode `mode` for `user`'s `entry`: cached, or compiled and warmed up.
+/// The variant of round mode `mode` to dispatch now: it binds the frame buffers in use,
+/// rounded up to a power of two (so a kernel compiles at most log2(buffers) + 1 variants per
+/// mode). Caller holds `LAUNCH`, so no launch makes blocks resident meanwhile; anything else
+/// that does may put a frame beyond the bound, which the kernel then takes for a fault.
+fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Variant {
+    let all = dev.geometry().buffers();
+    Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all) }
+}
+
+/// The pipeline of `variant` for `user`'s `entry`: cached, or compiled and warmed up.
 /// `serial` is the caller's hold on `LAUNCH` if it has one (the warm-up dispatch needs it).
-fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, mode: u32, serial: Option<&MutexGuard<'_, ()>>) -> Result<Arc<ComputePipeline>, Error> {
-    let key = (user.to_owned(), entry.to_owned(), mode);
+fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, variant: Variant, serial: Option<&MutexGuard<'_, ()>>) -> Result<Arc<ComputePipeline>, Error> {
+    let key = (user.to_owned(), entry.to_owned(), variant);
     if let Some(p) = lock(&CACHE).iter().find(|(k, _)| *k == key).map(|(_, p)| Arc::clone(p)) {
         return Ok(p);
     }
-    let source = module_for(dev, space, user, entry, mode);
+    let source = module_for(dev, space, user, entry, variant);
     let compiled = compile_wgsl_named(&format!("kernel `{entry}`"), &source, "unimem_main")?;
     let p = Arc::new(dev.device().create_pipeline(&compiled)?);
     match serial {
@@ -321,28 +331,30 @@ impl Kernel {
             }
             .into());
         }
-        let normal = build(dev, space, wgsl, entry, MODE_NORMAL, None)?;
+        let variant = variant_now(dev, MODE_NORMAL);
+        let normal = build(dev, space, wgsl, entry, variant, None)?;
         Ok(Kernel {
             inner: Arc::new(Inner {
                 name: entry.to_owned(),
                 source: wgsl.to_owned(),
-                pipelines: Mutex::new([Some(normal), None, None]),
+                pipelines: Mutex::new(vec![(variant, normal)]),
                 atomics: prelude::uses_atomics(wgsl),
                 state: Mutex::new(State { args: None, ctl: None, spill: None, ids: None, alog: None, touched: Vec::new(), max_steps: default_max_steps(dev) }),
             }),
         })
     }
 
-    /// The pipeline for round mode `mode`, built on first use (spill rounds are rare, and on
-    /// lavapipe code a pipeline holds costs time even where it does not run).
+    /// The pipeline to dispatch now for round mode `mode` (see [`variant_now`]), built on
+    /// first use (spill rounds are rare, and on lavapipe code a pipeline holds costs time even
+    /// where it does not run, which is also why it binds only the frame buffers in use).
     fn pipeline(&self, dev: &VulkanBlockDevice, space: &Space, mode: u32, serial: &MutexGuard<'_, ()>) -> Result<Arc<ComputePipeline>, Error> {
+        let variant = variant_now(dev, mode);
         let mut pipes = lock(&self.inner.pipelines);
-        let slot = &mut pipes[mode as usize];
-        if let Some(p) = slot {
+        if let Some((_, p)) = pipes.iter().find(|(v, _)| *v == variant) {
             return Ok(Arc::clone(p));
         }
-        let p = build(dev, space, &self.inner.source, &self.inner.name, mode, Some(serial))?;
-        *slot = Some(Arc::clone(&p));
+        let p = build(dev, space, &self.inner.source, &self.inner.name, variant, Some(serial))?;
+        pipes.push((variant, Arc::clone(&p)));
         Ok(p)
     }
 
@@ -463,7 +475,6 @@ impl Kernel {
         let bs = space.block_size();
         self.size_buffers(dev, state, n, words.len())?;
         let max_steps = state.max_steps;
-        let normal = self.pipeline(dev, space, MODE_NORMAL, serial)?;
         let State { args, ctl, alog, spill: spill_buf, ids, touched, .. } = state;
         let (args, ctl, spill_buf, ids) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"), ids.as_mut().expect("sized"));
         let mut alog = alog.as_mut().filter(|_| self.inner.atomics);
@@ -501,6 +512,7 @@ impl Kernel {
             };
             let ran = if solo { round.count.min(1) } else { round.count };
             if ran > 0 {
+                let normal = self.pipeline(dev, space, MODE_NORMAL, serial)?;
                 dispatch(&normal, Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
             }
             let mut spilled = Collected::default();
@@ -695,9 +707,7 @@ fn default_max_steps(dev: &VulkanBlockDevice) -> u32 {
 
 /// True when block `b` holds a live allocation.
 fn has_live(space: &Space, b: u32) -> bool {
-    let mut live = false;
-    unimem_alloc::for_each_live(space.block_addr(b as usize), space.block_size(), |_, _| live = true);
-    live
+    unimem_alloc::any_live(space.block_addr(b as usize), space.block_size())
 }
 
 /// Runs of consecutive blocks in sorted `blocks`: (first, count).

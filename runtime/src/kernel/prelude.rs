@@ -172,10 +172,22 @@ pub fn uses_atomics(user: &str) -> bool {
     user.contains("unimem_atomic_")
 }
 
-/// The whole module for `user` (which defines `fn entry(id: u32)`), for the pipeline of
-/// round mode `mode` (`spill::MODE_*`): `constants` are the device layer's
-/// (`VulkanBlockDevice::wgsl_constants`), `frame_buffers` its count, `base` and
-/// `arena_bytes` the managed range the page table covers.
+/// Which pipeline of a kernel a module is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    /// The round mode (`spill::MODE_*`).
+    pub mode: u32,
+    /// How many frame buffers, from the first, the module binds and switches over: at least
+    /// the buffers holding frames in use (`VulkanBlockDevice::buffers_in_use`). A frame beyond
+    /// them reads as not resident (a fault), never as memory. On lavapipe each buffer in the
+    /// switch costs every access (the switch runs all its cases under lane masks).
+    pub buffers: usize,
+}
+
+/// The whole module for `user` (which defines `fn entry(id: u32)`), for `variant`:
+/// `constants` are the device layer's (`VulkanBlockDevice::wgsl_constants`), `frame_buffers`
+/// its count of frame buffers (the arguments' bindings follow them all, whichever the variant
+/// binds), `base` and `arena_bytes` the managed range the page table covers.
 pub fn module(
     constants: &str,
     frame_buffers: usize,
@@ -183,12 +195,15 @@ pub fn module(
     arena_bytes: u64,
     user: &str,
     entry: &str,
-    mode: u32,
+    variant: Variant,
 ) -> String {
+    let Variant { mode, buffers: bound } = variant;
+    assert!((1..=frame_buffers).contains(&bound), "{bound} of {frame_buffers} frame buffers bound");
     let atomics = uses_atomics(user);
     let mut s = String::with_capacity(16 << 10);
     s.push_str(constants);
     let _ = writeln!(s, "const UNIMEM_PIPELINE_MODE: u32 = {mode}u;");
+    let _ = writeln!(s, "const UNIMEM_BOUND_BUFFERS: u32 = {bound}u;");
     let _ = writeln!(s, "const UNIMEM_BASE: u64 = {base}lu;");
     let _ = writeln!(s, "const UNIMEM_ARENA_BYTES: u64 = {arena_bytes}lu;");
     let _ = writeln!(s, "const UNIMEM_STORE_LOG: u32 = {STORE_LOG}u;");
@@ -232,7 +247,7 @@ pub fn module(
     // Frames are atomic only for kernels that use atomics: plain loads vectorise (lavapipe
     // runs atomic loads lane by lane, ~10x slower on a pointer chase).
     let frame_ty = if atomics { "array<atomic<u32>>" } else { "array<u32>" };
-    for i in 0..frame_buffers {
+    for i in 0..bound {
         let _ = writeln!(
             s,
             "@group(0) @binding({}) var<storage, read_write> unimem_frames_{i}: {frame_ty};",
@@ -268,7 +283,7 @@ pub fn module(
     }
     // Frame access: one switch over the frame buffers per access.
     let cases = |body: &str| -> String {
-        (0..frame_buffers)
+        (0..bound)
             .map(|i| format!("        case {i}u: {{ {} }}\n", body.replace('#', &i.to_string())))
             .collect()
     };
@@ -497,7 +512,10 @@ fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
     kind = select(kind, UNIMEM_ERROR_RUNAWAY, unimem_steps > unimem_round.max_steps);
     kind = select(kind, UNIMEM_ERROR_MISALIGNED, (u32(p & 0xfffffffflu) & 3u) != 0u);
     kind = select(kind, UNIMEM_ERROR_OUT_OF_RANGE, !in_range);
-    if (kind != 0u || f1 == 0u || unimem_stop != 0u) {
+    // A frame in a buffer this pipeline does not bind (made resident after the runtime chose
+    // the pipeline) is a fault: the next round binds it.
+    let absent = f1 == 0u || ((f1 - 1u) >> UNIMEM_FRAME_BUFFER_SHIFT) >= UNIMEM_BOUND_BUFFERS;
+    if (kind != 0u || absent || unimem_stop != 0u) {
         if (unimem_stop == 0u) {
             unimem_stop_with(kind, p, b);
         }
@@ -837,20 +855,32 @@ fn all(id: u32) {
 }
 ";
 
-    fn source(user: &str, max_buffer_bytes: u64, mode: u32) -> String {
+    /// The module over a 1 GiB pool in buffers of `max_buffer_bytes`, binding `bound` of them
+    /// (all when `None`).
+    fn source(user: &str, max_buffer_bytes: u64, mode: u32, bound: Option<usize>) -> String {
         let g = Geometry::new(65536, 1 << 30, max_buffer_bytes, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
-        module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", mode)
+        let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()) };
+        module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant)
+    }
+
+    #[test]
+    fn a_variant_binds_only_its_frame_buffers_and_the_arguments_where_they_always_are() {
+        // 8 buffers of 128 MiB; the arguments follow all 8 (binding 3 + 8).
+        let src = source(ALL, 128 << 20, spill::MODE_NORMAL, Some(2));
+        assert!(src.contains("unimem_frames_1:") && !src.contains("unimem_frames_2"));
+        assert!(src.contains("@binding(11) var<storage, read> unimem_args"), "{src}");
+        compile_wgsl_named("bound.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
     fn the_prelude_compiles_with_and_without_atomics() {
         for (buffer_bytes, mode) in [(128 << 20, spill::MODE_NORMAL), (1 << 30, spill::MODE_NORMAL), (1 << 30, spill::MODE_SPILL), (1 << 30, MODE_COMMIT)] {
-            let src = source(ALL, buffer_bytes, mode);
+            let src = source(ALL, buffer_bytes, mode, None);
             let k = compile_wgsl_named("all.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(k.workgroup_size, [64, 1, 1]);
             assert_eq!(k.immediate_size, std::mem::size_of::<Round>() as u32);
-            let src = source("fn all(id: u32) { unimem_store_u32(unimem_arg_ptr(0u), unimem_load_u32(unimem_arg_ptr(0u))); }", buffer_bytes, mode);
+            let src = source("fn all(id: u32) { unimem_store_u32(unimem_arg_ptr(0u), unimem_load_u32(unimem_arg_ptr(0u))); }", buffer_bytes, mode, None);
             assert!(!src.contains("unimem_alog"));
             compile_wgsl_named("plain.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
         }
