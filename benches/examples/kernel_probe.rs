@@ -1,5 +1,6 @@
-//! Per-invocation cost of the prelude, by kernel shape: `kernel_probe [N]` (default 200 000
-//! invocations; 1 000 000 gives steadier numbers). Each shape is launched warm (no device
+//! Per-invocation cost of the prelude, by kernel shape: `kernel_probe [N [SHAPE]]` (default
+//! 200 000 invocations, 1 000 000 gives steadier numbers; SHAPE: only the shapes whose name
+//! contains it). Each shape is launched warm (no device
 //! faults) 31 times, interleaved with a raw dispatch of a plain kernel that loads one word per
 //! invocation; prints the first-quartile time of each. On lavapipe every line of the prelude
 //! costs every invocation (both sides of each branch run under a lane mask), so this is how
@@ -54,7 +55,8 @@ fn main() {
     let raw_p = device.create_pipeline(&raw).unwrap();
     let mut b0 = device.create_host_buffer(u64::from(n) * 4).unwrap();
     let mut b1 = device.create_host_buffer(u64::from(n) * 4).unwrap();
-    let kernels: Vec<(&str, Kernel)> = shapes.iter().map(|(name, src)| (*name, Kernel::new(src, "k").unwrap())).collect();
+    let only = std::env::args().nth(2).unwrap_or_default();
+    let kernels: Vec<(&str, Kernel)> = shapes.iter().filter(|(name, _)| name.contains(only.as_str())).map(|(name, src)| (*name, Kernel::new(src, "k").unwrap())).collect();
     for (_, k) in &kernels {
         k.launch(n, &args).unwrap();
         k.launch(n, &args).unwrap();

@@ -504,7 +504,7 @@ fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
     // Branch-free until the one test below (each divergent branch is paid by every lane).
     unimem_steps += 1u;
     let off = p - UNIMEM_BASE;
-    let in_range = p >= UNIMEM_BASE && off < UNIMEM_ARENA_BYTES;
+    let in_range = off < UNIMEM_ARENA_BYTES; // below the base, off wraps above the arena
     let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
     let e = unimem_pt[b];
     let f1 = e & UNIMEM_PTE_FRAME_MASK;
