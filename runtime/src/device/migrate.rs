@@ -567,9 +567,10 @@ impl VulkanBlockDevice {
     }
 
     /// Frees the frames of `blocks` (those that have one) and clears their entries. Caller
-    /// holds the pool lock. Allocation-free. Frees in reverse order, so that the free stack
-    /// hands the frames out again in their old order (a batch discarded and re-uploaded gets
-    /// ascending frames again: sequential copies, mergeable staging regions).
+    /// holds the pool lock. Allocation-free. Frees in reverse order, so that each buffer's
+    /// free stack hands its frames out again in their old order (a batch discarded and
+    /// re-uploaded gets ascending frames again, lowest buffer first: sequential copies,
+    /// mergeable staging regions).
     fn release_locked(
         &self,
         pool: &mut FramePool,

@@ -119,7 +119,8 @@ impl Geometry {
 /// buffer's free stack, with no owner, or on the LRU list, with an owner; never both, never
 /// neither; `used[i]` counts the frames of buffer `i` in use and `free_count` the free ones;
 /// no block owns two frames (the caller guarantees it by allocating only for blocks without a
-/// frame). All operations are O(1) except `alloc` (O(buffers)), `validate` and iteration.
+/// frame). All operations are O(1) except `alloc` and `buffers_in_use` (O(buffers)),
+/// `validate` and iteration.
 ///
 /// Frames are handed out from the lowest buffer that has a free one, so that the frames in
 /// use crowd into the first buffers: a kernel binds and switches over only the buffers in use
@@ -149,7 +150,7 @@ pub struct FramePool {
 impl FramePool {
     /// A pool of `frames` free frames in one buffer; frame 0 is handed out first.
     pub fn new(frames: u32) -> FramePool {
-        FramePool::with_buffers(frames, frames.max(1).next_power_of_two())
+        FramePool::with_buffers(frames, frames.max(1).checked_next_power_of_two().unwrap_or(1 << 31))
     }
 
     /// A pool of `frames` free frames, `frames_per_buffer` (a power of two) to a buffer, as
@@ -295,7 +296,8 @@ impl FramePool {
                 on_list[f as usize] = true;
             }
             free_count += stack.len();
-            let total = self.owner.iter().enumerate().filter(|&(f, _)| (f >> self.buffer_shift) == i).count();
+            let lo = (i as u64) << self.buffer_shift;
+            let total = (((i as u64 + 1) << self.buffer_shift).min(n as u64) - lo) as usize;
             assert_eq!(self.used[i] as usize, total - stack.len(), "buffer {i}'s count of frames in use");
         }
         assert_eq!(free_count, self.free_count, "count of free frames");

@@ -348,7 +348,13 @@ impl Kernel {
     /// first use (spill rounds are rare, and on lavapipe code a pipeline holds costs time even
     /// where it does not run, which is also why it binds only the frame buffers in use).
     fn pipeline(&self, dev: &VulkanBlockDevice, space: &Space, mode: u32, serial: &MutexGuard<'_, ()>) -> Result<Arc<ComputePipeline>, Error> {
-        let variant = variant_now(dev, mode);
+        self.pipeline_of(dev, space, variant_now(dev, mode), serial)
+    }
+
+    /// The pipeline of `variant`, built on first use. A launch whose blocks come to occupy
+    /// more frame buffers than any before it compiles (and warms up) a variant inside the
+    /// launch, once per kernel, mode and power of two.
+    fn pipeline_of(&self, dev: &VulkanBlockDevice, space: &Space, variant: Variant, serial: &MutexGuard<'_, ()>) -> Result<Arc<ComputePipeline>, Error> {
         let mut pipes = lock(&self.inner.pipelines);
         if let Some((_, p)) = pipes.iter().find(|(v, _)| *v == variant) {
             return Ok(Arc::clone(p));
@@ -526,11 +532,13 @@ impl Kernel {
                     *spill_buf = dev.device().create_host_buffer(need.next_power_of_two())?;
                 }
                 spill.lay_out(spill_buf.as_mut_slice::<u32>(), slots);
-                let spill_pipe = self.pipeline(dev, space, MODE_SPILL, serial)?;
+                let spill_variant = variant_now(dev, MODE_SPILL);
+                let spill_pipe = self.pipeline_of(dev, space, spill_variant, serial)?;
                 dispatch(&spill_pipe, Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
                 spilled = spill.collect(spill_buf.as_slice::<u32>()).map_err(|detail| LaunchError::LogLimit { kernel: kernel.clone(), detail })?;
                 if spilled.done > 0 && layout.stores > 0 {
-                    let commit = self.pipeline(dev, space, MODE_COMMIT, serial)?;
+                    // The spill round's buffers: its logged stores are in frames it bound.
+                    let commit = self.pipeline_of(dev, space, Variant { mode: MODE_COMMIT, ..spill_variant }, serial)?;
                     dispatch(&commit, Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
                 }
                 spill_slots = slots as u32;
