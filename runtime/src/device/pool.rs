@@ -117,8 +117,8 @@ impl Geometry {
 ///
 /// Conservation law (checked by [`FramePool::validate`]): every frame is either on its
 /// buffer's free stack, with no owner, or on the LRU list, with an owner; never both, never
-/// neither; `used[i]` counts the frames of buffer `i` in use and `free_count` the free ones;
-/// no block owns two frames (the caller guarantees it by allocating only for blocks without a
+/// neither; `free_count` counts the free frames (those of buffer `i` in use are its frames
+/// less its free stack); no block owns two frames (the caller guarantees it by allocating only for blocks without a
 /// frame). All operations are O(1) except `alloc` and `buffers_in_use` (O(buffers)),
 /// `validate` and iteration.
 ///
@@ -135,8 +135,6 @@ pub struct FramePool {
     /// Free frames of each buffer; the top is handed out next (recently freed frames are
     /// reused first).
     free: Vec<Vec<FrameId>>,
-    /// Frames in use, per buffer.
-    used: Vec<u32>,
     /// Free frames in all buffers.
     free_count: usize,
     /// log2 of the frames per buffer.
@@ -164,17 +162,10 @@ impl FramePool {
         let mut next = vec![NONE; n + 1];
         prev[n] = frames;
         next[n] = frames;
-        let free = (0..buffers)
-            .map(|i| {
-                let lo = (i as u64) << shift;
-                let hi = ((i as u64 + 1) << shift).min(u64::from(frames));
-                (lo as u32..hi as u32).rev().collect()
-            })
-            .collect();
+        let free = (0..buffers).map(|i| buffer_frames(frames, shift, i).rev().collect()).collect();
         FramePool {
             owner: vec![NONE; n],
             free,
-            used: vec![0; buffers],
             free_count: n,
             buffer_shift: shift,
             prev,
@@ -198,7 +189,10 @@ impl FramePool {
 
     /// 1 + the highest buffer holding a frame in use (0 when none is).
     pub fn buffers_in_use(&self) -> usize {
-        self.used.iter().rposition(|&u| u > 0).map_or(0, |i| i + 1)
+        let frames = self.capacity() as u32;
+        (0..self.free.len())
+            .rposition(|i| self.free[i].len() < buffer_frames(frames, self.buffer_shift, i).len())
+            .map_or(0, |i| i + 1)
     }
 
     /// The block in frame `f`, if any.
@@ -212,7 +206,6 @@ impl FramePool {
         debug_assert_ne!(block, NONE);
         let f = self.free.iter_mut().find_map(|stack| stack.pop())?;
         debug_assert_eq!(self.owner[f as usize], NONE);
-        self.used[(f >> self.buffer_shift) as usize] += 1;
         self.free_count -= 1;
         self.owner[f as usize] = block;
         self.link_newest(f);
@@ -225,9 +218,7 @@ impl FramePool {
         assert_ne!(block, NONE, "frame {f} released twice");
         self.unlink(f);
         self.owner[f as usize] = NONE;
-        let buffer = (f >> self.buffer_shift) as usize;
-        self.used[buffer] -= 1;
-        self.free[buffer].push(f);
+        self.free[(f >> self.buffer_shift) as usize].push(f);
         self.free_count += 1;
         block
     }
@@ -296,9 +287,6 @@ impl FramePool {
                 on_list[f as usize] = true;
             }
             free_count += stack.len();
-            let lo = (i as u64) << self.buffer_shift;
-            let total = (((i as u64 + 1) << self.buffer_shift).min(n as u64) - lo) as usize;
-            assert_eq!(self.used[i] as usize, total - stack.len(), "buffer {i}'s count of frames in use");
         }
         assert_eq!(free_count, self.free_count, "count of free frames");
         assert!(
@@ -312,6 +300,13 @@ impl FramePool {
             "a block owns two frames"
         );
     }
+}
+
+/// The frames of buffer `i` in a pool of `frames` frames, `1 << shift` to a buffer.
+fn buffer_frames(frames: u32, shift: u32, i: usize) -> std::ops::Range<u32> {
+    let lo = ((i as u64) << shift).min(u64::from(frames));
+    let hi = ((i as u64 + 1) << shift).min(u64::from(frames));
+    lo as u32..hi as u32
 }
 
 #[cfg(test)]
