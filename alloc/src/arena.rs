@@ -29,6 +29,10 @@ pub struct Arena {
     base: AtomicUsize,
     len: AtomicUsize,
     managed_len: AtomicUsize,
+    /// Bytes of the managed region committed (read-write) from its start. Only grows
+    /// (purging drops pages but keeps them mapped read-write): everything below
+    /// `base + managed_committed` may be read at any time without a fault.
+    managed_committed: AtomicUsize,
     map: AtomicPtr<AtomicU32>,
     metas: AtomicPtr<Span>,
     /// The page heap of each region.
@@ -55,6 +59,7 @@ pub static ARENA: Arena = Arena {
     base: AtomicUsize::new(0),
     len: AtomicUsize::new(0),
     managed_len: AtomicUsize::new(0),
+    managed_committed: AtomicUsize::new(0),
     map: AtomicPtr::new(ptr::null_mut()),
     metas: AtomicPtr::new(ptr::null_mut()),
     regions: [Mutex::new(Region::empty()), Mutex::new(Region::empty())],
@@ -77,6 +82,19 @@ impl Arena {
 
     pub fn managed_range(&self) -> (usize, usize) {
         (self.base.load(Acquire), self.managed_len.load(Relaxed))
+    }
+
+    /// Bytes committed from the managed region's start (see the field).
+    pub fn managed_committed(&self) -> usize {
+        self.managed_committed.load(Acquire)
+    }
+
+    /// Region code calls this after committing slices below `end` of the region starting at
+    /// slice `first`; only the managed region (slice 0) is recorded.
+    pub fn note_committed(&self, first: usize, end: usize) {
+        if first == 0 {
+            self.managed_committed.fetch_max((end << SLICE_SHIFT).min(self.managed_len.load(Relaxed)), Release);
+        }
     }
 
     #[inline(always)]

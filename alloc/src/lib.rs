@@ -214,6 +214,13 @@ pub fn managed_range() -> (usize, usize) {
     ARENA.managed_range()
 }
 
+/// Bytes of the managed region committed from its start: `[base, base + n)` is mapped
+/// read-write and stays so for the life of the process (purged pages read as zero), so a
+/// device may import it in place. 0 before initialisation.
+pub fn managed_committed() -> usize {
+    ARENA.managed_committed()
+}
+
 /// Make sure the arena exists (it is otherwise created by the first allocation).
 pub fn init() -> bool {
     ARENA.ensure_init()

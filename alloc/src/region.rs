@@ -218,6 +218,7 @@ impl Region {
             return false;
         }
         self.committed = target;
+        a.note_committed(self.first, target);
         true
     }
 

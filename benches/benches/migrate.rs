@@ -75,6 +75,7 @@ impl Engine {
             pool_bytes: Some((WORKING * BLOCK) as u64),
             copy: mode,
             blocks: Some(1 << 16),
+            in_place: unimem::options::InPlaceMode::Off,
             ..MigrateConfig::default()
         };
         let dev = or_skip("migrate bench", VulkanBlockDevice::new(device, config))?;

@@ -84,6 +84,13 @@ pub const DEVICE_COPY: EnvOption = EnvOption {
     help: "auto | direct (memcpy into mapped frames) | staging (vkCmdCopyBuffer through a staging ring)",
 };
 
+/// `UNIMEM_IN_PLACE`: whether kernels access host memory in place instead of migrating it.
+pub const IN_PLACE: EnvOption = EnvOption {
+    name: "UNIMEM_IN_PLACE",
+    default: "auto: on when the device shares the CPU's memory (a CPU or integrated device) and can import host memory (VK_EXT_external_memory_host)",
+    help: "auto | on (kernels read and write host RAM in place; fails without VK_EXT_external_memory_host) | off (blocks migrate into device frames)",
+};
+
 /// `UNIMEM_FAULTS`: the CPU fault mechanism coherence uses.
 pub const FAULTS: EnvOption = EnvOption {
     name: "UNIMEM_FAULTS",
@@ -99,6 +106,7 @@ pub const ALL: &[EnvOption] = &[
     BLOCK_SIZE,
     DEVICE_MEMORY,
     DEVICE_COPY,
+    IN_PLACE,
     FAULTS,
 ];
 
@@ -174,6 +182,30 @@ pub fn device_copy() -> Result<CopyMode, String> {
             "{}={text:?} is not one of auto, direct, staging; set one of those or unset it",
             DEVICE_COPY.name
         )),
+    }
+}
+
+/// The values of `UNIMEM_IN_PLACE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InPlaceMode {
+    /// In place on devices that share the CPU's memory and can import it.
+    Auto,
+    /// Always in place (an error on devices that cannot import host memory).
+    On,
+    /// Never: blocks migrate into device frames.
+    Off,
+}
+
+/// `UNIMEM_IN_PLACE`, validated.
+pub fn in_place() -> Result<InPlaceMode, String> {
+    let Some(text) = IN_PLACE.value() else {
+        return Ok(InPlaceMode::Auto);
+    };
+    match text.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(InPlaceMode::Auto),
+        "on" | "1" | "yes" => Ok(InPlaceMode::On),
+        "off" | "0" | "no" => Ok(InPlaceMode::Off),
+        _ => Err(format!("{}={text:?} is not one of auto, on, off; set one of those or unset it", IN_PLACE.name)),
     }
 }
 

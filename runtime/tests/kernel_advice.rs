@@ -1,13 +1,14 @@
 //! Remembered advice (`unimem::advise`): read-mostly ranges are made resident before every
 //! launch, preferred-host ranges come home after every launch, `Clear` and freeing the memory
 //! end the advice (memory reused by a new allocation does not inherit it). Each check compares against the same step without advice, so that it
-//! fails if the advice is not applied. Device-test rule of `unimem::device::test_support`.
+//! fails if the advice is not applied. Runs with blocks migrating (`UNIMEM_IN_PLACE=off`):
+//! in place, advice has nothing to move. Device-test rule of `unimem::device::test_support`.
 
 #![allow(clippy::useless_vec)] // kernels need heap (managed) memory, not stack arrays
 
 mod kernel_common;
 
-use kernel_common::{kernel, serial};
+use kernel_common::{kernel, serial_migrating as serial};
 use unimem::{Advice, Args};
 
 #[global_allocator]

@@ -21,7 +21,7 @@ fn serial() -> MutexGuard<'static, ()> {
     // Before the runtime starts: the pool is read from the environment once.
     std::env::set_var("UNIMEM_DEVICE_MEMORY", format!("{}", FRAMES * 65536));
     std::env::set_var("UNIMEM_BLOCK_SIZE", "65536");
-    kernel_common::serial()
+    kernel_common::serial_migrating()
 }
 
 /// Sums segments of a list, and also leaves per-invocation scratch that it reads back

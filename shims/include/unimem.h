@@ -82,6 +82,7 @@ typedef struct unimem_stats {
     uint64_t evictions;       /* blocks pushed out of a full device */
     uint64_t discards;        /* device copies dropped without copying back (free, discard) */
     uint64_t fault_ns;        /* time spent serving CPU faults, nanoseconds */
+    uint64_t mapped_in_place; /* blocks a kernel reads and writes in host RAM (in-place mode) */
 } unimem_stats;
 
 /* Move [p, p+len) to location (an enum unimem_location value). */

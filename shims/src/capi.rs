@@ -67,6 +67,7 @@ pub struct UnimemStats {
     pub evictions: u64,
     pub discards: u64,
     pub fault_ns: u64,
+    pub mapped_in_place: u64,
 }
 
 thread_local! {
@@ -138,6 +139,7 @@ pub unsafe extern "C" fn unimem_get_stats(out: *mut UnimemStats) -> c_int {
         evictions: s.evictions,
         discards: s.discards,
         fault_ns: s.fault_ns,
+        mapped_in_place: s.mapped_in_place,
     };
     // SAFETY: `out` is non-null and, by the caller's contract, points to a unimem_stats.
     unsafe { out.write(v) };

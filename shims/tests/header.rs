@@ -312,12 +312,13 @@ fn program_linked_with_lunimem() {
 
 /// Runs a kernel C API sample (linked with -lunimem, and run under `LD_PRELOAD` as C programs
 /// use unimem): it must pass, or skip without a device (it fails with `UNIMEM_REQUIRE_DEVICE=1`).
-fn kernel_sample(name: &str) {
+/// `in_place`: the `UNIMEM_IN_PLACE` setting (on lavapipe `auto` means in place).
+fn kernel_sample(name: &str, in_place: &str) {
     let dir = lib().parent().unwrap();
     let link: Vec<&OsStr> = vec![OsStr::new("-L"), dir.as_os_str(), OsStr::new("-lunimem")];
     let exe = compile_c(name, &link);
     let out = run(
-        with_shim(&mut Command::new(&exe)).env("LD_LIBRARY_PATH", dir),
+        with_shim(&mut Command::new(&exe)).env("LD_LIBRARY_PATH", dir).env("UNIMEM_IN_PLACE", in_place),
         Duration::from_secs(300),
     );
     out.assert_success(&format!("the {name} sample"));
@@ -334,12 +335,24 @@ fn kernel_sample(name: &str) {
 /// and launched again; a bad pointer's error; advise.
 #[test]
 fn kernel_list_sample() {
-    kernel_sample("kernel_list");
+    kernel_sample("kernel_list", "auto");
+}
+
+/// The same with blocks migrating into device frames.
+#[test]
+fn kernel_list_sample_migrating() {
+    kernel_sample("kernel_list", "off");
 }
 
 /// `tests/c/kernel_bst.c`: a malloc'ed BST looked up for many keys, checked; the CPU inserts
 /// and changes nodes; launched again.
 #[test]
 fn kernel_bst_sample() {
-    kernel_sample("kernel_bst");
+    kernel_sample("kernel_bst", "auto");
+}
+
+/// The same with blocks migrating into device frames.
+#[test]
+fn kernel_bst_sample_migrating() {
+    kernel_sample("kernel_bst", "off");
 }

@@ -77,4 +77,18 @@ pub trait BlockDevice: Send + Sync {
 
     /// Blocks the device wrote since the last call (its dirty bits), clearing them.
     fn take_dirty(&self) -> Vec<BlockId>;
+
+    /// True when kernels access host memory in place (`device/mirror.rs`): blocks are then
+    /// mapped with [`BlockDevice::map_in_place`] instead of uploaded, and never use frames.
+    fn in_place(&self) -> bool {
+        false
+    }
+
+    /// Maps each block to its own host pages in the device page table (in-place mode only).
+    /// [`BlockDevice::discard`] unmaps. [`BlockDevice::is_resident`] is true for a mapped
+    /// block, [`BlockDevice::host_view`] `None`.
+    fn map_in_place(&self, blocks: &[BlockId]) -> Result<(), BackendError> {
+        let _ = blocks;
+        Err(BackendError::Device(DeviceError::Usage("this device does not map host memory in place".into())))
+    }
 }

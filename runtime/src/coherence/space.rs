@@ -6,6 +6,13 @@
 //! | Host   | upload -> Shared | — | (spurious) | (spurious) | — | reap stale copy |
 //! | Shared | — | host absent -> Device | (spurious) | writable, copy stale -> Host | writable, drop copy -> Host | same |
 //! | Device | — | — | fill RO -> Shared | fill RW, copy stale -> Host | fill RW, drop copy -> Host | zero-fill, drop -> Host |
+//! | InPlace | — | — | (spurious) | (spurious) | — | unmap -> Host |
+//!
+//! In-place mode (a device that reads host memory in place, [`BlockDevice::in_place`]): a
+//! device read or prefetch maps a Host block in place -> InPlace; nothing is copied or
+//! protected, and no other transition happens (no Shared or Device block ever exists). The
+//! host copy is the only copy; a free that leaves the block without live allocations unmaps
+//! it, so kernels fault on freed memory as they do in migration mode.
 //!
 //! "Copy stale" (from the fault handler, which cannot call the device) sets a bit in
 //! `stale`; [`Space::reap_stale`] drops those device copies before any upload or launch.
@@ -247,6 +254,10 @@ impl Space {
     pub fn to_device(&self, addr: usize, len: usize, for_write: bool) -> Result<usize, CoherenceError> {
         let _internal = InternalScope::new();
         let range = self.blocks_in(addr, len)?;
+        if self.device.in_place() {
+            self.map_in_place(range)?;
+            return Ok(0);
+        }
         self.reap_stale();
         let bs = self.block_size();
         let mut left_on_host = 0;
@@ -270,6 +281,25 @@ impl Space {
             left_on_host += r?;
         }
         Ok(left_on_host)
+    }
+
+    /// In-place mode's [`Space::to_device`]: Host blocks of `range` become InPlace.
+    fn map_in_place(&self, range: std::ops::Range<usize>) -> Result<(), CoherenceError> {
+        let todo: Vec<usize> = range.filter(|&b| self.state(b) != State::InPlace).collect();
+        for batch in todo.chunks(256) {
+            let words: Vec<u64> = batch.iter().map(|&b| self.lock(b)).collect();
+            let host: Vec<BlockId> = batch.iter().zip(&words).filter(|(_, &w)| state_of(w) == State::Host).map(|(&b, _)| b as BlockId).collect();
+            let r = self.device.map_in_place(&host);
+            if r.is_ok() {
+                self.stats.mapped_in_place.fetch_add(host.len() as u64, Relaxed);
+            }
+            for (&b, &w) in batch.iter().zip(&words) {
+                let s = state_of(w);
+                self.unlock(b, s, if r.is_ok() && s == State::Host { State::InPlace } else { s });
+            }
+            r?;
+        }
+        Ok(())
     }
 
     /// The body of [`Space::to_device`] for one batch of held blocks. `states` tracks each
@@ -366,7 +396,7 @@ impl Space {
                 self.stats.bytes_to_host.fetch_add(bs as u64, Relaxed);
             }
             State::Shared => self.prot.make_writable(addr, bs).map_err(|e| self.errno_err(b, e))?,
-            State::Host => {}
+            State::Host | State::InPlace => {}
         }
         self.device.discard(&[b as BlockId]);
         Ok(())
@@ -474,7 +504,7 @@ impl Space {
         let r = match s {
             State::Device => self.prot.fill_zero(addr, bs).map_err(|e| self.errno_err(b, e)),
             State::Shared => self.prot.make_writable(addr, bs).map_err(|e| self.errno_err(b, e)),
-            State::Host => Ok(()),
+            State::Host | State::InPlace => Ok(()),
         };
         if r.is_ok() && (s != State::Host || self.device.is_resident(b as BlockId)) {
             self.device.discard(&[b as BlockId]);

@@ -8,7 +8,8 @@
 //! [ sequence      | 0 ...     | WAITERS | BUSY | state ]
 //! ```
 //! - `state`: [`State::Host`] (0, host copy valid, host RW), [`State::Shared`] (1, both valid,
-//!   host read-only), [`State::Device`] (2, device copy valid and dirty, host absent).
+//!   host read-only), [`State::Device`] (2, device copy valid and dirty, host absent),
+//!   [`State::InPlace`] (3, host copy valid and RW, mapped in place for kernels).
 //! - `BUSY`: the migration bit. Whoever sets it (CAS from a word without it) owns the block's
 //!   transition; nobody else changes the block's protection, its device copy or its state.
 //! - `sequence`: incremented by every completed transition. A reader that sampled a word,
@@ -30,6 +31,10 @@ pub enum State {
     Shared = 1,
     /// Device copy valid (and newer); host pages absent.
     Device = 2,
+    /// Host copy valid, host pages read-write, and the device page table maps the block to
+    /// those very pages (in-place mode, `device/mirror.rs`): kernels read and write the host
+    /// copy, so there is no device copy to keep coherent.
+    InPlace = 3,
 }
 
 /// The migration bit.
@@ -44,7 +49,8 @@ pub fn state_of(w: u64) -> State {
     match w & STATE_MASK {
         0 => State::Host,
         1 => State::Shared,
-        _ => State::Device,
+        2 => State::Device,
+        _ => State::InPlace,
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Counters {
     pub device_faults: AtomicU64,
     /// Dispatches that replayed invocations after device faults.
     pub replay_rounds: AtomicU64,
+    /// Blocks mapped in place for kernels (in-place mode: nothing copied).
+    pub mapped_in_place: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -63,6 +65,8 @@ pub struct Snapshot {
     pub device_faults: u64,
     /// See [`Counters`].
     pub replay_rounds: u64,
+    /// See [`Counters`].
+    pub mapped_in_place: u64,
 }
 
 impl Snapshot {
@@ -82,6 +86,7 @@ impl Snapshot {
             launches: self.launches - earlier.launches,
             device_faults: self.device_faults - earlier.device_faults,
             replay_rounds: self.replay_rounds - earlier.replay_rounds,
+            mapped_in_place: self.mapped_in_place - earlier.mapped_in_place,
         }
     }
 
@@ -108,6 +113,7 @@ impl Counters {
             launches: self.launches.load(Relaxed),
             device_faults: self.device_faults.load(Relaxed),
             replay_rounds: self.replay_rounds.load(Relaxed),
+            mapped_in_place: self.mapped_in_place.load(Relaxed),
         }
     }
 }

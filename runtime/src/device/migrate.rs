@@ -48,16 +48,17 @@ use ash::vk;
 use super::buffer::{Backing, Buffer, Placement};
 use super::error::{DeviceError, DeviceResult};
 use super::logical::Device;
+use super::mirror::Windows;
 use super::pagetable::{
     wgsl_constants, ControlLayout, DirtyBits, FaultBuffer, FaultReport, PageTable, Words,
-    BINDING_FRAMES, PTE_WRITABLE,
+    BINDING_FRAMES, PTE_IN_PLACE, PTE_WRITABLE,
 };
 use super::pipeline::ComputePipeline;
 use super::pool::{FrameId, FramePool, Geometry};
 use super::select::HOST_MAPPABLE;
 use super::staging::{Staging, Transfer};
 use crate::coherence::backend::{BackendError, BlockDevice, BlockId};
-use crate::options::{self, CopyMode};
+use crate::options::{self, CopyMode, InPlaceMode};
 use crate::InternalScope;
 
 const MIB: u64 = 1 << 20;
@@ -84,6 +85,8 @@ pub struct MigrateConfig {
     pub staging_bytes: u64,
     /// Entries of the fault list.
     pub fault_capacity: u32,
+    /// Whether kernels access host memory in place ([`resolve_in_place`]).
+    pub in_place: InPlaceMode,
 }
 
 impl Default for MigrateConfig {
@@ -96,6 +99,7 @@ impl Default for MigrateConfig {
             frames_per_buffer: None,
             staging_bytes: 4 * MIB,
             fault_capacity: 4096,
+            in_place: InPlaceMode::Auto,
         }
     }
 }
@@ -108,6 +112,7 @@ impl MigrateConfig {
             block_size: options::block_size().map_err(DeviceError::Usage)?,
             pool_bytes: options::device_memory().map_err(DeviceError::Usage)?,
             copy: options::device_copy().map_err(DeviceError::Usage)?,
+            in_place: options::in_place().map_err(DeviceError::Usage)?,
             ..MigrateConfig::default()
         })
     }
@@ -146,6 +151,39 @@ pub fn resolve_copy_mode(report: &super::DeviceReport, requested: CopyMode) -> C
     }
 }
 
+/// Whether `requested` means in-place mode on this device. `auto`: when the device shares
+/// the CPU's memory (a CPU or integrated device: in place costs no bus crossing, and
+/// migrating would only copy RAM to RAM) and can import host memory. `on` without the
+/// extension is an error naming it.
+pub fn resolve_in_place(report: &super::DeviceReport, import: bool, requested: InPlaceMode) -> DeviceResult<bool> {
+    use super::report::DeviceKind;
+    match requested {
+        InPlaceMode::Off => Ok(false),
+        InPlaceMode::Auto => Ok(import && matches!(report.kind, DeviceKind::Cpu | DeviceKind::Integrated)),
+        InPlaceMode::On if import => Ok(true),
+        InPlaceMode::On => Err(DeviceError::MissingFeature {
+            device: report.name.clone(),
+            what: "VK_EXT_external_memory_host (needed by UNIMEM_IN_PLACE=on: kernels reading host memory in place); set UNIMEM_IN_PLACE=off or auto".into(),
+        }),
+    }
+}
+
+/// The in-place window size: the largest power of two a storage-buffer binding and one
+/// allocation can span, at least a block.
+fn window_bytes(report: &super::DeviceReport, block_size: usize) -> DeviceResult<u64> {
+    let mut max = u64::from(report.max_storage_buffer_range);
+    if report.max_memory_allocation_size != 0 {
+        max = max.min(report.max_memory_allocation_size);
+    }
+    let w = if max == 0 { 0 } else { 1u64 << (63 - max.leading_zeros()) };
+    if w < block_size as u64 {
+        return Err(DeviceError::Usage(format!(
+            "in-place mode needs storage buffers of at least one block ({block_size} bytes), the device allows {max}; set UNIMEM_IN_PLACE=off"
+        )));
+    }
+    Ok(w)
+}
+
 /// The `Buffer` objects, for dispatch. Protected by `VulkanBlockDevice::buffers`; the views
 /// (`PageTable`, `DirtyBits`, `FaultBuffer`, frame base addresses) point into their mappings,
 /// which never move and live until the engine is dropped.
@@ -174,6 +212,10 @@ pub struct VulkanBlockDevice {
     pool: Mutex<FramePool>,
     /// The staging ring, on the staging path.
     staging: Option<Mutex<Staging>>,
+    /// In-place mode: the managed heap imported in windows (`mirror.rs`); `None` otherwise.
+    /// Held while a dispatch binds them (the launch lock serialises dispatches) and while
+    /// they grow.
+    windows: Option<Mutex<Windows>>,
     /// Dropped last: everything above points into these buffers.
     buffers: Mutex<Buffers>,
 }
@@ -226,6 +268,8 @@ impl VulkanBlockDevice {
             )));
         }
         let mode = resolve_copy_mode(&report, config.copy);
+        let import = device.external_memory_host_enabled() && report.external_memory_host.is_some();
+        let in_place = resolve_in_place(&report, import, config.in_place)?;
         let mut max_buffer = u64::from(report.max_storage_buffer_range);
         if report.max_memory_allocation_size != 0 {
             max_buffer = max_buffer.min(report.max_memory_allocation_size);
@@ -333,7 +377,13 @@ impl VulkanBlockDevice {
             .iter()
             .filter_map(|b| b.mapped_ptr().map(|p| p.as_ptr() as usize))
             .collect();
+        let windows = if in_place {
+            Some(Mutex::new(Windows::new(crate::alloc::managed_range().0, window_bytes(&report, bs)?)))
+        } else {
+            None
+        };
         Ok(VulkanBlockDevice {
+            windows,
             geometry,
             layout,
             mode,
@@ -371,6 +421,34 @@ impl VulkanBlockDevice {
         lock(&self.pool).buffers_in_use()
     }
 
+    /// True in in-place mode: kernels read and write the managed heap's own pages through
+    /// [`VulkanBlockDevice::windows`]; blocks are mapped, never uploaded.
+    pub fn in_place(&self) -> bool {
+        self.windows.is_some()
+    }
+
+    /// In-place mode: the bytes of heap each window covers.
+    pub fn window_bytes(&self) -> Option<u64> {
+        self.windows.as_ref().map(|w| lock(w).window_bytes())
+    }
+
+    /// In-place mode: imports the managed heap committed so far (`mirror.rs`) and returns
+    /// the windows, locked, for a dispatch to bind. `None` in migration mode.
+    ///
+    /// Callers hold the launch lock: no kernel runs while a window is replaced.
+    pub fn windows(&self) -> DeviceResult<Option<MutexGuard<'_, Windows>>> {
+        let Some(w) = &self.windows else { return Ok(None) };
+        let mut w = lock(w);
+        let committed = crate::alloc::managed_committed();
+        if w.covered() < committed {
+            let _internal = InternalScope::new();
+            // SAFETY: the allocator keeps [base, base + committed) mapped read-write for the
+            // life of the process (it never decommits), and the caller holds the launch lock.
+            unsafe { w.ensure(&self.device, committed) }?;
+        }
+        Ok(Some(w))
+    }
+
     /// The control buffers' sizes.
     pub fn layout(&self) -> ControlLayout {
         self.layout
@@ -381,9 +459,14 @@ impl VulkanBlockDevice {
         self.mode
     }
 
-    /// The layout as WGSL constants (see [`wgsl_constants`]).
+    /// The layout as WGSL constants (see [`wgsl_constants`]), and in in-place mode the
+    /// window size (`UNIMEM_WINDOW_SHIFT`).
     pub fn wgsl_constants(&self) -> String {
-        wgsl_constants(&self.geometry, &self.layout)
+        let mut s = wgsl_constants(&self.geometry, &self.layout);
+        if let Some(w) = &self.windows {
+            s.push_str(&format!("const UNIMEM_WINDOW_SHIFT: u32 = {}u;\n", lock(w).window_bytes().trailing_zeros()));
+        }
+        s
     }
 
     /// What kernels see in the device page table for `block` (0: absent).
@@ -584,6 +667,8 @@ impl VulkanBlockDevice {
                 pool.release(f);
                 self.dirty.clear(f);
                 self.table.clear(b);
+            } else if self.table.entry(b) & PTE_IN_PLACE != 0 {
+                self.table.clear(b);
             }
         }
     }
@@ -750,6 +835,24 @@ impl BlockDevice for VulkanBlockDevice {
             .filter(|&b| !self.table.is_filling(b))
             .take(n)
             .collect()
+    }
+
+    fn in_place(&self) -> bool {
+        self.windows.is_some()
+    }
+
+    fn map_in_place(&self, blocks: &[BlockId]) -> Result<(), BackendError> {
+        if self.windows.is_none() {
+            return Err(DeviceError::Usage("map_in_place outside in-place mode".into()).into());
+        }
+        self.alive("map_in_place")?;
+        let _pool = lock(&self.pool); // serialises with discard and set_writable
+        for &b in blocks {
+            if b < self.layout.blocks {
+                self.table.publish(b, PTE_IN_PLACE | PTE_WRITABLE);
+            }
+        }
+        Ok(())
     }
 
     fn take_dirty(&self) -> Vec<BlockId> {

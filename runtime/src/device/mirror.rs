@@ -1,8 +1,8 @@
 //! Mirror mode (HMM's other half): host memory imported in place with
 //! `VK_EXT_external_memory_host`, so a kernel reads and writes the host pages themselves with
-//! no copy. Used by advice (read-mostly data, huge inputs) in a later issue; here it is the
-//! mechanism: [`Device::import_host`] turns a page-aligned host range into a storage
-//! [`Buffer`] whose CPU view is the range itself.
+//! no copy. [`Device::import_host`] turns a page-aligned host range into a storage [`Buffer`]
+//! whose CPU view is the range itself; [`Windows`] imports the managed heap that way, in
+//! windows no larger than a storage-buffer binding, for in-place mode (docs/ARCHITECTURE.md).
 //!
 //! Rules checked before any Vulkan call ([`check_import`], plain arithmetic): the extension is
 //! enabled; the address and the length are multiples of both the host page size and the
@@ -112,6 +112,94 @@ impl Device {
         // SAFETY: the range is aligned (checked) and stays mapped while the buffer lives
         // (caller's contract); not zeroed.
         unsafe { Buffer::create(shared, len as u64, placement, backing) }
+    }
+}
+
+/// The committed part of the managed heap, imported in place: window `k` covers
+/// `[base + k * window_bytes, ...)`, up to `window_bytes` (a power of two no larger than the
+/// device's storage-buffer range, a multiple of the block size). A kernel reaches the word at
+/// offset `off` of the heap as word `(off % window_bytes) / 4` of window `off / window_bytes`.
+///
+/// Invariant: every window but the last is whole; the last covers the heap up to the
+/// committed end it was imported at. The allocator never decommits, so imported pages stay
+/// mapped read-write for the life of the process (purged pages read as zero).
+pub struct Windows {
+    base: usize,
+    window_bytes: u64,
+    buffers: Vec<Buffer>,
+    /// Bytes from `base` the buffers cover.
+    covered: usize,
+    /// Small buffers bound where a pipeline declares more windows than exist (its count is
+    /// rounded up to a power of two) and in the unused atomic-log slot before the windows.
+    /// Kernels read them only speculatively and discard what they read.
+    spares: Vec<Buffer>,
+}
+
+impl Windows {
+    /// No windows yet, over the heap at `base`, in windows of `window_bytes`.
+    pub fn new(base: usize, window_bytes: u64) -> Windows {
+        assert!(window_bytes.is_power_of_two(), "window of {window_bytes} bytes");
+        Windows { base, window_bytes, buffers: Vec::new(), covered: 0, spares: Vec::new() }
+    }
+
+    /// Bytes per window.
+    pub fn window_bytes(&self) -> u64 {
+        self.window_bytes
+    }
+
+    /// Bytes from the heap's start that the windows cover.
+    pub fn covered(&self) -> usize {
+        self.covered
+    }
+
+    /// The windows, in address order.
+    pub fn buffers_mut(&mut self) -> &mut [Buffer] {
+        &mut self.buffers
+    }
+
+    /// What a dispatch binds after the argument buffers: `alog` (or a spare when the kernel
+    /// has no atomic log), then `bound` windows, spares standing in for windows that do not
+    /// exist yet.
+    pub fn for_dispatch<'a>(&'a mut self, device: &Device, bound: usize, alog: Option<&'a mut Buffer>) -> DeviceResult<Vec<&'a mut Buffer>> {
+        let real = bound.min(self.buffers.len());
+        let spares = bound - real + usize::from(alog.is_none());
+        while self.spares.len() < spares {
+            self.spares.push(device.create_host_buffer(4096)?);
+        }
+        let mut spare = self.spares.iter_mut();
+        let mut out = Vec::with_capacity(bound + 1);
+        out.push(match alog {
+            Some(a) => a,
+            None => spare.next().expect("spare for the atomic-log slot"),
+        });
+        out.extend(self.buffers.iter_mut().take(real));
+        out.extend(spare.take(bound - real));
+        Ok(out)
+    }
+
+    /// Imports the heap up to `committed` bytes from its start (a multiple of the page size):
+    /// the last window is imported again, larger, and new windows follow. Does nothing when
+    /// `committed` is already covered. On error the windows imported so far stay valid.
+    ///
+    /// # Safety
+    /// `[base, base + committed)` is mapped read-write anonymous memory that stays mapped for
+    /// as long as these windows live, and no kernel using the windows is running.
+    pub unsafe fn ensure(&mut self, device: &Device, committed: usize) -> DeviceResult<()> {
+        let w = self.window_bytes as usize;
+        while self.covered < committed {
+            let k = self.covered / w;
+            let start = k * w;
+            let len = (committed - start).min(w);
+            // SAFETY: inside the committed heap (caller's contract), which outlives the buffer.
+            let buffer = unsafe { device.import_host((self.base + start) as *mut u8, len) }?;
+            if k < self.buffers.len() {
+                self.buffers[k] = buffer;
+            } else {
+                self.buffers.push(buffer);
+            }
+            self.covered = start + len;
+        }
+        Ok(())
     }
 }
 

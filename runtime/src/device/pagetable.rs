@@ -97,6 +97,9 @@ pub const BINDING_FRAMES: u32 = 3;
 pub const PTE_FRAME_MASK: u32 = (1 << 28) - 1;
 /// Page-table entry bit: kernels may store to the block.
 pub const PTE_WRITABLE: u32 = 1 << 28;
+/// Page-table entry bit: the block is mapped in place, to its own host pages, which kernels
+/// reach through the imported windows of `mirror.rs` (frame bits 0).
+pub const PTE_IN_PLACE: u32 = 1 << 29;
 /// The most frames a page table can address.
 pub const MAX_FRAMES: u32 = PTE_FRAME_MASK - 1;
 
@@ -480,6 +483,7 @@ pub fn wgsl_constants(geometry: &Geometry, layout: &ControlLayout) -> String {
     c("FRAME_BUFFERS", geometry.buffers() as u64);
     c("PTE_FRAME_MASK", u64::from(PTE_FRAME_MASK));
     c("PTE_WRITABLE", u64::from(PTE_WRITABLE));
+    c("PTE_IN_PLACE", u64::from(PTE_IN_PLACE));
     c("FAULT_COUNT", FAULT_COUNT as u64);
     c("FAULT_CAPACITY", u64::from(layout.fault_capacity));
     c("FAULT_ENTRIES_AT", layout.fault_entries_at() as u64);

@@ -38,6 +38,7 @@ use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NO
 use crate::advice;
 use crate::api::{vulkan_runtime, Advice, Error};
 use crate::coherence::backend::BlockDevice;
+use crate::coherence::State as CoState;
 use crate::coherence::Space;
 use crate::device::pagetable::BINDING_FRAMES;
 use crate::device::{Buffer, ComputePipeline, VulkanBlockDevice};
@@ -272,9 +273,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The WGSL module the runtime compiles for `user`'s `entry` on `dev`, for ordinary rounds
-/// with every frame buffer bound (for inspection; launches bind only the buffers in use).
+/// with every frame buffer bound, or in place with the windows the heap needs now (for
+/// inspection; launches bind only the buffers in use).
 pub fn generated_source(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str) -> String {
-    module_for(dev, space, user, entry, Variant { mode: MODE_NORMAL, buffers: dev.geometry().buffers() })
+    let variant = match dev.in_place() {
+        true => variant_now(dev, MODE_NORMAL),
+        false => Variant { mode: MODE_NORMAL, buffers: dev.geometry().buffers(), in_place: false },
+    };
+    module_for(dev, space, user, entry, variant)
 }
 
 fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, variant: Variant) -> String {
@@ -283,13 +289,18 @@ fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, v
     prelude::module(&dev.wgsl_constants(), dev.geometry().buffers(), base as u64, arena, user, entry, variant)
 }
 
-/// The variant of round mode `mode` to dispatch now: it binds the frame buffers in use,
-/// rounded up to a power of two (so a kernel compiles at most log2(buffers) + 1 variants per
-/// mode). Caller holds `LAUNCH`, so no launch makes blocks resident meanwhile; anything else
-/// that does may put a frame beyond the bound, which the kernel then takes for a fault.
+/// The variant of round mode `mode` to dispatch now: it binds the frame buffers in use, or
+/// in place the windows covering the committed heap, rounded up to a power of two (so a
+/// kernel compiles at most log2(buffers) + 1 variants per mode). Caller holds `LAUNCH`, so no
+/// launch makes blocks resident meanwhile; anything else that does may put a frame (or a
+/// mapped block, as the heap grows) beyond the bound, which the kernel then takes for a fault.
 fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Variant {
+    if let Some(w) = dev.window_bytes() {
+        let windows = (unimem_alloc::managed_committed() as u64).div_ceil(w).max(1) as usize;
+        return Variant { mode, buffers: windows.next_power_of_two(), in_place: true };
+    }
     let all = dev.geometry().buffers();
-    Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all) }
+    Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all), in_place: false }
 }
 
 /// The pipeline of `variant` for `user`'s `entry`: cached, or compiled and warmed up.
@@ -342,13 +353,6 @@ impl Kernel {
                 state: Mutex::new(State { args: None, ctl: None, spill: None, ids: None, alog: None, touched: Vec::new(), max_steps: default_max_steps(dev) }),
             }),
         })
-    }
-
-    /// The pipeline to dispatch now for round mode `mode` (see [`variant_now`]), built on
-    /// first use (spill rounds are rare, and on lavapipe code a pipeline holds costs time even
-    /// where it does not run, which is also why it binds only the frame buffers in use).
-    fn pipeline(&self, dev: &VulkanBlockDevice, space: &Space, mode: u32, serial: &MutexGuard<'_, ()>) -> Result<Arc<ComputePipeline>, Error> {
-        self.pipeline_of(dev, space, variant_now(dev, mode), serial)
     }
 
     /// The pipeline of `variant`, built on first use. A launch whose blocks come to occupy
@@ -453,13 +457,15 @@ impl Kernel {
                 r.map(|b| b as u32).filter(|&b| has_live(space, b)).for_each(|b| add(&mut want, b, for_write));
             }
         }
-        let mut pinned: Vec<u32> = want.iter().map(|&(b, _)| b).take(dev.capacity() / 2).collect();
+        // In place nothing takes a frame: every wanted block is mapped.
+        let capacity = if dev.in_place() { usize::MAX } else { dev.capacity() };
+        let mut pinned: Vec<u32> = want.iter().map(|&(b, _)| b).take(capacity / 2).collect();
         for &b in touched {
             if has_live(space, b) {
                 add(&mut want, b, false);
             }
         }
-        want.truncate(dev.capacity());
+        want.truncate(capacity);
         report.prefetched_blocks = want.len() as u64;
         for for_write in [false, true] {
             let mut list: Vec<u32> = want.iter().filter(|w| w.1 == for_write).map(|w| w.0).collect();
@@ -508,18 +514,24 @@ impl Kernel {
                 list[..poison.len()].copy_from_slice(&poison);
                 ctl.as_mut_slice::<u32>()[CTL_PENDING_COUNT] = 0;
             }
-            let mut dispatch = |pipeline: &ComputePipeline, round: Round, bufs: [&mut Buffer; 4], alog: Option<&mut Buffer>| -> Result<(), Error> {
+            // Dispatches the pipeline of `variant` (in place, with the heap's windows, imported
+            // up to what is committed now, after the argument buffers).
+            let mut dispatch = |variant: Variant, round: Round, bufs: [&mut Buffer; 4], alog: Option<&mut Buffer>| -> Result<(), Error> {
+                let pipeline = self.pipeline_of(dev, space, variant, serial)?;
+                let mut windows = dev.windows()?;
                 let mut bufs: Vec<&mut Buffer> = bufs.into_iter().collect();
-                bufs.extend(alog);
+                match windows.as_deref_mut() {
+                    Some(w) => bufs.extend(w.for_dispatch(dev.device(), variant.buffers, alog)?),
+                    None => bufs.extend(alog),
+                }
                 let t = Instant::now();
-                dev.dispatch(pipeline, &mut bufs, bytemuck::bytes_of(&round), groups(round.count))?;
+                dev.dispatch(&pipeline, &mut bufs, bytemuck::bytes_of(&round), groups(round.count))?;
                 report.dispatch_time += t.elapsed();
                 Ok(())
             };
             let ran = if solo { round.count.min(1) } else { round.count };
             if ran > 0 {
-                let normal = self.pipeline(dev, space, MODE_NORMAL, serial)?;
-                dispatch(&normal, Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
+                dispatch(variant_now(dev, MODE_NORMAL), Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
             }
             let mut spilled = Collected::default();
             let mut spill_slots = 0;
@@ -533,13 +545,11 @@ impl Kernel {
                 }
                 spill.lay_out(spill_buf.as_mut_slice::<u32>(), slots);
                 let spill_variant = variant_now(dev, MODE_SPILL);
-                let spill_pipe = self.pipeline_of(dev, space, spill_variant, serial)?;
-                dispatch(&spill_pipe, Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
+                dispatch(spill_variant, Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
                 spilled = spill.collect(spill_buf.as_slice::<u32>()).map_err(|detail| LaunchError::LogLimit { kernel: kernel.clone(), detail })?;
                 if spilled.done > 0 && layout.stores > 0 {
                     // The spill round's buffers: its logged stores are in frames it bound.
-                    let commit = self.pipeline_of(dev, space, Variant { mode: MODE_COMMIT, ..spill_variant }, serial)?;
-                    dispatch(&commit, Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
+                    dispatch(Variant { mode: MODE_COMMIT, ..spill_variant }, Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
                 }
                 spill_slots = slots as u32;
             }
@@ -661,7 +671,14 @@ impl Kernel {
     /// Migrates faulted blocks, at most `budget` (ordinary rounds: half the frames not pinned,
     /// so that the invocations whose blocks arrive can complete), plus, within that budget,
     /// up to `prefetch` live blocks that follow each of them.
+    ///
+    /// In place, mapping costs no copy and no frame: the faulted blocks and every other live
+    /// block of the heap not yet mapped are mapped, so the next round faults only on memory
+    /// allocated meanwhile (or freed memory, an error).
     fn migrate(&self, space: &Space, budget: usize, prefetch: u32, faulted: &mut Vec<u32>) -> Result<(), Error> {
+        if space.device().in_place() {
+            return map_all_live(space);
+        }
         faulted.truncate(budget);
         faulted.sort_unstable();
         faulted.dedup();
@@ -711,6 +728,17 @@ fn default_max_steps(dev: &VulkanBlockDevice) -> u32 {
     } else {
         DEFAULT_MAX_STEPS
     }
+}
+
+/// In place: maps every block of the committed heap that holds a live allocation and is not
+/// mapped yet (one state load per mapped block, a bitmap scan per other block).
+fn map_all_live(space: &Space) -> Result<(), Error> {
+    let committed = (unimem_alloc::managed_committed() / space.block_size()) as u32;
+    let todo: Vec<u32> = (0..committed).filter(|&b| space.state(b as usize) != CoState::InPlace && has_live(space, b)).collect();
+    for (first, count) in runs(&todo) {
+        space.to_device(space.block_addr(first as usize), count * space.block_size(), false)?;
+    }
+    Ok(())
 }
 
 /// True when block `b` holds a live allocation.

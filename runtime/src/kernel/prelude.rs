@@ -96,6 +96,9 @@ pub const POISON_CAPACITY: usize = 28;
 pub const ARGS_AT: usize = 32;
 /// Words of an id-list entry: the id (with flags), the faulted block.
 pub const IDS_ENTRY_WORDS: usize = 2;
+/// In place, window `i` is at binding `UNIMEM_FIRST_ARG_BINDING + WINDOWS_AFTER_FIRST_ARG + i`
+/// (after the five argument-side buffers; the atomic log's slot is bound even when unused).
+pub const WINDOWS_AFTER_FIRST_ARG: usize = 5;
 /// Second word of an id-list entry that did not fault (escalated, or carried over).
 pub const NO_BLOCK: u32 = u32::MAX;
 /// `Round::in_at` when the round's ids are `0..count` (no input list).
@@ -181,7 +184,11 @@ pub struct Variant {
     /// the buffers holding frames in use (`VulkanBlockDevice::buffers_in_use`). A frame beyond
     /// them reads as not resident (a fault), never as memory. On lavapipe each buffer in the
     /// switch costs every access (the switch runs all its cases under lane masks).
+    /// In place: how many windows of the heap (`device/mirror.rs`), from the first.
     pub buffers: usize,
+    /// In-place mode: the buffers are the heap's own pages, imported in windows, and a
+    /// page-table entry only says whether a block may be accessed (see `IN_PLACE`).
+    pub in_place: bool,
 }
 
 /// The whole module for `user` (which defines `fn entry(id: u32)`), for `variant`:
@@ -197,8 +204,8 @@ pub fn module(
     entry: &str,
     variant: Variant,
 ) -> String {
-    let Variant { mode, buffers: bound } = variant;
-    assert!((1..=frame_buffers).contains(&bound), "{bound} of {frame_buffers} frame buffers bound");
+    let Variant { mode, buffers: bound, in_place } = variant;
+    assert!(bound >= 1 && (in_place || bound <= frame_buffers), "{bound} of {frame_buffers} frame buffers bound");
     let atomics = uses_atomics(user);
     let mut s = String::with_capacity(16 << 10);
     s.push_str(constants);
@@ -247,14 +254,12 @@ pub fn module(
     // Frames are atomic only for kernels that use atomics: plain loads vectorise (lavapipe
     // runs atomic loads lane by lane, ~10x slower on a pointer chase).
     let frame_ty = if atomics { "array<atomic<u32>>" } else { "array<u32>" };
-    for i in 0..bound {
-        let _ = writeln!(
-            s,
-            "@group(0) @binding({}) var<storage, read_write> unimem_frames_{i}: {frame_ty};",
-            3 + i
-        );
-    }
+    // Frame buffers from binding 3; in place, the heap's windows after the argument buffers.
     let first = 3 + frame_buffers;
+    for i in 0..bound {
+        let binding = if in_place { first + WINDOWS_AFTER_FIRST_ARG + i } else { 3 + i };
+        let _ = writeln!(s, "@group(0) @binding({binding}) var<storage, read_write> unimem_frames_{i}: {frame_ty};");
+    }
     let _ = writeln!(
         s,
         "@group(0) @binding({first}) var<storage, read> unimem_args: array<u32>;"
@@ -342,6 +347,7 @@ fn unimem_frame_cas(loc: vec2<u32>, c: u32, v: u32) -> u32 {{
         );
     }
     s.push_str(&unrolled());
+    s.push_str(if in_place { IN_PLACE } else { FRAMES });
     s.push_str(PRELUDE);
     if atomics {
         s.push_str(ATOMICS);
@@ -424,8 +430,108 @@ fn unimem_spill_probe(p: u64) -> u32 {
     s
 }
 
-/// The fixed part of the prelude (after bindings and frame access).
+/// Translation through frames (migration mode): the page-table entry names the frame.
+pub const FRAMES: &str = r#"
+// Where the word at p lives: (frame buffer, word), or UNIMEM_FAIL after stopping the
+// invocation (fault or error), or when it already stopped. Counts a step.
+fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
+    // Branch-free until the one test below (each divergent branch is paid by every lane).
+    unimem_steps += 1u;
+    let off = p - UNIMEM_BASE;
+    let in_range = off < UNIMEM_ARENA_BYTES; // below the base, off wraps above the arena
+    let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
+    let e = unimem_pt[b];
+    let f1 = e & UNIMEM_PTE_FRAME_MASK;
+    let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && f1 != 0u);
+    // A frame in a buffer this pipeline does not bind (made resident after the runtime chose
+    // the pipeline) is a fault: the next round binds it.
+    let absent = f1 == 0u || ((f1 - 1u) >> UNIMEM_FRAME_BUFFER_SHIFT) >= UNIMEM_BOUND_BUFFERS;
+    if (kind != 0u || absent || unimem_stop != 0u) {
+        if (unimem_stop == 0u) {
+            unimem_stop_with(kind, p, b);
+        }
+        return UNIMEM_FAIL;
+    }
+    let f = f1 - 1u;
+    let w = (u32(off & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) >> 2u;
+    return vec2<u32>(f >> UNIMEM_FRAME_BUFFER_SHIFT,
+                     ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + w);
+}
+
+// Marks loc's frame dirty (pagetable.rs: a plain store of 1, only where it reads 0).
+fn unimem_set_dirty(loc: vec2<u32>) {
+    let f = (loc.x << UNIMEM_FRAME_BUFFER_SHIFT) | (loc.y >> (UNIMEM_BLOCK_SHIFT - 2u));
+    if (unimem_dirty[f] == 0u) {
+        unimem_dirty[f] = 1u;
+    }
+}
+
+// Writes a logged store to memory (every logged block was resident when logged, and nothing
+// is evicted during a round, nor between a spill round and its commit pass).
+fn unimem_commit_word(p: u64, v: u32) {
+    let off = p - UNIMEM_BASE;
+    let e = unimem_pt[u32(off >> UNIMEM_BLOCK_SHIFT)];
+    let f = (e & UNIMEM_PTE_FRAME_MASK) - 1u;
+    let w = (u32(off & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) >> 2u;
+    let loc = vec2<u32>(f >> UNIMEM_FRAME_BUFFER_SHIFT,
+                        ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + w);
+    unimem_frame_store(loc, v);
+    unimem_set_dirty(loc);
+}
+
+"#;
+
+/// Translation in place (in-place mode): the entry only says whether the block is mapped.
+pub const IN_PLACE: &str = r#"
+// Where the word at p lives: (window, word). Stops the invocation (fault or error) when
+// p's block is not mapped in place, or already stopped; callers then discard what they read
+// and do nothing. The location depends on p alone, not on the page-table entry, so the data
+// load runs beside the entry's load instead of after it (a pointer chase pays one dependent
+// load per step instead of two). Every location is safe to read: a window index beyond the
+// bound ones reads 0 (the frame switch's default), a word beyond a window's end is clamped
+// (naga's Restrict policy), and the windows are committed heap memory. Counts a step.
+fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
+    // Branch-free until the one test below (each divergent branch is paid by every lane).
+    unimem_steps += 1u;
+    let off = p - UNIMEM_BASE;
+    let in_range = off < UNIMEM_ARENA_BYTES; // below the base, off wraps above the arena
+    let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
+    let e = unimem_pt[b];
+    let window = u32(off >> UNIMEM_WINDOW_SHIFT);
+    let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && e != 0u);
+    // A block in a window this pipeline does not bind (the heap grew after the runtime chose
+    // the pipeline) is a fault: the next round binds it.
+    let absent = (e & UNIMEM_PTE_IN_PLACE) == 0u || window >= UNIMEM_BOUND_BUFFERS;
+    if ((kind != 0u || absent) && unimem_stop == 0u) {
+        unimem_stop_with(kind, p, b);
+    }
+    return vec2<u32>(window, (u32(off & 0xfffffffflu) & ((1u << UNIMEM_WINDOW_SHIFT) - 1u)) >> 2u);
+}
+
+// In place the host pages are the only copy: nothing to mark.
+fn unimem_set_dirty(loc: vec2<u32>) {
+}
+
+// Writes a logged store to memory (every logged block was mapped when logged, and nothing is
+// unmapped during a round, nor between a spill round and its commit pass).
+fn unimem_commit_word(p: u64, v: u32) {
+    let off = p - UNIMEM_BASE;
+    unimem_frame_store(vec2<u32>(u32(off >> UNIMEM_WINDOW_SHIFT), (u32(off & 0xfffffffflu) & ((1u << UNIMEM_WINDOW_SHIFT) - 1u)) >> 2u), v);
+}
+
+"#;
+
+/// The accessors over `unimem_translate` (from [`FRAMES`] or [`IN_PLACE`]).
 pub const PRELUDE: &str = r#"
+// The error an access to p makes, or 0 (branch-free): read_only is a store to a block
+// kernels may not write; in_range says p is in the managed heap. Call after counting the step.
+fn unimem_error_kind(p: u64, in_range: bool, read_only: bool) -> u32 {
+    var kind = select(0u, UNIMEM_ERROR_READ_ONLY, read_only);
+    kind = select(kind, UNIMEM_ERROR_RUNAWAY, unimem_steps > unimem_round.max_steps);
+    kind = select(kind, UNIMEM_ERROR_MISALIGNED, (u32(p & 0xfffffffflu) & 3u) != 0u);
+    return select(kind, UNIMEM_ERROR_OUT_OF_RANGE, !in_range);
+}
+
 struct UnimemRound {
     count: u32, in_at: u32, out_at: u32, max_steps: u32,
     spill_words: u32, spill_table_at: u32, spill_stores: u32,
@@ -496,56 +602,6 @@ fn unimem_report_fault(b: u32) {
             atomicStore(&unimem_faults[UNIMEM_FAULT_ENTRIES_AT + i], b);
         }
     }
-}
-
-// Where the word at p lives: (frame buffer, word), or UNIMEM_FAIL after stopping the
-// invocation (fault or error), or when it already stopped. Counts a step.
-fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
-    // Branch-free until the one test below (each divergent branch is paid by every lane).
-    unimem_steps += 1u;
-    let off = p - UNIMEM_BASE;
-    let in_range = off < UNIMEM_ARENA_BYTES; // below the base, off wraps above the arena
-    let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
-    let e = unimem_pt[b];
-    let f1 = e & UNIMEM_PTE_FRAME_MASK;
-    var kind = select(0u, UNIMEM_ERROR_READ_ONLY, write && (e & UNIMEM_PTE_WRITABLE) == 0u && f1 != 0u);
-    kind = select(kind, UNIMEM_ERROR_RUNAWAY, unimem_steps > unimem_round.max_steps);
-    kind = select(kind, UNIMEM_ERROR_MISALIGNED, (u32(p & 0xfffffffflu) & 3u) != 0u);
-    kind = select(kind, UNIMEM_ERROR_OUT_OF_RANGE, !in_range);
-    // A frame in a buffer this pipeline does not bind (made resident after the runtime chose
-    // the pipeline) is a fault: the next round binds it.
-    let absent = f1 == 0u || ((f1 - 1u) >> UNIMEM_FRAME_BUFFER_SHIFT) >= UNIMEM_BOUND_BUFFERS;
-    if (kind != 0u || absent || unimem_stop != 0u) {
-        if (unimem_stop == 0u) {
-            unimem_stop_with(kind, p, b);
-        }
-        return UNIMEM_FAIL;
-    }
-    let f = f1 - 1u;
-    let w = (u32(off & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) >> 2u;
-    return vec2<u32>(f >> UNIMEM_FRAME_BUFFER_SHIFT,
-                     ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + w);
-}
-
-// Marks loc's frame dirty (pagetable.rs: a plain store of 1, only where it reads 0).
-fn unimem_set_dirty(loc: vec2<u32>) {
-    let f = (loc.x << UNIMEM_FRAME_BUFFER_SHIFT) | (loc.y >> (UNIMEM_BLOCK_SHIFT - 2u));
-    if (unimem_dirty[f] == 0u) {
-        unimem_dirty[f] = 1u;
-    }
-}
-
-// Writes a logged store to memory (every logged block was resident when logged, and nothing
-// is evicted during a round, nor between a spill round and its commit pass).
-fn unimem_commit_word(p: u64, v: u32) {
-    let off = p - UNIMEM_BASE;
-    let e = unimem_pt[u32(off >> UNIMEM_BLOCK_SHIFT)];
-    let f = (e & UNIMEM_PTE_FRAME_MASK) - 1u;
-    let w = (u32(off & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) >> 2u;
-    let loc = vec2<u32>(f >> UNIMEM_FRAME_BUFFER_SHIFT,
-                        ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + w);
-    unimem_frame_store(loc, v);
-    unimem_set_dirty(loc);
 }
 
 // Commits the store log, in a loop: unrolled, its entries would cost every invocation their
@@ -672,9 +728,10 @@ fn unimem_arg_ptr(i: u32) -> u64 {
 
 fn unimem_load_u32(p: u64) -> u32 {
     let loc = unimem_translate(p, false);
-    // No early return: UNIMEM_FAIL falls to the switch's default, 0 (branches cost all lanes).
-    var v = unimem_frame_load(loc);
-    if (unimem_log_n != 0u && loc.x != 0xffffffffu) {
+    // No early return (branches cost all lanes): a stopped invocation reads 0.
+    let ok = unimem_stop == 0u;
+    var v = select(0u, unimem_frame_load(loc), ok);
+    if (unimem_log_n != 0u && ok) {
         v = unimem_logged(p, v);
     }
     return v;
@@ -695,9 +752,10 @@ fn unimem_load_u64(p: u64) -> u64 {
     if ((u32(p & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) == UNIMEM_BLOCK_SIZE - 4u) {
         hi_loc = unimem_translate(p + 4lu, false);
     }
-    var lo = unimem_frame_load(loc);
-    var hi = select(unimem_frame_load(hi_loc), 0u, loc.x == 0xffffffffu);
-    if (unimem_log_n != 0u && loc.x != 0xffffffffu && hi_loc.x != 0xffffffffu) {
+    let ok = unimem_stop == 0u;
+    var lo = select(0u, unimem_frame_load(loc), ok);
+    var hi = select(0u, unimem_frame_load(hi_loc), ok);
+    if (unimem_log_n != 0u && ok) {
         lo = unimem_logged(p, lo);
         hi = unimem_logged(p + 4lu, hi);
     }
@@ -714,7 +772,7 @@ fn unimem_load_ptr(p: u64) -> u64 {
 
 fn unimem_store_u32(p: u64, v: u32) {
     let loc = unimem_translate(p, true);
-    if (loc.x == 0xffffffffu) {
+    if (unimem_stop != 0u) {
         return;
     }
     if (unimem_spill_table()) {
@@ -799,7 +857,7 @@ fn unimem_atomic(op: u32, p: u64, c: u32, v: u32) -> u32 {
         return 0u;
     }
     let loc = unimem_translate(p, true);
-    if (loc.x == 0xffffffffu) {
+    if (unimem_stop != 0u) {
         return 0u;
     }
     var r = 0u;
@@ -860,8 +918,30 @@ fn all(id: u32) {
     fn source(user: &str, max_buffer_bytes: u64, mode: u32, bound: Option<usize>) -> String {
         let g = Geometry::new(65536, 1 << 30, max_buffer_bytes, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
-        let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()) };
+        let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()), in_place: false };
         module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant)
+    }
+
+    /// The in-place module with `windows` windows of 128 MiB over 8 frame buffers.
+    fn in_place_source(user: &str, mode: u32, windows: usize) -> String {
+        let g = Geometry::new(65536, 1 << 30, 128 << 20, None).unwrap();
+        let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
+        let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n", wgsl_constants(&g, &layout));
+        let variant = Variant { mode, buffers: windows, in_place: true };
+        module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant)
+    }
+
+    #[test]
+    fn in_place_windows_follow_the_argument_buffers_in_every_mode() {
+        // Arguments at 3 + 8 = 11 (+0..+4), windows from 16.
+        for mode in [spill::MODE_NORMAL, spill::MODE_SPILL, MODE_COMMIT] {
+            let src = in_place_source(ALL, mode, 2);
+            assert!(src.contains("@binding(16) var<storage, read_write> unimem_frames_0"), "{src}");
+            assert!(src.contains("@binding(17) var<storage, read_write> unimem_frames_1") && !src.contains("unimem_frames_2"));
+            assert!(src.contains("@binding(11) var<storage, read> unimem_args"));
+            assert!(!src.contains("(loc.x << UNIMEM_FRAME_BUFFER_SHIFT)"), "no frame arithmetic in place");
+            compile_wgsl_named("in_place.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     #[test]

@@ -15,6 +15,13 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// [`serial`], with blocks migrating into device frames (`UNIMEM_IN_PLACE=off`) for test
+/// binaries about migration: set before the runtime starts, which reads it once.
+pub fn serial_migrating() -> MutexGuard<'static, ()> {
+    std::env::set_var("UNIMEM_IN_PLACE", "off");
+    serial()
+}
+
 /// Compiles `src`, or skips (returns `None`) when there is no device, by the device-test rule
 /// of `unimem::device::test_support`.
 pub fn kernel(test: &str, src: &str, entry: &str) -> Option<Kernel> {

@@ -45,6 +45,7 @@ fn setup(test: &str) -> Option<&'static Setup> {
             pool_bytes: Some(u64::from(FRAMES) * BLOCK as u64),
             copy: super::COPY,
             frames_per_buffer: Some(4),
+            in_place: unimem::options::InPlaceMode::Off,
             ..MigrateConfig::default()
         };
         let dev = Arc::new(or_skip(test, VulkanBlockDevice::new(device, config))?);

@@ -6,7 +6,7 @@
 use unimem::device::pagetable::BINDING_FRAMES;
 use unimem::device::test_support::or_skip;
 use unimem::device::{Device, MigrateConfig, VulkanBlockDevice};
-use unimem::options::CopyMode;
+use unimem::options::{CopyMode, InPlaceMode};
 
 /// A small block size so tests move many blocks cheaply.
 pub const BS: usize = 4096;
@@ -28,6 +28,8 @@ pub fn config(copy: CopyMode, frames: u32, frames_per_buffer: u32, blocks: u32) 
         // A ring of 6 blocks: batches larger than 3 blocks take several submissions.
         staging_bytes: 6 * BS as u64,
         fault_capacity: 64,
+        // These tests are about frames: blocks migrate.
+        in_place: InPlaceMode::Off,
     }
 }
 
