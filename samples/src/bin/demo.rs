@@ -57,6 +57,17 @@ fn main() {
         s.seg,
         t.elapsed().as_secs_f64() * 1e3
     );
+    if let Ok((_, dev)) = unimem::vulkan_runtime() {
+        println!(
+            "device: {}; {}",
+            dev.device().report().name,
+            if dev.in_place() {
+                "in-place mode: kernels read and write host RAM, blocks are mapped, not copied (UNIMEM_IN_PLACE=off migrates them)"
+            } else {
+                "migration mode: blocks move into device frames on fault"
+            }
+        );
+    }
     let t = Instant::now();
     let cpu = s.cpu_sums();
     println!("CPU walk (reference): {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
@@ -131,7 +142,7 @@ fn main() {
 
     let st = unimem::stats();
     println!(
-        "totals: {} launches, {} device faults, {} replay rounds, {} CPU faults ({} reads of device data, {} writes to device data, {} writes to shared data), {:.2} MiB to device, {:.2} MiB to host, {} evictions",
+        "totals: {} launches, {} device faults, {} replay rounds, {} CPU faults ({} reads of device data, {} writes to device data, {} writes to shared data), {:.2} MiB to device, {:.2} MiB to host, {} evictions, {} blocks mapped in place",
         st.launches,
         st.device_faults,
         st.replay_rounds,
@@ -141,7 +152,8 @@ fn main() {
         st.write_faults_shared,
         mib(st.bytes_to_device),
         mib(st.bytes_to_host),
-        st.evictions
+        st.evictions,
+        st.mapped_in_place
     );
     println!("all results match the CPU");
 }
