@@ -168,13 +168,9 @@ pub fn resolve_in_place(report: &super::DeviceReport, import: bool, requested: I
     }
 }
 
-/// The in-place window size: the largest power of two a storage-buffer binding and one
-/// allocation can span, at least a block.
-fn window_bytes(report: &super::DeviceReport, block_size: usize) -> DeviceResult<u64> {
-    let mut max = u64::from(report.max_storage_buffer_range);
-    if report.max_memory_allocation_size != 0 {
-        max = max.min(report.max_memory_allocation_size);
-    }
+/// The in-place window size: the largest power of two within `max` (the bytes a
+/// storage-buffer binding and one allocation can span), at least a block.
+fn window_bytes(max: u64, block_size: usize) -> DeviceResult<u64> {
     let w = if max == 0 { 0 } else { 1u64 << (63 - max.leading_zeros()) };
     if w < block_size as u64 {
         return Err(DeviceError::Usage(format!(
@@ -378,7 +374,7 @@ impl VulkanBlockDevice {
             .filter_map(|b| b.mapped_ptr().map(|p| p.as_ptr() as usize))
             .collect();
         let windows = if in_place {
-            Some(Mutex::new(Windows::new(crate::alloc::managed_range().0, window_bytes(&report, bs)?)))
+            Some(Mutex::new(Windows::new(crate::alloc::managed_range().0, window_bytes(max_buffer, bs)?)))
         } else {
             None
         };
@@ -838,7 +834,7 @@ impl BlockDevice for VulkanBlockDevice {
     }
 
     fn in_place(&self) -> bool {
-        self.windows.is_some()
+        VulkanBlockDevice::in_place(self)
     }
 
     fn map_in_place(&self, blocks: &[BlockId]) -> Result<(), BackendError> {

@@ -152,11 +152,6 @@ impl Windows {
         self.covered
     }
 
-    /// The windows, in address order.
-    pub fn buffers_mut(&mut self) -> &mut [Buffer] {
-        &mut self.buffers
-    }
-
     /// What a dispatch binds after the argument buffers: `alog` (or a spare when the kernel
     /// has no atomic log), then `bound` windows, spares standing in for windows that do not
     /// exist yet.

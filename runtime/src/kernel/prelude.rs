@@ -452,7 +452,11 @@ fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
         }
         return UNIMEM_FAIL;
     }
-    let f = f1 - 1u;
+    return unimem_frame_loc(f1 - 1u, off);
+}
+
+// The word at offset off of the heap, its block being in frame f: (frame buffer, word).
+fn unimem_frame_loc(f: u32, off: u64) -> vec2<u32> {
     let w = (u32(off & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) >> 2u;
     return vec2<u32>(f >> UNIMEM_FRAME_BUFFER_SHIFT,
                      ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + w);
@@ -471,10 +475,7 @@ fn unimem_set_dirty(loc: vec2<u32>) {
 fn unimem_commit_word(p: u64, v: u32) {
     let off = p - UNIMEM_BASE;
     let e = unimem_pt[u32(off >> UNIMEM_BLOCK_SHIFT)];
-    let f = (e & UNIMEM_PTE_FRAME_MASK) - 1u;
-    let w = (u32(off & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) >> 2u;
-    let loc = vec2<u32>(f >> UNIMEM_FRAME_BUFFER_SHIFT,
-                        ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + w);
+    let loc = unimem_frame_loc((e & UNIMEM_PTE_FRAME_MASK) - 1u, off);
     unimem_frame_store(loc, v);
     unimem_set_dirty(loc);
 }
@@ -497,15 +498,19 @@ fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
     let in_range = off < UNIMEM_ARENA_BYTES; // below the base, off wraps above the arena
     let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
     let e = unimem_pt[b];
-    let window = u32(off >> UNIMEM_WINDOW_SHIFT);
     let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && e != 0u);
     // A block in a window this pipeline does not bind (the heap grew after the runtime chose
     // the pipeline) is a fault: the next round binds it.
-    let absent = (e & UNIMEM_PTE_IN_PLACE) == 0u || window >= UNIMEM_BOUND_BUFFERS;
+    let absent = (e & UNIMEM_PTE_IN_PLACE) == 0u || u32(off >> UNIMEM_WINDOW_SHIFT) >= UNIMEM_BOUND_BUFFERS;
     if ((kind != 0u || absent) && unimem_stop == 0u) {
         unimem_stop_with(kind, p, b);
     }
-    return vec2<u32>(window, (u32(off & 0xfffffffflu) & ((1u << UNIMEM_WINDOW_SHIFT) - 1u)) >> 2u);
+    return unimem_window_loc(off);
+}
+
+// The word at offset off of the heap: (window, word).
+fn unimem_window_loc(off: u64) -> vec2<u32> {
+    return vec2<u32>(u32(off >> UNIMEM_WINDOW_SHIFT), (u32(off & 0xfffffffflu) & ((1u << UNIMEM_WINDOW_SHIFT) - 1u)) >> 2u);
 }
 
 // In place the host pages are the only copy: nothing to mark.
@@ -515,8 +520,7 @@ fn unimem_set_dirty(loc: vec2<u32>) {
 // Writes a logged store to memory (every logged block was mapped when logged, and nothing is
 // unmapped during a round, nor between a spill round and its commit pass).
 fn unimem_commit_word(p: u64, v: u32) {
-    let off = p - UNIMEM_BASE;
-    unimem_frame_store(vec2<u32>(u32(off >> UNIMEM_WINDOW_SHIFT), (u32(off & 0xfffffffflu) & ((1u << UNIMEM_WINDOW_SHIFT) - 1u)) >> 2u), v);
+    unimem_frame_store(unimem_window_loc(p - UNIMEM_BASE), v);
 }
 
 "#;
