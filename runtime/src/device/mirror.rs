@@ -120,13 +120,19 @@ impl Device {
 /// device's storage-buffer range, a multiple of the block size). A kernel reaches the word at
 /// offset `off` of the heap as word `(off % window_bytes) / 4` of window `off / window_bytes`.
 ///
+/// Each window is imported twice, as two buffers over the same pages: kernels see one as
+/// 32-bit words and the other as 64-bit words, so that a 64-bit load is one gather instead of
+/// two (the extension lets a host range be imported more than once; both buffers only alias
+/// memory, nothing is copied).
+///
 /// Invariant: every window but the last is whole; the last covers the heap up to the
 /// committed end it was imported at. The allocator never decommits, so imported pages stay
 /// mapped read-write for the life of the process (purged pages read as zero).
 pub struct Windows {
     base: usize,
     window_bytes: u64,
-    buffers: Vec<Buffer>,
+    /// Window `k`'s two views, 32-bit and 64-bit (the same pages).
+    buffers: Vec<[Buffer; 2]>,
     /// Bytes from `base` the buffers cover.
     covered: usize,
     /// Small buffers bound where a pipeline declares more windows than exist (its count is
@@ -153,21 +159,24 @@ impl Windows {
     }
 
     /// What a dispatch binds after the argument buffers: `alog` (or a spare when the kernel
-    /// has no atomic log), then `bound` windows, spares standing in for windows that do not
-    /// exist yet.
+    /// has no atomic log), then the 32-bit views of `bound` windows, then their 64-bit views;
+    /// spares stand in for windows that do not exist yet.
     pub fn for_dispatch<'a>(&'a mut self, device: &Device, bound: usize, alog: Option<&'a mut Buffer>) -> DeviceResult<Vec<&'a mut Buffer>> {
         let real = bound.min(self.buffers.len());
-        let spares = bound - real + usize::from(alog.is_none());
+        let spares = 2 * (bound - real) + usize::from(alog.is_none());
         while self.spares.len() < spares {
             self.spares.push(device.create_host_buffer(4096)?);
         }
         let mut spare = self.spares.iter_mut();
-        let mut out = Vec::with_capacity(bound + 1);
+        let mut out = Vec::with_capacity(2 * bound + 1);
         out.push(match alog {
             Some(a) => a,
             None => spare.next().expect("spare for the atomic-log slot"),
         });
-        out.extend(self.buffers.iter_mut().take(real));
+        let (narrow, wide): (Vec<_>, Vec<_>) = self.buffers.iter_mut().take(real).map(|[n, w]| (n, w)).unzip();
+        out.extend(narrow);
+        out.extend(spare.by_ref().take(bound - real));
+        out.extend(wide);
         out.extend(spare.take(bound - real));
         Ok(out)
     }
@@ -185,12 +194,13 @@ impl Windows {
             let k = self.covered / w;
             let start = k * w;
             let len = (committed - start).min(w);
-            // SAFETY: inside the committed heap (caller's contract), which outlives the buffer.
-            let buffer = unsafe { device.import_host((self.base + start) as *mut u8, len) }?;
+            let at = (self.base + start) as *mut u8;
+            // SAFETY: inside the committed heap (caller's contract), which outlives the buffers.
+            let views = unsafe { [device.import_host(at, len)?, device.import_host(at, len)?] };
             if k < self.buffers.len() {
-                self.buffers[k] = buffer;
+                self.buffers[k] = views;
             } else {
-                self.buffers.push(buffer);
+                self.buffers.push(views);
             }
             self.covered = start + len;
         }

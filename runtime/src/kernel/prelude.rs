@@ -16,6 +16,7 @@
 //!   +2 unimem_spill: array<u32>           spill slots (see `spill.rs`)
 //!   +3 unimem_ids  : array<u32>           the id lists
 //!   +4 unimem_alog : array<u32>           atomic-result log (only when the kernel uses atomics)
+//!   in place, from +5: the heap's windows as array<u32>, then the same again as array<u64>
 //! [PRELUDE below]  <user source>  the entry point `unimem_main`, which calls the user's fn.
 //! ```
 //!
@@ -65,7 +66,7 @@ use std::fmt::Write as _;
 use super::spill::{self, SlotLayout, MODE_COMMIT};
 use crate::device::pagetable::{KERNEL_ERROR_OUT_OF_RANGE, KERNEL_ERROR_READ_ONLY};
 
-/// Kernel error kind: an access not aligned to 4 bytes.
+/// Kernel error kind: an access not aligned to its size (4 bytes; 8 for the 64-bit accessors).
 pub const KERNEL_ERROR_MISALIGNED: u32 = 3;
 /// Kernel error kind: an invocation made more accesses in one round than the step limit.
 pub const KERNEL_ERROR_RUNAWAY: u32 = 4;
@@ -96,7 +97,8 @@ pub const POISON_CAPACITY: usize = 28;
 pub const ARGS_AT: usize = 32;
 /// Words of an id-list entry: the id (with flags), the faulted block.
 pub const IDS_ENTRY_WORDS: usize = 2;
-/// In place, window `i` is at binding `UNIMEM_FIRST_ARG_BINDING + WINDOWS_AFTER_FIRST_ARG + i`
+/// In place, window `i` of `n` bound is at binding `UNIMEM_FIRST_ARG_BINDING +
+/// WINDOWS_AFTER_FIRST_ARG + i` as 32-bit words, and `n` bindings later as 64-bit words
 /// (after the five argument-side buffers; the atomic log's slot is bound even when unused).
 pub const WINDOWS_AFTER_FIRST_ARG: usize = 5;
 /// Second word of an id-list entry that did not fault (escalated, or carried over).
@@ -162,7 +164,7 @@ pub fn error_kind_text(kind: u32) -> &'static str {
     match kind {
         KERNEL_ERROR_OUT_OF_RANGE => "dereferenced a pointer outside unimem's managed heap",
         KERNEL_ERROR_READ_ONLY => "stored to a block mapped read-only",
-        KERNEL_ERROR_MISALIGNED => "made an access not aligned to 4 bytes",
+        KERNEL_ERROR_MISALIGNED => "made an access not aligned to its size (4 bytes; 8 for the 64-bit accessors)",
         KERNEL_ERROR_RUNAWAY => "exceeded the step limit of accessor calls per invocation (a runaway loop, e.g. a cycle in a list? Kernel::set_max_steps raises the limit; lavapipe runs at most 65535 loop iterations per invocation)",
         KERNEL_ERROR_FREED => "dereferenced a pointer into memory that holds no live allocation (freed?)",
         KERNEL_ERROR_LOOP_BUDGET => "ran more loop iterations than the driver allows (lavapipe runs at most 65535 per invocation, in all loops together, and cuts longer loops short), so its results would be wrong; split its work over more invocations. Its stores may be partly applied",
@@ -259,6 +261,10 @@ pub fn module(
     for i in 0..bound {
         let binding = if in_place { first + WINDOWS_AFTER_FIRST_ARG + i } else { 3 + i };
         let _ = writeln!(s, "@group(0) @binding({binding}) var<storage, read_write> unimem_frames_{i}: {frame_ty};");
+        if in_place {
+            // The same window again, as 64-bit words: a 64-bit load is one gather, not two.
+            let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> unimem_wide_{i}: array<u64>;", binding + bound);
+        }
     }
     let _ = writeln!(
         s,
@@ -286,66 +292,7 @@ pub fn module(
             first + 4
         );
     }
-    // Frame access: one switch over the frame buffers per access.
-    let cases = |body: &str| -> String {
-        (0..bound)
-            .map(|i| format!("        case {i}u: {{ {} }}\n", body.replace('#', &i.to_string())))
-            .collect()
-    };
-    let _ = write!(
-        s,
-        "
-fn unimem_frame_load(loc: vec2<u32>) -> u32 {{
-    switch loc.x {{
-{}        default: {{ return 0u; }}
-    }}
-}}
-
-fn unimem_frame_store(loc: vec2<u32>, v: u32) {{
-    switch loc.x {{
-{}        default: {{ }}
-    }}
-}}
-",
-        cases(if atomics { "return atomicLoad(&unimem_frames_#[loc.y]);" } else { "return unimem_frames_#[loc.y];" }),
-        cases(if atomics { "atomicStore(&unimem_frames_#[loc.y], v);" } else { "unimem_frames_#[loc.y] = v;" }),
-    );
-    if atomics {
-        for (op, call) in [
-            ("add", "atomicAdd(&unimem_frames_#[loc.y], v)"),
-            ("min", "atomicMin(&unimem_frames_#[loc.y], v)"),
-            ("max", "atomicMax(&unimem_frames_#[loc.y], v)"),
-            ("exchange", "atomicExchange(&unimem_frames_#[loc.y], v)"),
-        ] {
-            let _ = write!(
-                s,
-                "
-fn unimem_frame_{op}(loc: vec2<u32>, c: u32, v: u32) -> u32 {{
-    switch loc.x {{
-{}        default: {{ return 0u; }}
-    }}
-}}
-",
-                cases(&format!("return {call};"))
-            );
-        }
-        // Weak compare-exchange may fail spuriously (old value equal, not exchanged): retry.
-        let _ = write!(
-            s,
-            "
-fn unimem_frame_cas(loc: vec2<u32>, c: u32, v: u32) -> u32 {{
-    switch loc.x {{
-{}        default: {{ }}
-    }}
-    return 0u;
-}}
-",
-            cases(
-                "loop { let r = atomicCompareExchangeWeak(&unimem_frames_#[loc.y], c, v); \
-                 if (r.exchanged || r.old_value != c) { return r.old_value; } }"
-            )
-        );
-    }
+    s.push_str(&frame_access(bound, atomics, in_place));
     s.push_str(&unrolled());
     s.push_str(if in_place { IN_PLACE } else { FRAMES });
     s.push_str(PRELUDE);
@@ -381,6 +328,60 @@ fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgro
 }}
 "
     );
+    s
+}
+
+/// The functions reaching word `loc.y` of frame buffer (in place: window) `loc.x`:
+/// `unimem_frame_load`, `_load64`, `_store`, and with `atomics` one per atomic op. Each is a
+/// switch over the `bound` buffers, whose default (a buffer not bound) reads 0 and writes
+/// nothing; with one buffer bound, no switch: every location then means buffer 0 (callers
+/// discard what a stopped invocation reads, and never write there). On lavapipe each case
+/// costs every access (a masked gather), and the switch itself ~4% of a pointer chase.
+fn frame_access(bound: usize, atomics: bool, in_place: bool) -> String {
+    // `body` with `#` standing for the buffer's index; `default` for a buffer not bound.
+    let over_buffers = |body: &str, default: &str| -> String {
+        if bound == 1 {
+            return format!("    {}\n", body.replace('#', "0"));
+        }
+        let cases: String = (0..bound).map(|i| format!("        case {i}u: {{ {} }}\n", body.replace('#', &i.to_string()))).collect();
+        format!("    switch loc.x {{\n{cases}        default: {{ {default} }}\n    }}\n")
+    };
+    let mut s = String::new();
+    let (load, store) = if atomics {
+        ("return atomicLoad(&unimem_frames_#[loc.y]);", "atomicStore(&unimem_frames_#[loc.y], v);")
+    } else {
+        ("return unimem_frames_#[loc.y];", "unimem_frames_#[loc.y] = v;")
+    };
+    let _ = write!(s, "\nfn unimem_frame_load(loc: vec2<u32>) -> u32 {{\n{}}}\n", over_buffers(load, "return 0u;"));
+    let _ = write!(s, "\nfn unimem_frame_store(loc: vec2<u32>, v: u32) {{\n{}}}\n", over_buffers(store, ""));
+    // The 64-bit word at loc (an even word): in place from the wide view, else two loads.
+    let load64 = if in_place {
+        over_buffers("return unimem_wide_#[loc.y >> 1u];", "return 0lu;")
+    } else {
+        "    return u64(unimem_frame_load(loc)) | (u64(unimem_frame_load(vec2<u32>(loc.x, loc.y + 1u))) << 32u);\n".to_owned()
+    };
+    let _ = write!(s, "\nfn unimem_frame_load64(loc: vec2<u32>) -> u64 {{\n{load64}}}\n");
+    if atomics {
+        for (op, call) in [
+            ("add", "atomicAdd(&unimem_frames_#[loc.y], v)"),
+            ("min", "atomicMin(&unimem_frames_#[loc.y], v)"),
+            ("max", "atomicMax(&unimem_frames_#[loc.y], v)"),
+            ("exchange", "atomicExchange(&unimem_frames_#[loc.y], v)"),
+        ] {
+            let _ = write!(
+                s,
+                "\nfn unimem_frame_{op}(loc: vec2<u32>, c: u32, v: u32) -> u32 {{\n{}}}\n",
+                over_buffers(&format!("return {call};"), "return 0u;")
+            );
+        }
+        // Weak compare-exchange may fail spuriously (old value equal, not exchanged): retry.
+        let cas = over_buffers(
+            "loop { let r = atomicCompareExchangeWeak(&unimem_frames_#[loc.y], c, v); \
+             if (r.exchanged || r.old_value != c) { return r.old_value; } }",
+            "",
+        );
+        let _ = write!(s, "\nfn unimem_frame_cas(loc: vec2<u32>, c: u32, v: u32) -> u32 {{\n{cas}    return 0u;\n}}\n");
+    }
     s
 }
 
@@ -433,8 +434,9 @@ fn unimem_spill_probe(p: u64) -> u32 {
 /// Translation through frames (migration mode): the page-table entry names the frame.
 pub const FRAMES: &str = r#"
 // Where the word at p lives: (frame buffer, word), or UNIMEM_FAIL after stopping the
-// invocation (fault or error), or when it already stopped. Counts a step.
-fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
+// invocation (fault or error), or when it already stopped. Counts a step. `align` is the
+// access's size less one (3, or 7 for 64-bit accessors): p must be a multiple of the size.
+fn unimem_translate(p: u64, write: bool, align: u32) -> vec2<u32> {
     // Branch-free until the one test below (each divergent branch is paid by every lane).
     unimem_steps += 1u;
     let off = p - UNIMEM_BASE;
@@ -442,7 +444,7 @@ fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
     let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
     let e = unimem_pt[b];
     let f1 = e & UNIMEM_PTE_FRAME_MASK;
-    let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && f1 != 0u);
+    let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && f1 != 0u, align);
     // A frame in a buffer this pipeline does not bind (made resident after the runtime chose
     // the pipeline) is a fault: the next round binds it.
     let absent = f1 == 0u || ((f1 - 1u) >> UNIMEM_FRAME_BUFFER_SHIFT) >= UNIMEM_BOUND_BUFFERS;
@@ -460,6 +462,12 @@ fn unimem_frame_loc(f: u32, off: u64) -> vec2<u32> {
     let w = (u32(off & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) >> 2u;
     return vec2<u32>(f >> UNIMEM_FRAME_BUFFER_SHIFT,
                      ((f & (UNIMEM_FRAMES_PER_BUFFER - 1u)) << (UNIMEM_BLOCK_SHIFT - 2u)) + w);
+}
+
+// Whether a load reads memory (else 0), given whether the invocation was running before it:
+// only if it still runs after the translation (a stopped one's location is UNIMEM_FAIL).
+fn unimem_read_ok(running: bool) -> bool {
+    return unimem_stop == 0u;
 }
 
 // Marks loc's frame dirty (pagetable.rs: a plain store of 1, only where it reads 0).
@@ -489,16 +497,18 @@ pub const IN_PLACE: &str = r#"
 // and do nothing. The location depends on p alone, not on the page-table entry, so the data
 // load runs beside the entry's load instead of after it (a pointer chase pays one dependent
 // load per step instead of two). Every location is safe to read: a window index beyond the
-// bound ones reads 0 (the frame switch's default), a word beyond a window's end is clamped
-// (naga's Restrict policy), and the windows are committed heap memory. Counts a step.
-fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
+// bound ones reads 0 (the frame switch's default; with one window bound, window 0), a word
+// beyond a window's end is clamped (naga's Restrict policy), and the windows are committed
+// heap memory. Counts a step.
+// `align` as in the FRAMES version.
+fn unimem_translate(p: u64, write: bool, align: u32) -> vec2<u32> {
     // Branch-free until the one test below (each divergent branch is paid by every lane).
     unimem_steps += 1u;
     let off = p - UNIMEM_BASE;
     let in_range = off < UNIMEM_ARENA_BYTES; // below the base, off wraps above the arena
     let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
     let e = unimem_pt[b];
-    let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && e != 0u);
+    let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && e != 0u, align);
     // A block in a window this pipeline does not bind (the heap grew after the runtime chose
     // the pipeline) is a fault: the next round binds it.
     let absent = (e & UNIMEM_PTE_IN_PLACE) == 0u || u32(off >> UNIMEM_WINDOW_SHIFT) >= UNIMEM_BOUND_BUFFERS;
@@ -511,6 +521,14 @@ fn unimem_translate(p: u64, write: bool) -> vec2<u32> {
 // The word at offset off of the heap: (window, word).
 fn unimem_window_loc(off: u64) -> vec2<u32> {
     return vec2<u32>(u32(off >> UNIMEM_WINDOW_SHIFT), (u32(off & 0xfffffffflu) & ((1u << UNIMEM_WINDOW_SHIFT) - 1u)) >> 2u);
+}
+
+// Whether a load reads memory (else 0), given whether the invocation was running before it.
+// In place every location is safe to read, so the access that stops an invocation may return
+// what its location holds (the value itself, when the block is live but not yet mapped);
+// later ones return 0. Deciding on the entry instead would put its load on the data's chain.
+fn unimem_read_ok(running: bool) -> bool {
+    return running;
 }
 
 // In place the host pages are the only copy: nothing to mark.
@@ -528,11 +546,12 @@ fn unimem_commit_word(p: u64, v: u32) {
 /// The accessors over `unimem_translate` (from [`FRAMES`] or [`IN_PLACE`]).
 pub const PRELUDE: &str = r#"
 // The error an access to p makes, or 0 (branch-free): read_only is a store to a block
-// kernels may not write; in_range says p is in the managed heap. Call after counting the step.
-fn unimem_error_kind(p: u64, in_range: bool, read_only: bool) -> u32 {
+// kernels may not write; in_range says p is in the managed heap; align is the access's size
+// less one. Call after counting the step.
+fn unimem_error_kind(p: u64, in_range: bool, read_only: bool, align: u32) -> u32 {
     var kind = select(0u, UNIMEM_ERROR_READ_ONLY, read_only);
     kind = select(kind, UNIMEM_ERROR_RUNAWAY, unimem_steps > unimem_round.max_steps);
-    kind = select(kind, UNIMEM_ERROR_MISALIGNED, (u32(p & 0xfffffffflu) & 3u) != 0u);
+    kind = select(kind, UNIMEM_ERROR_MISALIGNED, (u32(p & 0xfffffffflu) & align) != 0u);
     return select(kind, UNIMEM_ERROR_OUT_OF_RANGE, !in_range);
 }
 
@@ -731,9 +750,10 @@ fn unimem_arg_ptr(i: u32) -> u64 {
 }
 
 fn unimem_load_u32(p: u64) -> u32 {
-    let loc = unimem_translate(p, false);
+    let running = unimem_stop == 0u;
+    let loc = unimem_translate(p, false, 3u);
     // No early return (branches cost all lanes): a stopped invocation reads 0.
-    let ok = unimem_stop == 0u;
+    let ok = unimem_read_ok(running);
     var v = select(0u, unimem_frame_load(loc), ok);
     if (unimem_log_n != 0u && ok) {
         v = unimem_logged(p, v);
@@ -750,20 +770,18 @@ fn unimem_load_f32(p: u64) -> f32 {
 }
 
 fn unimem_load_u64(p: u64) -> u64 {
-    // One translation unless the second word starts the next block.
-    let loc = unimem_translate(p, false);
-    var hi_loc = vec2<u32>(loc.x, loc.y + 1u);
-    if ((u32(p & 0xfffffffflu) & (UNIMEM_BLOCK_SIZE - 1u)) == UNIMEM_BLOCK_SIZE - 4u) {
-        hi_loc = unimem_translate(p + 4lu, false);
-    }
-    let ok = unimem_stop == 0u;
-    var lo = select(0u, unimem_frame_load(loc), ok);
-    var hi = select(0u, unimem_frame_load(hi_loc), ok);
+    // One translation: p is a multiple of 8 (or the access is an error), so both words are in
+    // p's block, at consecutive locations.
+    let running = unimem_stop == 0u;
+    let loc = unimem_translate(p, false, 7u);
+    let ok = unimem_read_ok(running);
+    var w = select(0lu, unimem_frame_load64(loc), ok);
     if (unimem_log_n != 0u && ok) {
-        lo = unimem_logged(p, lo);
-        hi = unimem_logged(p + 4lu, hi);
+        let lo = unimem_logged(p, u32(w & 0xfffffffflu));
+        let hi = unimem_logged(p + 4lu, u32(w >> 32u));
+        w = u64(lo) | (u64(hi) << 32u);
     }
-    return u64(lo) | (u64(hi) << 32u);
+    return w;
 }
 
 fn unimem_load_i64(p: u64) -> i64 {
@@ -774,8 +792,9 @@ fn unimem_load_ptr(p: u64) -> u64 {
     return unimem_load_u64(p);
 }
 
-fn unimem_store_u32(p: u64, v: u32) {
-    let loc = unimem_translate(p, true);
+// Stores the word v at p, which must be a multiple of align + 1.
+fn unimem_store_word(p: u64, v: u32, align: u32) {
+    let loc = unimem_translate(p, true, align);
     if (unimem_stop != 0u) {
         return;
     }
@@ -806,6 +825,10 @@ fn unimem_store_u32(p: u64, v: u32) {
     unimem_log_n += 1u;
 }
 
+fn unimem_store_u32(p: u64, v: u32) {
+    unimem_store_word(p, v, 3u);
+}
+
 fn unimem_store_i32(p: u64, v: i32) {
     unimem_store_u32(p, bitcast<u32>(v));
 }
@@ -815,8 +838,8 @@ fn unimem_store_f32(p: u64, v: f32) {
 }
 
 fn unimem_store_u64(p: u64, v: u64) {
-    unimem_store_u32(p, u32(v & 0xfffffffflu));
-    unimem_store_u32(p + 4lu, u32(v >> 32u));
+    unimem_store_word(p, u32(v & 0xfffffffflu), 7u);
+    unimem_store_word(p + 4lu, u32(v >> 32u), 3u);
 }
 
 fn unimem_store_i64(p: u64, v: i64) {
@@ -860,7 +883,7 @@ fn unimem_atomic(op: u32, p: u64, c: u32, v: u32) -> u32 {
         unimem_stop_full(UNIMEM_FULL_ATOMICS);
         return 0u;
     }
-    let loc = unimem_translate(p, true);
+    let loc = unimem_translate(p, true, 3u);
     if (unimem_stop != 0u) {
         return 0u;
     }

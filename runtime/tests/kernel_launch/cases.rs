@@ -1,0 +1,321 @@
+//! The `kernel_launch` cases, shared by the `kernel_launch` (the device's default mode: in
+//! place on devices that share the CPU's memory) and `kernel_launch_migrating` (blocks
+//! migrating into device frames, `UNIMEM_IN_PLACE=off`) test binaries, each setting
+//! `MIGRATING`. Kernels on shared pointers, end to end on the default device: heap data
+//! built with the global allocator is read and written by WGSL kernels through the prelude's
+//! accessors; results are checked on the CPU; bad pointers and runaway loops end the launch
+//! with an error naming kernel, invocation and address, and the runtime stays usable.
+//! Device-test rule of `unimem::device::test_support`.
+
+#![allow(clippy::useless_vec)] // kernels need heap (managed) memory, not stack arrays
+
+use std::sync::MutexGuard;
+
+use crate::kernel_common::{build, free, kernel, Node};
+use unimem::Args;
+
+#[global_allocator]
+static A: unimem::Allocator = unimem::Allocator;
+
+/// Serialises the tests, in the binary's mode (set before the runtime starts).
+fn serial() -> MutexGuard<'static, ()> {
+    if crate::MIGRATING {
+        crate::kernel_common::serial_migrating()
+    } else {
+        crate::kernel_common::serial()
+    }
+}
+
+const DOUBLE: &str = "
+fn double(id: u32) {
+    let src = unimem_arg_ptr(0u);
+    let dst = unimem_arg_ptr(2u);
+    let v = unimem_load_u32(src + u64(id) * 4lu);
+    unimem_store_u32(dst + u64(id) * 4lu, v * 2u + 1u);
+}
+";
+
+#[test]
+fn a_kernel_reads_and_writes_vecs() {
+    let _s = serial();
+    let Some(k) = kernel("a_kernel_reads_and_writes_vecs", DOUBLE, "double") else { return };
+    let n = 100_000u32;
+    let src: Vec<u32> = (0..n).map(|i| i * 3).collect();
+    let mut dst = vec![0u32; n as usize];
+    let r = k.launch(n, &Args::new().ptr(&src[..]).ptr(&dst[..])).unwrap();
+    assert!(r.rounds >= 1);
+    if crate::MIGRATING {
+        let (_, dev) = unimem::vulkan_runtime().unwrap();
+        assert!(!dev.in_place() && unimem::stats().bytes_to_device > 0, "this binary migrates");
+    }
+    for i in 0..n as usize {
+        assert_eq!(dst[i], src[i] * 2 + 1, "dst[{i}]");
+    }
+    // Again, after the CPU changed a few inputs.
+    for i in (0..n as usize).step_by(9973) {
+        dst[i] = 0;
+    }
+    let mut src = src;
+    src[5] = 1000;
+    k.launch(n, &Args::new().ptr(&src[..]).ptr(&dst[..])).unwrap();
+    assert_eq!(dst[5], 2001);
+    assert_eq!(dst[9973], src[9973] * 2 + 1);
+}
+
+const SUM_LIST: &str = "
+fn sum_list(id: u32) {
+    let starts = unimem_arg_ptr(0u);
+    let out = unimem_arg_ptr(2u);
+    let seg = unimem_arg_u32(4u);
+    var node = unimem_load_ptr(starts + u64(id) * 8lu);
+    var total = 0u;
+    var left = seg;
+    while (left > 0u && node != 0lu) {
+        total += unimem_load_u32(node);
+        node = unimem_load_ptr(node + 8lu);
+        left -= 1u;
+    }
+    unimem_store_u32(out + u64(id) * 4lu, total);
+}
+";
+
+#[test]
+fn a_kernel_walks_a_boxed_list() {
+    let _s = serial();
+    let Some(k) = kernel("a_kernel_walks_a_boxed_list", SUM_LIST, "sum_list") else { return };
+    let (len, seg) = (50_000usize, 100usize);
+    let nodes = build(len, |i| i as u32 % 1000);
+    let starts: Vec<u64> = nodes.iter().step_by(seg).map(|&p| p as u64).collect();
+    let mut out = vec![0u32; starts.len()];
+    let r = k
+        .launch(starts.len() as u32, &Args::new().ptr(&starts[..]).ptr(&out[..]).u32(seg as u32))
+        .unwrap();
+    eprintln!("{r:?}");
+    for (i, &s) in out.iter().enumerate() {
+        let expect: u32 = (i * seg..((i + 1) * seg).min(len)).map(|j| j as u32 % 1000).sum();
+        assert_eq!(s, expect, "segment {i}");
+    }
+    out.iter_mut().for_each(|x| *x = 0);
+    let r2 = k
+        .launch(starts.len() as u32, &Args::new().ptr(&starts[..]).ptr(&out[..]).u32(seg as u32))
+        .unwrap();
+    eprintln!("{r2:?}");
+    assert!(r2.device_faults <= r.device_faults);
+    free(nodes);
+}
+
+const CHUNK_SUMS: &str = "
+fn chunk_sums(id: u32) {
+    // Chunk id of 1024 words, in the vector table's entry id / chunks_per_vec.
+    let per = unimem_arg_u32(4u);
+    let data = unimem_load_ptr(unimem_arg_ptr(0u) + u64(id / per) * 8lu) + u64(id % per) * 4096lu;
+    var s = 0u;
+    for (var k = 0u; k < 1024u; k++) {
+        s += unimem_load_u32(data + u64(k) * 4lu);
+    }
+    unimem_store_u32(unimem_arg_ptr(2u) + u64(id) * 4lu, s);
+    unimem_store_u32(data, s);
+}
+";
+
+#[test]
+fn data_spread_over_several_frame_buffers_is_read_and_written_exactly() {
+    // Frames are handed out lowest buffer first and a launch binds only the buffers in use,
+    // switching pipelines when a round's faults bring in blocks beyond them: 4 vectors of
+    // 72 MiB (288 MiB, three of lavapipe's 128 MiB frame buffers), reached only through a
+    // table of pointers, so that they arrive by device faults.
+    let _s = serial();
+    let Some(k) = kernel("data_spread_over_several_frame_buffers", CHUNK_SUMS, "chunk_sums") else { return };
+    let (_, dev) = unimem::vulkan_runtime().unwrap();
+    let per_vec = 72 << 8; // chunks of 4 KiB per vector
+    let vecs: Vec<Vec<u32>> = (0..4u32).map(|v| (0..per_vec * 1024).map(|i| i ^ (v << 20)).collect()).collect();
+    let table: Vec<u64> = vecs.iter().map(|v| v.as_ptr() as u64).collect();
+    let n = 4 * per_vec;
+    let out = vec![0u32; n as usize];
+    let r = k.launch(n, &Args::new().ptr(&table[..]).ptr(&out[..]).u32(per_vec)).unwrap();
+    eprintln!("{r:?}");
+    let bytes = 4 * per_vec as usize * 4096;
+    if let Some(w) = dev.window_bytes() {
+        // In place the heap's windows take the part of frame buffers.
+        let windows = (unimem_alloc::managed_committed() as u64).div_ceil(w);
+        assert!(windows * w >= bytes as u64 && windows >= 3, "{windows} windows of {w} bytes: the data should span them");
+    } else {
+        assert!(
+            dev.buffers_in_use() as u64 * dev.geometry().frames_per_buffer as u64 * dev.geometry().block_size as u64 >= bytes as u64,
+            "{} frame buffers in use: the data should span them",
+            dev.buffers_in_use()
+        );
+    }
+    assert!(r.rounds >= 2 && r.device_faults > 0, "the vectors arrive by faults: {r:?}");
+    for (v, data) in vecs.iter().enumerate() {
+        for c in 0..per_vec as usize {
+            let expect = (0..1024u32).fold(0u32, |s, k| s.wrapping_add((c as u32 * 1024 + k) ^ ((v as u32) << 20)));
+            let id = v * per_vec as usize + c;
+            assert_eq!(out[id], expect, "chunk {id}");
+            assert_eq!(data[c * 1024], expect, "vector {v} word {}", c * 1024);
+            assert_eq!(data[c * 1024 + 1], (c as u32 * 1024 + 1) ^ ((v as u32) << 20));
+        }
+    }
+}
+
+const CHASE: &str = "
+fn chase(id: u32) {
+    var p = unimem_arg_ptr(0u);
+    var s = 0u;
+    loop {
+        if (p == 0lu || !unimem_running()) { break; }
+        s += unimem_load_u32(p);
+        p = unimem_load_ptr(p + 8lu);
+    }
+    unimem_store_u32(unimem_arg_ptr(2u) + u64(id) * 4lu, s);
+}
+";
+
+#[test]
+fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
+    let _s = serial();
+    let test = "bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable";
+    let Some(k) = kernel(test, CHASE, "chase") else { return };
+    let out = vec![0u32; 4];
+    // A pointer outside the managed heap (a stack address).
+    let on_stack = Node { value: 1, next: std::ptr::null() };
+    let addr = &on_stack as *const Node as u64;
+    let e = k.launch(1, &Args::new().raw_ptr(addr).ptr(&out[..])).unwrap_err().to_string();
+    assert!(e.contains("kernel `chase`") && e.contains("invocation 0"), "{e}");
+    assert!(e.contains(&format!("{addr:#x}")) && e.contains("outside unimem's managed heap"), "{e}");
+    // A list whose second node points to freed memory (a whole freed large allocation).
+    let big: Vec<u64> = vec![0; 1 << 20];
+    let freed = big.as_ptr() as u64 + 4096;
+    drop(big);
+    let tail = Box::new(Node { value: 5, next: freed as *const Node });
+    let head = Box::new(Node { value: 1, next: &*tail });
+    let e = k.launch(1, &Args::new().ptr(&*head).ptr(&out[..])).unwrap_err().to_string();
+    assert!(e.contains(&format!("{freed:#x}")) && e.contains("no live allocation"), "{e}");
+    // A cycle: runaway.
+    let mut a = Box::new(Node { value: 1, next: std::ptr::null() });
+    let b = Box::new(Node { value: 2, next: &*a });
+    a.next = &*b;
+    k.set_max_steps(30_000);
+    let e = k.launch(1, &Args::new().ptr(&*a).ptr(&out[..])).unwrap_err().to_string();
+    assert!(e.contains("runaway") && e.contains("invocation 0"), "{e}");
+    // Still usable: a good list.
+    a.next = std::ptr::null();
+    let mut out = vec![0u32; 4];
+    k.launch(2, &Args::new().ptr(&*b).ptr(&out[..])).unwrap();
+    assert_eq!(&out[..2], &[3, 3]);
+    out[0] = 9;
+    assert_eq!(out[0], 9);
+    let stats = unimem::stats();
+    assert!(stats.launches >= 4, "{stats:?}");
+}
+
+const WIDE: &str = "
+fn wide(id: u32) {
+    let src = unimem_arg_ptr(0u) + u64(id) * 8lu + u64(unimem_arg_u32(4u));
+    let v = unimem_load_u64(src);
+    unimem_store_u64(unimem_arg_ptr(2u) + u64(id) * 8lu, v ^ 0xa5a5a5a55a5a5a5alu);
+}
+";
+
+#[test]
+fn sixty_four_bit_accesses_read_every_word_and_must_be_aligned_to_8() {
+    let _s = serial();
+    let test = "sixty_four_bit_accesses_read_every_word_and_must_be_aligned_to_8";
+    let Some(k) = kernel(test, WIDE, "wide") else { return };
+    // Three blocks of 64-bit words (and whatever blocks the Vec straddles): every word, the
+    // last of each block and the first of the next included, and both halves of each.
+    let n = 3 * 65536 / 8;
+    let src: Vec<u64> = (0..n as u64).map(|i| (i << 32) | (i * 2_654_435_761 & 0xffff_ffff)).collect();
+    let out = vec![0u64; n];
+    k.launch(n as u32, &Args::new().ptr(&src[..]).ptr(&out[..]).u32(0)).unwrap();
+    for (i, (&s, &o)) in src.iter().zip(&out).enumerate() {
+        assert_eq!(o, s ^ 0xa5a5_a5a5_5a5a_5a5a, "word {i}");
+    }
+    // 4-aligned but not 8-aligned: an error naming the address, nothing stored.
+    let out = vec![0u64; 2];
+    let e = k.launch(1, &Args::new().ptr(&src[..]).ptr(&out[..]).u32(4)).unwrap_err().to_string();
+    let addr = src.as_ptr() as u64 + 4;
+    assert!(e.contains("kernel `wide`") && e.contains(&format!("{addr:#x}")) && e.contains("8 for the 64-bit"), "{e}");
+    assert_eq!(out, [0, 0]);
+}
+
+const COUNT: &str = "
+fn count(id: u32) {
+    let values = unimem_arg_ptr(0u);
+    let hist = unimem_arg_ptr(2u);
+    let v = unimem_load_u32(values + u64(id) * 4lu);
+    let old = unimem_atomic_add_u32(hist + u64(v % 16u) * 4lu, 1u);
+    unimem_atomic_max_u32(hist + 64lu, old + 1u);
+    unimem_atomic_min_u32(hist + 68lu, v);
+    // Read own writes through the store log.
+    let scratch = unimem_arg_ptr(4u) + u64(id) * 8lu;
+    unimem_store_u32(scratch, v);
+    unimem_store_u32(scratch + 4lu, 5u);
+    unimem_store_u32(scratch + 4lu, u32(unimem_load_u64(scratch) & 0xfffffffflu) + u32(unimem_load_u64(scratch) >> 32u) - 4u);
+}
+";
+
+#[test]
+fn atomics_and_own_writes() {
+    let _s = serial();
+    let Some(k) = kernel("atomics_and_own_writes", COUNT, "count") else { return };
+    let n = 10_000u32;
+    let values: Vec<u32> = (0..n).map(|i| i.wrapping_mul(2_654_435_761) >> 7).collect();
+    let mut hist = vec![0u32; 18];
+    hist[17] = u32::MAX;
+    let scratch = vec![0u32; 2 * n as usize];
+    k.launch(n, &Args::new().ptr(&values[..]).ptr(&hist[..]).ptr(&scratch[..])).unwrap();
+    let mut expect = [0u32; 16];
+    for &v in &values {
+        expect[(v % 16) as usize] += 1;
+    }
+    assert_eq!(&hist[..16], &expect);
+    assert_eq!(hist[16], *expect.iter().max().unwrap());
+    assert_eq!(hist[17], *values.iter().min().unwrap());
+    for i in 0..n as usize {
+        assert_eq!((scratch[2 * i], scratch[2 * i + 1]), (values[i], values[i] + 1));
+    }
+}
+
+const SPIN: &str = "
+fn spin(id: u32) {
+    let iterations = unimem_arg_u32(2u);
+    var x = id + 1u;
+    for (var i = 0u; i < iterations; i++) {
+        x = x * 1664525u + 1013904223u;
+    }
+    unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, x);
+}
+";
+
+/// What `SPIN` computes for invocation `id`.
+fn spin_cpu(id: u32, iterations: u32) -> u32 {
+    (0..iterations).fold(id + 1, |x, _| x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223))
+}
+
+/// A loop longer than lavapipe's budget (65535 iterations per invocation, after which it
+/// silently cuts loops short) is an error there, not a wrong result; elsewhere it runs.
+#[test]
+fn loops_the_driver_cuts_short_are_errors_not_wrong_results() {
+    let _s = serial();
+    let Some(k) = kernel("loops_the_driver_cuts_short_are_errors_not_wrong_results", SPIN, "spin") else { return };
+    let lavapipe = unimem::vulkan_runtime().unwrap().1.device().report().name.contains("llvmpipe");
+    let n = 100u32;
+    let mut out = vec![0u32; n as usize];
+    // Within the budget: exact.
+    k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(60_000)).unwrap();
+    for id in 0..n {
+        assert_eq!(out[id as usize], spin_cpu(id, 60_000), "invocation {id}");
+    }
+    let r = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(70_000));
+    if lavapipe {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("kernel `spin`") && e.contains("65535 loop iterations"), "{e}");
+    } else {
+        r.unwrap();
+        assert_eq!(out[7], spin_cpu(7, 70_000));
+    }
+    // Still usable.
+    k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(10)).unwrap();
+    assert_eq!(out[3], spin_cpu(3, 10));
+}
