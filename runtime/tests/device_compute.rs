@@ -241,3 +241,39 @@ fn devices_open_concurrently() {
     }
     assert_no_validation_errors("devices_open_concurrently");
 }
+
+const LOOKUP: &str = r#"
+@group(0) @binding(0) var<uniform> table: array<vec4<u32>, 64>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+
+@compute @workgroup_size(64)
+fn lookup(@builtin(global_invocation_id) id: vec3<u32>) {
+    let k = (id.x * 7u) & 255u; // a different word of the table per invocation
+    out[id.x] = table[k >> 2u][k & 3u] + id.x;
+}
+"#;
+
+#[test]
+fn uniform_buffers_are_bound_read_and_checked_against_the_declared_size() {
+    let Some(device) = test_device("uniform_buffers_are_bound_read_and_checked_against_the_declared_size") else {
+        return;
+    };
+    let kernel = compile_wgsl_named("lookup.wgsl", LOOKUP, "lookup").unwrap();
+    assert_eq!(kernel.bindings[0].uniform_bytes, Some(1024));
+    assert_eq!(kernel.bindings[1].uniform_bytes, None);
+    let pipeline = device.create_pipeline(&kernel).unwrap();
+    let mut table = device.create_host_buffer(1024).unwrap();
+    for (i, v) in table.as_mut_slice::<u32>().iter_mut().enumerate() {
+        *v = (i as u32) * 1000;
+    }
+    let mut out = device.create_host_buffer(256 * 4).unwrap();
+    device.dispatch(&pipeline, &mut [&mut table, &mut out], &[], [4, 1, 1]).unwrap();
+    for (i, &v) in out.as_slice::<u32>().iter().enumerate() {
+        assert_eq!(v, ((i as u32 * 7) & 255) * 1000 + i as u32, "invocation {i}");
+    }
+    // A buffer smaller than the declared array is refused, saying why.
+    let mut small = device.create_host_buffer(512).unwrap();
+    let e = device.dispatch(&pipeline, &mut [&mut small, &mut out], &[], [4, 1, 1]).unwrap_err().to_string();
+    assert!(e.contains("uniform @binding(0)") && e.contains("512 bytes") && e.contains("1024 bytes"), "{e}");
+    assert_no_validation_errors("uniform_buffers_are_bound_read_and_checked_against_the_declared_size");
+}

@@ -111,7 +111,7 @@ impl ComputePipeline {
                 .map(|b| {
                     vk::DescriptorSetLayoutBinding::default()
                         .binding(b.binding)
-                        .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                        .descriptor_type(descriptor_type(b))
                         .descriptor_count(1)
                         .stage_flags(vk::ShaderStageFlags::COMPUTE)
                 })
@@ -143,9 +143,15 @@ impl ComputePipeline {
 
             let mut set = None;
             if !kernel.bindings.is_empty() {
-                let sizes = [vk::DescriptorPoolSize::default()
-                    .ty(vk::DescriptorType::STORAGE_BUFFER)
-                    .descriptor_count(kernel.bindings.len() as u32)];
+                let uniform = kernel.bindings.iter().filter(|b| b.uniform_bytes.is_some()).count() as u32;
+                let sizes: Vec<_> = [
+                    (vk::DescriptorType::STORAGE_BUFFER, kernel.bindings.len() as u32 - uniform),
+                    (vk::DescriptorType::UNIFORM_BUFFER, uniform),
+                ]
+                .into_iter()
+                .filter(|&(_, n)| n > 0)
+                .map(|(ty, n)| vk::DescriptorPoolSize::default().ty(ty).descriptor_count(n))
+                .collect();
                 let pool_info = vk::DescriptorPoolCreateInfo::default()
                     .max_sets(1)
                     .pool_sizes(&sizes);
@@ -261,6 +267,7 @@ impl ComputePipeline {
             )));
         }
         let range = u64::from(shared.report.max_storage_buffer_range);
+        let uniform_range = u64::from(shared.report.max_uniform_buffer_range);
         for (buffer, binding) in buffers.iter().zip(&self.bindings) {
             if !Arc::ptr_eq(&buffer.shared, shared) {
                 return Err(DeviceError::Usage(format!(
@@ -268,13 +275,25 @@ impl ComputePipeline {
                     binding.binding
                 )));
             }
-            if buffer.len() > range {
-                return Err(DeviceError::Usage(format!(
-                    "the buffer for @binding({}) of {name} is {} bytes, more than the device's \
-                     maxStorageBufferRange of {range}; split it",
-                    binding.binding,
-                    buffer.len()
-                )));
+            match binding.uniform_bytes {
+                None if buffer.len() > range => {
+                    return Err(DeviceError::Usage(format!(
+                        "the buffer for @binding({}) of {name} is {} bytes, more than the device's \
+                         maxStorageBufferRange of {range}; split it",
+                        binding.binding,
+                        buffer.len()
+                    )));
+                }
+                Some(declared) if buffer.len() < declared || buffer.len() > uniform_range => {
+                    return Err(DeviceError::Usage(format!(
+                        "the buffer for the uniform @binding({}) of {name} is {} bytes; it must hold \
+                         the {declared} bytes the kernel declares and fit the device's \
+                         maxUniformBufferRange of {uniform_range}",
+                        binding.binding,
+                        buffer.len()
+                    )));
+                }
+                _ => {}
             }
         }
         if immediates.len() != self.immediate_size as usize {
@@ -318,7 +337,7 @@ impl ComputePipeline {
                 vk::WriteDescriptorSet::default()
                     .dst_set(set)
                     .dst_binding(binding.binding)
-                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .descriptor_type(descriptor_type(binding))
                     .buffer_info(info)
             })
             .collect();
@@ -356,3 +375,12 @@ impl Drop for ComputePipeline {
         }
     }
 }
+
+/// The descriptor type a binding is declared with.
+fn descriptor_type(b: &StorageBinding) -> vk::DescriptorType {
+    match b.uniform_bytes {
+        Some(_) => vk::DescriptorType::UNIFORM_BUFFER,
+        None => vk::DescriptorType::STORAGE_BUFFER,
+    }
+}
+

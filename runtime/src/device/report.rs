@@ -151,6 +151,8 @@ pub struct DeviceReport {
     pub portability_subset: bool,
     /// `maxStorageBufferRange`: the largest range one storage-buffer binding can see.
     pub max_storage_buffer_range: u32,
+    /// `maxUniformBufferRange`: the largest range one uniform-buffer binding can see.
+    pub max_uniform_buffer_range: u32,
     /// `maxMemoryAllocationSize` (Maintenance3): the largest single allocation.
     pub max_memory_allocation_size: u64,
     /// `maxPushConstantsSize`.
@@ -305,6 +307,7 @@ pub(crate) unsafe fn collect(
         }),
         portability_subset: has_extension(ash::khr::portability_subset::NAME),
         max_storage_buffer_range: limits.max_storage_buffer_range,
+        max_uniform_buffer_range: limits.max_uniform_buffer_range,
         max_memory_allocation_size: if is_1_1 {
             maintenance3.max_memory_allocation_size
         } else {

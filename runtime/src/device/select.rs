@@ -194,6 +194,7 @@ mod tests {
             external_memory_host: None,
             portability_subset: false,
             max_storage_buffer_range: 1 << 27,
+            max_uniform_buffer_range: 1 << 16,
             max_memory_allocation_size: 1 << 31,
             max_push_constants_size: 128,
             max_compute_work_group_count: [65535; 3],

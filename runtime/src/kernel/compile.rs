@@ -24,8 +24,11 @@ pub struct StorageBinding {
     pub binding: u32,
     /// The variable's name in the source, if any.
     pub name: Option<String>,
-    /// True for `var<storage, read>`.
+    /// True for `var<storage, read>` and `var<uniform>`.
     pub read_only: bool,
+    /// For a `var<uniform>`: its size in bytes (it is bound as a uniform buffer of at least
+    /// that size); `None` for a storage buffer.
+    pub uniform_bytes: Option<u64>,
 }
 
 /// A compute kernel ready for `Device::create_pipeline`.
@@ -193,6 +196,7 @@ pub fn compile_wgsl_named(
                     binding: binding.binding,
                     name,
                     read_only: !access.contains(naga::StorageAccess::STORE),
+                    uniform_bytes: None,
                 });
             }
             naga::AddressSpace::Immediate => {
@@ -202,9 +206,22 @@ pub fn compile_wgsl_named(
                 immediate_size = layouter[var.ty].size;
             }
             naga::AddressSpace::Uniform => {
-                return Err(unsupported(format!(
-                    "uniform buffer `{label}` is not supported yet; declare it `var<storage, read>`"
-                )));
+                let binding = var
+                    .binding
+                    .as_ref()
+                    .expect("validated: uniform globals have bindings");
+                if binding.group != 0 {
+                    return Err(unsupported(format!(
+                        "uniform buffer `{label}` is in @group({}); only @group(0) is supported",
+                        binding.group
+                    )));
+                }
+                bindings.push(StorageBinding {
+                    binding: binding.binding,
+                    name,
+                    read_only: true,
+                    uniform_bytes: Some(u64::from(layouter[var.ty].size)),
+                });
             }
             naga::AddressSpace::Handle => {
                 return Err(unsupported(format!(
@@ -218,7 +235,7 @@ pub fn compile_wgsl_named(
     bindings.sort_by_key(|b| b.binding);
     if let Some(w) = bindings.windows(2).find(|w| w[0].binding == w[1].binding) {
         return Err(unsupported(format!(
-            "two storage buffers use @binding({})",
+            "two buffers use @binding({})",
             w[0].binding
         )));
     }
