@@ -181,47 +181,30 @@ pub fn compile_wgsl_named(
         let name = var.name.clone();
         let label = name.as_deref().unwrap_or("<unnamed>");
         match var.space {
-            naga::AddressSpace::Storage { access } => {
+            naga::AddressSpace::Storage { .. } | naga::AddressSpace::Uniform => {
+                let (what, read_only, uniform_bytes) = match var.space {
+                    naga::AddressSpace::Storage { access } => {
+                        ("storage", !access.contains(naga::StorageAccess::STORE), None)
+                    }
+                    _ => ("uniform", true, Some(u64::from(layouter[var.ty].size))),
+                };
                 let binding = var
                     .binding
                     .as_ref()
-                    .expect("validated: storage globals have bindings");
+                    .expect("validated: storage and uniform globals have bindings");
                 if binding.group != 0 {
                     return Err(unsupported(format!(
-                        "storage buffer `{label}` is in @group({}); only @group(0) is supported",
+                        "{what} buffer `{label}` is in @group({}); only @group(0) is supported",
                         binding.group
                     )));
                 }
-                bindings.push(StorageBinding {
-                    binding: binding.binding,
-                    name,
-                    read_only: !access.contains(naga::StorageAccess::STORE),
-                    uniform_bytes: None,
-                });
+                bindings.push(StorageBinding { binding: binding.binding, name, read_only, uniform_bytes });
             }
             naga::AddressSpace::Immediate => {
                 if immediate_size != 0 {
                     return Err(unsupported("more than one `var<immediate>` is used".into()));
                 }
                 immediate_size = layouter[var.ty].size;
-            }
-            naga::AddressSpace::Uniform => {
-                let binding = var
-                    .binding
-                    .as_ref()
-                    .expect("validated: uniform globals have bindings");
-                if binding.group != 0 {
-                    return Err(unsupported(format!(
-                        "uniform buffer `{label}` is in @group({}); only @group(0) is supported",
-                        binding.group
-                    )));
-                }
-                bindings.push(StorageBinding {
-                    binding: binding.binding,
-                    name,
-                    read_only: true,
-                    uniform_bytes: Some(u64::from(layouter[var.ty].size)),
-                });
             }
             naga::AddressSpace::Handle => {
                 return Err(unsupported(format!(
