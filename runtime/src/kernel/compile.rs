@@ -336,11 +336,14 @@ fn wide(@builtin(global_invocation_id) id: vec3<u32>) {
     }
 
     #[test]
-    fn uniforms_are_rejected_with_a_fix() {
+    fn uniforms_are_reflected_with_their_size_and_other_groups_rejected() {
         let src = "@group(0) @binding(0) var<uniform> u: vec4<u32>;\n\
                    @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
                    @compute @workgroup_size(1) fn main() { o[0] = u.x; }\n";
-        let msg = compile_wgsl(src, "main").unwrap_err().to_string();
-        assert!(msg.contains("var<storage, read>"), "{msg}");
+        let k = compile_wgsl(src, "main").unwrap();
+        assert_eq!((k.bindings[0].uniform_bytes, k.bindings[0].read_only), (Some(16), true));
+        assert_eq!(k.bindings[1].uniform_bytes, None);
+        let msg = compile_wgsl(&src.replace("@group(0) @binding(0)", "@group(1) @binding(0)"), "main").unwrap_err().to_string();
+        assert!(msg.contains("uniform buffer `u` is in @group(1)"), "{msg}");
     }
 }

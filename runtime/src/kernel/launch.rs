@@ -10,7 +10,9 @@
 //!    device copy stops and appends its id and the block to the output list (see
 //!    `prelude.rs`). One whose private store or atomic log is full stops
 //!    before that access and is *escalated* (flag in the output list): it moves to the spill
-//!    queue (`spill.rs`) with the atomic results it saved.
+//!    queue (`spill.rs`) with the atomic results it saved. So does one that erred (bad
+//!    pointer, step limit, ...): the spill round reruns it and reports the error with its
+//!    address, so that the ordinary pipeline carries no error-reporting code.
 //! 3. Each later round dispatches the pending ordinary invocations, then a batch of the spill
 //!    queue in a spill round (logs in a slot of the spill buffer) and the commit pass for
 //!    the slots that completed.
@@ -18,7 +20,7 @@
 //!    evicting them later writes them back); faulted blocks holding no live allocation are
 //!    put on the poison list (the replay then reports the exact invocation and address);
 //!    the others are migrated with a prefetch of the blocks that follow them.
-//! 5. Bounded: a kernel error ends the launch at once. Two consecutive rounds that complete
+//! 5. Bounded: a kernel error ends the launch once a spill round reported it. Two consecutive rounds that complete
 //!    no invocation and fault on no new block (invocations evicting each other's blocks)
 //!    switch to *solo* rounds: one invocation at a time, one block migrated per round, no
 //!    prefetch, until one completes. A solo invocation that still makes no progress after
@@ -64,7 +66,7 @@ pub const MAX_INVOCATIONS: u32 = 1 << 23;
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// An invocation made a bad access or ran away.
-    #[error("kernel `{kernel}`: invocation {invocation} {what} (address {address:#x}{place}); {errors} invocation(s) failed this round. Invocations that completed kept their stores; the failed ones stored nothing")]
+    #[error("kernel `{kernel}`: invocation {invocation} {what} (address {address:#x}{place}); {errors} invocation(s) failed. Invocations that completed kept their stores; the failed ones stored nothing")]
     Kernel {
         /// The kernel's entry function.
         kernel: String,
@@ -505,6 +507,9 @@ impl Kernel {
         // invocation runs alone until it completes: progress is then guaranteed whenever one
         // invocation's blocks fit in the pool.
         let mut solo = false;
+        // Invocations of ordinary rounds that erred (escalated with their error kind), for
+        // the message once the spill round reports the first of them.
+        let mut erred = 0u32;
         let capacity = dev.capacity().max(1);
         loop {
             {
@@ -574,7 +579,7 @@ impl Kernel {
                     _ if space.block_of(e.address as usize).is_some() => ", in the managed heap but in no live allocation".into(),
                     _ => String::new(),
                 };
-                return Err(LaunchError::Kernel { kernel: kernel.clone(), invocation: e.invocation, address: e.address, kind: e.kind, what: prelude::error_kind_text(e.kind), place, errors: faults.errors }.into());
+                return Err(LaunchError::Kernel { kernel: kernel.clone(), invocation: e.invocation, address: e.address, kind: e.kind, what: prelude::error_kind_text(e.kind), place, errors: faults.errors.max(erred) }.into());
             }
             let (faulted, escalations) = read_out_list(ids, round.out_at, pending, faults.blocks);
             let nf = faulted.len() as u64 + u64::from(faults.overflowed);
@@ -603,7 +608,9 @@ impl Kernel {
             // (rerun in a spill round, whose pipeline reports them as errors), go to the
             // spill queue.
             let escalated = if escalations > 0 || !dead.is_empty() {
-                escalate(ids, alog.as_deref(), round.out_at, &mut pending, &mut spill, |b| dead.binary_search(&b).is_ok())
+                let (moved, errors) = escalate(ids, alog.as_deref(), round.out_at, &mut pending, &mut spill, |b| dead.binary_search(&b).is_ok());
+                erred += errors;
+                moved
             } else {
                 0
             };
@@ -808,11 +815,13 @@ fn carry_over(ids: &mut Buffer, round: &Round, ran: u32, pending: &mut u32) {
 
 /// Moves the escalated entries (flag `ESCALATE`), and those that faulted on a block `dead`
 /// says holds no live data, of the output list of `pending` entries at `out_at` to `spill`,
-/// with the atomic results they saved, and compacts the list. Returns how many moved.
-fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut u32, spill: &mut Spill, dead: impl Fn(u32) -> bool) -> u32 {
+/// with the atomic results they saved, and compacts the list. Returns how many moved, and
+/// how many of them erred (escalated with an error kind instead of `NO_BLOCK`).
+fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut u32, spill: &mut Spill, dead: impl Fn(u32) -> bool) -> (u32, u32) {
     let e = IDS_ENTRY_WORDS;
     let list = &mut ids.as_mut_slice::<u32>()[out_at as usize..][..*pending as usize * e];
     let mut keep = 0;
+    let mut erred = 0;
     for i in 0..*pending as usize {
         let entry = list[i * e];
         if entry & ESCALATE == 0 && (list[i * e + 1] == NO_BLOCK || !dead(list[i * e + 1])) {
@@ -821,6 +830,9 @@ fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut 
             continue;
         }
         let id = entry & !(ESCALATE | ESCALATE_STORES);
+        if entry & ESCALATE != 0 && list[i * e + 1] != NO_BLOCK {
+            erred += 1;
+        }
         if entry & ESCALATE_STORES != 0 {
             spill.need_table();
         }
@@ -834,7 +846,7 @@ fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut 
     }
     let moved = *pending - keep as u32;
     *pending = keep as u32;
-    moved
+    (moved, erred)
 }
 
 /// Adds `blocks` to the kernel's history, keeping at most `cap` (the newest).

@@ -25,7 +25,8 @@
 //! an error, not a fault; `NO_BLOCK` where unused), then from `ARGS_AT` the launch arguments.
 //! Control buffer: `CTL_PENDING_COUNT` (entries appended to the output list this round). Id buffer: two lists of `n` entries of
 //! `IDS_ENTRY_WORDS` words (invocation id with the `ESCALATE*` flags, and the block it
-//! faulted on or `NO_BLOCK`), used in turn as the round's input and output list.
+//! faulted on, or with `ESCALATE` the error kind, or `NO_BLOCK` when a log was full), used in
+//! turn as the round's input and output list.
 //!
 //! # One pipeline per round mode
 //!
@@ -685,11 +686,11 @@ fn unimem_finish() {
     if (spill && kind == 0u && unimem_poisoned(unimem_stop_block)) {
         kind = UNIMEM_ERROR_FREED;
     }
-    if (kind != 0u && kind < UNIMEM_FULL_STORES) {
-        unimem_report_error(kind, unimem_stop_addr);
-        return;
-    }
     if (spill) {
+        if (kind != 0u && kind < UNIMEM_FULL_STORES) {
+            unimem_report_error(kind, unimem_stop_addr);
+            return;
+        }
         if (kind == 0u) {
             unimem_report_fault(unimem_stop_block);
         }
@@ -703,13 +704,17 @@ fn unimem_finish() {
         return;
     }
     // Ordinary round: one entry in the output list says it all (one atomic, two stores).
+    // Errors are escalated too, with their kind: the runtime reruns them in a spill round,
+    // whose pipeline reports them with their address (stores and atomics on lavapipe are
+    // loops over the lanes that every invocation pays for, masked or not, so the ordinary
+    // pipeline holds no error-reporting code).
     var entry = unimem_id;
     if (kind != 0u) {
         entry |= UNIMEM_ESCALATE | select(0u, UNIMEM_ESCALATE_STORES, kind == UNIMEM_FULL_STORES);
     }
     let at = unimem_round.out_at + UNIMEM_IDS_ENTRY_WORDS * atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
     unimem_ids[at] = entry;
-    unimem_ids[at + 1u] = select(unimem_stop_block, UNIMEM_NO_BLOCK, kind != 0u);
+    unimem_ids[at + 1u] = select(unimem_stop_block, select(kind, UNIMEM_NO_BLOCK, kind >= UNIMEM_FULL_STORES), kind != 0u);
 }
 
 // The value the invocation stored at p (its log, or in a spill round its table), else v.
