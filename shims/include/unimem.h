@@ -129,8 +129,8 @@ unimem_kernel *unimem_kernel_create(const char *wgsl, const char *entry);
 /* Free a kernel (NULL is ignored). */
 void unimem_kernel_destroy(unimem_kernel *k);
 
-/* Run invocations 0..n (n at most 2^23) with the args_size bytes at args (a struct; pointers
- * in it are prefetched); returns when all completed. On failure (a bad pointer, a runaway
+/* Run invocations 0..n (n at most 2^23) with the args_size bytes at args (a struct of at most
+ * 3968 bytes; pointers in it are prefetched); returns when all completed. On failure (a bad pointer, a runaway
  * loop, ...) the message names the kernel, the invocation and the address; the runtime stays
  * usable. On lavapipe, an invocation whose loops run more than 65535 iterations in total fails
  * (the driver would cut them short); split such work over more invocations. */

@@ -381,7 +381,8 @@ impl Kernel {
         lock(&self.inner.state).max_steps = steps.max(1);
     }
 
-    /// Runs invocations `0..n` with `args`; returns when all completed.
+    /// Runs invocations `0..n` with `args` (at most 3968 bytes: `prelude::ARGS_BYTES` less
+    /// the header); returns when all completed.
     pub fn launch(&self, n: u32, args: &Args) -> Result<LaunchReport, Error> {
         self.launch_words(n, &args.words, Some(&args.pointers))
     }
@@ -404,6 +405,10 @@ impl Kernel {
         space.stats.launches.fetch_add(1, Relaxed);
         if n > MAX_INVOCATIONS {
             return Err(LaunchError::Usage { kernel: self.inner.name.clone(), what: format!("{n} invocations; at most {MAX_INVOCATIONS} per launch (loop inside the kernel, or launch several times)") }.into());
+        }
+        let max_words = prelude::ARGS_BYTES / 4 - ARGS_AT;
+        if words.len() > max_words {
+            return Err(LaunchError::Usage { kernel: self.inner.name.clone(), what: format!("{} bytes of arguments; at most {} (pass a pointer to a larger struct instead)", words.len() * 4, max_words * 4) }.into());
         }
         let mut report = LaunchReport::default();
         if n == 0 {
@@ -487,7 +492,7 @@ impl Kernel {
     fn rounds(&self, space: &Space, dev: &VulkanBlockDevice, serial: &MutexGuard<'_, ()>, state: &mut State, n: u32, words: &[u32], pinned: &[u32], report: &mut LaunchReport) -> Result<(), Error> {
         let kernel = &self.inner.name;
         let bs = space.block_size();
-        self.size_buffers(dev, state, n, words.len())?;
+        self.size_buffers(dev, state, n)?;
         let max_steps = state.max_steps;
         let State { args, ctl, alog, spill: spill_buf, ids, touched, .. } = state;
         let (args, ctl, spill_buf, ids) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"), ids.as_mut().expect("sized"));
@@ -657,7 +662,7 @@ impl Kernel {
     }
 
     /// Creates or grows the kernel's argument, control, spill and atomic-log buffers.
-    fn size_buffers(&self, dev: &VulkanBlockDevice, state: &mut State, n: u32, arg_words: usize) -> Result<(), Error> {
+    fn size_buffers(&self, dev: &VulkanBlockDevice, state: &mut State, n: u32) -> Result<(), Error> {
         let device = dev.device();
         let ensure = |buf: &mut Option<Buffer>, bytes: u64| -> Result<(), Error> {
             if buf.as_ref().is_none_or(|b| b.len() < bytes) {
@@ -665,7 +670,7 @@ impl Kernel {
             }
             Ok(())
         };
-        ensure(&mut state.args, ((ARGS_AT + arg_words) * 4) as u64)?;
+        ensure(&mut state.args, prelude::ARGS_BYTES as u64)?;
         ensure(&mut state.ctl, (CTL_WORDS * 4) as u64)?;
         ensure(&mut state.spill, 64)?;
         ensure(&mut state.ids, (prelude::ids_words(n) * 4) as u64)?;
@@ -719,8 +724,10 @@ fn warm_up(dev: &VulkanBlockDevice, pipeline: &ComputePipeline) -> Result<(), Er
     let first_arg = BINDING_FRAMES + dev.geometry().buffers() as u32;
     let count = pipeline.bindings().iter().map(|b| (b.binding + 1).saturating_sub(first_arg)).max().unwrap_or(0);
     let mut bufs: Vec<Buffer> = Vec::new();
-    for _ in 0..count {
-        bufs.push(dev.device().create_host_buffer(64)?);
+    for k in 0..count {
+        // Uniform buffers hold what the kernel declares; the others are never read here.
+        let b = pipeline.bindings().iter().find(|b| b.binding == first_arg + k);
+        bufs.push(dev.device().create_host_buffer(b.and_then(|b| b.uniform_bytes).unwrap_or(64))?);
     }
     let mut refs: Vec<&mut Buffer> = bufs.iter_mut().collect();
     let round = Round::normal(0, NO_LIST, 0, 0);

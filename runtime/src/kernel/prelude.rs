@@ -11,7 +11,7 @@
 //! ```text
 //! <layout constants of pagetable.rs>  <UNIMEM_BASE, UNIMEM_ARENA_BYTES, log sizes>
 //! bindings 0, 1, 2, frames (pagetable.rs), then at UNIMEM_FIRST_ARG_BINDING:
-//!   +0 unimem_args : array<u32>           read-only: the poison list, then the launch arguments
+//!   +0 unimem_args : array<vec4<u32>, ARGS_BYTES / 16>  uniform: the poison list, then the launch arguments
 //!   +1 unimem_ctl  : array<atomic<u32>>   control counters
 //!   +2 unimem_spill: array<u32>           spill slots (see `spill.rs`)
 //!   +3 unimem_ids  : array<u32>           the id lists
@@ -20,7 +20,9 @@
 //! [PRELUDE below]  <user source>  the entry point `unimem_main`, which calls the user's fn.
 //! ```
 //!
-//! Argument buffer (`u32` words, read-only): from `ARGS_POISON_AT`, `POISON_CAPACITY` words
+//! Argument buffer (a uniform buffer of `ARGS_BYTES`, as `u32` words; uniform loads cost far
+//! less than storage loads on lavapipe, and every accessor call reads arguments or nothing
+//! else of it): from `ARGS_POISON_AT`, `POISON_CAPACITY` words
 //! of poison list (blocks the runtime found to hold no live allocation: an access there is
 //! an error, not a fault; `NO_BLOCK` where unused), then from `ARGS_AT` the launch arguments.
 //! Control buffer: `CTL_PENDING_COUNT` (entries appended to the output list this round). Id buffer: two lists of `n` entries of
@@ -96,6 +98,10 @@ pub const ARGS_POISON_AT: usize = 0;
 pub const POISON_CAPACITY: usize = 28;
 /// Argument-buffer word of the first launch argument.
 pub const ARGS_AT: usize = 32;
+/// Bytes of the argument buffer (the WGSL declares it whole): at most
+/// `ARGS_BYTES / 4 - ARGS_AT` words of launch arguments, 3968 bytes (CUDA allowed 4 KiB of
+/// kernel parameters for most of its history).
+pub const ARGS_BYTES: usize = 4096;
 /// Words of an id-list entry: the id (with flags), the faulted block.
 pub const IDS_ENTRY_WORDS: usize = 2;
 /// In place, window `i` of `n` bound is at binding `UNIMEM_FIRST_ARG_BINDING +
@@ -269,7 +275,8 @@ pub fn module(
     }
     let _ = writeln!(
         s,
-        "@group(0) @binding({first}) var<storage, read> unimem_args: array<u32>;"
+        "@group(0) @binding({first}) var<uniform> unimem_args: array<vec4<u32>, {}>;",
+        ARGS_BYTES / 16
     );
     let _ = writeln!(
         s,
@@ -397,7 +404,7 @@ fn unrolled() -> String {
     // NO_BLOCK, never a block.
     s.push_str("\nfn unimem_poisoned(b: u32) -> bool {\n    var hit = false;\n");
     for k in 0..POISON_CAPACITY {
-        let _ = writeln!(s, "    hit = hit | (unimem_args[UNIMEM_ARGS_POISON_AT + {k}u] == b);");
+        let _ = writeln!(s, "    hit = hit | (unimem_args_word(UNIMEM_ARGS_POISON_AT + {k}u) == b);");
     }
     s.push_str("    return hit;\n}\n");
     s.push_str("\n// 1 + the index of p's entry in the store log, or 0.\nfn unimem_log_find(p: u64) -> u32 {\n    let n = unimem_log_n;\n");
@@ -742,8 +749,13 @@ fn unimem_running() -> bool {
     return unimem_stop == 0u;
 }
 
+// Word w of the argument buffer.
+fn unimem_args_word(w: u32) -> u32 {
+    return unimem_args[w >> 2u][w & 3u];
+}
+
 fn unimem_arg_u32(i: u32) -> u32 {
-    return unimem_args[UNIMEM_ARGS_AT + i];
+    return unimem_args_word(UNIMEM_ARGS_AT + i);
 }
 
 fn unimem_arg_u64(i: u32) -> u64 {
@@ -970,7 +982,7 @@ fn all(id: u32) {
             let src = in_place_source(ALL, mode, 2);
             assert!(src.contains("@binding(16) var<storage, read_write> unimem_frames_0"), "{src}");
             assert!(src.contains("@binding(17) var<storage, read_write> unimem_frames_1") && !src.contains("unimem_frames_2"));
-            assert!(src.contains("@binding(11) var<storage, read> unimem_args"));
+            assert!(src.contains("@binding(11) var<uniform> unimem_args"));
             assert!(!src.contains("(loc.x << UNIMEM_FRAME_BUFFER_SHIFT)"), "no frame arithmetic in place");
             compile_wgsl_named("in_place.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
         }
@@ -981,7 +993,7 @@ fn all(id: u32) {
         // 8 buffers of 128 MiB; the arguments follow all 8 (binding 3 + 8).
         let src = source(ALL, 128 << 20, spill::MODE_NORMAL, Some(2));
         assert!(src.contains("unimem_frames_1:") && !src.contains("unimem_frames_2"));
-        assert!(src.contains("@binding(11) var<storage, read> unimem_args"), "{src}");
+        assert!(src.contains("@binding(11) var<uniform> unimem_args"), "{src}");
         compile_wgsl_named("bound.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
     }
 

@@ -198,6 +198,13 @@ fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
     k.set_max_steps(30_000);
     let e = k.launch(1, &Args::new().ptr(&*a).ptr(&out[..])).unwrap_err().to_string();
     assert!(e.contains("runaway") && e.contains("invocation 0"), "{e}");
+    // Arguments beyond the argument buffer (4 KiB, the header included): refused, saying so.
+    let mut big = Args::new().ptr(&*a).ptr(&out[..]);
+    for i in 0..1000 {
+        big = big.u32(i);
+    }
+    let e = k.launch(1, &big).unwrap_err().to_string();
+    assert!(e.contains("kernel `chase`") && e.contains("bytes of arguments; at most 3968"), "{e}");
     // Still usable: a good list.
     a.next = std::ptr::null();
     let mut out = vec![0u32; 4];
