@@ -50,8 +50,8 @@ use super::error::{DeviceError, DeviceResult};
 use super::logical::Device;
 use super::mirror::Windows;
 use super::pagetable::{
-    wgsl_constants, ControlLayout, DirtyBits, FaultBuffer, FaultReport, PageTable, Words,
-    BINDING_FRAMES, PTE_IN_PLACE, PTE_WRITABLE,
+    map_is_uniform, map_words, wgsl_constants, wgsl_in_place_map, ControlLayout, DirtyBits,
+    FaultBuffer, FaultReport, PageTable, Words, BINDING_FRAMES, PTE_IN_PLACE, PTE_WRITABLE,
 };
 use super::pipeline::ComputePipeline;
 use super::pool::{FrameId, FramePool, Geometry};
@@ -188,6 +188,8 @@ struct Buffers {
     dirty: Buffer,
     faults: Buffer,
     frames: Vec<Buffer>,
+    /// In place: the in-place map, bound at the dirty words' binding (`pagetable.rs`).
+    map: Option<Buffer>,
 }
 
 /// Device copies of blocks on a Vulkan device. See the module docs.
@@ -365,7 +367,11 @@ impl VulkanBlockDevice {
             _ => None,
         };
 
-        let table = PageTable::new(words_of(&page_table));
+        let map = match in_place {
+            true => Some(control(map_words(blocks) as u64 * 4, "the in-place map")?),
+            false => None,
+        };
+        let table = PageTable::new(words_of(&page_table), map.as_ref().map(words_of));
         let dirty_bits = DirtyBits::new(words_of(&dirty));
         let fault_buffer = FaultBuffer::new(words_of(&faults), layout);
         let frame_handles = frames.iter().map(|b| b.raw()).collect();
@@ -395,6 +401,7 @@ impl VulkanBlockDevice {
                 dirty,
                 faults,
                 frames,
+                map,
             }),
             device,
         })
@@ -461,6 +468,8 @@ impl VulkanBlockDevice {
         let mut s = wgsl_constants(&self.geometry, &self.layout);
         if let Some(w) = &self.windows {
             s.push_str(&format!("const UNIMEM_WINDOW_SHIFT: u32 = {}u;\n", lock(w).window_bytes().trailing_zeros()));
+            let uniform = map_is_uniform(self.layout.blocks, self.device.report().max_uniform_buffer_range);
+            s.push_str(&wgsl_in_place_map(self.layout.blocks, uniform));
         }
         s
     }
@@ -515,8 +524,8 @@ impl VulkanBlockDevice {
     }
 
     /// Runs `pipeline` with the engine's buffers bound by the binding convention of
-    /// `pagetable.rs` (page table at 0, dirty bitmap at 1, fault buffer at 2, frame buffers
-    /// from 3) and `args[i]` at binding `3 + frame buffers + i`. Bindings the kernel does not
+    /// `pagetable.rs` (page table at 0, dirty bitmap at 1 or in place the in-place map, fault
+    /// buffer at 2, frame buffers from 3) and `args[i]` at binding `3 + frame buffers + i`. Bindings the kernel does not
     /// use are skipped. Waits for completion.
     pub fn dispatch(
         &self,
@@ -532,9 +541,11 @@ impl VulkanBlockDevice {
             dirty,
             faults,
             frames,
+            map,
         } = &mut *buffers;
         let first_arg = BINDING_FRAMES as usize + frames.len();
-        let mut own: Vec<Option<&mut Buffer>> = [page_table, dirty, faults]
+        let at_dirty = map.as_mut().unwrap_or(dirty);
+        let mut own: Vec<Option<&mut Buffer>> = [page_table, at_dirty, faults]
             .into_iter()
             .chain(frames.iter_mut())
             .map(Some)

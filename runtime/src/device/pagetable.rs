@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | 0 | page table | `var<storage, read> unimem_pt: array<u32>` |
 //! | 1 | dirty words | `var<storage, read_write> unimem_dirty: array<u32>` |
+//! | 1 | in place instead: the in-place map | `var<uniform> unimem_map: array<vec4<u32>, MAP_VEC4>` (or storage, see below) |
 //! | 2 | fault buffer | `var<storage, read_write> unimem_faults: array<atomic<u32>>` |
 //! | 3 ..= 2+F | frame buffers 0..F | `var<storage, read_write> unimem_frames_i: array<u32>` |
 //! | 3+F .. | the launch's own buffers | |
@@ -34,6 +35,16 @@
 //! Frame `f` lives in frame buffer `f >> FRAME_BUFFER_SHIFT` at byte offset
 //! `(f & (FRAMES_PER_BUFFER - 1)) * BLOCK_SIZE`, so the word holding byte `o` of block `b` is
 //! word `((f & (FRAMES_PER_BUFFER - 1)) << (BLOCK_SHIFT - 2)) + (o >> 2)` of that buffer.
+//!
+//! # In-place map (binding 1 in in-place mode)
+//!
+//! In place, kernels need only know whether a block is mapped (every in-place mapping is
+//! writable): bit `b % 32` of word `b / 32` is set exactly when block `b`'s entry has
+//! [`PTE_IN_PLACE`] (kept by `publish` and `clear`). `MAP_VEC4` vec4s of words; declared as
+//! a uniform buffer when that fits `maxUniformBufferRange` ([`map_is_uniform`]), since a
+//! uniform load costs lavapipe a gather where a storage load is a loop over the lanes, else
+//! as `var<storage, read> unimem_map: array<u32>`. The dirty words are not needed in place
+//! (the host pages are the only copy), so the map takes their binding.
 //!
 //! # Dirty words (binding 1)
 //!
@@ -147,6 +158,34 @@ pub const fn pte_frame(entry: u32) -> Option<FrameId> {
     }
 }
 
+/// Words of the in-place map for `blocks` blocks: one bit each, in whole vec4s.
+pub fn map_words(blocks: u32) -> usize {
+    (blocks as usize).div_ceil(128) * 4
+}
+
+/// Whether the in-place map for `blocks` blocks is declared as a uniform buffer: when it fits
+/// `max_uniform_range` bytes.
+pub fn map_is_uniform(blocks: u32, max_uniform_range: u32) -> bool {
+    (map_words(blocks) * 4) as u64 <= u64::from(max_uniform_range)
+}
+
+/// The WGSL declaration of the in-place map (binding 1) for `blocks` blocks, as a uniform
+/// buffer or a storage buffer, and `unimem_map_word(w)`, its word `w`.
+pub fn wgsl_in_place_map(blocks: u32, uniform: bool) -> String {
+    if uniform {
+        format!(
+            "@group(0) @binding({BINDING_DIRTY}) var<uniform> unimem_map: array<vec4<u32>, {}>;\n\
+             fn unimem_map_word(w: u32) -> u32 {{ return unimem_map[w >> 2u][w & 3u]; }}\n",
+            map_words(blocks) / 4
+        )
+    } else {
+        format!(
+            "@group(0) @binding({BINDING_DIRTY}) var<storage, read> unimem_map: array<u32>;\n\
+             fn unimem_map_word(w: u32) -> u32 {{ return unimem_map[w]; }}\n"
+        )
+    }
+}
+
 /// Sizes of the three control buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ControlLayout {
@@ -241,15 +280,36 @@ impl Words {
 pub(crate) struct PageTable {
     host: Box<[AtomicU32]>,
     device: Words,
+    /// In place: the in-place map (module docs), one bit per block, kept equal to "the device
+    /// entry has `PTE_IN_PLACE`".
+    map: Option<Words>,
 }
 
 impl PageTable {
-    /// A page table over `device` (one word per block), cleared.
-    pub fn new(device: Words) -> PageTable {
+    /// A page table over `device` (one word per block), cleared; in place with its map
+    /// (at least one bit per block), cleared.
+    pub fn new(device: Words, map: Option<Words>) -> PageTable {
         device.zero(0, device.len());
+        if let Some(m) = &map {
+            assert!(m.len() * 32 >= device.len(), "in-place map of {} words for {} blocks", m.len(), device.len());
+            m.zero(0, m.len());
+        }
         PageTable {
             host: (0..device.len()).map(|_| AtomicU32::new(0)).collect(),
             device,
+            map,
+        }
+    }
+
+    /// Sets `block`'s bit in the in-place map to whether `entry` maps it in place.
+    fn set_mapped(&self, block: u32, entry: u32) {
+        if let Some(m) = &self.map {
+            let (word, bit) = (m.at(block as usize / 32), 1u32 << (block % 32));
+            if entry & PTE_IN_PLACE != 0 {
+                word.fetch_or(bit, Ordering::Relaxed);
+            } else {
+                word.fetch_and(!bit, Ordering::Relaxed);
+            }
         }
     }
 
@@ -286,6 +346,7 @@ impl PageTable {
         self.device
             .at(block as usize)
             .store(entry, Ordering::Relaxed);
+        self.set_mapped(block, entry);
         self.host[block as usize].store(entry, Ordering::Release);
     }
 
@@ -302,6 +363,7 @@ impl PageTable {
     /// Marks `block` absent in both tables.
     pub fn clear(&self, block: u32) {
         self.device.at(block as usize).store(0, Ordering::Relaxed);
+        self.set_mapped(block, 0);
         self.host[block as usize].store(0, Ordering::Release);
     }
 
@@ -528,9 +590,27 @@ mod tests {
     }
 
     #[test]
+    fn the_in_place_map_follows_the_entries() {
+        let (_mem, words) = memory(300);
+        let (_map_mem, map) = memory(map_words(300));
+        let pt = PageTable::new(words, Some(map));
+        let bit = |b: u32| pt.map.as_ref().unwrap().at(b as usize / 32).load(Ordering::Relaxed) >> (b % 32) & 1;
+        assert!((0..300).all(|b| bit(b) == 0), "cleared at creation");
+        for b in [0, 31, 32, 299] {
+            pt.publish(b, PTE_IN_PLACE | PTE_WRITABLE);
+        }
+        assert!((0..300).all(|b| bit(b) == u32::from([0, 31, 32, 299].contains(&b))));
+        pt.publish(31, pte(5, true)); // a frame: not in place
+        pt.clear(299);
+        assert_eq!((bit(0), bit(31), bit(32), bit(299)), (1, 0, 1, 0));
+        assert_eq!(map_words(300), 12);
+        assert!(map_is_uniform(1 << 16, 65536) && !map_is_uniform(1 << 20, 65536));
+    }
+
+    #[test]
     fn page_table_mirrors_and_hides_filling_entries() {
         let (_mem, words) = memory(64);
-        let pt = PageTable::new(words);
+        let pt = PageTable::new(words, None);
         assert_eq!(pt.device_entry(3), 0, "cleared at creation");
         pt.reserve(3, 9);
         assert!(pt.is_filling(3));

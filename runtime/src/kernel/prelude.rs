@@ -254,12 +254,12 @@ pub fn module(
     ] {
         let _ = writeln!(s, "const UNIMEM_ERROR_{name}: u32 = {v}u;");
     }
-    s.push_str(
-        "@group(0) @binding(0) var<storage, read> unimem_pt: array<u32>;
-@group(0) @binding(1) var<storage, read_write> unimem_dirty: array<u32>;
-@group(0) @binding(2) var<storage, read_write> unimem_faults: array<atomic<u32>>;
-",
-    );
+    s.push_str("@group(0) @binding(0) var<storage, read> unimem_pt: array<u32>;\n");
+    // In place, binding 1 is the in-place map, which `constants` declares.
+    if !in_place {
+        s.push_str("@group(0) @binding(1) var<storage, read_write> unimem_dirty: array<u32>;\n");
+    }
+    s.push_str("@group(0) @binding(2) var<storage, read_write> unimem_faults: array<atomic<u32>>;\n");
     // Frames are atomic only for kernels that use atomics: plain loads vectorise (lavapipe
     // runs atomic loads lane by lane, ~10x slower on a pointer chase).
     let frame_ty = if atomics { "array<atomic<u32>>" } else { "array<u32>" };
@@ -498,13 +498,14 @@ fn unimem_commit_word(p: u64, v: u32) {
 
 "#;
 
-/// Translation in place (in-place mode): the entry only says whether the block is mapped.
+/// Translation in place (in-place mode): the in-place map only says whether the block is
+/// mapped.
 pub const IN_PLACE: &str = r#"
 // Where the word at p lives: (window, word). Stops the invocation (fault or error) when
 // p's block is not mapped in place, or already stopped; callers then discard what they read
-// and do nothing. The location depends on p alone, not on the page-table entry, so the data
-// load runs beside the entry's load instead of after it (a pointer chase pays one dependent
-// load per step instead of two). Every location is safe to read: a window index beyond the
+// and do nothing. The location depends on p alone, not on the map, so the data load runs
+// beside the map's load instead of after it (a pointer chase pays one dependent load per
+// step instead of two). Every in-place mapping is writable: no read-only check. Every location is safe to read: a window index beyond the
 // bound ones reads 0 (the frame switch's default; with one window bound, window 0), a word
 // beyond a window's end is clamped (naga's Restrict policy), and the windows are committed
 // heap memory. Counts a step.
@@ -515,11 +516,11 @@ fn unimem_translate(p: u64, write: bool, align: u32) -> vec2<u32> {
     let off = p - UNIMEM_BASE;
     let in_range = off < UNIMEM_ARENA_BYTES; // below the base, off wraps above the arena
     let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
-    let e = unimem_pt[b];
-    let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && e != 0u, align);
+    let mapped = ((unimem_map_word(b >> 5u) >> (b & 31u)) & 1u) != 0u;
+    let kind = unimem_error_kind(p, in_range, false, align);
     // A block in a window this pipeline does not bind (the heap grew after the runtime chose
     // the pipeline) is a fault: the next round binds it.
-    let absent = (e & UNIMEM_PTE_IN_PLACE) == 0u || u32(off >> UNIMEM_WINDOW_SHIFT) >= UNIMEM_BOUND_BUFFERS;
+    let absent = !mapped || u32(off >> UNIMEM_WINDOW_SHIFT) >= UNIMEM_BOUND_BUFFERS;
     if ((kind != 0u || absent) && unimem_stop == 0u) {
         unimem_stop_with(kind, p, b);
     }
@@ -936,7 +937,7 @@ fn unimem_atomic_compare_exchange_u32(p: u64, cmp: u32, v: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::pagetable::{wgsl_constants, ControlLayout};
+    use crate::device::pagetable::{wgsl_constants, wgsl_in_place_map, ControlLayout};
     use crate::device::pool::Geometry;
     use crate::kernel::compile_wgsl_named;
 
@@ -967,10 +968,12 @@ fn all(id: u32) {
     }
 
     /// The in-place module with `windows` windows of 128 MiB over 8 frame buffers.
-    fn in_place_source(user: &str, mode: u32, windows: usize) -> String {
+    /// With the in-place map `uniform` or not.
+    fn in_place_source(user: &str, mode: u32, windows: usize, uniform: bool) -> String {
         let g = Geometry::new(65536, 1 << 30, 128 << 20, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
-        let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n", wgsl_constants(&g, &layout));
+        let map = wgsl_in_place_map(layout.blocks, uniform);
+        let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{map}", wgsl_constants(&g, &layout));
         let variant = Variant { mode, buffers: windows, in_place: true };
         module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant)
     }
@@ -978,13 +981,23 @@ fn all(id: u32) {
     #[test]
     fn in_place_windows_follow_the_argument_buffers_in_every_mode() {
         // Arguments at 3 + 8 = 11 (+0..+4), windows from 16.
-        for mode in [spill::MODE_NORMAL, spill::MODE_SPILL, MODE_COMMIT] {
-            let src = in_place_source(ALL, mode, 2);
+        // The 64-bit views of the two windows follow them (18, 19); the in-place map takes
+        // binding 1, as a uniform or a storage buffer.
+        for (mode, uniform) in [(spill::MODE_NORMAL, true), (spill::MODE_NORMAL, false), (spill::MODE_SPILL, true), (MODE_COMMIT, true)] {
+            let src = in_place_source(ALL, mode, 2, uniform);
             assert!(src.contains("@binding(16) var<storage, read_write> unimem_frames_0"), "{src}");
             assert!(src.contains("@binding(17) var<storage, read_write> unimem_frames_1") && !src.contains("unimem_frames_2"));
+            assert!(src.contains("@binding(19) var<storage, read> unimem_wide_1: array<u64>"));
             assert!(src.contains("@binding(11) var<uniform> unimem_args"));
+            let map = if uniform { "@binding(1) var<uniform> unimem_map" } else { "@binding(1) var<storage, read> unimem_map" };
+            assert!(src.contains(map) && !src.contains("unimem_dirty:"), "{src}");
             assert!(!src.contains("(loc.x << UNIMEM_FRAME_BUFFER_SHIFT)"), "no frame arithmetic in place");
-            compile_wgsl_named("in_place.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
+            let k = compile_wgsl_named("in_place.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
+            if mode == spill::MODE_NORMAL {
+                let b1 = k.bindings.iter().find(|b| b.binding == 1).expect("the map is used");
+                assert_eq!(b1.uniform_bytes, uniform.then_some((1u64 << 16) / 8));
+                assert!(!k.bindings.iter().any(|b| b.binding == 0), "in place reads no page table");
+            }
         }
     }
 
