@@ -5,7 +5,9 @@
 //!
 //! 1. Stale device copies are reaped; the allocations the pointer arguments point into, and
 //!    the blocks earlier launches of this kernel faulted on, are made resident (`to_device`,
-//!    read duplication: Host -> Shared), up to the pool's capacity.
+//!    read duplication: Host -> Shared), up to the pool's capacity. In place, where mapping
+//!    copies nothing, every live block of the heap not mapped yet is mapped instead, so that
+//!    a launch faults only on memory allocated while it runs, or freed memory.
 //! 2. Round 0 dispatches all `n` invocations. An invocation that meets a block without a
 //!    device copy stops and appends its id and the block to the output list (see
 //!    `prelude.rs`). One whose private store or atomic log is full stops
@@ -435,6 +437,12 @@ impl Kernel {
     /// which replay rounds keep most recently used so that migrating faulted blocks evicts
     /// other blocks first.
     fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], touched: &[u32], report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
+        if dev.in_place() {
+            // Mapping costs no copy and no frame: map every live block not mapped yet, so that
+            // the launch faults only on memory allocated while it runs (or freed memory).
+            report.prefetched_blocks = map_all_live(space)?;
+            return Ok(Vec::new());
+        }
         let bs = space.block_size();
         // Wanted blocks in priority order, each once: (block, moved for writing).
         let mut want: Vec<(u32, bool)> = Vec::new();
@@ -464,8 +472,7 @@ impl Kernel {
                 r.map(|b| b as u32).filter(|&b| has_live(space, b)).for_each(|b| add(&mut want, b, for_write));
             }
         }
-        // In place nothing takes a frame: every wanted block is mapped.
-        let capacity = if dev.in_place() { usize::MAX } else { dev.capacity() };
+        let capacity = dev.capacity();
         let mut pinned: Vec<u32> = want.iter().map(|&(b, _)| b).take(capacity / 2).collect();
         for &b in touched {
             if has_live(space, b) {
@@ -689,7 +696,7 @@ impl Kernel {
     /// allocated meanwhile (or freed memory, an error).
     fn migrate(&self, space: &Space, budget: usize, prefetch: u32, faulted: &mut Vec<u32>) -> Result<(), Error> {
         if space.device().in_place() {
-            return map_all_live(space);
+            return map_all_live(space).map(|_| ());
         }
         faulted.truncate(budget);
         faulted.sort_unstable();
@@ -745,14 +752,15 @@ fn default_max_steps(dev: &VulkanBlockDevice) -> u32 {
 }
 
 /// In place: maps every block of the committed heap that holds a live allocation and is not
-/// mapped yet (one state load per mapped block, a bitmap scan per other block).
-fn map_all_live(space: &Space) -> Result<(), Error> {
+/// mapped yet (one state load per mapped block, a bitmap scan per other block). Returns how
+/// many it mapped.
+fn map_all_live(space: &Space) -> Result<u64, Error> {
     let committed = (unimem_alloc::managed_committed() / space.block_size()) as u32;
     let todo: Vec<u32> = (0..committed).filter(|&b| space.state(b as usize) != CoState::InPlace && has_live(space, b)).collect();
     for (first, count) in runs(&todo) {
         space.to_device(space.block_addr(first as usize), count * space.block_size(), false)?;
     }
-    Ok(())
+    Ok(todo.len() as u64)
 }
 
 /// True when block `b` holds a live allocation.
