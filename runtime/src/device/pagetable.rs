@@ -30,7 +30,9 @@
 //! - bit 28 ([`PTE_WRITABLE`]): stores are allowed (set on upload; cleared by
 //!   `set_writable(.., false)`; a store to a resident block without it is an error kind
 //!   [`KERNEL_ERROR_READ_ONLY`]);
-//! - bits 29..=31: zero (reserved).
+//! - bit 29 ([`PTE_IN_PLACE`]): in-place mode, the block is mapped to its own host pages
+//!   (frame bits 0; kernels read the in-place map below instead of this entry);
+//! - bits 30..=31: zero (reserved).
 //!
 //! Frame `f` lives in frame buffer `f >> FRAME_BUFFER_SHIFT` at byte offset
 //! `(f & (FRAMES_PER_BUFFER - 1)) * BLOCK_SIZE`, so the word holding byte `o` of block `b` is

@@ -505,11 +505,11 @@ pub const IN_PLACE: &str = r#"
 // p's block is not mapped in place, or already stopped; callers then discard what they read
 // and do nothing. The location depends on p alone, not on the map, so the data load runs
 // beside the map's load instead of after it (a pointer chase pays one dependent load per
-// step instead of two). Every in-place mapping is writable: no read-only check. Every location is safe to read: a window index beyond the
-// bound ones reads 0 (the frame switch's default; with one window bound, window 0), a word
-// beyond a window's end is clamped (naga's Restrict policy), and the windows are committed
-// heap memory. Counts a step.
-// `align` as in the FRAMES version.
+// step instead of two). Every in-place mapping is writable: no read-only check. Every
+// location is safe to read: a window index beyond the bound ones reads 0 (the frame switch's
+// default; with one window bound, window 0), a word beyond a window's end is clamped (naga's
+// Restrict policy), and the windows are committed heap memory. Counts a step. `align` as in
+// the FRAMES version.
 fn unimem_translate(p: u64, write: bool, align: u32) -> vec2<u32> {
     // Branch-free until the one test below (each divergent branch is paid by every lane).
     unimem_steps += 1u;
