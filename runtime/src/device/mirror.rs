@@ -173,8 +173,11 @@ impl Windows {
             Some(a) => a,
             None => spare.next().expect("spare for the atomic-log slot"),
         });
-        let (narrow, wide): (Vec<_>, Vec<_>) = self.buffers.iter_mut().take(real).map(|[n, w]| (n, w)).unzip();
-        out.extend(narrow);
+        let mut wide = Vec::with_capacity(real);
+        for [n, w] in self.buffers.iter_mut().take(real) {
+            out.push(n);
+            wide.push(w);
+        }
         out.extend(spare.by_ref().take(bound - real));
         out.extend(wide);
         out.extend(spare.take(bound - real));

@@ -208,7 +208,7 @@ pub fn compile_wgsl_named(
             }
             naga::AddressSpace::Handle => {
                 return Err(unsupported(format!(
-                    "`{label}` is a texture, sampler or other handle; kernels take storage buffers only"
+                    "`{label}` is a texture, sampler or other handle; kernels take storage and uniform buffers only"
                 )));
             }
             // Private and workgroup variables need no binding.
