@@ -229,6 +229,41 @@ impl Span {
         (self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed)) & bit == 0
     }
 
+    /// Racy view, like [`Span::is_live`]: calls `f(a, b)` for each maximal run `a..b` of
+    /// allocated objects within `lo..hi`, in order. Tests 64 objects per bitmap word.
+    pub fn live_runs(&self, lo: usize, hi: usize, mut f: impl FnMut(usize, usize)) {
+        // The first object of the run being built, if one is open.
+        let mut open: Option<usize> = None;
+        let mut idx = lo;
+        while idx < hi {
+            let (w, bit) = (idx / 64, idx % 64);
+            let n = (hi - idx).min(64 - bit);
+            let free = self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed);
+            // Bit k of `live`: object idx + at + k is allocated (for k < n - at).
+            let mut live = !(free >> bit);
+            let mut at = 0;
+            while at < n {
+                let step = match open {
+                    None => live.trailing_zeros() as usize,
+                    Some(_) => live.trailing_ones() as usize,
+                }
+                .min(n - at);
+                at += step;
+                live = live.checked_shr(step as u32).unwrap_or(0);
+                if at < n {
+                    match open.take() {
+                        None => open = Some(idx + at),
+                        Some(a) => f(a, idx + at),
+                    }
+                }
+            }
+            idx += n;
+        }
+        if let Some(a) = open {
+            f(a, hi);
+        }
+    }
+
     /// Racy view, like [`Span::is_live`]: is any of the objects `lo..hi` allocated? Tests
     /// 64 objects per bitmap word.
     pub fn any_live(&self, lo: usize, hi: usize) -> bool {

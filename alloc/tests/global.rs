@@ -135,22 +135,29 @@ fn for_each_live_reports_exactly_the_live_blocks() {
     unsafe { ua::free(big) };
 }
 
-#[test]
-fn any_live_agrees_with_for_each_live_on_every_window() {
-    // 3000 objects of 48 B (several bitmap words, windows cutting words and objects), with
-    // runs of frees so that whole words, single bits and word edges are free.
-    let ptrs: Vec<*mut u8> = (0..3000).map(|_| ua::alloc(48)).collect();
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut freed = vec![false; ptrs.len()];
+/// `count` objects of 48 B, of which those where `free(index, random)` holds are freed again
+/// (`random` from a xorshift seeded with `seed`). Returns the pointers and which were freed.
+fn holes(count: usize, seed: u64, free: impl Fn(usize, u64) -> bool) -> (Vec<*mut u8>, Vec<bool>) {
+    let ptrs: Vec<*mut u8> = (0..count).map(|_| ua::alloc(48)).collect();
+    let mut x = seed;
+    let mut freed = vec![false; count];
     for (i, p) in ptrs.iter().enumerate() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        if (i / 200) % 2 == 1 || seed % 3 == 0 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if free(i, x) {
             unsafe { ua::free(*p) };
             freed[i] = true;
         }
     }
+    (ptrs, freed)
+}
+
+#[test]
+fn any_live_agrees_with_for_each_live_on_every_window() {
+    // 3000 objects of 48 B (several bitmap words, windows cutting words and objects), with
+    // runs of frees so that whole words, single bits and word edges are free.
+    let (ptrs, freed) = holes(3000, 0x2545_f491_4f6c_dd1d, |i, r| (i / 200) % 2 == 1 || r.is_multiple_of(3));
     let lo = ptrs.iter().map(|p| *p as usize).min().unwrap();
     let hi = ptrs.iter().map(|p| *p as usize).max().unwrap() + 48;
     let (mut checked, mut both) = (0, [0, 0]);
@@ -174,6 +181,49 @@ fn any_live_agrees_with_for_each_live_on_every_window() {
     }
     assert!(checked > 1000 && both[0] > 10 && both[1] > 10, "{checked} windows, {both:?} (dead, live)");
     assert!(!ua::any_live(lo, 0));
+    for (i, p) in ptrs.iter().enumerate() {
+        if !freed[i] {
+            unsafe { ua::free(*p) };
+        }
+    }
+}
+
+#[test]
+fn for_each_live_run_covers_exactly_the_live_objects_in_merged_runs() {
+    // 3000 objects of 48 B with runs of frees (whole bitmap words free, single bits, word
+    // edges), seen through windows that cut words and objects.
+    let (ptrs, freed) = holes(3000, 0x9e37_79b9_7f4a_7c15, |i, r| (i / 150) % 3 == 1 || r.is_multiple_of(4));
+    let lo = ptrs.iter().map(|p| *p as usize).min().unwrap();
+    let hi = ptrs.iter().map(|p| *p as usize).max().unwrap() + 48;
+    let mut merged = 0;
+    for len in [1, 48, 100, 4096, 65536, hi - lo] {
+        let mut at = lo;
+        while at < hi {
+            // Other tests' threads may change spans the window covers: agreement on one of a
+            // few tries is the test.
+            let agreed = (0..5).any(|_| {
+                let mut objects = Vec::new();
+                ua::for_each_live(at, len, |b, s| objects.push((b, s)));
+                let mut runs = Vec::new();
+                ua::for_each_live_run(at, len, |b, s| runs.push((b, s)));
+                // The runs, cut into the objects' sizes, are the objects; runs are in order
+                // and do not overlap.
+                let mut cut = Vec::new();
+                for &(b, s) in &runs {
+                    let size = objects.iter().find(|o| o.0 == b).map_or(s, |o| o.1);
+                    cut.extend((0..s / size).map(|k| (b + k * size, size)));
+                }
+                let ordered = runs.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0);
+                if runs.len() < objects.len() {
+                    merged += 1;
+                }
+                ordered && cut == objects
+            });
+            assert!(agreed, "window {at:#x}+{len}: for_each_live_run disagrees with for_each_live");
+            at += 41 + len / 3;
+        }
+    }
+    assert!(merged > 10, "runs merged neighbours in only {merged} windows");
     for (i, p) in ptrs.iter().enumerate() {
         if !freed[i] {
             unsafe { ua::free(*p) };

@@ -192,7 +192,7 @@ var<immediate> prm: P;
     let groups = [CHASE_INVOCATIONS / 64, 1, 1];
     let first = chase.launch(CHASE_INVOCATIONS, &chase_args).unwrap();
     println!("pointer chase, first launch: {first:?}");
-    let mut accessors = || {
+    let accessors = || {
         let t = Instant::now();
         let r = chase.launch(CHASE_INVOCATIONS, &chase_args).unwrap();
         assert_eq!(r.device_faults, 0, "warm launch");

@@ -91,6 +91,13 @@ pub const IN_PLACE: EnvOption = EnvOption {
     help: "auto | on (kernels read and write host RAM in place; fails without VK_EXT_external_memory_host) | off (blocks migrate into device frames)",
 };
 
+/// `UNIMEM_DISCOVER`: whether a launch walks its arguments' data for pointers to prefetch.
+pub const DISCOVER: EnvOption = EnvOption {
+    name: "UNIMEM_DISCOVER",
+    default: "on",
+    help: "on | off: before a launch in migrating mode, scan the data the pointer arguments point to for pointers into the heap, transitively, and prefetch the blocks they reach (kernel/discover.rs); off: prefetch only the arguments' own allocations",
+};
+
 /// `UNIMEM_FAULTS`: the CPU fault mechanism coherence uses.
 pub const FAULTS: EnvOption = EnvOption {
     name: "UNIMEM_FAULTS",
@@ -107,6 +114,7 @@ pub const ALL: &[EnvOption] = &[
     DEVICE_MEMORY,
     DEVICE_COPY,
     IN_PLACE,
+    DISCOVER,
     FAULTS,
 ];
 
@@ -206,6 +214,18 @@ pub fn in_place() -> Result<InPlaceMode, String> {
         "on" | "1" | "yes" => Ok(InPlaceMode::On),
         "off" | "0" | "no" => Ok(InPlaceMode::Off),
         _ => Err(format!("{}={text:?} is not one of auto, on, off; set one of those or unset it", IN_PLACE.name)),
+    }
+}
+
+/// `UNIMEM_DISCOVER`, validated: whether launches walk their arguments' data (default on).
+pub fn discover() -> Result<bool, String> {
+    let Some(text) = DISCOVER.value() else {
+        return Ok(true);
+    };
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "1" | "yes" | "true" => Ok(true),
+        "off" | "0" | "no" | "false" => Ok(false),
+        _ => Err(format!("{}={text:?} is not one of on, off; set one of those or unset it", DISCOVER.name)),
     }
 }
 

@@ -109,7 +109,9 @@ fn overflow(id: u32) {
     for (var i = 0u; i < 40u; i++) {
         unimem_store_u32(out + u64(i) * 4lu, i + 1u);
     }
-    let far = unimem_arg_u64(2u);
+    // The address comes disguised (complemented), so that the launch does not take it for a
+    // pointer and prefetch its block.
+    let far = ~unimem_arg_u64(2u);
     unimem_store_u32(out + 160lu, unimem_load_u32(far));
 }
 ";
@@ -120,10 +122,10 @@ fn a_fault_after_the_store_log_overflowed_is_replayed_exactly() {
     let test = "a_fault_after_the_store_log_overflowed_is_replayed_exactly";
     let Some(k) = kernel(test, OVERFLOW, "overflow") else { return };
     let out = vec![0u32; 64];
-    let far = vec![7u32; 1 << 16]; // its own blocks, not an argument: not prefetched
+    let far = vec![7u32; 1 << 16]; // its own blocks, which no argument points to: not prefetched
     let far_addr = far.as_ptr() as u64;
     unimem::prefetch(far.as_ptr().cast(), 4, unimem::Location::Host).unwrap();
-    let r = k.launch(1, &Args::new().ptr(&out[..]).u64(far_addr)).unwrap();
+    let r = k.launch(1, &Args::new().ptr(&out[..]).u64(!far_addr)).unwrap();
     assert!(r.escalated >= 2 && r.device_faults >= 1, "overflowed, then faulted in a spill round: {r:?}");
     assert_eq!(out[..40], (1..=40).collect::<Vec<u32>>()[..]);
     assert_eq!(out[40], 7);

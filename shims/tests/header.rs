@@ -314,11 +314,19 @@ fn program_linked_with_lunimem() {
 /// use unimem): it must pass, or skip without a device (it fails with `UNIMEM_REQUIRE_DEVICE=1`).
 /// `in_place`: the `UNIMEM_IN_PLACE` setting (on lavapipe `auto` means in place).
 fn kernel_sample(name: &str, in_place: &str) {
+    kernel_sample_with(name, in_place, "on");
+}
+
+/// As [`kernel_sample`], with `UNIMEM_DISCOVER` set to `discover`.
+fn kernel_sample_with(name: &str, in_place: &str, discover: &str) {
     let dir = lib().parent().unwrap();
     let link: Vec<&OsStr> = vec![OsStr::new("-L"), dir.as_os_str(), OsStr::new("-lunimem")];
     let exe = compile_c(name, &link);
     let out = run(
-        with_shim(&mut Command::new(&exe)).env("LD_LIBRARY_PATH", dir).env("UNIMEM_IN_PLACE", in_place),
+        with_shim(&mut Command::new(&exe))
+            .env("LD_LIBRARY_PATH", dir)
+            .env("UNIMEM_IN_PLACE", in_place)
+            .env("UNIMEM_DISCOVER", discover),
         Duration::from_secs(300),
     );
     out.assert_success(&format!("the {name} sample"));
@@ -355,4 +363,10 @@ fn kernel_bst_sample() {
 #[test]
 fn kernel_bst_sample_migrating() {
     kernel_sample("kernel_bst", "off");
+}
+
+/// The same without discovery: the tree arrives by device faults and replay rounds.
+#[test]
+fn kernel_bst_sample_migrating_by_faults() {
+    kernel_sample_with("kernel_bst", "off", "off");
 }

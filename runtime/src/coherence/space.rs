@@ -144,6 +144,11 @@ impl Space {
         &*self.prot
     }
 
+    /// Number of blocks the space covers (of the reserved heap, committed or not).
+    pub fn block_count(&self) -> usize {
+        self.len >> self.shift
+    }
+
     /// Block number of `addr`, if managed.
     #[inline]
     pub fn block_of(&self, addr: usize) -> Option<usize> {

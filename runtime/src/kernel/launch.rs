@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::compile::compile_wgsl_named;
+use super::discover;
 use super::prelude::{self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, NO_BLOCK, NO_LIST, POISON_CAPACITY};
 use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NORMAL, MODE_SPILL};
 use crate::advice;
@@ -164,12 +165,13 @@ pub struct LaunchReport {
 
 /// Launch arguments: `u32` words, as the kernel reads them with `unimem_arg_u32(i)` /
 /// `unimem_arg_u64(i)` / `unimem_arg_ptr(i)` (`i` is the word index, i.e. the byte offset
-/// over 4, as in a C struct: 64-bit values are aligned to an even word). Pointers added with
-/// [`Args::ptr`] are also prefetched before the launch.
+/// over 4, as in a C struct: 64-bit values are aligned to an even word). Before the launch,
+/// every 64-bit value that points into a live allocation (a pointer added with [`Args::ptr`],
+/// or any other) is taken for a pointer: its allocation is made resident, and the data it
+/// reaches discovered (`discover.rs`).
 #[derive(Clone, Debug, Default)]
 pub struct Args {
     words: Vec<u32>,
-    pointers: Vec<u64>,
 }
 
 impl Args {
@@ -210,8 +212,7 @@ impl Args {
         self.raw_ptr(r as *mut T as *mut u8 as u64)
     }
     /// Appends a pointer given as an address (prefetched like [`Args::ptr`]).
-    pub fn raw_ptr(mut self, p: u64) -> Args {
-        self.pointers.push(p);
+    pub fn raw_ptr(self, p: u64) -> Args {
         self.u64(p)
     }
     /// Appends a plain value's bytes, padded to whole words.
@@ -386,20 +387,19 @@ impl Kernel {
     /// Runs invocations `0..n` with `args` (at most 3968 bytes: `prelude::ARGS_BYTES` less
     /// the header); returns when all completed.
     pub fn launch(&self, n: u32, args: &Args) -> Result<LaunchReport, Error> {
-        self.launch_words(n, &args.words, Some(&args.pointers))
+        self.launch_words(n, &args.words)
     }
 
-    /// Runs invocations `0..n` with arguments given as raw bytes (the C API). Every aligned
-    /// 8-byte word that points into a live allocation is prefetched.
+    /// Runs invocations `0..n` with arguments given as raw bytes (the C API), prefetched as
+    /// [`Args`] are.
     pub fn launch_bytes(&self, n: u32, bytes: &[u8]) -> Result<LaunchReport, Error> {
         let _internal = InternalScope::new();
         let mut words = vec![0u32; bytes.len().div_ceil(4)];
         bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        let pointers: Vec<u64> = words.chunks_exact(2).map(|w| u64::from(w[0]) | u64::from(w[1]) << 32).collect();
-        self.launch_words(n, &words, Some(&pointers))
+        self.launch_words(n, &words)
     }
 
-    fn launch_words(&self, n: u32, words: &[u32], pointers: Option<&[u64]>) -> Result<LaunchReport, Error> {
+    fn launch_words(&self, n: u32, words: &[u32]) -> Result<LaunchReport, Error> {
         let _internal = InternalScope::new();
         let start = Instant::now();
         let (space, dev) = vulkan_runtime()?;
@@ -420,7 +420,10 @@ impl Kernel {
         space.reap_stale();
         let t = Instant::now();
         let advised = advice::ranges();
-        let pinned = self.prefetch(space, dev, pointers.unwrap_or(&[]), &advised, &state.touched, &mut report)?;
+        // Every aligned 64-bit argument may be a pointer (the blocks of those that are not
+        // pointers into live allocations are skipped).
+        let pointers: Vec<u64> = words.chunks_exact(2).map(|w| u64::from(w[0]) | u64::from(w[1]) << 32).collect();
+        let pinned = self.prefetch(space, dev, &pointers, &advised, &mut state.touched, &mut report)?;
         report.migrate_time += t.elapsed();
         let r = self.rounds(space, dev, &serial, &mut state, n, words, &pinned, &mut report);
         // Advised PreferredHost: what the launch pulled to the device goes home now.
@@ -432,11 +435,12 @@ impl Kernel {
     }
 
     /// Makes the arguments' allocations, the ranges advised for the device (`ReadMostly`,
-    /// `Mirror`: read-duplicated; `PreferredDevice`: moved) and the blocks of earlier
-    /// launches resident. Returns the arguments' and advised blocks (at most half the pool),
+    /// `Mirror`: read-duplicated; `PreferredDevice`: moved), the blocks their data points to
+    /// (`discover.rs`, unless `UNIMEM_DISCOVER=off`) and the blocks of earlier launches
+    /// resident, in that order of priority, as many as the pool holds. Returns the arguments' and advised blocks (at most half the pool),
     /// which replay rounds keep most recently used so that migrating faulted blocks evicts
     /// other blocks first.
-    fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], touched: &[u32], report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
+    fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], touched: &mut Vec<u32>, report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
         if dev.in_place() {
             // Mapping costs no copy and no frame: map every live block not mapped yet, so that
             // the launch faults only on memory allocated while it runs (or freed memory).
@@ -462,6 +466,7 @@ impl Kernel {
                 }
             }
         }
+        let roots: Vec<u32> = want.iter().map(|&(b, _)| b).collect();
         for a in advised {
             let for_write = match a.advice {
                 Advice::ReadMostly | Advice::Mirror => false,
@@ -474,11 +479,25 @@ impl Kernel {
         }
         let capacity = dev.capacity();
         let mut pinned: Vec<u32> = want.iter().map(|&(b, _)| b).take(capacity / 2).collect();
-        for &b in touched {
+        // What the arguments' data points to, transitively (before the history: it is what
+        // this launch's arguments reach, the history what earlier launches did).
+        // They join the history: once resident, the walk no longer scans them, so the blocks
+        // the CPU changes in between are found there.
+        let mut found = Vec::new();
+        if crate::options::discover().map_err(Error::Config)? {
+            let known: Vec<u32> = want.iter().map(|&(b, _)| b).collect();
+            let room = capacity.saturating_sub(want.len());
+            found = discover::reachable(space, &roots, &known, room);
+            for &b in &found {
+                add(&mut want, b, false);
+            }
+        }
+        for &b in touched.iter() {
             if has_live(space, b) {
                 add(&mut want, b, false);
             }
         }
+        remember(touched, &found, capacity);
         want.truncate(capacity);
         report.prefetched_blocks = want.len() as u64;
         for for_write in [false, true] {

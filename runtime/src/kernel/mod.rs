@@ -5,9 +5,12 @@
 //! - `prelude.rs` — the WGSL prelude: bindings, pointer accessors, restartable stores and
 //!   atomics (the kernel ABI);
 //! - `spill.rs`   — spill slots: restarting invocations whose logs overflowed, exactly;
+//! - `discover.rs` — before a launch, the blocks reachable from its arguments' data through
+//!   stored pointers (migrating mode's prefetch);
 //! - `launch.rs`  — [`Kernel`], [`Args`], the launch protocol and the device-fault replay loop.
 
 mod compile;
+mod discover;
 mod launch;
 pub mod prelude;
 pub mod spill;

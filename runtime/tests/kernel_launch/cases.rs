@@ -222,6 +222,47 @@ fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
     assert!(stats.launches >= 4, "{stats:?}");
 }
 
+/// Migrating, a cold launch over a list that only the list's own pointers reach (its head
+/// passed as a plain 64-bit value, 15 blocks of nodes) runs in one round without device
+/// faults: the launch finds the blocks before the dispatch (`kernel/discover.rs`); with
+/// `UNIMEM_DISCOVER=off` the same launch on a fresh list faults its way through. In place
+/// every live block is mapped before the dispatch: no faults either way.
+#[test]
+fn a_cold_launch_finds_the_blocks_its_arguments_data_points_to() {
+    let _s = serial();
+    let test = "a_cold_launch_finds_the_blocks_its_arguments_data_points_to";
+    let Some(k) = kernel(test, CHASE, "chase") else { return };
+    k.set_max_steps(1 << 20);
+    let len = 60_000usize;
+    for discover in ["on", "off"] {
+        let nodes = build(len, |i| i as u32 % 7);
+        let out = vec![0u32; 1];
+        std::env::set_var("UNIMEM_DISCOVER", discover);
+        let r = k.launch(1, &Args::new().u64(nodes[0] as u64).ptr(&out[..]));
+        std::env::remove_var("UNIMEM_DISCOVER");
+        let r = r.unwrap();
+        assert_eq!(out[0], (0..len).map(|i| i as u32 % 7).sum::<u32>(), "UNIMEM_DISCOVER={discover}");
+        if !crate::MIGRATING || discover == "on" {
+            assert!(r.device_faults == 0 && r.rounds == 1, "UNIMEM_DISCOVER={discover}: {r:?}");
+        } else {
+            assert!(r.device_faults > 0 && r.rounds > 1, "UNIMEM_DISCOVER={discover}: {r:?}");
+        }
+        if crate::MIGRATING && discover == "on" {
+            // The list's blocks, and the output's.
+            assert!(r.prefetched_blocks as usize >= len * 16 / 65536, "{r:?}");
+        }
+        free(nodes);
+    }
+    // A bad value is an error that names the variable.
+    std::env::set_var("UNIMEM_DISCOVER", "sometimes");
+    let r = k.launch(1, &Args::new().u64(0).ptr(&vec![0u32; 1][..]));
+    std::env::remove_var("UNIMEM_DISCOVER");
+    if crate::MIGRATING {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("UNIMEM_DISCOVER=\"sometimes\" is not one of on, off"), "{e}");
+    }
+}
+
 const WIDE: &str = "
 fn wide(id: u32) {
     let src = unimem_arg_ptr(0u) + u64(id) * 8lu + u64(unimem_arg_u32(4u));
@@ -238,7 +279,7 @@ fn sixty_four_bit_accesses_read_every_word_and_must_be_aligned_to_8() {
     // Three blocks of 64-bit words (and whatever blocks the Vec straddles): every word, the
     // last of each block and the first of the next included, and both halves of each.
     let n = 3 * 65536 / 8;
-    let src: Vec<u64> = (0..n as u64).map(|i| (i << 32) | (i * 2_654_435_761 & 0xffff_ffff)).collect();
+    let src: Vec<u64> = (0..n as u64).map(|i| (i << 32) | ((i * 2_654_435_761) & 0xffff_ffff)).collect();
     let out = vec![0u64; n];
     k.launch(n as u32, &Args::new().ptr(&src[..]).ptr(&out[..]).u32(0)).unwrap();
     for (i, (&s, &o)) in src.iter().zip(&out).enumerate() {
