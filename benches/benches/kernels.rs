@@ -437,6 +437,75 @@ fn list_end_to_end(device: &Device) {
         s: SegmentSums::new(1_000_000, 8192).unwrap(),
         plain: &plain,
     });
+    list_floor(device, &plain);
+}
+
+/// The raw chase: invocation `i` sums `seg` nodes from node `starts[i]` of `nodes`, where a
+/// node is two `vec2<u32>`: its value, and the index of the next node (`NONE`: the end).
+const RAW_LIST_CHASE: &str = "struct P { seg: u32, n: u32 }
+var<immediate> prm: P;
+@group(0) @binding(0) var<storage, read> nodes: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read> starts: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(64) fn chase(@builtin(global_invocation_id) g: vec3<u32>) {
+    if (g.x >= prm.n) { return; }
+    var s = 0u;
+    var i = starts[g.x];
+    for (var k = 0u; k < prm.seg && i != 0xffffffffu; k++) {
+        s += nodes[2u * i].x;
+        i = nodes[2u * i + 1u].x;
+    }
+    out[g.x] = s;
+}";
+
+/// The device-side floor of the list workload: the same walk as the unimem kernel (two
+/// loads per node, each on the chain of the last) over the same nodes in the same memory
+/// order, copied into a plain buffer, with no translation; against a warm unimem launch and
+/// the explicit version's dispatch alone, interleaved. The explicit version walks the list on
+/// the CPU instead (its flatten step), which is why it wins on lavapipe.
+fn list_floor(device: &Device, plain: &Plain<'_>) {
+    let s = SegmentSums::new(1_000_000, 8192).unwrap();
+    let n = s.starts.len() as u32;
+    // Node k of the copy is the node at the k-th lowest address, as in the heap.
+    let mut addrs: Vec<u64> = s.list.iter().map(|node| node as *const _ as u64).collect();
+    addrs.sort_unstable();
+    let slot = |p: u64| addrs.binary_search(&p).unwrap() as u32;
+    let mut nodes = vec![0u32; addrs.len() * 4];
+    for node in s.list.iter() {
+        let k = slot(node as *const _ as u64) as usize;
+        nodes[4 * k] = node.value;
+        nodes[4 * k + 2] = node.next.as_deref().map_or(u32::MAX, |m| slot(m as *const _ as u64));
+    }
+    let starts: Vec<u32> = s.starts.iter().map(|&p| slot(p)).collect();
+    let (raw, _) = raw_pipeline(device, RAW_LIST_CHASE, "chase");
+    let mut nb = plain.upload(&nodes);
+    let mut sb = plain.upload(&starts);
+    let mut ob = plain.output(n);
+    let values: Vec<u32> = s.list.iter().map(|node| node.value).collect();
+    let mut vb = plain.upload(&values);
+    let mut eb = plain.output(n);
+    let mut s = s;
+    s.launch().unwrap();
+    let (mut ours, mut floor, mut explicit) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        s.launch().unwrap();
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        device.dispatch(&raw, &mut [&mut nb, &mut sb, &mut ob], bytemuck::cast_slice(&[s.seg, n]), [n.div_ceil(64), 1, 1]).unwrap();
+        floor.push(t.elapsed());
+        let t = Instant::now();
+        plain.run(&mut [&mut vb, &mut eb], &[s.seg, n], n);
+        explicit.push(t.elapsed());
+    }
+    assert_eq!(download(&ob, n as usize), s.out, "the raw chase and the unimem kernel differ");
+    let ms = |v: Vec<Duration>| median(v).as_secs_f64() * 1e3;
+    println!(
+        "  device floor (warm, {ROUNDS} rounds interleaved, medians): unimem launch {:.2} ms, raw chase over the same nodes without translation {:.2} ms, explicit dispatch over the flat array {:.2} ms",
+        ms(ours),
+        ms(floor),
+        ms(explicit)
+    );
 }
 
 /// A binary search tree flattened in arrays: node `i` has `keys[i]`, `values[i]` and children
