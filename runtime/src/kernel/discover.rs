@@ -12,12 +12,17 @@
 //! not have reached from the roots through such words.
 //!
 //! Which blocks are scanned:
-//! - the roots (the arguments' allocations), when their host copy is readable (`Host` or
-//!   `Shared`; a `Device` block's host pages are absent, and reading them would bring it home);
-//! - blocks the walk found that are `Host`: about to move, so their pointers lead to blocks the
-//!   kernel may need next. A block already resident (`Shared`, `Device`) is wanted but not
-//!   scanned: its neighbours were found when it moved, or by the faults of an earlier launch
-//!   (which `Kernel` remembers), so a warm launch scans its roots and little else.
+//! - blocks in state `Host`, roots (the arguments' allocations) or found: they are about to
+//!   move, so their pointers lead to blocks the kernel may need next, and scanning one costs
+//!   less than the upload it precedes;
+//! - resident roots whose host copy is readable (`Shared`), the first [`RESIDENT_ROOTS`] of
+//!   them: a small table of pointers passed again (a list's segment starts) is rescanned at
+//!   each launch, a large resident input array is not rescanned at every launch.
+//!
+//! A block already resident is wanted but not scanned otherwise: its neighbours were found
+//! when it moved, or by the faults of an earlier launch (which `Kernel` remembers along with
+//! what the walk found), so a warm launch scans little. A `Device` block is never scanned: its
+//! host pages are absent, and reading them would bring it home.
 //!
 //! Cost: one pass over the live words of each scanned block (a 64 KiB block is 8192 words,
 //! a few microseconds), bounded by `budget` blocks found.
@@ -38,20 +43,34 @@ pub fn reachable(space: &Space, roots: &[u32], known: &[u32], budget: usize) -> 
     for &b in roots.iter().chain(known) {
         walk.mark(b);
     }
-    let mut queue: VecDeque<u32> = roots.iter().copied().filter(|&b| readable(space.state(b as usize))).collect();
+    let mut resident = RESIDENT_ROOTS;
+    let mut queue: VecDeque<u32> = VecDeque::new();
+    for &b in roots {
+        match space.state(b as usize) {
+            State::Host => queue.push_back(b),
+            State::Shared | State::InPlace if resident > 0 => {
+                resident -= 1;
+                queue.push_back(b);
+            }
+            _ => {}
+        }
+    }
     while let Some(b) = queue.pop_front() {
         if walk.full() {
             break;
         }
-        walk.scan(b, &mut queue);
+        // Checked again: another thread may have moved it since (reading a Device block's
+        // absent pages would bring it home).
+        if space.state(b as usize) != State::Device {
+            walk.scan(b, &mut queue);
+        }
     }
     walk.found
 }
 
-/// True when a block in state `s` has a host copy the CPU can read without a fault.
-fn readable(s: State) -> bool {
-    matches!(s, State::Host | State::Shared | State::InPlace)
-}
+/// Resident root blocks scanned per launch (see the module documentation): 1 MiB of
+/// 64 KiB blocks, tens of microseconds.
+pub const RESIDENT_ROOTS: usize = 16;
 
 /// The walk's state: which blocks it has named (a bitmap over the space's blocks), and what
 /// it found.
@@ -97,7 +116,7 @@ impl<'a> Walk<'a> {
                 return;
             }
             // SAFETY: `[lo, hi)` is inside live allocations of a block whose host copy is
-            // readable (a root checked by the caller, or a block found in state Host), in the
+            // readable (not Device when the caller checked: Host, Shared or InPlace), in the
             // committed heap, which stays mapped; 8-aligned; AtomicU64 has u64's layout. Other
             // threads may write these words: the loads are atomic, and their values only hints.
             let words = unsafe { std::slice::from_raw_parts(lo as *const AtomicU64, (hi - lo) / 8) };
