@@ -437,9 +437,9 @@ impl Kernel {
     /// Makes the arguments' allocations, the ranges advised for the device (`ReadMostly`,
     /// `Mirror`: read-duplicated; `PreferredDevice`: moved), the blocks their data points to
     /// (`discover.rs`, unless `UNIMEM_DISCOVER=off`) and the blocks of earlier launches
-    /// resident, in that order of priority, as many as the pool holds. Returns the arguments' and advised blocks (at most half the pool),
-    /// which replay rounds keep most recently used so that migrating faulted blocks evicts
-    /// other blocks first.
+    /// resident, in that order of priority, as many as the pool holds. Returns the arguments'
+    /// and advised blocks (at most half the pool), which replay rounds keep most recently used
+    /// so that migrating faulted blocks evicts other blocks first.
     fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], touched: &mut Vec<u32>, report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
         if dev.in_place() {
             // Mapping costs no copy and no frame: map every live block not mapped yet, so that
@@ -479,10 +479,10 @@ impl Kernel {
         }
         let capacity = dev.capacity();
         let mut pinned: Vec<u32> = want.iter().map(|&(b, _)| b).take(capacity / 2).collect();
-        // What the arguments' data points to, transitively (before the history: it is what
-        // this launch's arguments reach, the history what earlier launches did).
-        // They join the history: once resident, the walk no longer scans them, so the blocks
-        // the CPU changes in between are found there.
+        // What the arguments' data points to, transitively: before the history (this launch's
+        // arguments reach it; the history is what earlier launches reached), and then part of
+        // it: once resident these blocks are no longer scanned, so a block the CPU changes
+        // behind them is found through the history.
         let mut found = Vec::new();
         if crate::options::discover().map_err(Error::Config)? {
             let known: Vec<u32> = want.iter().map(|&(b, _)| b).collect();
