@@ -179,18 +179,27 @@ pub enum CopyMode {
 
 /// `UNIMEM_DEVICE_COPY`, validated.
 pub fn device_copy() -> Result<CopyMode, String> {
-    let Some(text) = DEVICE_COPY.value() else {
-        return Ok(CopyMode::Auto);
+    choose(
+        &DEVICE_COPY,
+        CopyMode::Auto,
+        &[(&["auto"], CopyMode::Auto), (&["direct"], CopyMode::Direct), (&["staging"], CopyMode::Staging)],
+    )
+}
+
+/// The value of the keyword option `opt`: the value of the first of `choices` (its accepted
+/// spellings, its value) that lists the variable's text, trimmed and compared in lower case;
+/// `default` when the variable is unset. `Err` names the variable, its text, and the first
+/// spelling of each choice.
+fn choose<T: Copy>(opt: &EnvOption, default: T, choices: &[(&[&str], T)]) -> Result<T, String> {
+    let Some(text) = opt.value() else {
+        return Ok(default);
     };
-    match text.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(CopyMode::Auto),
-        "direct" => Ok(CopyMode::Direct),
-        "staging" => Ok(CopyMode::Staging),
-        _ => Err(format!(
-            "{}={text:?} is not one of auto, direct, staging; set one of those or unset it",
-            DEVICE_COPY.name
-        )),
+    let key = text.trim().to_ascii_lowercase();
+    if let Some(&(_, v)) = choices.iter().find(|(spellings, _)| spellings.contains(&key.as_str())) {
+        return Ok(v);
     }
+    let names: Vec<&str> = choices.iter().map(|(spellings, _)| spellings[0]).collect();
+    Err(format!("{}={text:?} is not one of {}; set one of those or unset it", opt.name, names.join(", ")))
 }
 
 /// The values of `UNIMEM_IN_PLACE`.
@@ -206,32 +215,38 @@ pub enum InPlaceMode {
 
 /// `UNIMEM_IN_PLACE`, validated.
 pub fn in_place() -> Result<InPlaceMode, String> {
-    let Some(text) = IN_PLACE.value() else {
-        return Ok(InPlaceMode::Auto);
-    };
-    match text.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(InPlaceMode::Auto),
-        "on" | "1" | "yes" => Ok(InPlaceMode::On),
-        "off" | "0" | "no" => Ok(InPlaceMode::Off),
-        _ => Err(format!("{}={text:?} is not one of auto, on, off; set one of those or unset it", IN_PLACE.name)),
-    }
+    choose(
+        &IN_PLACE,
+        InPlaceMode::Auto,
+        &[(&["auto"], InPlaceMode::Auto), (&["on", "1", "yes"], InPlaceMode::On), (&["off", "0", "no"], InPlaceMode::Off)],
+    )
 }
 
 /// `UNIMEM_DISCOVER`, validated: whether launches walk their arguments' data (default on).
 pub fn discover() -> Result<bool, String> {
-    let Some(text) = DISCOVER.value() else {
-        return Ok(true);
-    };
-    match text.trim().to_ascii_lowercase().as_str() {
-        "on" | "1" | "yes" | "true" => Ok(true),
-        "off" | "0" | "no" | "false" => Ok(false),
-        _ => Err(format!("{}={text:?} is not one of on, off; set one of those or unset it", DISCOVER.name)),
-    }
+    choose(&DISCOVER, true, &[(&["on", "1", "yes", "true"], true), (&["off", "0", "no", "false"], false)])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyword_options_accept_their_spellings_and_name_them_when_wrong() {
+        let opt = EnvOption { name: "UNIMEM_TEST_KEYWORD_OPTION", default: "", help: "" };
+        let choices: &[(&[&str], u8)] = &[(&["auto"], 0), (&["on", "1"], 1), (&["off"], 2)];
+        assert_eq!(choose(&opt, 9, choices), Ok(9));
+        std::env::set_var(opt.name, " ON ");
+        assert_eq!(choose(&opt, 9, choices), Ok(1));
+        std::env::set_var(opt.name, "1");
+        assert_eq!(choose(&opt, 9, choices), Ok(1));
+        std::env::set_var(opt.name, "sometimes");
+        assert_eq!(
+            choose(&opt, 9, choices),
+            Err("UNIMEM_TEST_KEYWORD_OPTION=\"sometimes\" is not one of auto, on, off; set one of those or unset it".into())
+        );
+        std::env::remove_var(opt.name);
+    }
 
     #[test]
     fn names_are_unique_and_prefixed() {
