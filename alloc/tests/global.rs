@@ -196,19 +196,23 @@ fn for_each_live_run_covers_exactly_the_live_objects_in_merged_runs() {
     let lo = ptrs.iter().map(|p| *p as usize).min().unwrap();
     let hi = ptrs.iter().map(|p| *p as usize).max().unwrap() + 48;
     let mut merged = 0;
+    // Allocated once, before any scan: growing them during a scan would add live objects of
+    // this test to the windows between the two walks.
+    let (mut objects, mut runs, mut cut) = (Vec::with_capacity(1 << 16), Vec::with_capacity(1 << 16), Vec::with_capacity(1 << 16));
     for len in [1, 48, 100, 4096, 65536, hi - lo] {
         let mut at = lo;
         while at < hi {
             // Other tests' threads may change spans the window covers: agreement on one of a
             // few tries is the test.
             let agreed = (0..5).any(|_| {
-                let mut objects = Vec::new();
+                objects.clear();
+                runs.clear();
+                cut.clear();
                 ua::for_each_live(at, len, |b, s| objects.push((b, s)));
-                let mut runs = Vec::new();
                 ua::for_each_live_run(at, len, |b, s| runs.push((b, s)));
+                assert!(objects.len() < objects.capacity() && runs.len() < runs.capacity(), "scratch vectors grew");
                 // The runs, cut into the objects' sizes, are the objects; runs are in order
                 // and do not overlap.
-                let mut cut = Vec::new();
                 for &(b, s) in &runs {
                     let size = objects.iter().find(|o| o.0 == b).map_or(s, |o| o.1);
                     cut.extend((0..s / size).map(|k| (b + k * size, size)));
