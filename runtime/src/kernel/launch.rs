@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use super::compile::compile_wgsl_named;
 use super::discover;
-use super::prelude::{self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, NO_BLOCK, NO_LIST, POISON_CAPACITY};
+use super::prelude::{self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK, NO_LIST, NO_SLOT, POISON_CAPACITY};
 use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NORMAL, MODE_SPILL};
 use crate::advice;
 use crate::api::{vulkan_runtime, Advice, Error};
@@ -63,17 +63,19 @@ pub const PREFETCH_BLOCKS: usize = 7;
 /// Most invocations per launch (two id lists of `n` two-word entries must fit one storage
 /// buffer of 128 MiB, lavapipe's `maxStorageBufferRange`).
 pub const MAX_INVOCATIONS: u32 = 1 << 23;
+// Ids fit their field of an id-list entry.
+const _: () = assert!(MAX_INVOCATIONS - 1 <= ID_MASK);
 
 /// Why a launch failed. The runtime stays usable; blocks written by invocations that
 /// completed keep their writes (they are Device-owned and come home on CPU access).
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// An invocation made a bad access or ran away.
-    #[error("kernel `{kernel}`: invocation {invocation} {what} (address {address:#x}{place}); {errors} invocation(s) failed. Invocations that completed kept their stores; the failed ones stored nothing")]
+    #[error("kernel `{kernel}`: invocation {invocation} {what} (address {address:#x}{place}); {errors} invocation(s) failed. Invocations that completed kept their stores; {left}")]
     Kernel {
         /// The kernel's entry function.
         kernel: String,
-        /// The first failing invocation's id.
+        /// The failing invocation with the lowest id (of those that failed in the round).
         invocation: u32,
         /// The address it accessed.
         address: u64,
@@ -85,6 +87,8 @@ pub enum LaunchError {
         place: String,
         /// Invocations that failed in that round.
         errors: u32,
+        /// What the failed invocations left in memory (docs/MEMORY-MODEL.md, "Errors").
+        left: &'static str,
     },
     /// An invocation running alone stopped making progress: it needs more blocks at once
     /// than the pool holds.
@@ -522,14 +526,15 @@ impl Kernel {
         let max_steps = state.max_steps;
         let State { args, ctl, alog, spill: spill_buf, ids, touched, .. } = state;
         let (args, ctl, spill_buf, ids) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"), ids.as_mut().expect("sized"));
-        let mut alog = alog.as_mut().filter(|_| self.inner.atomics);
+        let mut alog = alog.as_mut().filter(|_| self.logs_atomics(dev));
         args.as_mut_slice::<u32>()[ARGS_AT..ARGS_AT + words.len()].copy_from_slice(words);
         if let Some(a) = alog.as_mut() {
             a.as_mut_slice::<u32>()[..prelude::alog_words(n)].fill(0);
         }
-        let lists = [0, IDS_ENTRY_WORDS as u32 * n];
+        // The two id lists (entry indices); each round's output list is the other's spare.
+        let lists = [0, n];
         // The ordinary invocations pending (count 0: none) and the escalated ones.
-        let mut round = Round::normal(n, NO_LIST, lists[0], max_steps);
+        let mut round = Round::normal(n, NO_LIST, lists[0], lists[1], max_steps);
         let mut spill = Spill::new();
         let mut seen: HashSet<u32> = HashSet::new();
         let mut poison: Vec<u32> = Vec::new();
@@ -538,9 +543,6 @@ impl Kernel {
         // invocation runs alone until it completes: progress is then guaranteed whenever one
         // invocation's blocks fit in the pool.
         let mut solo = false;
-        // Invocations of ordinary rounds that erred (escalated with their error kind), for
-        // the message once the spill round reports the first of them.
-        let mut erred = 0u32;
         let capacity = dev.capacity().max(1);
         loop {
             {
@@ -601,50 +603,59 @@ impl Kernel {
             let mut pending = if ran > 0 { ctl.as_slice::<u32>()[CTL_PENDING_COUNT] } else { 0 };
             // Written blocks become Device-owned now, so that an eviction writes them back.
             space.device_wrote(&dev.take_dirty())?;
-            if let Some(e) = faults.first_error {
-                if e.kind == prelude::KERNEL_ERROR_LOOP_BUDGET {
-                    return Err(LaunchError::LoopBudget { kernel: kernel.clone(), invocation: e.invocation }.into());
+            let out = OutList::read(ids, &round, pending, space, faults.blocks);
+            let fail = |invocation: u32, kind: u32, address: u64, errors: u32| -> Error {
+                if kind == prelude::KERNEL_ERROR_LOOP_BUDGET {
+                    return LaunchError::LoopBudget { kernel: kernel.clone(), invocation }.into();
                 }
-                let place = match unimem_alloc::lookup(e.address as *const u8) {
-                    Some((b, s)) if space.block_of(e.address as usize).is_some() => format!(", inside the live allocation {b:#x}+{s}"),
-                    _ if space.block_of(e.address as usize).is_some() => ", in the managed heap but in no live allocation".into(),
+                let place = match unimem_alloc::lookup(address as *const u8) {
+                    Some((b, s)) if space.block_of(address as usize).is_some() => format!(", inside the live allocation {b:#x}+{s}"),
+                    _ if space.block_of(address as usize).is_some() => ", in the managed heap but in no live allocation".into(),
                     _ => String::new(),
                 };
-                return Err(LaunchError::Kernel { kernel: kernel.clone(), invocation: e.invocation, address: e.address, kind: e.kind, what: prelude::error_kind_text(e.kind), place, errors: faults.errors.max(erred) }.into());
+                let left = if dev.in_place() {
+                    "in place, the failed ones kept what they stored, and the atomics they ran, before the failing access"
+                } else {
+                    "the failed ones stored nothing"
+                };
+                LaunchError::Kernel { kernel: kernel.clone(), invocation, address, kind, what: prelude::error_kind_text(kind), place, errors, left }.into()
+            };
+            // Errors end the launch: those a spill round reported, else the ordinary round's
+            // (the lowest invocation id), else faults on blocks without live data.
+            if let Some(e) = faults.first_error {
+                return Err(fail(e.invocation, e.kind, e.address, faults.errors + out.errors));
             }
-            let (faulted, escalations) = read_out_list(ids, round.out_at, pending, faults.blocks);
+            if let Some(e) = out.first_error {
+                return Err(fail(e.id, e.kind, e.address, out.errors));
+            }
+            let faulted = out.blocks;
+            let dead: Vec<u32> = faulted.iter().copied().filter(|&b| !has_live(space, b)).collect();
+            if let Some((e, errors)) = OutList::first_fault_on(ids, &round, pending, space, &dead) {
+                return Err(fail(e.id, prelude::KERNEL_ERROR_FREED, e.address, errors));
+            }
+            let escalations = out.escalated;
             let nf = faulted.len() as u64 + u64::from(faults.overflowed);
             report.device_faults += nf;
             space.stats.device_faults.fetch_add(nf, Relaxed);
             remember(touched, &faulted, capacity);
             let mut new_blocks = 0;
             let mut load: Vec<u32> = Vec::new();
-            let mut dead: Vec<u32> = Vec::new();
             let mut new_poison = false;
             for &b in &faulted {
                 if seen.insert(b) {
                     new_blocks += 1;
                 }
-                if has_live(space, b) {
+                if dead.binary_search(&b).is_err() {
                     load.push(b);
-                } else {
-                    dead.push(b);
-                    if !poison.contains(&b) && poison.len() < POISON_CAPACITY {
-                        poison.push(b);
-                        new_poison = true;
-                    }
+                } else if !poison.contains(&b) && poison.len() < POISON_CAPACITY {
+                    // Only spill rounds fault on it now (ordinary rounds' faults on it are
+                    // errors above): their next run reports it as an error, with the address.
+                    poison.push(b);
+                    new_poison = true;
                 }
             }
-            // Escalated invocations, and those that faulted on a block without live data
-            // (rerun in a spill round, whose pipeline reports them as errors), go to the
-            // spill queue.
-            let escalated = if escalations > 0 || !dead.is_empty() {
-                let (moved, errors) = escalate(ids, alog.as_deref(), round.out_at, &mut pending, &mut spill, |b| dead.binary_search(&b).is_ok());
-                erred += errors;
-                moved
-            } else {
-                0
-            };
+            // Escalated invocations go to the spill queue.
+            let escalated = if escalations > 0 { escalate(ids, alog.as_deref(), round.out_at, &mut pending, &mut spill) } else { 0 };
             let completed = ran - pending - escalated + spilled.done;
             if ran < round.count {
                 carry_over(ids, &round, ran, &mut pending);
@@ -652,7 +663,7 @@ impl Kernel {
             if pending == 0 && spill.is_empty() {
                 return Ok(());
             }
-            let first_pending = if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize] } else { spill.first().unwrap_or(0) };
+            let first_pending = if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS] & ID_MASK } else { spill.first().unwrap_or(0) };
             if report.rounds >= MAX_ROUNDS {
                 return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: first_pending, rounds: report.rounds }.into());
             }
@@ -683,8 +694,15 @@ impl Kernel {
                 self.migrate(space, (room / 2).max(1), PREFETCH_BLOCKS as u32, &mut load)?;
             }
             report.migrate_time += t.elapsed();
-            round = Round::normal(pending, round.out_at, if round.out_at == lists[0] { lists[1] } else { lists[0] }, max_steps);
+            let next_out = if round.out_at == lists[0] { lists[1] } else { lists[0] };
+            round = Round::normal(pending, round.out_at, next_out, round.out_at, max_steps);
         }
+    }
+
+    /// True when the kernel's atomics save their results in the atomic log: it has atomics,
+    /// and they are not direct (in place, `prelude::IN_PLACE`).
+    fn logs_atomics(&self, dev: &VulkanBlockDevice) -> bool {
+        self.inner.atomics && !dev.in_place()
     }
 
     /// Creates or grows the kernel's argument, control, spill and atomic-log buffers.
@@ -700,7 +718,7 @@ impl Kernel {
         ensure(&mut state.ctl, (CTL_WORDS * 4) as u64)?;
         ensure(&mut state.spill, 64)?;
         ensure(&mut state.ids, (prelude::ids_words(n) * 4) as u64)?;
-        if self.inner.atomics {
+        if self.logs_atomics(dev) {
             ensure(&mut state.alog, (prelude::alog_words(n) * 4) as u64)?;
         }
         Ok(())
@@ -756,7 +774,7 @@ fn warm_up(dev: &VulkanBlockDevice, pipeline: &ComputePipeline) -> Result<(), Er
         bufs.push(dev.device().create_host_buffer(b.and_then(|b| b.uniform_bytes).unwrap_or(64))?);
     }
     let mut refs: Vec<&mut Buffer> = bufs.iter_mut().collect();
-    let round = Round::normal(0, NO_LIST, 0, 0);
+    let round = Round::normal(0, NO_LIST, 0, 0, 0);
     dev.dispatch(pipeline, &mut refs, bytemuck::bytes_of(&round), [1, 1, 1])?;
     Ok(())
 }
@@ -806,26 +824,95 @@ fn groups(count: u32) -> [u32; 3] {
     [gx, total.div_ceil(gx), 1]
 }
 
-/// Reads the output list of `pending` entries at `out_at` after an ordinary round: the
-/// blocks its invocations faulted on, with `also` (the spill round's), each once and sorted;
-/// and how many entries are escalated.
-fn read_out_list(ids: &Buffer, out_at: u32, pending: u32, also: Vec<u32>) -> (Vec<u32>, u32) {
-    let list = &ids.as_slice::<u32>()[out_at as usize..][..pending as usize * IDS_ENTRY_WORDS];
-    let mut blocks = also;
-    let mut escalated = 0;
-    let mut last = NO_BLOCK;
-    for e in list.chunks_exact(IDS_ENTRY_WORDS) {
-        if e[0] & ESCALATE != 0 {
-            escalated += 1;
-        } else if e[1] != NO_BLOCK && e[1] != last {
-            // Neighbouring invocations often fault on the same block: skip repeats early.
-            last = e[1];
-            blocks.push(e[1]);
+/// An invocation that stopped with an address (fault or error), from an output list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stop {
+    id: u32,
+    /// 0 for a fault, else `KERNEL_ERROR_*`.
+    kind: u32,
+    address: u64,
+}
+
+/// The entries of an output list (prelude.rs "Id buffer"). Invocations that completed are
+/// not in it.
+fn entries<'a>(ids: &'a Buffer, round: &Round, pending: u32) -> impl Iterator<Item = (u32, Option<Stop>)> + 'a {
+    let w = ids.as_slice::<u32>();
+    let list = &w[round.out_at as usize * IDS_ENTRY_WORDS..][..pending as usize * IDS_ENTRY_WORDS];
+    let spare = round.spare_at as usize * IDS_ENTRY_WORDS;
+    list.chunks_exact(IDS_ENTRY_WORDS).map(move |e| {
+        let stop = (e[1] != NO_SLOT).then(|| {
+            let at = spare + e[1] as usize * IDS_ENTRY_WORDS;
+            Stop { id: e[0] & ID_MASK, kind: (e[0] & !ESCALATE & !ESCALATE_STORES) >> KIND_SHIFT, address: u64::from(w[at]) | u64::from(w[at + 1]) << 32 }
+        });
+        (e[0], stop)
+    })
+}
+
+/// What an ordinary round's output list of `pending` entries says.
+struct OutList {
+    /// Blocks faulted on, with those of the spill round, each once, sorted.
+    blocks: Vec<u32>,
+    /// Entries escalated (a log was full).
+    escalated: u32,
+    /// Entries that erred, and the one of them with the lowest id.
+    errors: u32,
+    first_error: Option<Stop>,
+}
+
+impl OutList {
+    fn read(ids: &Buffer, round: &Round, pending: u32, space: &Space, also: Vec<u32>) -> OutList {
+        let mut out = OutList { blocks: also, escalated: 0, errors: 0, first_error: None };
+        let mut last = NO_BLOCK;
+        for (first, stop) in entries(ids, round, pending) {
+            match stop {
+                _ if first & ESCALATE != 0 => out.escalated += 1,
+                Some(s) if s.kind != 0 => {
+                    out.errors += 1;
+                    if out.first_error.is_none_or(|f| s.id < f.id) {
+                        out.first_error = Some(s);
+                    }
+                }
+                Some(s) => {
+                    // A fault is on a block of the heap: the kernel made an address outside
+                    // it an error. (Were that broken, the invocation would stall into the
+                    // no-progress error rather than bring the process down.)
+                    let Some(b) = space.block_of(s.address as usize).map(|b| b as u32) else {
+                        debug_assert!(false, "a fault outside the managed heap: {s:?}");
+                        continue;
+                    };
+                    // Neighbouring invocations often fault on the same block: skip repeats early.
+                    if b != last {
+                        last = b;
+                        out.blocks.push(b);
+                    }
+                }
+                None => {}
+            }
         }
+        out.blocks.sort_unstable();
+        out.blocks.dedup();
+        out
     }
-    blocks.sort_unstable();
-    blocks.dedup();
-    (blocks, escalated)
+
+    /// The fault, with the lowest id, on one of the sorted `dead` blocks (those without live
+    /// data: an access there is an error), and how many faulted there. None if `dead` is empty.
+    fn first_fault_on(ids: &Buffer, round: &Round, pending: u32, space: &Space, dead: &[u32]) -> Option<(Stop, u32)> {
+        if dead.is_empty() {
+            return None;
+        }
+        let mut first: Option<Stop> = None;
+        let mut count = 0;
+        for (_, stop) in entries(ids, round, pending) {
+            let Some(s) = stop.filter(|s| s.kind == 0) else { continue };
+            if space.block_of(s.address as usize).is_some_and(|b| dead.binary_search(&(b as u32)).is_ok()) {
+                count += 1;
+                if first.is_none_or(|f| s.id < f.id) {
+                    first = Some(s);
+                }
+            }
+        }
+        first.map(|s| (s, count))
+    }
 }
 
 /// After a round that ran only the first `ran` of `round`'s invocations: appends the others
@@ -833,40 +920,35 @@ fn read_out_list(ids: &Buffer, out_at: u32, pending: u32, also: Vec<u32>) -> (Ve
 fn carry_over(ids: &mut Buffer, round: &Round, ran: u32, pending: &mut u32) {
     let w = ids.as_mut_slice::<u32>();
     let e = IDS_ENTRY_WORDS;
-    let out = round.out_at as usize + *pending as usize * e;
+    let out = (round.out_at + *pending) as usize * e;
     let rest = (round.count - ran) as usize;
     if round.in_at == NO_LIST {
         for (k, id) in (ran..round.count).enumerate() {
             w[out + k * e] = id;
-            w[out + k * e + 1] = NO_BLOCK;
+            w[out + k * e + 1] = NO_SLOT;
         }
     } else {
-        let from = round.in_at as usize + ran as usize * e;
+        let from = (round.in_at + ran) as usize * e;
         w.copy_within(from..from + rest * e, out);
     }
     *pending += rest as u32;
 }
 
-/// Moves the escalated entries (flag `ESCALATE`), and those that faulted on a block `dead`
-/// says holds no live data, of the output list of `pending` entries at `out_at` to `spill`,
-/// with the atomic results they saved, and compacts the list. Returns how many moved, and
-/// how many of them erred (escalated with an error kind instead of `NO_BLOCK`).
-fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut u32, spill: &mut Spill, dead: impl Fn(u32) -> bool) -> (u32, u32) {
+/// Moves the escalated entries (flag `ESCALATE`) of the output list of `pending` entries at
+/// `out_at` to `spill`, with the atomic results they saved, and compacts the list. Returns
+/// how many moved.
+fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut u32, spill: &mut Spill) -> u32 {
     let e = IDS_ENTRY_WORDS;
-    let list = &mut ids.as_mut_slice::<u32>()[out_at as usize..][..*pending as usize * e];
+    let list = &mut ids.as_mut_slice::<u32>()[out_at as usize * e..][..*pending as usize * e];
     let mut keep = 0;
-    let mut erred = 0;
     for i in 0..*pending as usize {
         let entry = list[i * e];
-        if entry & ESCALATE == 0 && (list[i * e + 1] == NO_BLOCK || !dead(list[i * e + 1])) {
+        if entry & ESCALATE == 0 {
             list.copy_within(i * e..(i + 1) * e, keep * e);
             keep += 1;
             continue;
         }
-        let id = entry & !(ESCALATE | ESCALATE_STORES);
-        if entry & ESCALATE != 0 && list[i * e + 1] != NO_BLOCK {
-            erred += 1;
-        }
+        let id = entry & ID_MASK;
         if entry & ESCALATE_STORES != 0 {
             spill.need_table();
         }
@@ -880,7 +962,7 @@ fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut 
     }
     let moved = *pending - keep as u32;
     *pending = keep as u32;
-    (moved, erred)
+    moved
 }
 
 /// Adds `blocks` to the kernel's history, keeping at most `cap` (the newest).

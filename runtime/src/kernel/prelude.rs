@@ -14,7 +14,7 @@
 //!   +0 unimem_args : array<vec4<u32>, ARGS_BYTES / 16>  uniform: the poison list, then the launch arguments
 //!   +1 unimem_ctl  : array<atomic<u32>>   control counters
 //!   +2 unimem_spill: array<u32>           spill slots (see `spill.rs`)
-//!   +3 unimem_ids  : array<u32>           the id lists
+//!   +3 unimem_ids  : array<vec2<u32>>     the id lists
 //!   +4 unimem_alog : array<u32>           atomic-result log (only when the kernel uses atomics)
 //!   in place, from +5: the heap's windows as array<u32>, then the same again as array<u64>
 //! [PRELUDE below]  <user source>  the entry point `unimem_main`, which calls the user's fn.
@@ -25,10 +25,20 @@
 //! else of it): from `ARGS_POISON_AT`, `POISON_CAPACITY` words
 //! of poison list (blocks the runtime found to hold no live allocation: an access there is
 //! an error, not a fault; `NO_BLOCK` where unused), then from `ARGS_AT` the launch arguments.
-//! Control buffer: `CTL_PENDING_COUNT` (entries appended to the output list this round). Id buffer: two lists of `n` entries of
-//! `IDS_ENTRY_WORDS` words (invocation id with the `ESCALATE*` flags, and the block it
-//! faulted on, or with `ESCALATE` the error kind, or `NO_BLOCK` when a log was full), used in
-//! turn as the round's input and output list.
+//! Control buffer: `CTL_PENDING_COUNT` (entries appended to the output list this round).
+//!
+//! Id buffer: two lists of `n` entries of `IDS_ENTRY_WORDS` words, used in turn as a round's
+//! input list (the ids it runs; none in a launch's first round, which runs `0..n`) and its
+//! output list (the invocations that stopped). An output entry is
+//! `(id | flags | kind << KIND_SHIFT, slot)`: the flags are `ESCALATE*` (a log was full:
+//! restart in a spill round); `kind` is 0 for a fault, else the `KERNEL_ERROR_*` it made;
+//! `slot` (or `NO_SLOT` for an escalation) is the invocation's index in the round, and entry
+//! `slot` of the round's *spare* list (the other list; each invocation read its own input
+//! entry, if any, before overwriting it) holds the address that stopped it, low word first.
+//! The faulted block is the address's. Written as one `vec2` store each: on lavapipe every
+//! store site costs every invocation a loop over the lanes, masked or not, so a stopped
+//! invocation is reported with one atomic and two stores, and errors, with their address, by
+//! the ordinary round itself.
 //!
 //! # One pipeline per round mode
 //!
@@ -63,6 +73,15 @@
 //! A replay must take the same path as the first run up to the fault (the kernel is a function
 //! of its id, its arguments, memory no other invocation of the launch writes, and its atomics'
 //! results), which holds for kernels without data races.
+//!
+//! **In place the effects are direct** (`UNIMEM_DIRECT`, set for in-place modules): every
+//! live block is mapped before the first dispatch, so an invocation stops only on an error,
+//! and there is nothing to replay and nothing to log. Stores go straight to memory and
+//! atomics just execute; loads skip the log lookup; the flush loop and the atomic log are
+//! compiled out (`UNIMEM_DIRECT` is a constant, so the driver's compiler removes the logged
+//! paths), and no in-place invocation is ever escalated. On lavapipe, where every access
+//! site costs every invocation whether it runs or not, this takes a fifth off a BFS.
+//! docs/MEMORY-MODEL.md states what an invocation that fails then leaves behind.
 
 use std::fmt::Write as _;
 
@@ -92,6 +111,12 @@ pub const CTL_WORDS: usize = 4;
 pub const ESCALATE: u32 = 1 << 31;
 /// With [`ESCALATE`]: it was the store log (the spill slots need a store table).
 pub const ESCALATE_STORES: u32 = 1 << 30;
+/// Bit of an output-list entry's first word where the error kind starts (5 bits; 0: a fault).
+pub const KIND_SHIFT: u32 = 24;
+/// The invocation id in an id-list entry's first word.
+pub const ID_MASK: u32 = (1 << KIND_SHIFT) - 1;
+/// Second word of an output-list entry that has no stop address (escalated, or carried over).
+pub const NO_SLOT: u32 = u32::MAX;
 /// Argument-buffer word: first entry of the poison list (unused entries hold [`NO_BLOCK`]).
 pub const ARGS_POISON_AT: usize = 0;
 /// Entries of the poison list.
@@ -102,13 +127,13 @@ pub const ARGS_AT: usize = 32;
 /// `ARGS_BYTES / 4 - ARGS_AT` words of launch arguments, 3968 bytes (CUDA allowed 4 KiB of
 /// kernel parameters for most of its history).
 pub const ARGS_BYTES: usize = 4096;
-/// Words of an id-list entry: the id (with flags), the faulted block.
+/// Words of an id-list entry: the id (with flags and kind), the slot of the stop address.
 pub const IDS_ENTRY_WORDS: usize = 2;
 /// In place, window `i` of `n` bound is at binding `UNIMEM_FIRST_ARG_BINDING +
 /// WINDOWS_AFTER_FIRST_ARG + i` as 32-bit words, and `n` bindings later as 64-bit words
 /// (after the five argument-side buffers; the atomic log's slot is bound even when unused).
 pub const WINDOWS_AFTER_FIRST_ARG: usize = 5;
-/// Second word of an id-list entry that did not fault (escalated, or carried over).
+/// An unused entry of the poison list.
 pub const NO_BLOCK: u32 = u32::MAX;
 /// `Round::in_at` when the round's ids are `0..count` (no input list).
 pub const NO_LIST: u32 = u32::MAX;
@@ -130,10 +155,10 @@ pub fn alog_words(n: u32) -> usize {
 pub struct Round {
     /// Invocations in this round (slots in a spill round, table entries in a commit pass).
     pub count: u32,
-    /// Word index in the id buffer of this round's input list; [`NO_LIST`]: ids are
+    /// Entry index in the id buffer of this round's input list; [`NO_LIST`]: ids are
     /// `0..count`. (Ordinary rounds.)
     pub in_at: u32,
-    /// Word index of the list stopped invocations are appended to. (Ordinary rounds.)
+    /// Entry index of the list stopped invocations are appended to. (Ordinary rounds.)
     pub out_at: u32,
     /// Accessor calls one invocation may make in one round.
     pub max_steps: u32,
@@ -143,12 +168,22 @@ pub struct Round {
     pub spill_table_at: u32,
     /// Entries of a slot's store table (a power of two).
     pub spill_stores: u32,
+    /// Entry index of the spare list, where a stopped invocation leaves its stop address at
+    /// its slot (the other list than `out_at`; `in_at` from the second round on).
+    /// (Ordinary rounds.)
+    pub spare_at: u32,
+    /// Iterations of the loop-budget probe: [`PROBE_ITERATIONS`]. An immediate rather than a
+    /// constant so that the compiler cannot unroll the probe into straight code.
+    pub probe: u32,
 }
+
+/// Iterations of the loop-budget probe at the end of every invocation (`unimem_flush_log`).
+pub const PROBE_ITERATIONS: u32 = 2;
 
 impl Round {
     /// An ordinary round.
-    pub fn normal(count: u32, in_at: u32, out_at: u32, max_steps: u32) -> Round {
-        Round { count, in_at, out_at, max_steps, ..Round::default() }
+    pub fn normal(count: u32, in_at: u32, out_at: u32, spare_at: u32, max_steps: u32) -> Round {
+        Round { count, in_at, out_at, max_steps, spare_at, probe: PROBE_ITERATIONS, ..Round::default() }
     }
     /// A spill round over `slots` slots of `layout`, or (`mode` = `MODE_COMMIT`) the commit
     /// pass over their tables (each with the pipeline of that mode).
@@ -161,6 +196,7 @@ impl Round {
             spill_words: layout.words() as u32,
             spill_table_at: layout.table_at() as u32,
             spill_stores: layout.stores,
+            probe: PROBE_ITERATIONS,
             ..Round::default()
         }
     }
@@ -220,6 +256,7 @@ pub fn module(
     s.push_str(constants);
     let _ = writeln!(s, "const UNIMEM_PIPELINE_MODE: u32 = {mode}u;");
     let _ = writeln!(s, "const UNIMEM_BOUND_BUFFERS: u32 = {bound}u;");
+    let _ = writeln!(s, "const UNIMEM_DIRECT: bool = {in_place};");
     let _ = writeln!(s, "const UNIMEM_BASE: u64 = {base}lu;");
     let _ = writeln!(s, "const UNIMEM_ARENA_BYTES: u64 = {arena_bytes}lu;");
     let _ = writeln!(s, "const UNIMEM_STORE_LOG: u32 = {STORE_LOG}u;");
@@ -228,7 +265,8 @@ pub fn module(
     let _ = writeln!(s, "const UNIMEM_ARGS_POISON_AT: u32 = {ARGS_POISON_AT}u;");
     let _ = writeln!(s, "const UNIMEM_ARGS_AT: u32 = {ARGS_AT}u;");
     let _ = writeln!(s, "const UNIMEM_NO_BLOCK: u32 = {NO_BLOCK}u;");
-    let _ = writeln!(s, "const UNIMEM_IDS_ENTRY_WORDS: u32 = {IDS_ENTRY_WORDS}u;");
+    let _ = writeln!(s, "const UNIMEM_NO_SLOT: u32 = {NO_SLOT}u;");
+    let _ = writeln!(s, "const UNIMEM_KIND_SHIFT: u32 = {KIND_SHIFT}u;");
     let _ = writeln!(s, "const UNIMEM_NO_LIST: u32 = {NO_LIST}u;");
     let _ = writeln!(s, "const UNIMEM_ESCALATE: u32 = {ESCALATE}u;");
     let _ = writeln!(s, "const UNIMEM_ESCALATE_STORES: u32 = {ESCALATE_STORES}u;");
@@ -290,7 +328,7 @@ pub fn module(
     );
     let _ = writeln!(
         s,
-        "@group(0) @binding({}) var<storage, read_write> unimem_ids: array<u32>;",
+        "@group(0) @binding({}) var<storage, read_write> unimem_ids: array<vec2<u32>>;",
         first + 3
     );
     if atomics {
@@ -328,9 +366,10 @@ fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgro
         unimem_spill_at = i * unimem_round.spill_words;
         id = unimem_spill[unimem_spill_at + UNIMEM_SLOT_ID];
     }} else if (unimem_round.in_at != UNIMEM_NO_LIST) {{
-        id = unimem_ids[unimem_round.in_at + UNIMEM_IDS_ENTRY_WORDS * i];
+        id = unimem_ids[unimem_round.in_at + i].x;
     }}
     unimem_id = id;
+    unimem_slot = i;
     {entry}(id);
     unimem_finish();
 }}
@@ -566,12 +605,14 @@ fn unimem_error_kind(p: u64, in_range: bool, read_only: bool, align: u32) -> u32
 
 struct UnimemRound {
     count: u32, in_at: u32, out_at: u32, max_steps: u32,
-    spill_words: u32, spill_table_at: u32, spill_stores: u32,
+    spill_words: u32, spill_table_at: u32, spill_stores: u32, spare_at: u32, probe: u32,
 }
 var<immediate> unimem_round: UnimemRound;
 
 // Per-invocation state (private: starts afresh on every run, including replays).
 var<private> unimem_id: u32;
+// Its index in this round (its entry in the input list, and in the spare list).
+var<private> unimem_slot: u32;
 // 0 running, 1 faulted or escalated (replay), 2 error (never replayed).
 var<private> unimem_stop: u32 = 0u;
 var<private> unimem_steps: u32 = 0u;
@@ -642,24 +683,28 @@ fn unimem_report_fault(b: u32) {
 // loop itself, or, detected by a two-iteration probe, a loop of the user's.
 fn unimem_flush_log() -> bool {
     var k = 0u;
-    var done = false;
-    loop {
-        if (k >= unimem_log_n) {
-            done = true;
-            break;
+    var done = UNIMEM_DIRECT;
+    if (!UNIMEM_DIRECT) {
+        loop {
+            if (k >= unimem_log_n) {
+                done = true;
+                break;
+            }
+            unimem_commit_word(unimem_log_addr[k], unimem_log_val[k]);
+            k += 1u;
         }
-        unimem_commit_word(unimem_log_addr[k], unimem_log_val[k]);
-        k += 1u;
     }
     unimem_log_n = 0u;
+    // unimem_round.probe iterations (2): a count the compiler cannot see, so the loop stays
+    // a loop, which the driver cuts short after one iteration if the budget is spent.
     var probe = 0u;
     loop {
         probe += 1u;
-        if (probe == 2u) {
+        if (probe >= unimem_round.probe) {
             break;
         }
     }
-    return done && probe == 2u;
+    return done && probe == unimem_round.probe;
 }
 
 // Commit pass: table entry i of the slots of completed invocations.
@@ -711,18 +756,14 @@ fn unimem_finish() {
         unimem_spill[unimem_spill_at + UNIMEM_SLOT_STATUS] = status;
         return;
     }
-    // Ordinary round: one entry in the output list says it all (one atomic, two stores).
-    // Errors are escalated too, with their kind: the runtime reruns them in a spill round,
-    // whose pipeline reports them with their address (stores and atomics on lavapipe are
-    // loops over the lanes that every invocation pays for, masked or not, so the ordinary
-    // pipeline holds no error-reporting code).
-    var entry = unimem_id;
-    if (kind != 0u) {
-        entry |= UNIMEM_ESCALATE | select(0u, UNIMEM_ESCALATE_STORES, kind == UNIMEM_FULL_STORES);
-    }
-    let at = unimem_round.out_at + UNIMEM_IDS_ENTRY_WORDS * atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
-    unimem_ids[at] = entry;
-    unimem_ids[at + 1u] = select(unimem_stop_block, select(kind, UNIMEM_NO_BLOCK, kind >= UNIMEM_FULL_STORES), kind != 0u);
+    // Ordinary round: an entry in the output list and the stop address in the spare list
+    // say it all (one atomic, two stores; the module docs give the format). A fault or an
+    // error carries its slot; a full log escalates.
+    let full = kind >= UNIMEM_FULL_STORES;
+    let flags = select(kind << UNIMEM_KIND_SHIFT, UNIMEM_ESCALATE | select(0u, UNIMEM_ESCALATE_STORES, kind == UNIMEM_FULL_STORES), full);
+    unimem_ids[unimem_round.spare_at + unimem_slot] = vec2<u32>(u32(unimem_stop_addr & 0xfffffffflu), u32(unimem_stop_addr >> 32u));
+    let at = unimem_round.out_at + atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
+    unimem_ids[at] = vec2<u32>(unimem_id | flags, select(unimem_slot, UNIMEM_NO_SLOT, full));
 }
 
 // The value the invocation stored at p (its log, or in a spill round its table), else v.
@@ -773,7 +814,7 @@ fn unimem_load_u32(p: u64) -> u32 {
     // No early return (branches cost all lanes): a stopped invocation reads 0.
     let ok = unimem_read_ok(running);
     var v = select(0u, unimem_frame_load(loc), ok);
-    if (unimem_log_n != 0u && ok) {
+    if (!UNIMEM_DIRECT && unimem_log_n != 0u && ok) {
         v = unimem_logged(p, v);
     }
     return v;
@@ -794,7 +835,7 @@ fn unimem_load_u64(p: u64) -> u64 {
     let loc = unimem_translate(p, false, 7u);
     let ok = unimem_read_ok(running);
     var w = select(0lu, unimem_frame_load64(loc), ok);
-    if (unimem_log_n != 0u && ok) {
+    if (!UNIMEM_DIRECT && unimem_log_n != 0u && ok) {
         let lo = unimem_logged(p, u32(w & 0xfffffffflu));
         let hi = unimem_logged(p + 4lu, u32(w >> 32u));
         w = u64(lo) | (u64(hi) << 32u);
@@ -814,6 +855,10 @@ fn unimem_load_ptr(p: u64) -> u64 {
 fn unimem_store_word(p: u64, v: u32, align: u32) {
     let loc = unimem_translate(p, true, align);
     if (unimem_stop != 0u) {
+        return;
+    }
+    if (UNIMEM_DIRECT) {
+        unimem_frame_store(loc, v);
         return;
     }
     if (unimem_spill_table()) {
@@ -867,10 +912,31 @@ fn unimem_store_i64(p: u64, v: i64) {
 
 /// Atomic accessors (added only when the kernel uses them; they need the atomic log).
 pub const ATOMICS: &str = r#"
-// Runs atomic `op` at p once per invocation, however often the invocation is replayed.
+// Runs atomic `op` at loc; returns the old value.
+fn unimem_atomic_at(op: u32, loc: vec2<u32>, c: u32, v: u32) -> u32 {
+    var r = 0u;
+    switch op {
+        case 0u: { r = unimem_frame_add(loc, c, v); }
+        case 1u: { r = unimem_frame_min(loc, c, v); }
+        case 2u: { r = unimem_frame_max(loc, c, v); }
+        case 3u: { r = unimem_frame_exchange(loc, c, v); }
+        default: { r = unimem_frame_cas(loc, c, v); }
+    }
+    return r;
+}
+
+// Runs atomic `op` at p once per invocation, however often the invocation is replayed
+// (direct: just once, nothing is replayed).
 fn unimem_atomic(op: u32, p: u64, c: u32, v: u32) -> u32 {
     if (unimem_stop != 0u) {
         return 0u;
+    }
+    if (UNIMEM_DIRECT) {
+        let loc = unimem_translate(p, true, 3u);
+        if (unimem_stop != 0u) {
+            return 0u;
+        }
+        return unimem_atomic_at(op, loc, c, v);
     }
     let k = unimem_atomics;
     unimem_atomics += 1u;
@@ -905,14 +971,7 @@ fn unimem_atomic(op: u32, p: u64, c: u32, v: u32) -> u32 {
     if (unimem_stop != 0u) {
         return 0u;
     }
-    var r = 0u;
-    switch op {
-        case 0u: { r = unimem_frame_add(loc, c, v); }
-        case 1u: { r = unimem_frame_min(loc, c, v); }
-        case 2u: { r = unimem_frame_max(loc, c, v); }
-        case 3u: { r = unimem_frame_exchange(loc, c, v); }
-        default: { r = unimem_frame_cas(loc, c, v); }
-    }
+    let r = unimem_atomic_at(op, loc, c, v);
     unimem_set_dirty(loc);
     if (spill) {
         unimem_spill[saved_at + k] = r;

@@ -373,3 +373,82 @@ fn loops_the_driver_cuts_short_are_errors_not_wrong_results() {
     k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(10)).unwrap();
     assert_eq!(out[3], spin_cpu(3, 10));
 }
+
+/// Each invocation stores a word, runs an atomic, then (odd ids from 101) loads through a
+/// pointer outside the heap, then stores a second word.
+const FAIL_HALFWAY: &str = "
+fn fail_halfway(id: u32) {
+    let out = unimem_arg_ptr(0u) + u64(id) * 8lu;
+    unimem_store_u32(out, id + 1u);
+    unimem_atomic_add_u32(unimem_arg_ptr(2u), 1u);
+    if (id % 2u == 1u && id > 100u) {
+        _ = unimem_load_u32(unimem_arg_ptr(4u));
+    }
+    unimem_store_u32(out + 4lu, id + 2u);
+}
+";
+
+/// What failed invocations leave depends on the mode (docs/MEMORY-MODEL.md): migrating, their
+/// stores are discarded; in place, effects are direct, so what they stored before the failing
+/// access stays. Either way nothing after it is applied, their atomics ran once, invocations
+/// that completed are whole, and the error names the lowest failing id, its address, and how
+/// many failed.
+#[test]
+fn failed_invocations_leave_what_the_mode_says() {
+    let _s = serial();
+    let Some(k) = kernel("failed_invocations_leave_what_the_mode_says", FAIL_HALFWAY, "fail_halfway") else { return };
+    let in_place = unimem::vulkan_runtime().unwrap().1.in_place();
+    assert!(!(crate::MIGRATING && in_place), "this binary migrates");
+    let n = 1000u32;
+    let out = vec![0u32; 2 * n as usize];
+    let count = vec![0u32; 1];
+    let bad = 0x10u64;
+    let e = k.launch(n, &Args::new().ptr(&out[..]).ptr(&count[..]).u64(bad)).unwrap_err().to_string();
+    assert!(e.contains("kernel `fail_halfway`: invocation 101 ") && e.contains(&format!("{bad:#x}")), "{e}");
+    assert!(e.contains("450 invocation(s) failed"), "{e}");
+    let left = if in_place { "the failed ones kept what they stored" } else { "the failed ones stored nothing" };
+    assert!(e.contains(left), "{e}");
+    assert_eq!(count[0], n, "every invocation's atomic ran once");
+    for id in 0..n {
+        let failed = id % 2 == 1 && id > 100;
+        let first = if failed && !in_place { 0 } else { id + 1 };
+        let second = if failed { 0 } else { id + 2 };
+        assert_eq!((out[2 * id as usize], out[2 * id as usize + 1]), (first, second), "invocation {id}");
+    }
+}
+
+/// Each invocation stores 100 words and runs 20 atomics: more than the private logs hold.
+const MANY_EFFECTS: &str = "
+fn many_effects(id: u32) {
+    let out = unimem_arg_ptr(0u) + u64(id) * 400lu;
+    let counters = unimem_arg_ptr(2u);
+    for (var i = 0u; i < 100u; i++) {
+        unimem_store_u32(out + u64(i) * 4lu, id * 100u + i);
+    }
+    for (var i = 0u; i < 20u; i++) {
+        unimem_atomic_add_u32(counters + u64(i % 4u) * 4lu, i);
+    }
+}
+";
+
+/// Invocations whose stores and atomics outgrow the private logs: migrating, they finish in
+/// spill rounds; in place, effects are direct and there are no logs, so one round does it.
+#[test]
+fn effects_beyond_the_private_logs_need_spill_rounds_only_when_migrating() {
+    let _s = serial();
+    let Some(k) = kernel("effects_beyond_the_private_logs_need_spill_rounds_only_when_migrating", MANY_EFFECTS, "many_effects") else { return };
+    let in_place = unimem::vulkan_runtime().unwrap().1.in_place();
+    let n = 2000u32;
+    let out = vec![0u32; 100 * n as usize];
+    let counters = vec![0u32; 4];
+    let r = k.launch(n, &Args::new().ptr(&out[..]).ptr(&counters[..])).unwrap();
+    assert!(out.iter().enumerate().all(|(i, &w)| w == i as u32), "every store applied");
+    // Per invocation, counter c gets the i < 20 with i % 4 == c.
+    let per: Vec<u32> = (0..4).map(|c| (0..20).filter(|i| i % 4 == c).sum()).collect();
+    assert_eq!(counters, per.iter().map(|p| p * n).collect::<Vec<_>>(), "each atomic applied once");
+    if in_place {
+        assert!(r.rounds == 1 && r.escalated == 0, "{r:?}");
+    } else {
+        assert!(r.escalated >= u64::from(n), "{r:?}");
+    }
+}
