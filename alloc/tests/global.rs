@@ -92,8 +92,13 @@ fn freed_large_blocks_return_pages_to_the_os() {
     let blocks: Vec<Vec<u8>> = (0..40).map(|_| vec![1u8; 4 << 20]).collect();
     let before = rss_bytes();
     drop(blocks);
+    // Frees purge on their own: dirty memory stays within the policy (region.rs
+    // `maybe_purge`): purges to half the threshold (32 MiB by default) at most every 10 ms,
+    // unless dirty memory passes four times it. A loaded machine may free all 40 blocks
+    // within 10 ms of one purge, so the bound is four thresholds plus the block that crossed
+    // it; without purging on free all 160 MiB would be dirty.
     let st = ua::stats();
-    assert!(st.dirty <= 32 << 20, "dirty {} above the purge threshold", st.dirty);
+    assert!(st.dirty <= 4 * (32 << 20) + (4 << 20), "dirty {} above four purge thresholds and a block", st.dirty);
     ua::purge();
     let after = rss_bytes();
     assert!(after + (100 << 20) < before, "RSS {before} -> {after}: 160 MiB freed but not returned");
