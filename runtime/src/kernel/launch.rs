@@ -9,20 +9,22 @@
 //!    copies nothing, every live block of the heap not mapped yet is mapped instead, so that
 //!    a launch faults only on memory allocated while it runs, or freed memory.
 //! 2. Round 0 dispatches all `n` invocations. An invocation that meets a block without a
-//!    device copy stops and appends its id and the block to the output list (see
-//!    `prelude.rs`). One whose private store or atomic log is full stops
-//!    before that access and is *escalated* (flag in the output list): it moves to the spill
-//!    queue (`spill.rs`) with the atomic results it saved. So does one that erred (bad
-//!    pointer, step limit, ...): the spill round reruns it and reports the error with its
-//!    address, so that the ordinary pipeline carries no error-reporting code.
+//!    device copy, or errs (bad pointer, step limit, ...), stops and appends its id (with the
+//!    error kind) to the output list, leaving the address in the spare list (see `prelude.rs`
+//!    "Id buffer"). One whose private store or atomic log is full stops before that access
+//!    and is *escalated* (flag in the output list): it moves to the spill queue (`spill.rs`)
+//!    with the atomic results it saved. (In place effects are direct: no logs, no
+//!    escalation.)
 //! 3. Each later round dispatches the pending ordinary invocations, then a batch of the spill
 //!    queue in a spill round (logs in a slot of the spill buffer) and the commit pass for
 //!    the slots that completed.
 //! 4. After each round: the dirty blocks become Device-owned (`Space::device_wrote`, so that
-//!    evicting them later writes them back); faulted blocks holding no live allocation are
-//!    put on the poison list (the replay then reports the exact invocation and address);
-//!    the others are migrated with a prefetch of the blocks that follow them.
-//! 5. Bounded: a kernel error ends the launch once a spill round reported it. Two consecutive rounds that complete
+//!    evicting them later writes them back). An error, or a fault on a block holding no live
+//!    allocation, ends the launch, naming the lowest failing invocation and its address
+//!    (blocks without live allocations that spill rounds faulted on go on the poison list,
+//!    which their next run checks, reporting the address); the other faulted blocks are
+//!    migrated with a prefetch of the blocks that follow them.
+//! 5. Bounded: a kernel error ends the launch. Two consecutive rounds that complete
 //!    no invocation and fault on no new block (invocations evicting each other's blocks)
 //!    switch to *solo* rounds: one invocation at a time, one block migrated per round, no
 //!    prefetch, until one completes. A solo invocation that still makes no progress after

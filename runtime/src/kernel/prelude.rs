@@ -734,8 +734,8 @@ fn unimem_finish() {
     }
     var kind = unimem_stop_kind;
     // A block the runtime found without live allocations: an error, not a fault. Only spill
-    // rounds check (the runtime reruns there the invocations that faulted on such a block),
-    // so that ordinary invocations do not pay for the check.
+    // rounds check (an ordinary round's fault on such a block is an error the runtime
+    // reports from the output list), so that ordinary invocations do not pay for the check.
     if (spill && kind == 0u && unimem_poisoned(unimem_stop_block)) {
         kind = UNIMEM_ERROR_FREED;
     }
