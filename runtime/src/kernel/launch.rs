@@ -835,6 +835,16 @@ struct Stop {
     address: u64,
 }
 
+impl Stop {
+    /// Puts `self` in `lowest` unless it holds a stop of a lower invocation id (errors name
+    /// the lowest failing id, whatever order the round appended them in).
+    fn keep_if_lower(self, lowest: &mut Option<Stop>) {
+        if lowest.is_none_or(|l| self.id < l.id) {
+            *lowest = Some(self);
+        }
+    }
+}
+
 /// The entries of an output list (prelude.rs "Id buffer"). Invocations that completed are
 /// not in it.
 fn entries<'a>(ids: &'a Buffer, round: &Round, pending: u32) -> impl Iterator<Item = (u32, Option<Stop>)> + 'a {
@@ -870,9 +880,7 @@ impl OutList {
                 _ if first & ESCALATE != 0 => out.escalated += 1,
                 Some(s) if s.kind != 0 => {
                     out.errors += 1;
-                    if out.first_error.is_none_or(|f| s.id < f.id) {
-                        out.first_error = Some(s);
-                    }
+                    s.keep_if_lower(&mut out.first_error);
                 }
                 Some(s) => {
                     // A fault is on a block of the heap: the kernel made an address outside
@@ -908,9 +916,7 @@ impl OutList {
             let Some(s) = stop.filter(|s| s.kind == 0) else { continue };
             if space.block_of(s.address as usize).is_some_and(|b| dead.binary_search(&(b as u32)).is_ok()) {
                 count += 1;
-                if first.is_none_or(|f| s.id < f.id) {
-                    first = Some(s);
-                }
+                s.keep_if_lower(&mut first);
             }
         }
         first.map(|s| (s, count))

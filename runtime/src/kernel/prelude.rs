@@ -912,8 +912,13 @@ fn unimem_store_i64(p: u64, v: i64) {
 
 /// Atomic accessors (added only when the kernel uses them; they need the atomic log).
 pub const ATOMICS: &str = r#"
-// Runs atomic `op` at loc; returns the old value.
-fn unimem_atomic_at(op: u32, loc: vec2<u32>, c: u32, v: u32) -> u32 {
+// Runs atomic `op` at p and marks its block dirty; returns the old value, or 0 when the
+// translation stopped the invocation (then nothing ran).
+fn unimem_atomic_now(op: u32, p: u64, c: u32, v: u32) -> u32 {
+    let loc = unimem_translate(p, true, 3u);
+    if (unimem_stop != 0u) {
+        return 0u;
+    }
     var r = 0u;
     switch op {
         case 0u: { r = unimem_frame_add(loc, c, v); }
@@ -922,6 +927,7 @@ fn unimem_atomic_at(op: u32, loc: vec2<u32>, c: u32, v: u32) -> u32 {
         case 3u: { r = unimem_frame_exchange(loc, c, v); }
         default: { r = unimem_frame_cas(loc, c, v); }
     }
+    unimem_set_dirty(loc);
     return r;
 }
 
@@ -932,11 +938,7 @@ fn unimem_atomic(op: u32, p: u64, c: u32, v: u32) -> u32 {
         return 0u;
     }
     if (UNIMEM_DIRECT) {
-        let loc = unimem_translate(p, true, 3u);
-        if (unimem_stop != 0u) {
-            return 0u;
-        }
-        return unimem_atomic_at(op, loc, c, v);
+        return unimem_atomic_now(op, p, c, v);
     }
     let k = unimem_atomics;
     unimem_atomics += 1u;
@@ -967,12 +969,10 @@ fn unimem_atomic(op: u32, p: u64, c: u32, v: u32) -> u32 {
         unimem_stop_full(UNIMEM_FULL_ATOMICS);
         return 0u;
     }
-    let loc = unimem_translate(p, true, 3u);
+    let r = unimem_atomic_now(op, p, c, v);
     if (unimem_stop != 0u) {
         return 0u;
     }
-    let r = unimem_atomic_at(op, loc, c, v);
-    unimem_set_dirty(loc);
     if (spill) {
         unimem_spill[saved_at + k] = r;
         unimem_spill[count_at] = k + 1u;
