@@ -5,7 +5,8 @@
 //! - `space.rs`   — [`Space`]: every state transition, the CPU fault service;
 //! - `backend.rs` — [`BlockDevice`]: what coherence needs from a device;
 //! - `fake.rs`    — [`FakeDevice`]: a CPU-backed device for tests;
-//! - `stats.rs`   — counters.
+//! - `stats.rs`   — counters;
+//! - `twin.rs`    — twins: merging what the CPU and a running kernel wrote to one block.
 //!
 //! One [`Space`] per process covers the allocator's managed heap. [`install`] creates it,
 //! installs the fault handler, and hooks the allocator (frees discard device copies of
@@ -18,10 +19,11 @@ mod service;
 mod space;
 mod state;
 mod stats;
+mod twin;
 
 pub use backend::{BackendError, BlockDevice, BlockId};
 pub use fake::FakeDevice;
-pub use space::{now_ns, CoherenceError, FaultOutcome, Space};
+pub use space::{now_ns, CoherenceError, FaultOutcome, LaunchScope, Space};
 pub use state::{seq_of, state_of, State, BUSY};
 pub use stats::{Counters, Snapshot};
 

@@ -17,6 +17,13 @@
 //! "Copy stale" (from the fault handler, which cannot call the device) sets a bit in
 //! `stale`; [`Space::reap_stale`] drops those device copies before any upload or launch.
 //!
+//! While a launch runs ([`Space::launch`]), a CPU write to a Shared or Device block first
+//! saves the block's content as a *twin* (`twin.rs`); if the kernel turns out to have written
+//! the block too, [`Space::device_wrote`] merges the kernel's bytes into the host copy instead
+//! of making it Device ("device write" on a Host block with a twin: merge, drop copy -> Host).
+//! So a CPU thread and a kernel writing different objects of one block both keep their
+//! writes.
+//!
 //! # Locking rules
 //! - A block's migration bit (`state.rs`) is the only lock that guards its protection, its
 //!   device copy and its state. Normal-context code takes bits of several blocks in
@@ -35,6 +42,7 @@ use super::backend::{BackendError, BlockDevice, BlockId};
 use super::state::{state_of, BlockStates, State, BUSY};
 use super::service::Service;
 use super::stats::Counters;
+use super::twin::{self, Twins};
 use crate::faults::protect::{FaultMode, Protector};
 use std::cell::Cell;
 use unimem_alloc::InternalScope;
@@ -90,6 +98,17 @@ pub enum FaultOutcome {
     Fatal(&'static str),
 }
 
+/// A kernel launch in progress, for coherence ([`Space::launch`]).
+pub struct LaunchScope<'a> {
+    space: &'a Space,
+}
+
+impl Drop for LaunchScope<'_> {
+    fn drop(&mut self) {
+        self.space.twins.launch_ends();
+    }
+}
+
 /// The managed region under coherence.
 pub struct Space {
     base: usize,
@@ -102,6 +121,8 @@ pub struct Space {
     /// Bits set in `stale` since the last reap (so reaping an empty set costs one load).
     stale_pending: AtomicUsize,
     device_blocks: AtomicUsize,
+    /// Twins of blocks the CPU wrote while a launch could write their device copies.
+    twins: Twins,
     /// Serves faults on device copies the CPU cannot read (see `service.rs`).
     pub(super) service: Service,
     /// Counters (faults, bytes, time).
@@ -114,6 +135,8 @@ impl Space {
         let bs = device.block_size();
         assert!(bs.is_power_of_two() && bs >= 4096, "block size {bs} must be a power of two >= 4096");
         let blocks = len / bs;
+        // In place there are no device copies, so nothing to twin.
+        let twins = Twins::new(bs, if device.in_place() { 0 } else { device.capacity() }, blocks)?;
         Ok(Space {
             base,
             len: blocks * bs,
@@ -124,6 +147,7 @@ impl Space {
             stale: (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             stale_pending: AtomicUsize::new(0),
             device_blocks: AtomicUsize::new(0),
+            twins,
             service: Service::new(),
             stats: Counters::default(),
         })
@@ -217,6 +241,34 @@ impl Space {
         self.protect_err(b, std::io::Error::from_raw_os_error(e))
     }
 
+    /// Drops block `b`'s device copy, and its twin with it. The caller holds the block.
+    fn drop_device_copy(&self, b: usize) {
+        self.device.discard(&[b as BlockId]);
+        self.twins.drop_twin(b);
+    }
+
+    /// Saves block `b`'s content (`src`, still read-only) as its twin if a launch was running
+    /// when `gate` opened. Signal-safe; the caller holds the block.
+    fn twin_if_launch(&self, gate: &twin::Gate<'_>, b: usize, src: usize) {
+        if gate.launch_running() {
+            // False when no slot is free, which cannot happen while every dropped device copy
+            // drops its twin (at most one twin per frame); the block's conflict, if any,
+            // would then keep the device's version, counted in `write_conflicts`.
+            // SAFETY: the caller holds the block and its host pages are present and
+            // read-only (nobody writes them until the caller makes them writable).
+            let _twinned = unsafe { self.twins.make(b, src as *const u8) };
+        }
+    }
+
+    /// A kernel launch is about to run: until the returned scope ends, CPU writes to blocks
+    /// with device copies are twinned, and [`Space::device_wrote`] merges blocks both sides
+    /// wrote (`twin.rs`). Open it before the launch reaps stale copies and makes blocks
+    /// resident; end it after the launch's last [`Space::device_wrote`].
+    pub fn launch(&self) -> LaunchScope<'_> {
+        self.twins.launch_begins();
+        LaunchScope { space: self }
+    }
+
     fn mark_stale(&self, b: usize) {
         if self.stale[b / 64].fetch_or(1 << (b % 64), Release) & (1 << (b % 64)) == 0 {
             self.stale_pending.fetch_add(1, Release);
@@ -246,7 +298,7 @@ impl Space {
             let w = self.lock(b);
             let s = state_of(w);
             if s == State::Host {
-                self.device.discard(&[b as BlockId]);
+                self.drop_device_copy(b);
             }
             self.unlock(b, s, s);
         }
@@ -403,7 +455,7 @@ impl Space {
             State::Shared => self.prot.make_writable(addr, bs).map_err(|e| self.errno_err(b, e))?,
             State::Host | State::InPlace => {}
         }
-        self.device.discard(&[b as BlockId]);
+        self.drop_device_copy(b);
         Ok(())
     }
 
@@ -472,16 +524,44 @@ impl Space {
                     State::Shared
                 }
                 State::Device | State::Shared if for_write => {
-                    if let Err(e) = self.bring_home_locked(b, s) {
-                        self.unlock(b, s, s);
-                        return Err(e);
+                    let gate = self.twins.gate();
+                    if gate.launch_running() {
+                        // A kernel may be writing the device copy: keep it (stale) and twin
+                        // the block, as a CPU write fault does.
+                        match self.cpu_writes_during_launch(b, s, &gate) {
+                            Ok(()) => State::Host,
+                            Err((e, reached)) => {
+                                self.unlock(b, s, reached);
+                                return Err(e);
+                            }
+                        }
+                    } else {
+                        if let Err(e) = self.bring_home_locked(b, s) {
+                            self.unlock(b, s, s);
+                            return Err(e);
+                        }
+                        State::Host
                     }
-                    State::Host
                 }
                 other => other,
             };
             self.unlock(b, s, to);
         }
+        Ok(())
+    }
+
+    /// [`Space::make_host_accessible`] for writing block `b` (held, Shared or Device) while a
+    /// launch runs: the CPU write fault's transition in normal context (fill read-only if
+    /// Device, twin, writable, device copy stale). On error, also the state reached.
+    fn cpu_writes_during_launch(&self, b: usize, s: State, gate: &twin::Gate<'_>) -> Result<(), (CoherenceError, State)> {
+        let (addr, bs) = (self.block_addr(b), self.block_size());
+        if s == State::Device {
+            self.fill_from_device(b, false).map_err(|e| (e, s))?;
+            self.stats.bytes_to_host.fetch_add(bs as u64, Relaxed);
+        }
+        self.twin_if_launch(gate, b, addr);
+        self.prot.make_writable(addr, bs).map_err(|e| (self.errno_err(b, e), State::Shared))?;
+        self.mark_stale(b);
         Ok(())
     }
 
@@ -512,7 +592,7 @@ impl Space {
             State::Host | State::InPlace => Ok(()),
         };
         if r.is_ok() && (s != State::Host || self.device.is_resident(b as BlockId)) {
-            self.device.discard(&[b as BlockId]);
+            self.drop_device_copy(b);
             self.stats.discards.fetch_add(1, Relaxed);
         }
         self.unlock(b, s, if r.is_ok() { State::Host } else { s });
@@ -535,7 +615,9 @@ impl Space {
     }
 
     /// A kernel finished: the blocks it wrote hold their only valid copy on the device.
-    /// A block the CPU wrote meanwhile (a data race at block granularity) keeps the
+    /// A block the CPU wrote meanwhile (other bytes of it: a data race only where both wrote
+    /// the same byte) gets the kernel's bytes merged into its host copy and stays Host
+    /// (`twin.rs`, counted in `write_merges`); without a twin (none was free) it keeps the
     /// device's version, counted in `write_conflicts`.
     pub fn device_wrote(&self, blocks: &[BlockId]) -> Result<(), CoherenceError> {
         let _internal = InternalScope::new();
@@ -545,6 +627,13 @@ impl Space {
             let w = self.lock(b);
             let s = state_of(w);
             if s == State::Host {
+                if let Some(twin) = self.twins.take(b) {
+                    let r = self.merge_locked(b, &twin);
+                    drop(twin);
+                    self.unlock(b, s, s);
+                    r?;
+                    continue;
+                }
                 self.stats.write_conflicts.fetch_add(1, Relaxed);
                 // The stale mark from the CPU write must not drop the device's version.
                 self.stale[b / 64].fetch_and(!(1 << (b % 64)), AcqRel);
@@ -553,6 +642,35 @@ impl Space {
             self.unlock(b, s, if r.is_ok() { State::Device } else { s });
             r?;
         }
+        Ok(())
+    }
+
+    /// [`Space::device_wrote`] for a block the CPU wrote while the kernel ran (held, Host):
+    /// the kernel's bytes, those where the device copy differs from `twin`, go into the host
+    /// copy, and the device copy is dropped.
+    fn merge_locked(&self, b: usize, twin: &twin::Twin<'_>) -> Result<(), CoherenceError> {
+        let bs = self.block_size();
+        let mut bounce = Vec::new();
+        let device: &[u8] = match self.device.host_view(b as BlockId) {
+            // SAFETY: the view is readable for a block while we hold the block, and no kernel
+            // runs (the launch claims written blocks between dispatches).
+            Some(view) => unsafe { std::slice::from_raw_parts(view, bs) },
+            None => {
+                bounce.resize(bs, 0u8);
+                // SAFETY: bounce is writable for a block.
+                unsafe { self.device.download(&[(b as BlockId, bounce.as_mut_ptr())]) }?;
+                &bounce
+            }
+        };
+        // SAFETY: the block is Host after a CPU write fault: its pages are present and
+        // writable (registered blocks are never purged); other threads may write other
+        // bytes meanwhile, which `merge` leaves alone.
+        unsafe { twin::merge(self.block_addr(b) as *mut u8, device, twin.bytes()) };
+        self.drop_device_copy(b);
+        // The device copy is gone: nothing stale left to reap.
+        self.stale[b / 64].fetch_and(!(1 << (b % 64)), AcqRel);
+        self.stats.write_merges.fetch_add(1, Relaxed);
+        self.stats.bytes_to_host.fetch_add(bs as u64, Relaxed);
         Ok(())
     }
 
@@ -606,16 +724,29 @@ impl Space {
                         self.states.unlock(b, state_of(w));
                         continue;
                     }
+                    // A write while a launch runs fills read-only, saves the twin, and only
+                    // then lets the CPU write.
+                    let gate = write.then(|| self.twins.gate());
+                    let twin = gate.as_ref().is_some_and(|g| g.launch_running());
                     let filled = match self.device.host_view(b as BlockId) {
                         // SAFETY: the view is readable while we hold the block; its pages
                         // are absent and ours to fill.
-                        Some(view) => unsafe { self.prot.fill(baddr, view, bs, write) }.is_ok(),
+                        Some(view) => unsafe { self.prot.fill(baddr, view, bs, write && !twin) }.is_ok(),
                         // Device memory the CPU cannot read: the service thread copies.
-                        None => self.service.fill(b, write),
+                        None => self.service.fill(b, write && !twin),
                     };
                     if !filled {
                         self.states.unlock(b, State::Device);
                         return FaultOutcome::Fatal("unimem: filling host pages from the device copy failed");
+                    }
+                    if let Some(gate) = gate.as_ref().filter(|_| twin) {
+                        self.twin_if_launch(gate, b, baddr);
+                        if self.prot.make_writable(baddr, bs).is_err() {
+                            // Filled read-only: both copies valid, as after a read fault.
+                            self.device_blocks.fetch_sub(1, Relaxed);
+                            self.states.unlock(b, State::Shared);
+                            return FaultOutcome::Fatal("unimem: un-protecting a block filled from the device failed");
+                        }
                     }
                     let to = if write {
                         self.mark_stale(b);
@@ -637,6 +768,8 @@ impl Space {
                         self.states.unlock(b, state_of(w));
                         continue;
                     }
+                    let gate = self.twins.gate();
+                    self.twin_if_launch(&gate, b, baddr);
                     if self.prot.make_writable(baddr, bs).is_err() {
                         self.states.unlock(b, State::Shared);
                         return FaultOutcome::Fatal("unimem: un-protecting a shared block failed");

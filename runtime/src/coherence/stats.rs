@@ -24,8 +24,12 @@ pub struct Counters {
     pub evictions: AtomicU64,
     /// Device copies dropped without copying back (discard, free).
     pub discards: AtomicU64,
-    /// Blocks both the CPU and a kernel wrote during the same launch.
+    /// Blocks a kernel wrote while it ran, that the CPU had written and not merged (no twin:
+    /// the device's version kept). Zero unless the twin pool ran out (`twin.rs`).
     pub write_conflicts: AtomicU64,
+    /// Blocks both the CPU and a kernel wrote during the same launch, merged byte by byte
+    /// (`twin.rs`).
+    pub write_merges: AtomicU64,
     /// Kernel launches (`kernel::Kernel::launch`), successful or not.
     pub launches: AtomicU64,
     /// Device faults: blocks kernels found without a device copy (once per block and round).
@@ -60,6 +64,8 @@ pub struct Snapshot {
     /// See [`Counters`].
     pub write_conflicts: u64,
     /// See [`Counters`].
+    pub write_merges: u64,
+    /// See [`Counters`].
     pub launches: u64,
     /// See [`Counters`].
     pub device_faults: u64,
@@ -83,6 +89,7 @@ impl Snapshot {
             evictions: self.evictions - earlier.evictions,
             discards: self.discards - earlier.discards,
             write_conflicts: self.write_conflicts - earlier.write_conflicts,
+            write_merges: self.write_merges - earlier.write_merges,
             launches: self.launches - earlier.launches,
             device_faults: self.device_faults - earlier.device_faults,
             replay_rounds: self.replay_rounds - earlier.replay_rounds,
@@ -110,6 +117,7 @@ impl Counters {
             evictions: self.evictions.load(Relaxed),
             discards: self.discards.load(Relaxed),
             write_conflicts: self.write_conflicts.load(Relaxed),
+            write_merges: self.write_merges.load(Relaxed),
             launches: self.launches.load(Relaxed),
             device_faults: self.device_faults.load(Relaxed),
             replay_rounds: self.replay_rounds.load(Relaxed),

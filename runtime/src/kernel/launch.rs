@@ -423,6 +423,9 @@ impl Kernel {
             return Ok(report);
         }
         let mut state = lock(&self.inner.state);
+        // Until the launch returns, CPU writes to blocks with device copies are twinned, so
+        // that blocks both the CPU and the kernel write are merged (coherence/twin.rs).
+        let _coherence = space.launch();
         space.reap_stale();
         let t = Instant::now();
         let advised = advice::ranges();

@@ -142,6 +142,64 @@ fn cpu_write_fault_on_device_block_brings_it_home_writable() {
     assert!(!dev.is_resident(b as u32));
 }
 
+/// While a launch runs, the CPU and a kernel write different words of the same block, which
+/// was Shared (a write fault), Device (a write fault that fills it), or written through a
+/// system call (`make_host_accessible`): the block's content when the CPU started writing is
+/// twinned, and the kernel's bytes are merged into the host copy. Nothing is lost.
+#[test]
+fn cpu_and_kernel_writes_to_one_block_during_a_launch_are_merged() {
+    let _s = serial();
+    let (space, dev) = setup();
+    let mut v = buffer(3);
+    let (addr, len) = range(&v);
+    let per = BLOCK / 8;
+    let b = space.block_of(addr).unwrap();
+    let word = |x: u64| x.to_ne_bytes();
+    // Block b + 1 was written by an earlier kernel: Device.
+    space.to_device(addr, len, false).unwrap();
+    dev.device_write(b as u32 + 1, 8 * 4, &word(444));
+    space.device_wrote(&dev.take_dirty()).unwrap();
+    assert_eq!(space.state(b + 1), State::Device);
+    let before = space.stats.snapshot();
+    {
+        let _launch = space.launch();
+        space.reap_stale();
+        // The CPU writes word 1 of each block (the third through a system call's path).
+        v[1] = 1000;
+        v[per + 1] = 1001;
+        space.make_host_accessible(addr + 2 * BLOCK, 8, true).unwrap();
+        v[2 * per + 1] = 1002;
+        for i in 0..3 {
+            assert_eq!(space.state(b + i), State::Host, "block {i}");
+        }
+        // The kernel writes words 0 and 2 of each block.
+        for i in 0..3 {
+            dev.device_write((b + i) as u32, 0, &word(7 + i as u64));
+            dev.device_write((b + i) as u32, 16, &word(70 + i as u64));
+        }
+        space.device_wrote(&dev.take_dirty()).unwrap();
+    }
+    let d = space.stats.snapshot().since(&before);
+    assert_eq!((d.write_merges, d.write_conflicts), (3, 0), "{d:?}");
+    assert_eq!((d.write_faults_shared, d.write_faults_device), (1, 1), "{d:?}");
+    for i in 0..3 {
+        assert_eq!(space.state(b + i), State::Host, "block {i}");
+        assert!(!dev.is_resident((b + i) as u32), "block {i}: the merged device copy is dropped");
+        let w = &v[i * per..i * per + 5];
+        let fourth = if i == 1 { 444 } else { (i * per + 4) as u64 * 3 + 1 };
+        assert_eq!(w, &[7 + i as u64, 1000 + i as u64, 70 + i as u64, (i * per + 3) as u64 * 3 + 1, fourth], "block {i}");
+    }
+    // After the launch, a CPU write makes no twin: a kernel write that follows (a data race
+    // at block granularity outside any launch) keeps the device's version, as before.
+    space.to_device(addr, BLOCK, false).unwrap();
+    v[3] = 5;
+    dev.device_write(b as u32, 0, &word(8));
+    space.device_wrote(&dev.take_dirty()).unwrap();
+    let d = space.stats.snapshot().since(&before);
+    assert_eq!((d.write_merges, d.write_conflicts), (3, 1), "{d:?}");
+    assert_eq!(v[0], 8);
+}
+
 #[test]
 fn discard_and_free_copy_nothing_back() {
     let _s = serial();
