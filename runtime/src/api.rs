@@ -107,9 +107,10 @@ pub fn runtime() -> Result<&'static Space, Error> {
 }
 
 /// Move the blocks overlapping `[p, p+len)` to `loc`. Memory that does not fit on the
-/// device (after evicting) stays on the host.
+/// device (after evicting) stays on the host. Waits for a launch running on another thread.
 pub fn prefetch(p: *const u8, len: usize, loc: Location) -> Result<(), Error> {
     let space = runtime()?;
+    let _no_launch = crate::kernel::exclusive();
     match loc {
         Location::Device => space.to_device(p as usize, len, true).map(drop)?,
         Location::Host => space.to_host(p as usize, len)?,
@@ -138,9 +139,11 @@ pub enum Advice {
 /// blocks resident read-duplicated (Shared), `PreferredDevice` moves them to the device,
 /// `PreferredHost` brings them home, `Clear` forgets earlier advice. Memory that does not fit
 /// on the device stays on the host. Errors: a range outside the managed heap; more than
-/// [`crate::advice::MAX_RANGES`] advised ranges.
+/// [`crate::advice::MAX_RANGES`] advised ranges. Waits for a launch running on another
+/// thread.
 pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
     let space = runtime()?;
+    let _no_launch = crate::kernel::exclusive();
     let _internal = InternalScope::new();
     space.blocks_in(p as usize, len)?;
     crate::advice::set(p as usize, p as usize + len, advice).map_err(|_| {
@@ -159,9 +162,12 @@ pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
 }
 
 /// Forget the contents of the whole blocks inside `[p, p+len)`: device copies are dropped
-/// without copying back, and the memory reads as zero afterwards.
+/// without copying back, and the memory reads as zero afterwards. Waits for a launch
+/// running on another thread.
 pub fn discard(p: *const u8, len: usize) -> Result<(), Error> {
-    Ok(runtime()?.discard(p as usize, len)?)
+    let space = runtime()?;
+    let _no_launch = crate::kernel::exclusive();
+    Ok(space.discard(p as usize, len)?)
 }
 
 /// Counters of the running runtime (all zero before it starts).

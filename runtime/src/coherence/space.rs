@@ -577,12 +577,15 @@ impl Space {
             return Ok(());
         }
         for b in self.blocks_in(start, end - start)? {
-            self.discard_block(b)?;
+            self.discard_block(b, true)?;
         }
         Ok(())
     }
 
-    fn discard_block(&self, b: usize) -> Result<(), CoherenceError> {
+    /// Drops block `b`'s device copy without copying it back; with `zero`, its memory reads
+    /// as zero afterwards (otherwise a block with a host copy keeps it: `freed` calls this
+    /// for blocks without live allocations, which another thread may be allocating in).
+    fn discard_block(&self, b: usize, zero: bool) -> Result<(), CoherenceError> {
         let (addr, bs) = (self.block_addr(b), self.block_size());
         let w = self.lock(b);
         let s = state_of(w);
@@ -591,6 +594,12 @@ impl Space {
             State::Shared => self.prot.make_writable(addr, bs).map_err(|e| self.errno_err(b, e)),
             State::Host | State::InPlace => Ok(()),
         };
+        if r.is_ok() && zero && s != State::Device {
+            // SAFETY: the block's host pages are present (registered granules are never
+            // purged; others fault in normally) and writable now; we hold the block, and the
+            // caller is forgetting its contents.
+            unsafe { std::ptr::write_bytes(addr as *mut u8, 0, bs) };
+        }
         if r.is_ok() && (s != State::Host || self.device.is_resident(b as BlockId)) {
             self.drop_device_copy(b);
             self.stats.discards.fetch_add(1, Relaxed);
@@ -609,7 +618,7 @@ impl Space {
                 continue;
             }
             if !unimem_alloc::any_live(self.block_addr(b), self.block_size()) {
-                let _ = self.discard_block(b);
+                let _ = self.discard_block(b, false);
             }
         }
     }

@@ -272,8 +272,19 @@ impl std::fmt::Debug for Kernel {
     }
 }
 
-/// Serialises launches (one fault buffer, one dirty bitmap).
+/// Serialises launches (one fault buffer, one dirty bitmap), and explicit migrations with
+/// them ([`exclusive`]).
 static LAUNCH: Mutex<()> = Mutex::new(());
+
+/// Waits until no launch runs, and keeps new ones from starting until the guard drops.
+/// Explicit migrations from other threads (`prefetch`, `advise`, `discard`) take it: moving
+/// or dropping a device copy while a dispatch reads and writes it (an eviction reusing its
+/// frame, a page-table entry cleared under the kernel) would make invocations fault, or lose
+/// stores they committed. CPU faults do not take it (`coherence/twin.rs` covers CPU writes
+/// during a launch).
+pub(crate) fn exclusive() -> MutexGuard<'static, ()> {
+    lock(&LAUNCH)
+}
 
 /// Compiled pipelines by (user source, entry, variant).
 type Cache = Vec<((String, String, Variant), Arc<ComputePipeline>)>;
