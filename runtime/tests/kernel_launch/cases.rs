@@ -604,8 +604,8 @@ fn explicit_migrations_on_other_threads_wait_for_a_running_launch() {
         // Nothing moved under the dispatch: no invocation faulted.
         assert!(r.rounds == 1 && r.device_faults == 0, "attempt {attempt}: {r:?}");
         assert_eq!(counter[0], n, "every atomic ran once (attempt {attempt})");
-        for id in 0..n as usize {
-            assert_eq!(out[id], id as u32 + 1, "word {id} (attempt {attempt})");
+        for (id, &w) in out.iter().enumerate() {
+            assert_eq!(w, id as u32 + 1, "word {id} (attempt {attempt})");
         }
     }
     assert!(big.iter().enumerate().all(|(i, &x)| x == i as u64 * 7 + 3), "the other thread's data");
