@@ -85,7 +85,8 @@ typedef struct unimem_stats {
     uint64_t mapped_in_place; /* blocks a kernel reads and writes in host RAM (in-place mode) */
 } unimem_stats;
 
-/* Move [p, p+len) to location (an enum unimem_location value). */
+/* Move [p, p+len) to location (an enum unimem_location value). Like unimem_discard and
+ * unimem_advise, waits for a kernel launch running on another thread to return. */
 int unimem_prefetch(const void *p, size_t len, int location);
 
 /* Forget the contents of the whole blocks inside [p, p+len): nothing is copied back, and

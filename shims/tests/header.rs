@@ -370,3 +370,17 @@ fn kernel_bst_sample_migrating() {
 fn kernel_bst_sample_migrating_by_faults() {
     kernel_sample_with("kernel_bst", "off", "off");
 }
+
+/// `tests/c/kernel_threads.c`: while kernels advance malloc'ed particles, other threads of
+/// the program write other fields of the same particles, churn the allocator, and prefetch
+/// their own buffer back and forth; every result is exact.
+#[test]
+fn kernel_threads_sample() {
+    kernel_sample("kernel_threads", "auto");
+}
+
+/// The same with blocks migrating into device frames: the particles' blocks are merged.
+#[test]
+fn kernel_threads_sample_migrating() {
+    kernel_sample("kernel_threads", "off");
+}
