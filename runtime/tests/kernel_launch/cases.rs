@@ -612,3 +612,44 @@ fn explicit_migrations_on_other_threads_wait_for_a_running_launch() {
     // Whole blocks of the discarded range read as zero; its unaligned ends keep their bytes.
     assert!(scratch.iter().filter(|&&b| b == 0).count() >= scratch.len() - 2 * 65536, "discarded whole blocks read as zero");
 }
+
+/// Launches from several threads at once, two of them sharing one `Kernel`: each is exact
+/// (launches are serialised; each has its own arguments and data).
+#[test]
+fn launches_from_several_threads_are_each_exact() {
+    let _s = serial();
+    let Some(shared) = kernel("launches_from_several_threads_are_each_exact", SUM_LIST, "sum_list") else { return };
+    let own = kernel("launches_from_several_threads_are_each_exact", DOUBLE, "double").unwrap();
+    let (len, seg) = (20_000usize, 50usize);
+    std::thread::scope(|s| {
+        for t in 0..3u32 {
+            let k = &shared;
+            s.spawn(move || {
+                let nodes = build(len, |i| (i as u32 * (t + 1)) % 1000);
+                let starts: Vec<u64> = nodes.iter().step_by(seg).map(|&p| p as u64).collect();
+                for round in 0..5u32 {
+                    // The CPU changes a node between launches.
+                    let changed = (round as usize * 997 + t as usize) % len;
+                    // SAFETY: nodes are live and only this thread uses them.
+                    unsafe { (*(nodes[changed] as *mut Node)).value = round };
+                    let out = vec![0u32; starts.len()];
+                    k.launch(starts.len() as u32, &Args::new().ptr(&starts[..]).ptr(&out[..]).u32(seg as u32)).unwrap();
+                    for (i, &sum) in out.iter().enumerate() {
+                        // SAFETY: as above.
+                        let expect: u32 = nodes[i * seg..(i + 1) * seg].iter().map(|&p| unsafe { (*p).value }).sum();
+                        assert_eq!(sum, expect, "thread {t}, round {round}, segment {i}");
+                    }
+                }
+                free(nodes);
+            });
+        }
+        s.spawn(|| {
+            for round in 0..10u32 {
+                let src: Vec<u32> = (0..50_000).map(|i| i * 3 + round).collect();
+                let dst = vec![0u32; src.len()];
+                own.launch(src.len() as u32, &Args::new().ptr(&src[..]).ptr(&dst[..])).unwrap();
+                assert!(src.iter().zip(&dst).all(|(&s, &d)| d == s * 2 + 1), "round {round}");
+            }
+        });
+    });
+}
