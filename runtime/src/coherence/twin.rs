@@ -17,10 +17,14 @@
 //! Bytes both sides wrote are a data race; the kernel's value is kept.
 //!
 //! # Where twins live
-//! One slot of a block's size per device frame, in one `MAP_NORESERVE` mapping (memory is
-//! committed only for slots used, and returned when the last launch ends). A twin is only
-//! needed while its block has a device copy, so there can never be more twins than frames;
-//! every path that drops a device copy drops its twin (`Space::drop_device_copy`).
+//! One slot of a block's size per device frame, in one `MAP_NORESERVE` mapping. A twin is
+//! only needed while its block has a device copy, so there can never be more twins than
+//! frames; every path that drops a device copy drops its twin (`Space::drop_device_copy`).
+//! Slots are taken lowest first; when the last launch ends, the memory of slots beyond the
+//! first [`KEEP`] is returned to the OS, and those stay committed for the next launches:
+//! measured on the fake device, a CPU write fault on a Shared block costs 6-7 us, 8-10 us
+//! when it twins into a kept slot, and 34 us into fresh slot memory (first-touch page
+//! faults).
 //!
 //! # Concurrency contract
 //! - `make` runs in the fault handler (async-signal-safe: atomics and `memcpy` only), with
@@ -33,6 +37,9 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
 
+/// Slots whose memory stays committed between launches (4 MiB with 64 KiB blocks).
+pub const KEEP: usize = 64;
+
 /// The twin slots of a space.
 pub struct Twins {
     block_size: usize,
@@ -44,8 +51,10 @@ pub struct Twins {
     blocks: usize,
     /// Per slot: its block + 1, or 0 (free).
     owner: Box<[AtomicU32]>,
-    /// Slots taken since the memory was last returned.
+    /// Slots taken since the last launch ended.
     taken: AtomicUsize,
+    /// One past the highest slot taken since the memory beyond [`KEEP`] was last returned.
+    high: AtomicUsize,
     /// Launches running (kernels may write device copies).
     launches: AtomicU32,
     /// Gates open (fault handlers between deciding whether to twin and finishing).
@@ -131,6 +140,7 @@ impl Twins {
             blocks,
             owner: (0..slots).map(|_| AtomicU32::new(0)).collect(),
             taken: AtomicUsize::new(0),
+            high: AtomicUsize::new(0),
             launches: AtomicU32::new(0),
             gates: AtomicU32::new(0),
         })
@@ -178,10 +188,14 @@ impl Twins {
                 o.store(0, Release);
             }
         }
-        // SAFETY: no launch runs and no gate is open, so no twin is being written; the slots
-        // hold nothing anyone still reads (a `Twin` being merged belongs to a launch, and
-        // none runs).
-        unsafe { libc::madvise(self.memory as *mut _, self.slots * self.block_size, libc::MADV_DONTNEED) };
+        let high = self.high.load(Relaxed);
+        if high > KEEP {
+            self.high.store(KEEP, Relaxed);
+            // SAFETY: no launch runs and no gate is open, so no twin is being written; the
+            // slots hold nothing anyone still reads (a `Twin` being merged belongs to a
+            // launch, and none runs).
+            unsafe { libc::madvise(self.slot_ptr(KEEP) as *mut _, (high - KEEP) * self.block_size, libc::MADV_DONTNEED) };
+        }
     }
 
     /// Opens a gate for a CPU write's transition to Host. Signal-safe.
@@ -211,13 +225,13 @@ impl Twins {
         true
     }
 
-    /// A free slot, now owned by block `b`. Signal-safe (a scan and a CAS).
+    /// The lowest free slot (the likeliest to have committed memory), now owned by block
+    /// `b`. Signal-safe (a scan and a CAS).
     fn claim(&self, b: usize) -> Option<usize> {
-        let start = b % self.slots.max(1);
-        for i in 0..self.slots {
-            let slot = (start + i) % self.slots;
+        for slot in 0..self.slots {
             if self.owner[slot].compare_exchange(0, b as u32 + 1, AcqRel, Relaxed).is_ok() {
                 self.taken.fetch_add(1, Relaxed);
+                self.high.fetch_max(slot + 1, Relaxed);
                 return Some(slot);
             }
         }
