@@ -110,7 +110,7 @@ pub fn runtime() -> Result<&'static Space, Error> {
 /// device (after evicting) stays on the host. Waits for a launch running on another thread.
 pub fn prefetch(p: *const u8, len: usize, loc: Location) -> Result<(), Error> {
     let space = runtime()?;
-    let _no_launch = crate::kernel::exclusive();
+    let _no_launch = space.exclusive();
     match loc {
         Location::Device => space.to_device(p as usize, len, true).map(drop)?,
         Location::Host => space.to_host(p as usize, len)?,
@@ -143,7 +143,7 @@ pub enum Advice {
 /// thread.
 pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
     let space = runtime()?;
-    let _no_launch = crate::kernel::exclusive();
+    let _no_launch = space.exclusive();
     let _internal = InternalScope::new();
     space.blocks_in(p as usize, len)?;
     crate::advice::set(p as usize, p as usize + len, advice).map_err(|_| {
@@ -166,7 +166,7 @@ pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
 /// running on another thread.
 pub fn discard(p: *const u8, len: usize) -> Result<(), Error> {
     let space = runtime()?;
-    let _no_launch = crate::kernel::exclusive();
+    let _no_launch = space.exclusive();
     Ok(space.discard(p as usize, len)?)
 }
 

@@ -4,6 +4,7 @@
 //! - `state.rs`   — per-block state words, the migration bit, sequence numbers;
 //! - `space.rs`   — [`Space`]: every state transition, the CPU fault service;
 //! - `backend.rs` — [`BlockDevice`]: what coherence needs from a device;
+//! - `exclusion.rs` — the launch lock: launches exclude explicit migrations and `fork`;
 //! - `fake.rs`    — [`FakeDevice`]: a CPU-backed device for tests;
 //! - `stats.rs`   — counters;
 //! - `twin.rs`    — twins: merging what the CPU and a running kernel wrote to one block.
@@ -14,6 +15,7 @@
 //! blocks come home first: the child has no device).
 
 pub mod backend;
+mod exclusion;
 mod fake;
 mod service;
 mod space;
@@ -23,6 +25,7 @@ mod twin;
 
 pub use backend::{BackendError, BlockDevice, BlockId};
 pub use fake::FakeDevice;
+pub use exclusion::Exclusive;
 pub use space::{now_ns, CoherenceError, FaultOutcome, LaunchScope, Space};
 pub use state::{seq_of, state_of, State, BUSY};
 pub use stats::{Counters, Snapshot};
@@ -150,9 +153,17 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
     });
     extern "C" fn before_fork() {
         if let Some(s) = space() {
+            // A launch on another thread finishes first: its device copies must not come
+            // home (and be dropped) under its dispatch. Held until the fork returns.
+            s.launch_lock().acquire();
             if let Err(e) = s.all_home() {
                 eprintln!("unimem: before fork, could not bring device blocks home: {e}");
             }
+        }
+    }
+    extern "C" fn in_parent() {
+        if let Some(s) = space() {
+            s.launch_lock().unlock();
         }
     }
     extern "C" fn in_child() {
@@ -160,6 +171,7 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
         // memory is plain memory (device blocks came home before the fork); mprotect'ed
         // Shared blocks are made writable again (uffd protections are not inherited).
         if let Some(s) = space() {
+            s.launch_lock().reset();
             s.release_protections_in_child();
         }
         SPACE.store(std::ptr::null_mut(), Release);
@@ -168,6 +180,6 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
     // SAFETY: registering plain extern "C" functions. Registered after the allocator's
     // handlers, so `before_fork` runs before them (prepare handlers run in reverse order)
     // and may still allocate.
-    unsafe { libc::pthread_atfork(Some(before_fork), None, Some(in_child)) };
+    unsafe { libc::pthread_atfork(Some(before_fork), Some(in_parent), Some(in_child)) };
     Ok(leaked)
 }

@@ -42,6 +42,7 @@ use super::backend::{BackendError, BlockDevice, BlockId};
 use super::state::{state_of, BlockStates, State, BUSY};
 use super::service::Service;
 use super::stats::Counters;
+use super::exclusion::{Exclusive, LaunchLock};
 use super::twin::{self, Twins};
 use crate::faults::protect::{FaultMode, Protector};
 use std::cell::Cell;
@@ -98,9 +99,10 @@ pub enum FaultOutcome {
     Fatal(&'static str),
 }
 
-/// A kernel launch in progress, for coherence ([`Space::launch`]).
+/// A kernel launch in progress, for coherence ([`Space::launch`]). Holds the launch lock.
 pub struct LaunchScope<'a> {
     space: &'a Space,
+    _exclusive: Exclusive<'a>,
 }
 
 impl Drop for LaunchScope<'_> {
@@ -123,6 +125,8 @@ pub struct Space {
     device_blocks: AtomicUsize,
     /// Twins of blocks the CPU wrote while a launch could write their device copies.
     twins: Twins,
+    /// Held by a launch, and by what must not run under one (`exclusion.rs`).
+    launch_lock: LaunchLock,
     /// Serves faults on device copies the CPU cannot read (see `service.rs`).
     pub(super) service: Service,
     /// Counters (faults, bytes, time).
@@ -148,6 +152,7 @@ impl Space {
             stale_pending: AtomicUsize::new(0),
             device_blocks: AtomicUsize::new(0),
             twins,
+            launch_lock: LaunchLock::new(),
             service: Service::new(),
             stats: Counters::default(),
         })
@@ -262,11 +267,27 @@ impl Space {
 
     /// A kernel launch is about to run: until the returned scope ends, CPU writes to blocks
     /// with device copies are twinned, and [`Space::device_wrote`] merges blocks both sides
-    /// wrote (`twin.rs`). Open it before the launch reaps stale copies and makes blocks
-    /// resident; end it after the launch's last [`Space::device_wrote`].
+    /// wrote (`twin.rs`); explicit migrations ([`Space::exclusive`]) and `fork` wait. Open it
+    /// before the launch reaps stale copies and makes blocks resident; end it after the
+    /// launch's last [`Space::device_wrote`]. Waits for another launch's scope to end.
     pub fn launch(&self) -> LaunchScope<'_> {
+        let exclusive = self.launch_lock.lock();
         self.twins.launch_begins();
-        LaunchScope { space: self }
+        LaunchScope { space: self, _exclusive: exclusive }
+    }
+
+    /// Waits until no launch runs, and keeps launches from starting until the guard drops.
+    /// Explicit migrations from other threads (`prefetch`, `advise`, `discard`) take it:
+    /// moving or dropping a device copy under a running dispatch (an eviction reusing its
+    /// frame, a page-table entry cleared under the kernel) would make invocations fault, or
+    /// lose stores they committed.
+    pub fn exclusive(&self) -> Exclusive<'_> {
+        self.launch_lock.lock()
+    }
+
+    /// The launch lock itself, for the `fork` handlers.
+    pub(super) fn launch_lock(&self) -> &LaunchLock {
+        &self.launch_lock
     }
 
     fn mark_stale(&self, b: usize) {

@@ -272,19 +272,9 @@ impl std::fmt::Debug for Kernel {
     }
 }
 
-/// Serialises launches (one fault buffer, one dirty bitmap), and explicit migrations with
-/// them ([`exclusive`]).
+/// Serialises launches (one fault buffer, one dirty bitmap). Explicit migrations and `fork`
+/// wait for them through coherence's launch lock (`Space::launch`, coherence/exclusion.rs).
 static LAUNCH: Mutex<()> = Mutex::new(());
-
-/// Waits until no launch runs, and keeps new ones from starting until the guard drops.
-/// Explicit migrations from other threads (`prefetch`, `advise`, `discard`) take it: moving
-/// or dropping a device copy while a dispatch reads and writes it (an eviction reusing its
-/// frame, a page-table entry cleared under the kernel) would make invocations fault, or lose
-/// stores they committed. CPU faults do not take it (`coherence/twin.rs` covers CPU writes
-/// during a launch).
-pub(crate) fn exclusive() -> MutexGuard<'static, ()> {
-    lock(&LAUNCH)
-}
 
 /// Compiled pipelines by (user source, entry, variant).
 type Cache = Vec<((String, String, Variant), Arc<ComputePipeline>)>;
@@ -435,7 +425,8 @@ impl Kernel {
         }
         let mut state = lock(&self.inner.state);
         // Until the launch returns, CPU writes to blocks with device copies are twinned, so
-        // that blocks both the CPU and the kernel write are merged (coherence/twin.rs).
+        // that blocks both the CPU and the kernel write are merged (coherence/twin.rs), and
+        // explicit migrations and `fork` on other threads wait (coherence/exclusion.rs).
         let _coherence = space.launch();
         space.reap_stale();
         let t = Instant::now();

@@ -23,4 +23,3 @@ pub use launch::{
     generated_source, Args, Kernel, LaunchError, LaunchReport, DEFAULT_MAX_STEPS, LAVAPIPE_MAX_STEPS, MAX_INVOCATIONS,
     MAX_ROUNDS, PREFETCH_BLOCKS,
 };
-pub(crate) use launch::exclusive;

@@ -653,3 +653,41 @@ fn launches_from_several_threads_are_each_exact() {
         });
     });
 }
+
+/// `fork` from another thread while a kernel runs waits for the launch (it brings every
+/// Device block home first, which must not happen under a dispatch): the launch completes
+/// without a fault, its results are exact, and the child sees plain memory.
+#[test]
+fn fork_on_another_thread_waits_for_a_running_launch() {
+    let _s = serial();
+    let Some(k) = kernel("fork_on_another_thread_waits_for_a_running_launch", COUNT_SLOWLY, "count_slowly") else { return };
+    let busy = vec![0u32; 1024];
+    let n = 65536u32;
+    let out = vec![0u32; n as usize];
+    let counter = vec![0u32; 1];
+    let args = Args::new().ptr(&busy[..]).ptr(&out[..]).ptr(&counter[..]);
+    // Migrating, `out` is Device after this launch: a fork brings it home.
+    k.launch(n, &args.clone().u32(10)).unwrap();
+    let r = std::thread::scope(|s| {
+        let launch = s.spawn(|| k.launch(n, &args.clone().u32(3000)));
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        // SAFETY: the child only reads memory and calls _exit (async-signal-safe).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = busy[1023] == 0 && counter.len() == 1;
+            // SAFETY: leaving the child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+        launch.join().unwrap().unwrap()
+    });
+    assert!(r.rounds == 1 && r.device_faults == 0, "nothing moved under the dispatch: {r:?}");
+    assert_eq!(counter[0], 2 * n);
+    for (id, &w) in out.iter().enumerate() {
+        assert_eq!(w, id as u32 + 1, "word {id}");
+    }
+}
