@@ -20,7 +20,7 @@
 
 mod arena;
 mod heap;
-mod lock;
+pub mod lock;
 pub mod options;
 pub mod os;
 mod region;

@@ -1,12 +1,14 @@
 //! A small futex mutex for the allocator's few global locks (region page heaps, orphan
 //! lists, metadata pools). Never allocates, so it can be used inside `malloc`, and is
-//! `const`-constructible so locks can live in statics initialised before `main`.
+//! `const`-constructible so locks can live in statics initialised before `main`. The runtime
+//! uses it too where a lock must be held across `fork` (`force_lock` / `force_unlock`).
 //!
 //! State: 0 = unlocked, 1 = locked, 2 = locked with possible waiters.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering, Ordering::*};
 
+/// The mutex.
 pub struct Mutex<T> {
     state: AtomicU32,
     value: UnsafeCell<T>,
@@ -19,10 +21,12 @@ unsafe impl<T: Send> Sync for Mutex<T> {}
 unsafe impl<T: Send> Send for Mutex<T> {}
 
 impl<T> Mutex<T> {
+    /// An unlocked mutex holding `value`.
     pub const fn new(value: T) -> Self {
         Mutex { state: AtomicU32::new(0), value: UnsafeCell::new(value) }
     }
 
+    /// Takes the lock, spinning briefly and then sleeping while another thread holds it.
     #[inline]
     pub fn lock(&self) -> Guard<'_, T> {
         if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -77,6 +81,7 @@ impl<T> Mutex<T> {
     }
 }
 
+/// Holds the lock until dropped.
 pub struct Guard<'a, T> {
     m: &'a Mutex<T>,
 }

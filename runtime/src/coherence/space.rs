@@ -42,7 +42,7 @@ use super::backend::{BackendError, BlockDevice, BlockId};
 use super::state::{state_of, BlockStates, State, BUSY};
 use super::service::Service;
 use super::stats::Counters;
-use super::exclusion::{Exclusive, LaunchLock};
+use unimem_alloc::lock::{Guard, Mutex};
 use super::twin::{self, Twins};
 use crate::faults::protect::{FaultMode, Protector};
 use std::cell::Cell;
@@ -99,6 +99,9 @@ pub enum FaultOutcome {
     Fatal(&'static str),
 }
 
+/// Holds the launch lock ([`Space::exclusive`]).
+pub type Exclusive<'a> = Guard<'a, ()>;
+
 /// A kernel launch in progress, for coherence ([`Space::launch`]). Holds the launch lock.
 pub struct LaunchScope<'a> {
     space: &'a Space,
@@ -125,8 +128,10 @@ pub struct Space {
     device_blocks: AtomicUsize,
     /// Twins of blocks the CPU wrote while a launch could write their device copies.
     twins: Twins,
-    /// Held by a launch, and by what must not run under one (`exclusion.rs`).
-    launch_lock: LaunchLock,
+    /// The launch lock: held by a launch, and by what must not move device copies under
+    /// one (explicit migrations, `fork`). The allocator's futex mutex, because the fork
+    /// handlers hold it across the fork without a guard.
+    launch_lock: Mutex<()>,
     /// Serves faults on device copies the CPU cannot read (see `service.rs`).
     pub(super) service: Service,
     /// Counters (faults, bytes, time).
@@ -152,7 +157,7 @@ impl Space {
             stale_pending: AtomicUsize::new(0),
             device_blocks: AtomicUsize::new(0),
             twins,
-            launch_lock: LaunchLock::new(),
+            launch_lock: Mutex::new(()),
             service: Service::new(),
             stats: Counters::default(),
         })
@@ -286,7 +291,7 @@ impl Space {
     }
 
     /// The launch lock itself, for the `fork` handlers.
-    pub(super) fn launch_lock(&self) -> &LaunchLock {
+    pub(super) fn launch_lock(&self) -> &Mutex<()> {
         &self.launch_lock
     }
 

@@ -273,7 +273,7 @@ impl std::fmt::Debug for Kernel {
 }
 
 /// Serialises launches (one fault buffer, one dirty bitmap). Explicit migrations and `fork`
-/// wait for them through coherence's launch lock (`Space::launch`, coherence/exclusion.rs).
+/// wait for them through coherence's launch lock (`Space::launch`, `Space::exclusive`).
 static LAUNCH: Mutex<()> = Mutex::new(());
 
 /// Compiled pipelines by (user source, entry, variant).
@@ -426,7 +426,7 @@ impl Kernel {
         let mut state = lock(&self.inner.state);
         // Until the launch returns, CPU writes to blocks with device copies are twinned, so
         // that blocks both the CPU and the kernel write are merged (coherence/twin.rs), and
-        // explicit migrations and `fork` on other threads wait (coherence/exclusion.rs).
+        // explicit migrations and `fork` on other threads wait (`Space::exclusive`).
         let _coherence = space.launch();
         space.reap_stale();
         let t = Instant::now();
