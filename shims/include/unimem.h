@@ -83,6 +83,8 @@ typedef struct unimem_stats {
     uint64_t discards;        /* device copies dropped without copying back (free, discard) */
     uint64_t fault_ns;        /* time spent serving CPU faults, nanoseconds */
     uint64_t mapped_in_place; /* blocks a kernel reads and writes in host RAM (in-place mode) */
+    uint64_t write_merges;    /* blocks both the CPU (another thread) and a running kernel wrote,
+                                 merged byte by byte (migrating mode; nothing was lost) */
 } unimem_stats;
 
 /* Move [p, p+len) to location (an enum unimem_location value). Like unimem_discard and

@@ -68,6 +68,7 @@ pub struct UnimemStats {
     pub discards: u64,
     pub fault_ns: u64,
     pub mapped_in_place: u64,
+    pub write_merges: u64,
 }
 
 thread_local! {
@@ -140,6 +141,7 @@ pub unsafe extern "C" fn unimem_get_stats(out: *mut UnimemStats) -> c_int {
         discards: s.discards,
         fault_ns: s.fault_ns,
         mapped_in_place: s.mapped_in_place,
+        write_merges: s.write_merges,
     };
     // SAFETY: `out` is non-null and, by the caller's contract, points to a unimem_stats.
     unsafe { out.write(v) };

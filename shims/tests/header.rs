@@ -4,6 +4,8 @@
 //! - every function the header declares is defined in `src/capi.rs` with the same C
 //!   signature, and every `unimem_*` function there is declared in the header;
 //! - every `UNIMEM_*` constant has the same value on both sides;
+//! - `unimem_stats` has the same fields, in the same order, with the same types as
+//!   `UnimemStats`;
 //! - the library exports exactly the header's functions plus the C allocation API;
 //! - the header compiles as strict C99 and C++11, and a program that includes it and links
 //!   with `-lunimem` works.
@@ -171,6 +173,43 @@ fn constants() -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
     (c, r)
 }
 
+/// `(C type, name)` of each field of a struct, in order.
+type Fields = Vec<(String, String)>;
+
+/// The text between `open` (ending in `{`) and the next `}` of `text`.
+fn struct_body<'a>(text: &'a str, open: &str) -> &'a str {
+    let body = text.split_once(open).unwrap_or_else(|| panic!("`{open}` not found")).1;
+    &body[..body.find('}').unwrap_or_else(|| panic!("no `}}` after `{open}`"))]
+}
+
+/// The fields of `unimem_stats` in the header, and of `UnimemStats` in `src/capi.rs` (Rust
+/// types spelled in C).
+fn stats_fields() -> (Fields, Fields) {
+    let code = c_code(&manifest("include/unimem.h"));
+    let c = struct_body(&code, "typedef struct unimem_stats {")
+        .split(';')
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| {
+            let (t, name) = f.trim().rsplit_once(char::is_whitespace).expect("type name");
+            (c_type(t, false), name.to_string())
+        })
+        .collect();
+    let src = manifest("src/capi.rs");
+    let r = struct_body(&src, "pub struct UnimemStats {")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub "))
+        .map(|f| {
+            let (name, t) = f.trim_end_matches(',').split_once(':').expect("name: type");
+            let t = match t.trim() {
+                "u64" => "uint64_t".to_string(),
+                other => rust_to_c(other),
+            };
+            (t, name.trim().to_string())
+        })
+        .collect();
+    (c, r)
+}
+
 #[test]
 fn header_matches_rust_definitions() {
     let (h, r) = (header_functions(), rust_functions());
@@ -184,6 +223,12 @@ fn header_matches_rust_definitions() {
     assert_eq!(
         hc, rc,
         "constants of unimem.h (left) and src/capi.rs (right) disagree"
+    );
+    let (hs, rs) = stats_fields();
+    assert!(hs.len() >= 10, "unimem_stats fields not found in unimem.h: {hs:?}");
+    assert_eq!(
+        hs, rs,
+        "unimem_stats in unimem.h (left) and UnimemStats in src/capi.rs (right) disagree"
     );
 }
 

@@ -140,10 +140,13 @@ int main(void) {
     atomic_store(&stop, 1);
     CHECK(pthread_join(churner, NULL) == 0 && pthread_join(mover_thread, NULL) == 0, "pthread_join");
     CHECK(churned > 0 && moved > 0, "the helper threads ran (%lu churn rounds, %lu moves)", churned, moved);
+    unimem_stats st;
+    CHECK(unimem_get_stats(&st) == 0, "%s", unimem_last_error());
     unimem_kernel_destroy(k);
     for (int i = 0; i < N; i++) free(ps[i]);
     free(ps);
     free(expect);
-    printf("PASS kernel_threads (%d launches, %lu churn rounds, %lu moves)\n", LAUNCHES, churned, moved);
+    printf("PASS kernel_threads (%d launches, %lu blocks merged, %lu churn rounds, %lu moves)\n", LAUNCHES,
+           (unsigned long)st.write_merges, churned, moved);
     return 0;
 }
