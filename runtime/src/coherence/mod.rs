@@ -4,6 +4,7 @@
 //! - `state.rs`   — per-block state words, the migration bit, sequence numbers;
 //! - `space.rs`   — [`Space`]: every state transition, the CPU fault service;
 //! - `backend.rs` — [`BlockDevice`]: what coherence needs from a device;
+//! - `exclusion.rs` — the launch lock: a launch excludes explicit migrations and `fork`;
 //! - `fake.rs`    — [`FakeDevice`]: a CPU-backed device for tests;
 //! - `stats.rs`   — counters;
 //! - `twin.rs`    — twins: merging what the CPU and a running kernel wrote to one block.
@@ -14,6 +15,7 @@
 //! blocks come home first: the child has no device).
 
 pub mod backend;
+mod exclusion;
 mod fake;
 mod service;
 mod space;
@@ -23,7 +25,8 @@ mod twin;
 
 pub use backend::{BackendError, BlockDevice, BlockId};
 pub use fake::FakeDevice;
-pub use space::{now_ns, CoherenceError, Exclusive, FaultOutcome, LaunchScope, Space};
+pub use exclusion::Exclusive;
+pub use space::{now_ns, CoherenceError, FaultOutcome, LaunchScope, Space};
 pub use state::{seq_of, state_of, State, BUSY};
 pub use stats::{Counters, Snapshot};
 
@@ -152,7 +155,7 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
         if let Some(s) = space() {
             // A launch on another thread finishes first: its device copies must not come
             // home (and be dropped) under its dispatch. Held until the fork returns.
-            s.launch_lock().force_lock();
+            s.launch_lock().hold_for_fork();
             if let Err(e) = s.all_home() {
                 eprintln!("unimem: before fork, could not bring device blocks home: {e}");
             }
@@ -160,8 +163,7 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
     }
     extern "C" fn in_parent() {
         if let Some(s) = space() {
-            // SAFETY: taken by `before_fork` in this thread.
-            unsafe { s.launch_lock().force_unlock() };
+            s.launch_lock().release_after_fork(false);
         }
     }
     extern "C" fn in_child() {
@@ -169,8 +171,7 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
         // memory is plain memory (device blocks came home before the fork); mprotect'ed
         // Shared blocks are made writable again (uffd protections are not inherited).
         if let Some(s) = space() {
-            // SAFETY: taken by `before_fork`, in this thread, the only one in the child.
-            unsafe { s.launch_lock().force_unlock() };
+            s.launch_lock().release_after_fork(true);
             s.release_protections_in_child();
         }
         SPACE.store(std::ptr::null_mut(), Release);

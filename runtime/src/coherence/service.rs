@@ -37,14 +37,14 @@ pub struct Service {
     running: AtomicBool,
 }
 
-fn futex_wait(word: &AtomicU32, expected: u32) {
+pub(super) fn futex_wait(word: &AtomicU32, expected: u32) {
     // SAFETY: waiting on an aligned u32 we own; returns on wake, mismatch or signal.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, std::ptr::null::<libc::timespec>());
     }
 }
 
-fn futex_wake(word: &AtomicU32) {
+pub(super) fn futex_wake(word: &AtomicU32) {
     // SAFETY: waking waiters of an aligned u32 we own.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);

@@ -42,7 +42,7 @@ use super::backend::{BackendError, BlockDevice, BlockId};
 use super::state::{state_of, BlockStates, State, BUSY};
 use super::service::Service;
 use super::stats::Counters;
-use unimem_alloc::lock::{Guard, Mutex};
+use super::exclusion::{Exclusive, LaunchLock};
 use super::twin::{self, Twins};
 use crate::faults::protect::{FaultMode, Protector};
 use std::cell::Cell;
@@ -99,9 +99,6 @@ pub enum FaultOutcome {
     Fatal(&'static str),
 }
 
-/// Holds the launch lock ([`Space::exclusive`]).
-pub type Exclusive<'a> = Guard<'a, ()>;
-
 /// A kernel launch in progress, for coherence ([`Space::launch`]). Holds the launch lock.
 pub struct LaunchScope<'a> {
     space: &'a Space,
@@ -129,9 +126,8 @@ pub struct Space {
     /// Twins of blocks the CPU wrote while a launch could write their device copies.
     twins: Twins,
     /// The launch lock: held by a launch, and by what must not move device copies under
-    /// one (explicit migrations, `fork`). The allocator's futex mutex, because the fork
-    /// handlers hold it across the fork without a guard.
-    launch_lock: Mutex<()>,
+    /// one (explicit migrations and reaping, `fork`; `exclusion.rs`).
+    launch_lock: LaunchLock,
     /// Serves faults on device copies the CPU cannot read (see `service.rs`).
     pub(super) service: Service,
     /// Counters (faults, bytes, time).
@@ -157,7 +153,7 @@ impl Space {
             stale_pending: AtomicUsize::new(0),
             device_blocks: AtomicUsize::new(0),
             twins,
-            launch_lock: Mutex::new(()),
+            launch_lock: LaunchLock::new(),
             service: Service::new(),
             stats: Counters::default(),
         })
@@ -276,22 +272,24 @@ impl Space {
     /// before the launch reaps stale copies and makes blocks resident; end it after the
     /// launch's last [`Space::device_wrote`]. Waits for another launch's scope to end.
     pub fn launch(&self) -> LaunchScope<'_> {
-        let exclusive = self.launch_lock.lock();
+        let exclusive = self.launch_lock.launch();
         self.twins.launch_begins();
         LaunchScope { space: self, _exclusive: exclusive }
     }
 
-    /// Waits until no launch runs, and keeps launches from starting until the guard drops.
-    /// Explicit migrations from other threads (`prefetch`, `advise`, `discard`) take it:
-    /// moving or dropping a device copy under a running dispatch (an eviction reusing its
-    /// frame, a page-table entry cleared under the kernel) would make invocations fault, or
-    /// lose stores they committed.
+    /// Waits until no launch runs, and keeps launches from starting until the guard drops
+    /// (passes through when this thread holds it already). Every public operation that
+    /// moves or drops device copies takes it (`to_device`, `to_host`, `evict`, `discard`,
+    /// `reap_stale`): doing that under a running dispatch (an eviction reusing a frame, a
+    /// page-table entry cleared under the kernel, a copy with committed stores dropped)
+    /// would make invocations fault, or lose stores they committed. Callers that do several
+    /// such operations as one (`advise`) may hold it across them.
     pub fn exclusive(&self) -> Exclusive<'_> {
-        self.launch_lock.lock()
+        self.launch_lock.exclusive()
     }
 
     /// The launch lock itself, for the `fork` handlers.
-    pub(super) fn launch_lock(&self) -> &Mutex<()> {
+    pub(super) fn launch_lock(&self) -> &LaunchLock {
         &self.launch_lock
     }
 
@@ -304,6 +302,10 @@ impl Space {
     /// Drop device copies that CPU writes made stale (the fault handler cannot call the
     /// device). Called before uploads and launches.
     pub fn reap_stale(&self) {
+        if self.stale_pending.load(Acquire) == 0 {
+            return;
+        }
+        let _no_launch = self.exclusive();
         if self.stale_pending.swap(0, AcqRel) == 0 {
             return;
         }
@@ -336,6 +338,7 @@ impl Space {
     /// that do not fit even after evicting stay on the host; the count of those is returned.
     pub fn to_device(&self, addr: usize, len: usize, for_write: bool) -> Result<usize, CoherenceError> {
         let _internal = InternalScope::new();
+        let _no_launch = self.exclusive();
         let range = self.blocks_in(addr, len)?;
         if self.device.in_place() {
             self.map_in_place(range)?;
@@ -453,6 +456,7 @@ impl Space {
     /// Evict up to `n` least-recently-used blocks not in `exclude`. Returns how many.
     pub fn evict(&self, n: usize, exclude: &[usize]) -> Result<usize, CoherenceError> {
         let _internal = InternalScope::new();
+        let _no_launch = self.exclusive();
         let mut evicted = 0;
         for cand in self.device.eviction_candidates(n + exclude.len()) {
             let b = cand as usize;
@@ -514,6 +518,7 @@ impl Space {
     /// writable, device copies dropped.
     pub fn to_host(&self, addr: usize, len: usize) -> Result<(), CoherenceError> {
         let _internal = InternalScope::new();
+        let _no_launch = self.exclusive();
         for b in self.blocks_in(addr, len)? {
             let w = self.lock(b);
             let s = state_of(w);
@@ -596,6 +601,7 @@ impl Space {
     /// inside the range are left alone.
     pub fn discard(&self, addr: usize, len: usize) -> Result<(), CoherenceError> {
         let _internal = InternalScope::new();
+        let _no_launch = self.exclusive();
         let bs = self.block_size();
         let start = (addr + bs - 1) & !(bs - 1);
         let end = (addr + len) & !(bs - 1);
@@ -661,6 +667,12 @@ impl Space {
             let b = blk as usize;
             let w = self.lock(b);
             let s = state_of(w);
+            if !self.device.is_resident(blk) {
+                // The written copy is gone (nothing may drop one under a launch: see
+                // exclusion.rs); whatever the host holds is all there is.
+                self.unlock(b, s, s);
+                continue;
+            }
             if s == State::Host {
                 if let Some(twin) = self.twins.take(b) {
                     let r = self.merge_locked(b, &twin);

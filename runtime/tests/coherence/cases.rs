@@ -189,6 +189,27 @@ fn cpu_and_kernel_writes_to_one_block_during_a_launch_are_merged() {
         let fourth = if i == 1 { 444 } else { (i * per + 4) as u64 * 3 + 1 };
         assert_eq!(w, &[7 + i as u64, 1000 + i as u64, 70 + i as u64, (i * per + 3) as u64 * 3 + 1, fourth], "block {i}");
     }
+    // Reaping stale copies (`unimem_sync`) from another thread waits for the launch: it
+    // would drop the copy the kernel wrote, with its dirty bit.
+    let before_sync = space.stats.snapshot();
+    space.to_device(addr, BLOCK, false).unwrap();
+    let reaped = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let launch = space.launch();
+        v[1] = 2000;
+        s.spawn(|| {
+            space.reap_stale();
+            reaped.store(true, SeqCst);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!reaped.load(SeqCst), "reap_stale ran under the launch");
+        dev.device_write(b as u32, 0, &word(77));
+        space.device_wrote(&dev.take_dirty()).unwrap();
+        drop(launch);
+    });
+    assert!(reaped.load(SeqCst));
+    assert_eq!(&v[..2], &[77, 2000]);
+    assert_eq!(space.stats.snapshot().since(&before_sync).write_merges, 1);
     // After the launch, a CPU write makes no twin: a kernel write that follows (a data race
     // at block granularity outside any launch) keeps the device's version, as before.
     space.to_device(addr, BLOCK, false).unwrap();
@@ -196,7 +217,7 @@ fn cpu_and_kernel_writes_to_one_block_during_a_launch_are_merged() {
     dev.device_write(b as u32, 0, &word(8));
     space.device_wrote(&dev.take_dirty()).unwrap();
     let d = space.stats.snapshot().since(&before);
-    assert_eq!((d.write_merges, d.write_conflicts), (3, 1), "{d:?}");
+    assert_eq!((d.write_merges, d.write_conflicts), (4, 1), "{d:?}");
     assert_eq!(v[0], 8);
 }
 
