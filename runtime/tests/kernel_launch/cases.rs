@@ -668,9 +668,18 @@ fn fork_on_another_thread_waits_for_a_running_launch() {
     let args = Args::new().ptr(&busy[..]).ptr(&out[..]).ptr(&counter[..]);
     // Migrating, `out` is Device after this launch: a fork brings it home.
     k.launch(n, &args.clone().u32(10)).unwrap();
+    let started = std::sync::atomic::AtomicBool::new(false);
     let r = std::thread::scope(|s| {
-        let launch = s.spawn(|| k.launch(n, &args.clone().u32(3000)));
+        let launch = s.spawn(|| {
+            started.store(true, std::sync::atomic::Ordering::SeqCst);
+            k.launch(n, &args.clone().u32(3000))
+        });
+        while !started.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        // The launch takes 0.3-0.6 s here; fork while it runs.
         std::thread::sleep(std::time::Duration::from_millis(30));
+        let t = std::time::Instant::now();
         // SAFETY: the child only reads memory and calls _exit (async-signal-safe).
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
@@ -679,11 +688,15 @@ fn fork_on_another_thread_waits_for_a_running_launch() {
             // SAFETY: leaving the child without running the parent's destructors.
             unsafe { libc::_exit(if ok { 0 } else { 3 }) };
         }
+        let waited = t.elapsed();
         let mut status = 0;
         // SAFETY: waiting for our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
-        launch.join().unwrap().unwrap()
+        let r = launch.join().unwrap().unwrap();
+        // The fork came while the launch ran, so it waited for it.
+        assert!(waited * 4 > r.time.saturating_sub(std::time::Duration::from_millis(30)), "fork took {waited:?}, the launch {:?}", r.time);
+        r
     });
     assert!(r.rounds == 1 && r.device_faults == 0, "nothing moved under the dispatch: {r:?}");
     assert_eq!(counter[0], 2 * n);
