@@ -95,7 +95,7 @@ int unimem_prefetch(const void *p, size_t len, int location);
  * the memory reads as zero afterwards. */
 int unimem_discard(void *p, size_t len);
 
-/* Finish outstanding runtime work. */
+/* Finish outstanding runtime work (waits for a kernel launch running on another thread). */
 int unimem_sync(void);
 
 /* Fill *out with the counters. */
