@@ -16,7 +16,7 @@
 
 use super::service::{futex_wait, futex_wake};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 use unimem_alloc::lock::Mutex;
 
 thread_local! {
@@ -31,6 +31,8 @@ pub struct LaunchLock {
     priority: AtomicU32,
     /// Other takers sleeping until `priority` is 0.
     held_back: AtomicU32,
+    /// The fork prepare handler took the lock (rather than finding it held by its thread).
+    fork_took: AtomicBool,
 }
 
 /// Holds the lock until dropped (or nothing, when this thread held it already).
@@ -49,7 +51,7 @@ impl Drop for Exclusive<'_> {
 impl LaunchLock {
     /// A free lock.
     pub const fn new() -> LaunchLock {
-        LaunchLock { mutex: Mutex::new(()), priority: AtomicU32::new(0), held_back: AtomicU32::new(0) }
+        LaunchLock { mutex: Mutex::new(()), priority: AtomicU32::new(0), held_back: AtomicU32::new(0), fork_took: AtomicBool::new(false) }
     }
 
     /// Takes the lock for an explicit migration: after any launch or fork waiting for it.
@@ -84,6 +86,7 @@ impl LaunchLock {
     pub fn hold_for_fork(&self) {
         if !HELD.with(Cell::get) {
             self.take_first();
+            self.fork_took.store(true, Relaxed);
         }
     }
 
@@ -94,7 +97,10 @@ impl LaunchLock {
             self.priority.store(0, Relaxed);
             self.held_back.store(0, Relaxed);
         }
-        self.release();
+        // Only what `hold_for_fork` took: a thread that forks while holding the lock keeps it.
+        if self.fork_took.swap(false, Relaxed) {
+            self.release();
+        }
     }
 
     fn take_first(&self) {
@@ -159,5 +165,12 @@ mod tests {
         lock.hold_for_fork();
         lock.release_after_fork(true);
         drop(lock.exclusive());
+        // Forking while holding it: the holder keeps it through the fork.
+        let g = lock.exclusive();
+        lock.hold_for_fork();
+        lock.release_after_fork(false);
+        assert!(HELD.with(Cell::get));
+        drop(g);
+        assert!(!HELD.with(Cell::get));
     }
 }
