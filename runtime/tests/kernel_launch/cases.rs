@@ -471,9 +471,11 @@ fn even_writer(id: u32) {
 /// Another thread of the program writes the odd words of a vector while a kernel writes its
 /// even words: different bytes of the same blocks, each written by one side only (no data
 /// race). Both sides' writes survive. Migrating, the blocks have device copies while the CPU
-/// writes them (Shared in the first launch, Device in the third, which the second wrote), and
-/// the launch merges the two versions (`write_merges`, coherence/twin.rs); in place both
-/// write the same pages.
+/// writes them (Shared in the first launch, Device in the third, which the second wrote:
+/// mostly, a replay round can re-upload a merged block), and the launch merges the two
+/// versions (`write_merges`, coherence/twin.rs; each path exactly in the fake-device test
+/// `cpu_and_kernel_writes_to_one_block_during_a_launch_are_merged`); in place both write the
+/// same pages.
 #[test]
 fn cpu_threads_writing_other_words_of_blocks_a_kernel_writes_lose_nothing() {
     use std::sync::atomic::{AtomicBool, Ordering::*};
@@ -527,9 +529,6 @@ fn cpu_threads_writing_other_words_of_blocks_a_kernel_writes_lose_nothing() {
         assert_eq!(first.write_conflicts + third.write_conflicts, 0, "{first:?} {third:?}");
         merged[0] += first.write_merges;
         merged[1] += third.write_merges;
-        if crate::MIGRATING {
-            assert!(first.write_faults_device == 0 && third.write_faults_shared == 0, "Shared, then Device: {first:?} {third:?}");
-        }
         if !crate::MIGRATING || merged.iter().all(|&m| m > 0) {
             break;
         }
