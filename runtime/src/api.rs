@@ -107,10 +107,10 @@ pub fn runtime() -> Result<&'static Space, Error> {
 }
 
 /// Move the blocks overlapping `[p, p+len)` to `loc`. Memory that does not fit on the
-/// device (after evicting) stays on the host. Waits for a launch running on another thread.
+/// device (after evicting) stays on the host. Waits for a launch running on another thread
+/// (as every `Space` migration does).
 pub fn prefetch(p: *const u8, len: usize, loc: Location) -> Result<(), Error> {
     let space = runtime()?;
-    let _no_launch = space.exclusive();
     match loc {
         Location::Device => space.to_device(p as usize, len, true).map(drop)?,
         Location::Host => space.to_host(p as usize, len)?,
@@ -143,6 +143,7 @@ pub enum Advice {
 /// thread.
 pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
     let space = runtime()?;
+    // Recording the advice and applying it, as one.
     let _no_launch = space.exclusive();
     let _internal = InternalScope::new();
     space.blocks_in(p as usize, len)?;
@@ -165,9 +166,7 @@ pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
 /// without copying back, and the memory reads as zero afterwards. Waits for a launch
 /// running on another thread.
 pub fn discard(p: *const u8, len: usize) -> Result<(), Error> {
-    let space = runtime()?;
-    let _no_launch = space.exclusive();
-    Ok(space.discard(p as usize, len)?)
+    Ok(runtime()?.discard(p as usize, len)?)
 }
 
 /// Counters of the running runtime (all zero before it starts).

@@ -293,6 +293,11 @@ impl Space {
         &self.launch_lock
     }
 
+    /// Forgets a stale mark of block `b` (its device copy is not to be reaped).
+    fn clear_stale(&self, b: usize) {
+        self.stale[b / 64].fetch_and(!(1 << (b % 64)), AcqRel);
+    }
+
     fn mark_stale(&self, b: usize) {
         if self.stale[b / 64].fetch_or(1 << (b % 64), Release) & (1 << (b % 64)) == 0 {
             self.stale_pending.fetch_add(1, Release);
@@ -492,16 +497,27 @@ impl Space {
     /// Fill block `b`'s absent host pages from its device copy (normal context).
     fn fill_from_device(&self, b: usize, writable: bool) -> Result<(), CoherenceError> {
         let (addr, bs) = (self.block_addr(b), self.block_size());
+        let mut bounce = Vec::new();
+        let src = self.device_copy(b, &mut bounce)?;
+        // SAFETY: `src` is readable for a block; the pages are absent (state Device) and
+        // ours to fill.
+        unsafe { self.prot.fill(addr, src.as_ptr(), bs, writable) }.map_err(|e| self.errno_err(b, e))
+    }
+
+    /// Block `b`'s device copy (the caller holds the block; a kernel running meanwhile may
+    /// still change it, as for any CPU read during a launch): the device's host view where
+    /// the CPU can read device memory, else downloaded into `bounce`. Normal context.
+    fn device_copy<'a>(&self, b: usize, bounce: &'a mut Vec<u8>) -> Result<&'a [u8], CoherenceError> {
+        let bs = self.block_size();
         if let Some(view) = self.device.host_view(b as BlockId) {
-            // SAFETY: the view is readable for a block while we hold the block; the pages
-            // are absent (state Device) and ours to fill.
-            return unsafe { self.prot.fill(addr, view, bs, writable) }.map_err(|e| self.errno_err(b, e));
+            // SAFETY: the view is readable for a block while we hold the block, and stays
+            // mapped for the device's life.
+            return Ok(unsafe { std::slice::from_raw_parts(view, bs) });
         }
-        let mut bounce = vec![0u8; bs];
+        bounce.resize(bs, 0);
         // SAFETY: bounce is writable for a block.
         unsafe { self.device.download(&[(b as BlockId, bounce.as_mut_ptr())]) }?;
-        // SAFETY: as above, from the bounce buffer.
-        unsafe { self.prot.fill(addr, bounce.as_ptr(), bs, writable) }.map_err(|e| self.errno_err(b, e))
+        Ok(bounce)
     }
 
     /// The service thread's half of a CPU fault on block `b` (whose migration bit the
@@ -683,7 +699,7 @@ impl Space {
                 }
                 self.stats.write_conflicts.fetch_add(1, Relaxed);
                 // The stale mark from the CPU write must not drop the device's version.
-                self.stale[b / 64].fetch_and(!(1 << (b % 64)), AcqRel);
+                self.clear_stale(b);
             }
             let r = if s != State::Device { self.prot.make_absent(self.block_addr(b), bs).map_err(|e| self.protect_err(b, e)) } else { Ok(()) };
             self.unlock(b, s, if r.is_ok() { State::Device } else { s });
@@ -698,24 +714,15 @@ impl Space {
     fn merge_locked(&self, b: usize, twin: &twin::Twin<'_>) -> Result<(), CoherenceError> {
         let bs = self.block_size();
         let mut bounce = Vec::new();
-        let device: &[u8] = match self.device.host_view(b as BlockId) {
-            // SAFETY: the view is readable for a block while we hold the block, and no kernel
-            // runs (the launch claims written blocks between dispatches).
-            Some(view) => unsafe { std::slice::from_raw_parts(view, bs) },
-            None => {
-                bounce.resize(bs, 0u8);
-                // SAFETY: bounce is writable for a block.
-                unsafe { self.device.download(&[(b as BlockId, bounce.as_mut_ptr())]) }?;
-                &bounce
-            }
-        };
+        // No kernel runs: the launch claims written blocks between dispatches.
+        let device = self.device_copy(b, &mut bounce)?;
         // SAFETY: the block is Host after a CPU write fault: its pages are present and
         // writable (registered blocks are never purged); other threads may write other
         // bytes meanwhile, which `merge` leaves alone.
         unsafe { twin::merge(self.block_addr(b) as *mut u8, device, twin.bytes()) };
         self.drop_device_copy(b);
         // The device copy is gone: nothing stale left to reap.
-        self.stale[b / 64].fetch_and(!(1 << (b % 64)), AcqRel);
+        self.clear_stale(b);
         self.stats.write_merges.fetch_add(1, Relaxed);
         self.stats.bytes_to_host.fetch_add(bs as u64, Relaxed);
         Ok(())
