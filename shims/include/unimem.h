@@ -132,12 +132,15 @@ unimem_kernel *unimem_kernel_create(const char *wgsl, const char *entry);
 /* Free a kernel (NULL is ignored). */
 void unimem_kernel_destroy(unimem_kernel *k);
 
-/* Run invocations 0..n (n at most 2^23) with the args_size bytes at args (a struct of at most
- * 3968 bytes; the allocations its aligned 8-byte words point into are prefetched, and, when
- * blocks migrate, what their data points to, transitively: UNIMEM_DISCOVER); returns when all completed. On failure (a bad pointer, a runaway
- * loop, ...) the message names the kernel, the lowest failing invocation and its address;
- * the runtime stays usable (what failed invocations leave in memory: docs/MEMORY-MODEL.md). On lavapipe, an invocation whose loops run more than 65535 iterations in total fails
- * (the driver would cut them short); split such work over more invocations. */
+/* Run invocations 0..n with the args_size bytes at args (a struct of at most 3968 bytes);
+ * returns when all completed. Any n: more than 2^23 invocations run in chunks of 2^23, in
+ * order. Before the dispatch, the allocations the struct's aligned 8-byte words point into
+ * are prefetched and, when blocks migrate, what their data points to, transitively
+ * (UNIMEM_DISCOVER). On failure (a bad pointer, a runaway loop, ...) the message names the
+ * kernel, the lowest failing invocation and its address; the runtime stays usable (what
+ * failed invocations leave in memory: docs/MEMORY-MODEL.md). On lavapipe, an invocation
+ * whose loops run more than 65535 iterations in total fails (the driver would cut them
+ * short); split such work over more invocations. */
 int unimem_launch(unimem_kernel *k, uint32_t n, const void *args, size_t args_size);
 
 /* The message of this thread's last failed unimem_* call, or NULL. */

@@ -31,6 +31,10 @@
 //!    more rounds than there are unpinned frames needs more blocks at once than the pool
 //!    holds: [`LaunchError::NoProgress`]. At most [`MAX_ROUNDS`] rounds.
 //!
+//! 6. A launch of more than [`CHUNK`] invocations runs them in chunks of `CHUNK`, in order,
+//!    each through steps 2-5 (the id lists, logs and reports inside a chunk use chunk-local
+//!    ids; the user's entry gets the launch-wide id). An error ends the launch at its chunk.
+//!
 //! Launches are serialised (one fault buffer and dirty bitmap per engine). Everything the
 //! runtime allocates here is in the internal heap.
 
@@ -62,11 +66,12 @@ pub const DEFAULT_MAX_STEPS: u32 = 1 << 24;
 pub const LAVAPIPE_MAX_STEPS: u32 = 60_000;
 /// Blocks after a faulted one that the prefetcher migrates with it (when they hold live data).
 pub const PREFETCH_BLOCKS: usize = 7;
-/// Most invocations per launch (two id lists of `n` two-word entries must fit one storage
-/// buffer of 128 MiB, lavapipe's `maxStorageBufferRange`).
-pub const MAX_INVOCATIONS: u32 = 1 << 23;
-// Ids fit their field of an id-list entry.
-const _: () = assert!(MAX_INVOCATIONS - 1 <= ID_MASK);
+/// Most invocations dispatched as one chunk (two id lists of two-word entries for each must
+/// fit one storage buffer of 128 MiB, lavapipe's `maxStorageBufferRange`); a launch of more
+/// runs them chunk after chunk.
+pub const CHUNK: u32 = 1 << 23;
+// Chunk-local ids fit their field of an id-list entry.
+const _: () = assert!(CHUNK - 1 <= ID_MASK);
 
 /// Why a launch failed. The runtime stays usable; blocks written by invocations that
 /// completed keep their writes (they are Device-owned and come home on CPU access).
@@ -150,8 +155,10 @@ pub enum LaunchError {
 /// What one launch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LaunchReport {
-    /// Dispatches (1 + replay rounds).
+    /// Dispatch rounds: one per chunk plus the replay rounds.
     pub rounds: u32,
+    /// Chunks the invocations ran in (1 up to [`CHUNK`] invocations).
+    pub chunks: u32,
     /// Device faults (blocks, once per round).
     pub device_faults: u64,
     /// Invocations replayed, summed over rounds (spill rounds included).
@@ -412,9 +419,6 @@ impl Kernel {
         let (space, dev) = vulkan_runtime()?;
         let serial = lock(&LAUNCH);
         space.stats.launches.fetch_add(1, Relaxed);
-        if n > MAX_INVOCATIONS {
-            return Err(LaunchError::Usage { kernel: self.inner.name.clone(), what: format!("{n} invocations; at most {MAX_INVOCATIONS} per launch (loop inside the kernel, or launch several times)") }.into());
-        }
         let max_words = prelude::ARGS_BYTES / 4 - ARGS_AT;
         if words.len() > max_words {
             return Err(LaunchError::Usage { kernel: self.inner.name.clone(), what: format!("{} bytes of arguments; at most {} (pass a pointer to a larger struct instead)", words.len() * 4, max_words * 4) }.into());
@@ -436,7 +440,11 @@ impl Kernel {
         let pointers: Vec<u64> = words.chunks_exact(2).map(|w| u64::from(w[0]) | u64::from(w[1]) << 32).collect();
         let pinned = self.prefetch(space, dev, &pointers, &advised, &mut state.touched, &mut report)?;
         report.migrate_time += t.elapsed();
-        let r = self.rounds(space, dev, &serial, &mut state, n, words, &pinned, &mut report);
+        // Chunk after chunk; an error ends the launch at its chunk.
+        let r = (0..n.div_ceil(CHUNK)).try_for_each(|c| {
+            let base = c * CHUNK;
+            self.rounds(space, dev, &serial, &mut state, base, (n - base).min(CHUNK), words, &pinned, &mut report)
+        });
         // Advised PreferredHost: what the launch pulled to the device goes home now.
         let home = advised.iter().filter(|a| a.advice == Advice::PreferredHost).try_for_each(|a| space.to_host(a.start, a.end - a.start));
         report.time = start.elapsed();
@@ -522,11 +530,13 @@ impl Kernel {
         Ok(pinned)
     }
 
-    /// The dispatch / replay loop. Each iteration ("round") dispatches the pending ordinary
-    /// invocations, then a batch of escalated ones in a spill round followed by its commit
-    /// pass (see `spill.rs`), then handles faults and migrates.
+    /// The dispatch / replay loop over the chunk of invocations `base..base + n` (`n` at
+    /// most [`CHUNK`]). Each iteration ("round") dispatches the pending ordinary invocations,
+    /// then a batch of escalated ones in a spill round followed by its commit pass (see
+    /// `spill.rs`), then handles faults and migrates. Ids here are chunk-local; errors name
+    /// launch-wide ones.
     #[allow(clippy::too_many_arguments)]
-    fn rounds(&self, space: &Space, dev: &VulkanBlockDevice, serial: &MutexGuard<'_, ()>, state: &mut State, n: u32, words: &[u32], pinned: &[u32], report: &mut LaunchReport) -> Result<(), Error> {
+    fn rounds(&self, space: &Space, dev: &VulkanBlockDevice, serial: &MutexGuard<'_, ()>, state: &mut State, base: u32, n: u32, words: &[u32], pinned: &[u32], report: &mut LaunchReport) -> Result<(), Error> {
         let kernel = &self.inner.name;
         let bs = space.block_size();
         self.size_buffers(dev, state, n)?;
@@ -546,6 +556,8 @@ impl Kernel {
         let mut seen: HashSet<u32> = HashSet::new();
         let mut poison: Vec<u32> = Vec::new();
         let mut stalls = 0;
+        let mut chunk_rounds = 0u32;
+        report.chunks += 1;
         // After rounds without progress (invocations evicting each other's blocks), one
         // invocation runs alone until it completes: progress is then guaranteed whenever one
         // invocation's blocks fit in the pool.
@@ -570,6 +582,7 @@ impl Kernel {
                     None => bufs.extend(alog),
                 }
                 let t = Instant::now();
+                let round = Round { base, ..round };
                 dev.dispatch(&pipeline, &mut bufs, bytemuck::bytes_of(&round), groups(round.count))?;
                 report.dispatch_time += t.elapsed();
                 Ok(())
@@ -591,7 +604,7 @@ impl Kernel {
                 spill.lay_out(spill_buf.as_mut_slice::<u32>(), slots);
                 let spill_variant = variant_now(dev, MODE_SPILL);
                 dispatch(spill_variant, Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
-                spilled = spill.collect(spill_buf.as_slice::<u32>()).map_err(|detail| LaunchError::LogLimit { kernel: kernel.clone(), detail })?;
+                spilled = spill.collect(spill_buf.as_slice::<u32>()).map_err(|detail| LaunchError::LogLimit { kernel: kernel.clone(), detail: SpillError { invocation: base + detail.invocation, ..detail } })?;
                 if spilled.done > 0 && layout.stores > 0 {
                     // The spill round's buffers: its logged stores are in frames it bound.
                     dispatch(Variant { mode: MODE_COMMIT, ..spill_variant }, Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
@@ -599,8 +612,9 @@ impl Kernel {
                 spill_slots = slots as u32;
             }
             report.rounds += 1;
+            chunk_rounds += 1;
             report.escalated += u64::from(spill_slots);
-            if report.rounds > 1 {
+            if chunk_rounds > 1 {
                 space.stats.replay_rounds.fetch_add(1, Relaxed);
                 report.replayed += u64::from(ran + spill_slots);
             }
@@ -611,7 +625,9 @@ impl Kernel {
             // Written blocks become Device-owned now, so that an eviction writes them back.
             space.device_wrote(&dev.take_dirty())?;
             let out = OutList::read(ids, &round, pending, space, faults.blocks);
+            // `invocation` is chunk-local.
             let fail = |invocation: u32, kind: u32, address: u64, errors: u32| -> Error {
+                let invocation = base + invocation;
                 if kind == prelude::KERNEL_ERROR_LOOP_BUDGET {
                     return LaunchError::LoopBudget { kernel: kernel.clone(), invocation }.into();
                 }
@@ -672,7 +688,7 @@ impl Kernel {
             }
             let first_pending = if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS] & ID_MASK } else { spill.first().unwrap_or(0) };
             if report.rounds >= MAX_ROUNDS {
-                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: first_pending, rounds: report.rounds }.into());
+                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: base + first_pending, rounds: report.rounds }.into());
             }
             let progress = completed > 0 || new_blocks > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0;
             if completed > 0 {
@@ -689,7 +705,7 @@ impl Kernel {
                     // Alone, it loads one block per round and the LRU keeps the last `room`
                     // it loaded: after more rounds than that, its blocks do not fit.
                     let b = faulted.first().copied().unwrap_or(0);
-                    return Err(LaunchError::NoProgress { kernel: kernel.clone(), invocation: first_pending, round: report.rounds, address: space.block_addr(b as usize), frames: capacity, block_size: bs }.into());
+                    return Err(LaunchError::NoProgress { kernel: kernel.clone(), invocation: base + first_pending, round: report.rounds, address: space.block_addr(b as usize), frames: capacity, block_size: bs }.into());
                 }
             }
             let t = Instant::now();

@@ -175,6 +175,10 @@ pub struct Round {
     /// Iterations of the loop-budget probe: [`PROBE_ITERATIONS`]. An immediate rather than a
     /// constant so that the compiler cannot unroll the probe into straight code.
     pub probe: u32,
+    /// Id of the chunk's first invocation: the user's entry gets `base + id`; every list,
+    /// log and report inside the prelude uses the chunk-local id (a launch of more than
+    /// `launch::CHUNK` invocations runs them in chunks).
+    pub base: u32,
 }
 
 /// Iterations of the loop-budget probe at the end of every invocation (`unimem_flush_log`).
@@ -370,7 +374,7 @@ fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgro
     }}
     unimem_id = id;
     unimem_slot = i;
-    {entry}(id);
+    {entry}(unimem_round.base + id);
     unimem_finish();
 }}
 "
@@ -606,6 +610,7 @@ fn unimem_error_kind(p: u64, in_range: bool, read_only: bool, align: u32) -> u32
 struct UnimemRound {
     count: u32, in_at: u32, out_at: u32, max_steps: u32,
     spill_words: u32, spill_table_at: u32, spill_stores: u32, spare_at: u32, probe: u32,
+    base: u32,
 }
 var<immediate> unimem_round: UnimemRound;
 

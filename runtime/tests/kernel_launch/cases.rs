@@ -703,3 +703,59 @@ fn fork_on_another_thread_waits_for_a_running_launch() {
         assert_eq!(w, id as u32 + 1, "word {id}");
     }
 }
+
+const BEYOND: &str = "
+fn beyond(id: u32) {
+    let out = unimem_arg_ptr(0u);
+    let chunk = unimem_arg_u32(4u);
+    var extra = 0u;
+    if (id >= chunk && id < chunk + 64u) {
+        // Data only the second chunk reads, behind a pointer the launch cannot see.
+        let hidden = unimem_arg_u64(2u) ^ 0x5a5a000000000000lu;
+        extra = unimem_load_u32(hidden + u64(id - chunk) * 4lu);
+    }
+    if (id == unimem_arg_u32(5u)) {
+        extra = unimem_load_u32(8lu);
+    }
+    unimem_store_u32(out + u64(id) * 4lu, id * 3u + extra);
+}
+";
+
+/// A launch of more invocations than one chunk (`unimem::kernel::CHUNK`, 2^23) runs them
+/// all, each with its own launch-wide id: the user's entry gets the id, the lists and logs
+/// inside a chunk use chunk-local ones. Migrating, the second chunk's first reads fault and
+/// are replayed there. An error in the second chunk names the launch-wide invocation.
+#[test]
+fn launches_beyond_one_chunk_give_every_invocation_its_own_id() {
+    let _s = serial();
+    let test = "launches_beyond_one_chunk_give_every_invocation_its_own_id";
+    let Some(k) = kernel(test, BEYOND, "beyond") else { return };
+    let chunk = unimem::kernel::CHUNK;
+    let n = chunk + 3000;
+    let hidden: Vec<u32> = (0..64).map(|i| 1_000_000 + i).collect();
+    let secret = hidden.as_ptr() as u64 ^ 0x5a5a_0000_0000_0000;
+    let mut out = vec![0u32; n as usize];
+    let at = out.as_ptr() as u64;
+    let args = |fail: u32| Args::new().raw_ptr(at).u64(secret).u32(chunk).u32(fail);
+    let before = unimem::stats().replay_rounds;
+    let r = k.launch(n, &args(u32::MAX)).unwrap();
+    assert_eq!(r.chunks, 2, "{r:?}");
+    // Each chunk's first round is no replay.
+    assert_eq!(unimem::stats().replay_rounds - before, u64::from(r.rounds - r.chunks), "{r:?}");
+    if crate::MIGRATING {
+        assert!(r.device_faults > 0 && r.rounds > 2, "the second chunk faults on the hidden data: {r:?}");
+    }
+    for (i, &v) in out.iter().enumerate() {
+        let i = i as u32;
+        let extra = if (chunk..chunk + 64).contains(&i) { 1_000_000 + i - chunk } else { 0 };
+        assert_eq!(v, i.wrapping_mul(3) + extra, "out[{i}]");
+    }
+    // An invocation of the second chunk reads address 8: the error names it.
+    out.fill(0);
+    let bad = chunk + 7;
+    let e = k.launch(n, &args(bad)).unwrap_err().to_string();
+    assert!(e.contains(&format!("invocation {bad} ")) && e.contains("0x8"), "{e}");
+    // The first chunk completed before it.
+    assert_eq!(out[chunk as usize - 1], (chunk - 1) * 3);
+    drop(hidden);
+}
