@@ -211,6 +211,17 @@ impl Space {
         Ok(first..last + 1)
     }
 
+    /// [`Space::blocks_in`] less the blocks beyond the allocator's committed memory: those
+    /// were never handed out (nothing to move or drop) and are not accessible (`PROT_NONE`
+    /// until the allocator commits them, zero then). The space covers the managed region
+    /// (`install`), whose committed part is a prefix that only grows, in steps of 32 MiB
+    /// (`COMMIT_CHUNK`), a multiple of every block size (at most 16 MiB).
+    pub fn committed_blocks_in(&self, addr: usize, len: usize) -> Result<std::ops::Range<usize>, CoherenceError> {
+        let r = self.blocks_in(addr, len)?;
+        let committed = unimem_alloc::managed_committed() >> self.shift;
+        Ok(r.start..r.end.min(committed).max(r.start))
+    }
+
     /// Number of blocks whose valid copy is only on the device.
     pub fn device_block_count(&self) -> usize {
         self.device_blocks.load(Relaxed)
@@ -341,10 +352,11 @@ impl Space {
     /// uploaded and become Shared (read duplication); with `for_write` they become Device
     /// (host copy dropped), as for a prefetch before a kernel that overwrites them. Blocks
     /// that do not fit even after evicting stay on the host; the count of those is returned.
+    /// Blocks the allocator has not committed yet hold nothing and are skipped.
     pub fn to_device(&self, addr: usize, len: usize, for_write: bool) -> Result<usize, CoherenceError> {
         let _internal = InternalScope::new();
         let _no_launch = self.exclusive();
-        let range = self.blocks_in(addr, len)?;
+        let range = self.committed_blocks_in(addr, len)?;
         if self.device.in_place() {
             self.map_in_place(range)?;
             return Ok(0);
@@ -614,7 +626,8 @@ impl Space {
 
     /// Forget the contents of the whole blocks inside `[addr, addr+len)`: device copies are
     /// dropped without copying anything back and host pages read as zero. Blocks only partly
-    /// inside the range are left alone.
+    /// inside the range are left alone, and so are blocks the allocator has not committed
+    /// (they read as zero once it does).
     pub fn discard(&self, addr: usize, len: usize) -> Result<(), CoherenceError> {
         let _internal = InternalScope::new();
         let _no_launch = self.exclusive();
@@ -624,7 +637,7 @@ impl Space {
         if end <= start {
             return Ok(());
         }
-        for b in self.blocks_in(start, end - start)? {
+        for b in self.committed_blocks_in(start, end - start)? {
             self.discard_block(b, true)?;
         }
         Ok(())

@@ -241,6 +241,32 @@ fn discard_and_free_copy_nothing_back() {
     assert_eq!(space.stats.snapshot().bytes_to_host, after.bytes_to_host);
 }
 
+/// Ranges that run past the memory the allocator has committed (`PROT_NONE` beyond it)
+/// stop at its end: a prefetch or a discard there once failed ("cannot populate granule")
+/// or brought the process down (zeroing inaccessible pages while holding the block).
+#[test]
+fn ranges_past_the_committed_heap_stop_at_its_end() {
+    let _s = serial();
+    let (space, dev) = setup();
+    let (base, len) = unimem::alloc::managed_range();
+    let committed = base + unimem::alloc::managed_committed();
+    // Far beyond the committed end, so that no allocation meanwhile commits it.
+    let beyond = committed + (1 << 30);
+    assert!(beyond + 64 * BLOCK <= base + len);
+    space.discard(beyond, 64 * BLOCK).unwrap();
+    // From the last two committed blocks to far beyond.
+    let last = committed - 2 * BLOCK;
+    let through = beyond + 64 * BLOCK - last;
+    assert_eq!(space.to_device(last, through, false).unwrap(), 0);
+    for b in [last, last + BLOCK].map(|a| space.block_of(a).unwrap()) {
+        assert_eq!(space.state(b), State::Shared);
+        assert!(dev.is_resident(b as u32));
+    }
+    space.to_host(last, through).unwrap();
+    space.to_device(beyond, 64 * BLOCK, true).unwrap();
+    assert_eq!(space.state(space.block_of(beyond).unwrap()), State::Host);
+}
+
 #[test]
 fn prefetch_home_and_eviction_keep_data() {
     let _s = serial();
