@@ -123,7 +123,10 @@ int unimem_advise(const void *p, size_t len, int advice);
  *   unimem_atomic_{add,min,max,exchange}_u32(p, v)   unimem_atomic_compare_exchange_u32(p, cmp, v)
  *   unimem_running()   false once the invocation faulted (accessors then return 0)
  * Accesses to memory not on the device fault and the invocation is replayed; stores and
- * atomics are applied once (docs/MEMORY-MODEL.md). Needs a Vulkan device. */
+ * atomics are applied once (docs/MEMORY-MODEL.md). Helper functions and var<private> are
+ * fine; a kernel declares no buffers, textures, var<workgroup> or barriers of its own (a
+ * replayed invocation runs outside its workgroup) and uses no other unimem_ names.
+ * Needs a Vulkan device. */
 typedef struct unimem_kernel unimem_kernel;
 
 /* Compile a kernel; NULL on failure (unimem_last_error() says why, with the WGSL line). */

@@ -75,6 +75,16 @@ pub enum CompileError {
         /// naga's message with the source excerpt.
         rendered: String,
     },
+    /// The source broke a rule of the caller's (a user kernel's rules: `check.rs`).
+    #[error("{source_name}, line {line}: {what}")]
+    Rule {
+        /// The source's name.
+        source_name: String,
+        /// The line (1-based) of the caller's source.
+        line: usize,
+        /// What is wrong, and what to do instead.
+        what: String,
+    },
     /// No compute entry point of that name.
     #[error(
         "{source_name} has no compute entry point `{entry_point}`; its compute entry points are: \
@@ -121,10 +131,25 @@ pub fn compile_wgsl_named(
     source: &str,
     entry_point: &str,
 ) -> Result<CompiledKernel, CompileError> {
+    compile_wgsl_checked(source_name, source, entry_point, &|_| Ok(()))
+}
+
+/// A source's broken rule, for [`compile_wgsl_checked`]: the line (1-based) and what is wrong.
+pub type Violation = (usize, String);
+
+/// [`compile_wgsl_named`], with `check` run on the parsed module before validation: its
+/// error `(line, what)` becomes [`CompileError::Rule`].
+pub fn compile_wgsl_checked(
+    source_name: &str,
+    source: &str,
+    entry_point: &str,
+    check: &dyn Fn(&naga::Module) -> Result<(), Violation>,
+) -> Result<CompiledKernel, CompileError> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| CompileError::Parse {
         source_name: source_name.to_owned(),
         rendered: e.emit_to_string_with_path(source, source_name),
     })?;
+    check(&module).map_err(|(line, what)| CompileError::Rule { source_name: source_name.to_owned(), line, what })?;
     let info = Validator::new(ValidationFlags::all(), CAPABILITIES)
         .validate(&module)
         .map_err(|e| CompileError::Validation {

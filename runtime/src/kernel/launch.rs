@@ -42,7 +42,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::compile::compile_wgsl_named;
+use super::check;
+use super::compile::compile_wgsl_checked;
 use super::discover;
 use super::prelude::{self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK, NO_LIST, NO_SLOT, POISON_CAPACITY};
 use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NORMAL, MODE_SPILL};
@@ -330,7 +331,8 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
         return Ok(p);
     }
     let source = module_for(dev, space, user, entry, variant);
-    let compiled = compile_wgsl_named(&format!("kernel `{entry}`"), &source, "unimem_main")?;
+    let check = |m: &naga::Module| check::user_kernel(m, user, entry);
+    let compiled = compile_wgsl_checked(&format!("kernel `{entry}`"), &source, prelude::ENTRY_POINT, &check)?;
     let p = Arc::new(dev.device().create_pipeline(&compiled)?);
     match serial {
         Some(_) => warm_up(dev, &p)?,
@@ -352,7 +354,7 @@ impl Kernel {
         let valid_name = !entry.is_empty()
             && entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !entry.starts_with("unimem_");
-        if !valid_name || !wgsl.contains(&format!("fn {entry}(")) {
+        if !valid_name || !defines(wgsl, entry) {
             return Err(LaunchError::Usage {
                 kernel: entry.into(),
                 what: format!(
@@ -783,6 +785,20 @@ impl Kernel {
     }
 }
 
+/// True when `wgsl` has `fn <entry>` followed by `(` (spaces allowed): the check before
+/// compiling, so that a missing entry is named as such rather than as an unknown identifier
+/// in the generated entry point (`check.rs` then checks the function itself).
+fn defines(wgsl: &str, entry: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    wgsl.match_indices("fn").any(|(at, _)| {
+        let rest = &wgsl[at + 2..];
+        let name = rest.trim_start();
+        wgsl[..at].chars().last().is_none_or(|c| !ident(c))
+            && name.len() < rest.len()
+            && name.strip_prefix(entry).is_some_and(|after| after.trim_start().starts_with('('))
+    })
+}
+
 /// Runs `pipeline` once with no invocations: drivers that compile lazily (lavapipe JITs on
 /// the first dispatch, ~0.8 s for the demo's kernel) do it here, when the pipeline is built,
 /// rather than in a launch. The caller holds `LAUNCH` (the dispatch uses the engine's
@@ -1014,6 +1030,17 @@ fn remember(touched: &mut Vec<u32>, blocks: &[u32], cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_defined_by_fn_its_name_and_a_parenthesis() {
+        assert!(defines("fn f(id: u32) {}", "f"));
+        assert!(defines("x\nfn  sum_list (id: u32) {}", "sum_list"));
+        assert!(!defines("fn f2(id: u32) {}", "f"));
+        assert!(!defines("fn g(id: u32) { f(1u); }", "f"));
+        assert!(!defines("fnf(id: u32) {}", "f"));
+        assert!(!defines("myfn f(id: u32) {}", "f"));
+        assert!(!defines("fn f", "f"));
+    }
 
     #[test]
     fn runs_coalesce_consecutive_blocks() {

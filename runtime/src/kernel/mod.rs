@@ -2,6 +2,8 @@
 //! pointers.
 //!
 //! - `compile.rs` — naga front end, validation, interface reflection, SPIR-V output;
+//! - `check.rs`   — the rules a user kernel follows beyond valid WGSL (signature, no
+//!   resources, barriers or runtime internals of its own);
 //! - `prelude.rs` — the WGSL prelude: bindings, pointer accessors, restartable stores and
 //!   atomics (the kernel ABI);
 //! - `spill.rs`   — spill slots: restarting invocations whose logs overflowed, exactly;
@@ -9,6 +11,7 @@
 //!   stored pointers (migrating mode's prefetch);
 //! - `launch.rs`  — [`Kernel`], [`Args`], the launch protocol and the device-fault replay loop.
 
+mod check;
 mod compile;
 mod discover;
 mod launch;
@@ -16,7 +19,7 @@ pub mod prelude;
 pub mod spill;
 
 pub use compile::{
-    compile_wgsl, compile_wgsl_named, CompileError, CompiledKernel, StorageBinding, CAPABILITIES,
+    compile_wgsl, compile_wgsl_checked, compile_wgsl_named, CompileError, CompiledKernel, StorageBinding, Violation, CAPABILITIES,
     SPIRV_VERSION,
 };
 pub use launch::{

@@ -9,6 +9,8 @@
 //! addresses (`u64`). The generated module is:
 //!
 //! ```text
+//! <user source>  (first, so that messages give its own line numbers; WGSL declarations may
+//!                 come in any order)
 //! <layout constants of pagetable.rs>  <UNIMEM_BASE, UNIMEM_ARENA_BYTES, log sizes>
 //! bindings 0, 1, 2, frames (pagetable.rs), then at UNIMEM_FIRST_ARG_BINDING:
 //!   +0 unimem_args : array<vec4<u32>, ARGS_BYTES / 16>  uniform: the poison list, then the launch arguments
@@ -17,7 +19,7 @@
 //!   +3 unimem_ids  : array<vec2<u32>>     the id lists
 //!   +4 unimem_alog : array<u32>           atomic-result log (only when the kernel uses atomics)
 //!   in place, from +5: the heap's windows as array<u32>, then the same again as array<u64>
-//! [PRELUDE below]  <user source>  the entry point `unimem_main`, which calls the user's fn.
+//! [PRELUDE below]  the entry point `unimem_main`, which calls the user's fn.
 //! ```
 //!
 //! Argument buffer (a uniform buffer of `ARGS_BYTES`, as `u32` words; uniform loads cost far
@@ -240,6 +242,37 @@ pub struct Variant {
     pub in_place: bool,
 }
 
+/// The entry point the runtime adds (it calls the user's function).
+pub const ENTRY_POINT: &str = "unimem_main";
+
+/// What follows the user's source in a module: the user's part is the bytes before it.
+pub const USER_END: &str = "\n// ---- unimem prelude (runtime) ----\n";
+
+/// The accessors a user kernel may call (docs: `unimem.h`, the module documentation). Every
+/// other `unimem_` name in a module is the runtime's (`check.rs` refuses it).
+pub const ACCESSORS: &[&str] = &[
+    "unimem_arg_u32",
+    "unimem_arg_u64",
+    "unimem_arg_ptr",
+    "unimem_load_u32",
+    "unimem_load_i32",
+    "unimem_load_f32",
+    "unimem_load_u64",
+    "unimem_load_i64",
+    "unimem_load_ptr",
+    "unimem_store_u32",
+    "unimem_store_i32",
+    "unimem_store_f32",
+    "unimem_store_u64",
+    "unimem_store_i64",
+    "unimem_atomic_add_u32",
+    "unimem_atomic_min_u32",
+    "unimem_atomic_max_u32",
+    "unimem_atomic_exchange_u32",
+    "unimem_atomic_compare_exchange_u32",
+    "unimem_running",
+];
+
 /// The whole module for `user` (which defines `fn entry(id: u32)`), for `variant`:
 /// `constants` are the device layer's (`VulkanBlockDevice::wgsl_constants`), `frame_buffers`
 /// its count of frame buffers (the arguments' bindings follow them all, whichever the variant
@@ -257,6 +290,8 @@ pub fn module(
     assert!(bound >= 1 && (in_place || bound <= frame_buffers), "{bound} of {frame_buffers} frame buffers bound");
     let atomics = uses_atomics(user);
     let mut s = String::with_capacity(16 << 10);
+    s.push_str(user);
+    s.push_str(USER_END);
     s.push_str(constants);
     let _ = writeln!(s, "const UNIMEM_PIPELINE_MODE: u32 = {mode}u;");
     let _ = writeln!(s, "const UNIMEM_BOUND_BUFFERS: u32 = {bound}u;");
@@ -349,32 +384,31 @@ pub fn module(
     if atomics {
         s.push_str(ATOMICS);
     }
-    s.push_str("\n// ---- user kernel ----\n");
-    s.push_str(user);
     let _ = write!(
         s,
         "
 // ---- entry point (runtime) ----
 @compute @workgroup_size(64)
-fn unimem_main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {{
-    let i = g.y * nw.x * 64u + g.x;
-    if (i >= unimem_round.count) {{
+fn unimem_main(@builtin(global_invocation_id) unimem_g: vec3<u32>, @builtin(num_workgroups) unimem_nw: vec3<u32>) {{
+    // Every name here starts with `unimem_`, as the user's entry may not: none shadows it.
+    let unimem_i = unimem_g.y * unimem_nw.x * 64u + unimem_g.x;
+    if (unimem_i >= unimem_round.count) {{
         return;
     }}
     if (UNIMEM_PIPELINE_MODE == UNIMEM_MODE_COMMIT) {{
-        unimem_commit(i);
+        unimem_commit(unimem_i);
         return;
     }}
-    var id = i;
+    var unimem_local = unimem_i;
     if (UNIMEM_PIPELINE_MODE == UNIMEM_MODE_SPILL) {{
-        unimem_spill_at = i * unimem_round.spill_words;
-        id = unimem_spill[unimem_spill_at + UNIMEM_SLOT_ID];
+        unimem_spill_at = unimem_i * unimem_round.spill_words;
+        unimem_local = unimem_spill[unimem_spill_at + UNIMEM_SLOT_ID];
     }} else if (unimem_round.in_at != UNIMEM_NO_LIST) {{
-        id = unimem_ids[unimem_round.in_at + i].x;
+        unimem_local = unimem_ids[unimem_round.in_at + unimem_i].x;
     }}
-    unimem_id = id;
-    unimem_slot = i;
-    {entry}(unimem_round.base + id);
+    unimem_id = unimem_local;
+    unimem_slot = unimem_i;
+    {entry}(unimem_round.base + unimem_local);
     unimem_finish();
 }}
 "

@@ -759,3 +759,41 @@ fn launches_beyond_one_chunk_give_every_invocation_its_own_id() {
     assert_eq!(out[chunk as usize - 1], (chunk - 1) * 3);
     drop(hidden);
 }
+
+/// Kernels that break the kernel ABI are refused when created, with the line of the user's
+/// own source and what to do instead; WGSL errors give the user's line numbers too (the
+/// prelude comes after the user's source). Entries named like the generated entry point's
+/// locals (`g`, `i`, `id`) compile and run.
+#[test]
+fn kernels_that_break_the_abi_are_refused_at_their_line() {
+    let _s = serial();
+    let Some(_) = kernel("kernels_that_break_the_abi_are_refused_at_their_line", DOUBLE, "double") else { return };
+    let refused = |src: &str, entry: &str| unimem::Kernel::new(src, entry).err().unwrap_or_else(|| panic!("accepted: {src}")).to_string();
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("fn f(id: u32) {\n  let x = ;\n}", "f", &["kernel `f`:2:11", "let x = ;"]),
+        ("fn f(id: u32) {\n  unimem_store_u32(0lu, 1.5);\n}", "f", &["kernel `f`:2:"]),
+        ("\nfn f(a: f32) { }", "f", &["line 2", "`fn f` must take one `u32`"]),
+        ("fn f(id: u32) -> u32 { return id; }", "f", &["line 1", "return nothing"]),
+        ("fn f(id: u32) { }", "g", &["must define `fn g(id: u32)`"]),
+        ("@group(0) @binding(0) var<storage, read_write> x: array<u32>;\nfn f(id: u32) { x[id] = 1u; }", "f", &["line 1", "`x`", "no buffers"]),
+        ("var<workgroup> t: array<u32, 64>;\nfn f(id: u32) { t[id % 64u] = id; }", "f", &["line 1", "`t`", "workgroup memory"]),
+        ("fn f(id: u32) {\n  if (id > 3u) {\n    workgroupBarrier();\n  }\n}", "f", &["line 3", "barriers"]),
+        ("fn f(id: u32) {\n  let x = unimem_pt[0];\n}", "f", &["line 2", "`unimem_pt` is the runtime's variable"]),
+        ("fn f(id: u32) {\n\n  let x = unimem_translate(0lu, 4u);\n}", "f", &["line 3", "`unimem_translate` is the runtime's function"]),
+        ("@compute @workgroup_size(1) fn g() { }\nfn f(id: u32) { }", "f", &["`g` is an entry point"]),
+    ];
+    for (src, entry, want) in cases {
+        let e = refused(src, entry);
+        for w in *want {
+            assert!(e.contains(w), "{src:?}: {e:?} lacks {w:?}");
+        }
+    }
+    // Names the generated entry point used for its locals, and helpers and private state.
+    for entry in ["g", "i", "id", "nw"] {
+        let src = format!("var<private> seen: u32;\nfn twice(x: u32) -> u32 {{ return x * 2u; }}\nfn {entry}(v: u32) {{\n    seen = twice(v);\n    unimem_store_u32(unimem_arg_ptr(0u) + u64(v) * 4lu, seen);\n}}");
+        let k = unimem::Kernel::new(&src, entry).unwrap_or_else(|e| panic!("{entry}: {e}"));
+        let mut out = vec![0u32; 5];
+        k.launch(5, &Args::new().ptr_mut(&mut out[..])).unwrap();
+        assert_eq!(out, [0, 2, 4, 6, 8], "{entry}");
+    }
+}
