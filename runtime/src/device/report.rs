@@ -141,6 +141,8 @@ pub struct DeviceReport {
     pub compute_queue_family: Option<u32>,
     /// `shaderInt64`: 64-bit integers in shaders (host pointers in kernels).
     pub shader_int64: bool,
+    /// `shaderFloat64`: 64-bit floats in shaders (`unimem_load_f64` / `unimem_store_f64`).
+    pub shader_float64: bool,
     /// `bufferDeviceAddress` (Vulkan 1.2 features).
     pub buffer_device_address: bool,
     /// `variablePointersStorageBuffer` and `variablePointers` (Vulkan 1.1 features).
@@ -263,6 +265,7 @@ pub(crate) unsafe fn collect(
     // SAFETY: as for the properties.
     unsafe { instance.get_physical_device_features2(physical, &mut features2) };
     let shader_int64 = features2.features.shader_int64 == vk::TRUE;
+    let shader_float64 = features2.features.shader_float64 == vk::TRUE;
 
     // SAFETY: as above.
     let queues = unsafe { instance.get_physical_device_queue_family_properties(physical) };
@@ -299,6 +302,7 @@ pub(crate) unsafe fn collect(
         driver_info: has_driver_props.then(|| c_field(&driver.driver_info)),
         compute_queue_family,
         shader_int64,
+        shader_float64,
         buffer_device_address: f12.buffer_device_address == vk::TRUE,
         variable_pointers: f11.variable_pointers_storage_buffer == vk::TRUE
             && f11.variable_pointers == vk::TRUE,

@@ -189,6 +189,7 @@ mod tests {
             driver_info: None,
             compute_queue_family: Some(0),
             shader_int64: true,
+            shader_float64: true,
             buffer_device_address: true,
             variable_pointers: true,
             external_memory_host: None,

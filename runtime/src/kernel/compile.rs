@@ -11,8 +11,10 @@
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-/// naga capabilities kernels may use: 64-bit integers (host pointers) and immediates.
-pub const CAPABILITIES: Capabilities = Capabilities::SHADER_INT64.union(Capabilities::IMMEDIATES);
+/// naga capabilities kernels may use: 64-bit integers (host pointers), immediates and 64-bit
+/// floats (emitted into SPIR-V only by modules that use them; `Kernel::new` refuses those on
+/// a device without `shaderFloat64`).
+pub const CAPABILITIES: Capabilities = Capabilities::SHADER_INT64.union(Capabilities::IMMEDIATES).union(Capabilities::FLOAT64);
 
 /// SPIR-V version emitted: 1.3 is what every Vulkan 1.1+ device accepts.
 pub const SPIRV_VERSION: (u8, u8) = (1, 3);

@@ -363,6 +363,13 @@ impl Kernel {
             }
             .into());
         }
+        if prelude::uses_f64(wgsl) && !dev.device().report().shader_float64 {
+            return Err(LaunchError::Usage {
+                kernel: entry.into(),
+                what: format!("the kernel uses `f64`, but {} has no 64-bit floats in shaders (`shaderFloat64`)", dev.device().report().name),
+            }
+            .into());
+        }
         let variant = variant_now(dev, MODE_NORMAL);
         let normal = build(dev, space, wgsl, entry, variant, None)?;
         Ok(Kernel {
@@ -1030,6 +1037,16 @@ fn remember(touched: &mut Vec<u32>, blocks: &[u32], cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f64_is_found_as_a_word_or_in_its_accessors() {
+        use prelude::uses_f64;
+        assert!(uses_f64("fn f(id: u32) { let x: f64 = 1.0lf; }"));
+        assert!(uses_f64("let v = unimem_load_f64(p);"));
+        assert!(uses_f64("unimem_store_f64(p, v)"));
+        assert!(!uses_f64("fn f(id: u32) { let x = unimem_load_u64(p); }"));
+        assert!(!uses_f64("let myf64 = 1u; let f64x = 2u;"));
+    }
 
     #[test]
     fn an_entry_is_defined_by_fn_its_name_and_a_parenthesis() {

@@ -226,6 +226,16 @@ pub fn uses_atomics(user: &str) -> bool {
     user.contains("unimem_atomic_")
 }
 
+/// True when `user` mentions `f64` (a type, or the 64-bit float accessors): its module then
+/// gets those accessors, and needs a device with `shaderFloat64`.
+pub fn uses_f64(user: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    user.match_indices("f64").any(|(at, _)| {
+        user[..at].chars().last().is_none_or(|c| !ident(c) || user[..at].ends_with("unimem_load_") || user[..at].ends_with("unimem_store_"))
+            && user[at + 3..].chars().next().is_none_or(|c| !ident(c))
+    })
+}
+
 /// Which pipeline of a kernel a module is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Variant {
@@ -265,6 +275,8 @@ pub const ACCESSORS: &[&str] = &[
     "unimem_store_f32",
     "unimem_store_u64",
     "unimem_store_i64",
+    "unimem_load_f64",
+    "unimem_store_f64",
     "unimem_atomic_add_u32",
     "unimem_atomic_min_u32",
     "unimem_atomic_max_u32",
@@ -383,6 +395,9 @@ pub fn module(
     s.push_str(PRELUDE);
     if atomics {
         s.push_str(ATOMICS);
+    }
+    if uses_f64(user) {
+        s.push_str(FLOAT64);
     }
     let _ = write!(
         s,
@@ -945,6 +960,18 @@ fn unimem_store_u64(p: u64, v: u64) {
 }
 
 fn unimem_store_i64(p: u64, v: i64) {
+    unimem_store_u64(p, bitcast<u64>(v));
+}
+"#;
+
+/// The 64-bit float accessors, for kernels that mention `f64` ([`uses_f64`]): the 64-bit
+/// integer accessors, bitcast (8-byte alignment, one translation).
+pub const FLOAT64: &str = r#"
+fn unimem_load_f64(p: u64) -> f64 {
+    return bitcast<f64>(unimem_load_u64(p));
+}
+
+fn unimem_store_f64(p: u64, v: f64) {
     unimem_store_u64(p, bitcast<u64>(v));
 }
 "#;

@@ -797,3 +797,35 @@ fn kernels_that_break_the_abi_are_refused_at_their_line() {
         assert_eq!(out, [0, 2, 4, 6, 8], "{entry}");
     }
 }
+
+const AXPY_F64: &str = "
+fn axpy(id: u32) {
+    let x = unimem_arg_ptr(0u);
+    let y = unimem_arg_ptr(2u);
+    let a = bitcast<f64>(unimem_arg_u64(4u));
+    let at = u64(id) * 8lu;
+    let v: f64 = a * unimem_load_f64(x + at) + unimem_load_f64(y + at);
+    unimem_store_f64(y + at, v);
+}
+";
+
+/// `f64` data (`Vec<f64>`, C `double`) through `unimem_load_f64` / `unimem_store_f64`, on
+/// devices with `shaderFloat64` (lavapipe has it): exact where the products are exact; an
+/// unaligned `f64` pointer is an error like any 64-bit access.
+#[test]
+fn kernels_read_and_write_f64() {
+    let _s = serial();
+    let Some(k) = kernel("kernels_read_and_write_f64", AXPY_F64, "axpy") else { return };
+    let n = 50_000usize;
+    let x: Vec<f64> = (0..n).map(|i| i as f64 * 0.5).collect();
+    let mut y: Vec<f64> = (0..n).map(|i| 1.0 / (1u64 << (i % 40)) as f64).collect();
+    let a = -3.0f64;
+    let want: Vec<f64> = x.iter().zip(&y).map(|(x, y)| a * x + y).collect();
+    let xp = x.as_ptr() as u64;
+    k.launch(n as u32, &Args::new().raw_ptr(xp).ptr_mut(&mut y[..]).u64(a.to_bits())).unwrap();
+    for i in 0..n {
+        assert_eq!(y[i].to_bits(), want[i].to_bits(), "y[{i}] = {} not {}", y[i], want[i]);
+    }
+    let e = k.launch(1, &Args::new().raw_ptr(xp + 4).ptr_mut(&mut y[..]).u64(a.to_bits())).unwrap_err().to_string();
+    assert!(e.contains("not aligned") && e.contains(&format!("{:#x}", xp + 4)), "{e}");
+}
