@@ -23,8 +23,9 @@ use super::compile::Violation;
 use super::prelude::{ACCESSORS, ENTRY_POINT};
 
 /// Checks the user's part of `module` (the first `user.len()` bytes of its source), whose
-/// entry function is `entry`.
-pub fn user_kernel(module: &Module, user: &str, entry: &str) -> Result<(), Violation> {
+/// entry function is `entry`; `float64` is `Err(device name)` when the device has no 64-bit
+/// floats, and then a kernel that uses `f64` (a type or a literal) is refused.
+pub fn user_kernel(module: &Module, user: &str, entry: &str, float64: Result<(), &str>) -> Result<(), Violation> {
     let mine = |span: Span| span.to_range().is_some_and(|r| r.start < user.len());
     let line = |span: Span| {
         let at = span.to_range().map_or(0, |r| r.start.min(user.len()));
@@ -48,6 +49,18 @@ pub fn user_kernel(module: &Module, user: &str, entry: &str) -> Result<(), Viola
             _ => "a kernel declares only `var<private>` variables at module scope",
         };
         return Err((line(span), format!("`{name}`: {why}")));
+    }
+    if let Err(device) = float64 {
+        let f64_type = module.types.iter().find(|(_, t)| match t.inner {
+            TypeInner::Scalar(s) | TypeInner::Vector { scalar: s, .. } | TypeInner::Matrix { scalar: s, .. } | TypeInner::Atomic(s) => s == Scalar::F64,
+            _ => false,
+        });
+        let f64_literal = module.functions.iter().filter(|(h, _)| mine(module.functions.get_span(*h))).find_map(|(_, f)| {
+            f.expressions.iter().find(|(_, e)| matches!(e, Expression::Literal(naga::Literal::F64(_)))).map(|(h, _)| f.expressions.get_span(h))
+        });
+        if let Some(span) = f64_type.map(|(h, _)| module.types.get_span(h)).or(f64_literal) {
+            return Err((line(span), format!("the kernel uses `f64`, but {device} has no 64-bit floats in shaders (`shaderFloat64`)")));
+        }
     }
     let mut found = false;
     for (h, f) in module.functions.iter() {
@@ -122,4 +135,26 @@ fn statements(block: &Block, check: &mut impl FnMut(&Statement, Span) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(src: &str, float64: Result<(), &str>) -> Result<(), Violation> {
+        let m = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{e}"));
+        user_kernel(&m, src, "f", float64)
+    }
+
+    #[test]
+    fn f64_is_refused_on_devices_without_it_as_a_type_or_a_literal() {
+        for src in ["fn f(id: u32) {\n  let x = 1.5lf * 2.0lf;\n}", "fn f(id: u32) {\n  var x: f64;\n}", "fn f(id: u32) {\n  var x = vec2<f64>();\n}"] {
+            let (line, what) = check(src, Err("dev")).unwrap_err();
+            assert!(what.contains("uses `f64`, but dev has no 64-bit floats"), "{src}: {what}");
+            assert!(line <= 2, "{src}: line {line}");
+            assert_eq!(check(src, Ok(())), Ok(()), "{src}");
+        }
+        // Mentioned in a comment only: fine.
+        assert_eq!(check("// no f64 here\nfn f(id: u32) { let x = 1.5f; }", Err("dev")), Ok(()));
+    }
 }

@@ -124,7 +124,7 @@ pub enum LaunchError {
         invocation: u32,
     },
     /// The round limit was reached.
-    #[error("kernel `{kernel}`: still {pending} invocation(s) pending (e.g. invocation {invocation}) after {rounds} replay rounds; giving up")]
+    #[error("kernel `{kernel}`: still {pending} invocation(s) pending (e.g. invocation {invocation}) after {rounds} rounds of its chunk; giving up")]
     TooManyRounds {
         /// The kernel's entry function.
         kernel: String,
@@ -306,7 +306,7 @@ pub fn generated_source(dev: &VulkanBlockDevice, space: &Space, user: &str, entr
 fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, variant: Variant) -> String {
     let (base, _) = unimem_alloc::managed_range();
     let arena = u64::from(dev.layout().blocks) * space.block_size() as u64;
-    prelude::module(&dev.wgsl_constants(), dev.geometry().buffers(), base as u64, arena, user, entry, variant)
+    prelude::module(&dev.wgsl_constants(), dev.geometry().buffers(), base as u64, arena, user, entry, variant, dev.device().report().shader_float64)
 }
 
 /// The variant of round mode `mode` to dispatch now: it binds the frame buffers in use, or
@@ -331,7 +331,9 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
         return Ok(p);
     }
     let source = module_for(dev, space, user, entry, variant);
-    let check = |m: &naga::Module| check::user_kernel(m, user, entry);
+    let report = dev.device().report();
+    let float64 = report.shader_float64.then_some(()).ok_or(report.name.as_str());
+    let check = |m: &naga::Module| check::user_kernel(m, user, entry, float64);
     let compiled = compile_wgsl_checked(&format!("kernel `{entry}`"), &source, prelude::ENTRY_POINT, &check)?;
     let p = Arc::new(dev.device().create_pipeline(&compiled)?);
     match serial {
@@ -360,13 +362,6 @@ impl Kernel {
                 what: format!(
                     "the source must define `fn {entry}(id: u32)` (an identifier not starting with `unimem_`), called once per invocation"
                 ),
-            }
-            .into());
-        }
-        if prelude::uses_f64(wgsl) && !dev.device().report().shader_float64 {
-            return Err(LaunchError::Usage {
-                kernel: entry.into(),
-                what: format!("the kernel uses `f64`, but {} has no 64-bit floats in shaders (`shaderFloat64`)", dev.device().report().name),
             }
             .into());
         }
@@ -696,8 +691,8 @@ impl Kernel {
                 return Ok(());
             }
             let first_pending = if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS] & ID_MASK } else { spill.first().unwrap_or(0) };
-            if report.rounds >= MAX_ROUNDS {
-                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: base + first_pending, rounds: report.rounds }.into());
+            if chunk_rounds >= MAX_ROUNDS {
+                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: base + first_pending, rounds: chunk_rounds }.into());
             }
             let progress = completed > 0 || new_blocks > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0;
             if completed > 0 {

@@ -226,8 +226,9 @@ pub fn uses_atomics(user: &str) -> bool {
     user.contains("unimem_atomic_")
 }
 
-/// True when `user` mentions `f64` (a type, or the 64-bit float accessors): its module then
-/// gets those accessors, and needs a device with `shaderFloat64`.
+/// True when `user` mentions `f64` (a type, or the 64-bit float accessors; comments too): its
+/// module then gets those accessors, on a device with `shaderFloat64`. Whether a kernel
+/// really uses 64-bit floats is decided on the parsed module (`check.rs`).
 pub fn uses_f64(user: &str) -> bool {
     let ident = |c: char| c.is_alphanumeric() || c == '_';
     user.match_indices("f64").any(|(at, _)| {
@@ -288,7 +289,10 @@ pub const ACCESSORS: &[&str] = &[
 /// The whole module for `user` (which defines `fn entry(id: u32)`), for `variant`:
 /// `constants` are the device layer's (`VulkanBlockDevice::wgsl_constants`), `frame_buffers`
 /// its count of frame buffers (the arguments' bindings follow them all, whichever the variant
-/// binds), `base` and `arena_bytes` the managed range the page table covers.
+/// binds), `base` and `arena_bytes` the managed range the page table covers; `float64`: the
+/// device has 64-bit floats (the f64 accessors are added when it has and `user` mentions
+/// `f64`).
+#[allow(clippy::too_many_arguments)]
 pub fn module(
     constants: &str,
     frame_buffers: usize,
@@ -297,6 +301,7 @@ pub fn module(
     user: &str,
     entry: &str,
     variant: Variant,
+    float64: bool,
 ) -> String {
     let Variant { mode, buffers: bound, in_place } = variant;
     assert!(bound >= 1 && (in_place || bound <= frame_buffers), "{bound} of {frame_buffers} frame buffers bound");
@@ -396,7 +401,7 @@ pub fn module(
     if atomics {
         s.push_str(ATOMICS);
     }
-    if uses_f64(user) {
+    if float64 && uses_f64(user) {
         s.push_str(FLOAT64);
     }
     let _ = write!(
@@ -1089,7 +1094,7 @@ fn all(id: u32) {
         let g = Geometry::new(65536, 1 << 30, max_buffer_bytes, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
         let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()), in_place: false };
-        module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant)
+        module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
     }
 
     /// The in-place module with `windows` windows of 128 MiB over 8 frame buffers.
@@ -1100,7 +1105,7 @@ fn all(id: u32) {
         let map = wgsl_in_place_map(layout.blocks, uniform);
         let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{map}", wgsl_constants(&g, &layout));
         let variant = Variant { mode, buffers: windows, in_place: true };
-        module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant)
+        module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
     }
 
     #[test]

@@ -811,11 +811,20 @@ fn axpy(id: u32) {
 
 /// `f64` data (`Vec<f64>`, C `double`) through `unimem_load_f64` / `unimem_store_f64`, on
 /// devices with `shaderFloat64` (lavapipe has it): exact where the products are exact; an
-/// unaligned `f64` pointer is an error like any 64-bit access.
+/// unaligned `f64` pointer is an error like any 64-bit access. Devices without it refuse the
+/// kernel, saying why.
 #[test]
 fn kernels_read_and_write_f64() {
     let _s = serial();
-    let Some(k) = kernel("kernels_read_and_write_f64", AXPY_F64, "axpy") else { return };
+    let Some(_) = kernel("kernels_read_and_write_f64", DOUBLE, "double") else { return };
+    let (_, dev) = unimem::vulkan_runtime().unwrap();
+    if !dev.device().report().shader_float64 {
+        let Err(e) = unimem::Kernel::new(AXPY_F64, "axpy") else { panic!("an f64 kernel was accepted without shaderFloat64") };
+        let e = e.to_string();
+        assert!(e.contains("has no 64-bit floats"), "{e}");
+        return;
+    }
+    let k = unimem::Kernel::new(AXPY_F64, "axpy").unwrap();
     let n = 50_000usize;
     let x: Vec<f64> = (0..n).map(|i| i as f64 * 0.5).collect();
     let mut y: Vec<f64> = (0..n).map(|i| 1.0 / (1u64 << (i % 40)) as f64).collect();
