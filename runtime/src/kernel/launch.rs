@@ -57,7 +57,7 @@ use crate::device::{Buffer, ComputePipeline, VulkanBlockDevice};
 use std::sync::atomic::Ordering::Relaxed;
 use unimem_alloc::InternalScope;
 
-/// Rounds after which a launch gives up.
+/// Rounds after which a launch gives up (in one chunk of [`CHUNK`] invocations).
 pub const MAX_ROUNDS: u32 = 100_000;
 /// Default accessor calls one invocation may make in one round ([`Kernel::set_max_steps`]).
 pub const DEFAULT_MAX_STEPS: u32 = 1 << 24;
