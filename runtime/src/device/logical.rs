@@ -227,7 +227,8 @@ impl Device {
             extensions.push(ash::khr::portability_subset::NAME.as_ptr());
         }
 
-        // 64-bit floats when offered: kernels that use `f64` need them (`Kernel::new` checks).
+        // 64-bit floats when offered: kernels that use `f64` need them (`kernel/check.rs`
+        // refuses such kernels on devices without).
         let base_features = vk::PhysicalDeviceFeatures::default().shader_int64(true).shader_float64(report.shader_float64);
         let mut f11 = vk::PhysicalDeviceVulkan11Features::default()
             .variable_pointers_storage_buffer(report.variable_pointers)

@@ -690,9 +690,10 @@ impl Kernel {
             if pending == 0 && spill.is_empty() {
                 return Ok(());
             }
-            let first_pending = if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS] & ID_MASK } else { spill.first().unwrap_or(0) };
+            // Launch-wide, for messages.
+            let first_pending = base + if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS] & ID_MASK } else { spill.first().unwrap_or(0) };
             if chunk_rounds >= MAX_ROUNDS {
-                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: base + first_pending, rounds: chunk_rounds }.into());
+                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: first_pending, rounds: chunk_rounds }.into());
             }
             let progress = completed > 0 || new_blocks > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0;
             if completed > 0 {
@@ -709,7 +710,7 @@ impl Kernel {
                     // Alone, it loads one block per round and the LRU keeps the last `room`
                     // it loaded: after more rounds than that, its blocks do not fit.
                     let b = faulted.first().copied().unwrap_or(0);
-                    return Err(LaunchError::NoProgress { kernel: kernel.clone(), invocation: base + first_pending, round: report.rounds, address: space.block_addr(b as usize), frames: capacity, block_size: bs }.into());
+                    return Err(LaunchError::NoProgress { kernel: kernel.clone(), invocation: first_pending, round: report.rounds, address: space.block_addr(b as usize), frames: capacity, block_size: bs }.into());
                 }
             }
             let t = Instant::now();
@@ -791,13 +792,10 @@ impl Kernel {
 /// compiling, so that a missing entry is named as such rather than as an unknown identifier
 /// in the generated entry point (`check.rs` then checks the function itself).
 fn defines(wgsl: &str, entry: &str) -> bool {
-    let ident = |c: char| c.is_alphanumeric() || c == '_';
     wgsl.match_indices("fn").any(|(at, _)| {
         let rest = &wgsl[at + 2..];
         let name = rest.trim_start();
-        wgsl[..at].chars().last().is_none_or(|c| !ident(c))
-            && name.len() < rest.len()
-            && name.strip_prefix(entry).is_some_and(|after| after.trim_start().starts_with('('))
+        prelude::word_at(wgsl, at, 2) && name.strip_prefix(entry).is_some_and(|after| after.trim_start().starts_with('('))
     })
 }
 

@@ -230,11 +230,14 @@ pub fn uses_atomics(user: &str) -> bool {
 /// module then gets those accessors, on a device with `shaderFloat64`. Whether a kernel
 /// really uses 64-bit floats is decided on the parsed module (`check.rs`).
 pub fn uses_f64(user: &str) -> bool {
+    user.contains("unimem_load_f64") || user.contains("unimem_store_f64") || user.match_indices("f64").any(|(at, _)| word_at(user, at, 3))
+}
+
+/// True when the `len` bytes of `src` at `at` are a whole identifier (no identifier
+/// character just before or after them).
+pub(crate) fn word_at(src: &str, at: usize, len: usize) -> bool {
     let ident = |c: char| c.is_alphanumeric() || c == '_';
-    user.match_indices("f64").any(|(at, _)| {
-        user[..at].chars().last().is_none_or(|c| !ident(c) || user[..at].ends_with("unimem_load_") || user[..at].ends_with("unimem_store_"))
-            && user[at + 3..].chars().next().is_none_or(|c| !ident(c))
-    })
+    src[..at].chars().last().is_none_or(|c| !ident(c)) && src[at + len..].chars().next().is_none_or(|c| !ident(c))
 }
 
 /// Which pipeline of a kernel a module is for.
