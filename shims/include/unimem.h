@@ -126,7 +126,8 @@ int unimem_advise(const void *p, size_t len, int advice);
  * Accesses to memory not on the device fault and the invocation is replayed; stores and
  * atomics are applied once (docs/MEMORY-MODEL.md). Helper functions and var<private> are
  * fine; a kernel declares no buffers, textures, var<workgroup> or barriers of its own (a
- * replayed invocation runs outside its workgroup) and uses no other unimem_ names.
+ * replayed invocation runs outside its workgroup), uses no other unimem_ names, and does
+ * not redeclare at module scope a WGSL built-in the runtime's code calls (fn select, ...).
  * Needs a Vulkan device. */
 typedef struct unimem_kernel unimem_kernel;
 

@@ -202,13 +202,15 @@ impl Space {
         self.states.load(b)
     }
 
-    /// Blocks overlapping `[addr, addr+len)`.
+    /// Blocks overlapping `[addr, addr+len)` (the block of `addr` when `len` is 0). An error
+    /// unless the whole range lies in the managed heap; so once this succeeded, `addr + len`
+    /// does not overflow.
     pub fn blocks_in(&self, addr: usize, len: usize) -> Result<std::ops::Range<usize>, CoherenceError> {
-        let (first, last) = match (self.block_of(addr), self.block_of(addr + len.max(1) - 1)) {
-            (Some(f), Some(l)) => (f, l),
-            _ => return Err(CoherenceError::NotManaged { addr, len, base: self.base, heap_len: self.len }),
-        };
-        Ok(first..last + 1)
+        let last = addr.checked_add(len.max(1) - 1);
+        match (self.block_of(addr), last.and_then(|l| self.block_of(l))) {
+            (Some(f), Some(l)) => Ok(f..l + 1),
+            _ => Err(CoherenceError::NotManaged { addr, len, base: self.base, heap_len: self.len }),
+        }
     }
 
     /// [`Space::blocks_in`] less the blocks beyond the allocator's committed memory: those
@@ -631,13 +633,14 @@ impl Space {
     pub fn discard(&self, addr: usize, len: usize) -> Result<(), CoherenceError> {
         let _internal = InternalScope::new();
         let _no_launch = self.exclusive();
-        let bs = self.block_size();
-        let start = (addr + bs - 1) & !(bs - 1);
-        let end = (addr + len) & !(bs - 1);
-        if end <= start {
-            return Ok(());
-        }
-        for b in self.committed_blocks_in(start, end - start)? {
+        // The whole range must be ours (as for a prefetch), even where it covers no whole block.
+        let touched = self.committed_blocks_in(addr, len)?;
+        // Only the blocks it covers entirely: the first if it starts on its boundary, the
+        // last if it ends on one (`addr + len` cannot overflow: the range is in the heap).
+        let (off, bs) = (addr - self.base, self.block_size());
+        let first = touched.start + usize::from(off % bs != 0);
+        let end = (off + len) >> self.shift;
+        for b in first..end.min(touched.end) {
             self.discard_block(b, true)?;
         }
         Ok(())

@@ -12,7 +12,11 @@
 //!   replayed on its own, in another workgroup of another dispatch, so they would not mean
 //!   what they say (and a barrier some invocations of a workgroup skip is undefined);
 //! - of the runtime's names, only the accessors (`prelude::ACCESSORS`): the rest (frames,
-//!   page table, logs, control counters) would bypass translation and replay.
+//!   page table, logs, control counters) would bypass translation and replay;
+//! - no module-scope declaration of a WGSL built-in the runtime's code uses (`fn min`,
+//!   `alias u64`): it would replace the built-in in the runtime's code too, which then
+//!   fails to compile at a line the user never wrote, or compiles and computes something
+//!   else ([`shadowed_builtins`], checked on the text, before parsing).
 //!
 //! The user's part of a module is the source before `prelude::USER_END` (`prelude::module`
 //! puts it first): what has a span there is the user's.
@@ -20,7 +24,7 @@
 use naga::{AddressSpace, Block, Expression, Function, Module, Scalar, Span, Statement, TypeInner};
 
 use super::compile::Violation;
-use super::prelude::{ACCESSORS, ENTRY_POINT};
+use super::prelude::{word_at, ACCESSORS, ENTRY_POINT};
 
 /// Checks the user's part of `module` (the first `user.len()` bytes of its source), whose
 /// entry function is `entry`; `float64` is `Err(device name)` when the device has no 64-bit
@@ -137,9 +141,127 @@ fn statements(block: &Block, check: &mut impl FnMut(&Statement, Span) -> Result<
     Ok(())
 }
 
+/// WGSL's predeclared names that a module-scope declaration can shadow: types, type
+/// generators and their aliases, and built-in functions (naga's 64-bit types included).
+const PREDECLARED: &[&str] = &[
+    "bool", "i32", "u32", "f32", "f16", "i64", "u64", "f64", "vec2", "vec3", "vec4", "mat2x2", "mat2x3", "mat2x4",
+    "mat3x2", "mat3x3", "mat3x4", "mat4x2", "mat4x3", "mat4x4", "array", "atomic", "ptr", "vec2i", "vec3i", "vec4i",
+    "vec2u", "vec3u", "vec4u", "vec2f", "vec3f", "vec4f", "vec2h", "vec3h", "vec4h", "bitcast", "all", "any",
+    "select", "arrayLength", "abs", "acos", "acosh", "asin", "asinh", "atan", "atanh", "atan2", "ceil", "clamp",
+    "cos", "cosh", "countLeadingZeros", "countOneBits", "countTrailingZeros", "cross", "degrees", "determinant",
+    "distance", "dot", "dot4U8Packed", "dot4I8Packed", "exp", "exp2", "extractBits", "faceForward",
+    "firstLeadingBit", "firstTrailingBit", "floor", "fma", "fract", "frexp", "insertBits", "inverseSqrt", "ldexp",
+    "length", "log", "log2", "max", "min", "mix", "modf", "normalize", "pow", "quantizeToF16", "radians",
+    "reflect", "refract", "reverseBits", "round", "saturate", "sign", "sin", "sinh", "smoothstep", "sqrt", "step",
+    "tan", "tanh", "transpose", "trunc", "atomicLoad", "atomicStore", "atomicAdd", "atomicSub", "atomicMax",
+    "atomicMin", "atomicAnd", "atomicOr", "atomicXor", "atomicExchange", "atomicCompareExchangeWeak",
+    "pack4x8snorm", "pack4x8unorm", "pack4xI8", "pack4xU8", "pack4xI8Clamp", "pack4xU8Clamp", "pack2x16snorm",
+    "pack2x16unorm", "pack2x16float", "unpack4x8snorm", "unpack4x8unorm", "unpack4xI8", "unpack4xU8",
+    "unpack2x16snorm", "unpack2x16unorm", "unpack2x16float", "storageBarrier", "workgroupBarrier",
+    "textureBarrier", "workgroupUniformLoad", "subgroupBallot", "subgroupBroadcast", "subgroupAdd", "subgroupAll",
+    "subgroupAny", "subgroupMin", "subgroupMax", "subgroupAnd", "subgroupOr", "subgroupXor", "subgroupShuffle",
+];
+
+/// Refuses a module-scope declaration in `user` of a WGSL built-in that `runtime` (the rest
+/// of the module) uses, at the declaration's line. Runs before parsing: a shadowed type
+/// makes the module fail to parse at the runtime's line, and a shadowed function can parse
+/// and silently change what the runtime's code computes.
+pub fn shadowed_builtins(user: &str, runtime: &str) -> Result<(), Violation> {
+    for (name, at) in module_scope_names(user) {
+        let used = || runtime.match_indices(name).any(|(i, _)| word_at(runtime, i, name.len()) && !runtime[..i].ends_with('.'));
+        if PREDECLARED.contains(&name) && used() {
+            return Err((
+                user[..at].matches('\n').count() + 1,
+                format!("`{name}` is a WGSL built-in that the runtime's code uses: a kernel cannot declare its own at module scope (it would replace the built-in there too); rename it"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The names `src` declares at module scope, with their byte offsets: the identifier after
+/// `fn`, `alias`, `struct`, `const`, `override` or `var` (and its `<...>`), outside braces
+/// and comments. A malformed declaration is skipped: the parser reports it.
+pub(crate) fn module_scope_names(src: &str) -> Vec<(&str, usize)> {
+    const KEYWORDS: [&str; 6] = ["fn", "alias", "struct", "const", "override", "var"];
+    let b = src.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+    let (mut names, mut depth, mut declaring, mut i) = (Vec::new(), 0usize, false, 0);
+    while i < b.len() {
+        let rest = &b[i..];
+        if rest.starts_with(b"//") {
+            i += rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+        } else if rest.starts_with(b"/*") {
+            // Block comments nest in WGSL.
+            let mut nest = 0;
+            while i < b.len() {
+                if b[i..].starts_with(b"/*") {
+                    nest += 1;
+                    i += 2;
+                } else if b[i..].starts_with(b"*/") {
+                    nest -= 1;
+                    i += 2;
+                    if nest == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else if ident(b[i]) {
+            let len = rest.iter().position(|&c| !ident(c)).unwrap_or(rest.len());
+            let word = &src[i..i + len];
+            if depth == 0 && declaring {
+                names.push((word, i));
+                declaring = false;
+            } else if depth == 0 {
+                declaring = KEYWORDS.contains(&word);
+            }
+            i += len;
+        } else {
+            match b[i] {
+                b'{' => depth += 1,
+                b'}' => depth = depth.saturating_sub(1),
+                // `var<private>`: the template comes between the keyword and the name.
+                b'<' if declaring => i += rest.iter().position(|&c| c == b'>').unwrap_or(rest.len() - 1),
+                c if c.is_ascii_whitespace() => {}
+                _ => declaring = false,
+            }
+            i += 1;
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_scope_names_skip_bodies_comments_and_templates() {
+        let src = "// fn not_me() {}\n/* struct nor /* nested */ me */ const a = 1u;\nvar<private> b: u32;\n@compute @workgroup_size(1) fn c(x: u32) {\n  let d = 1u;\n  var e = 2u;\n  { const f = 3u; }\n}\nalias g = u32;\nstruct h { i: u32 }\noverride j: u32;\nconst_assert 1 < 2;\nfn\n  k() {}\n";
+        let names: Vec<&str> = module_scope_names(src).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b", "c", "g", "h", "j", "k"]);
+        let at = module_scope_names(src).iter().find(|(n, _)| *n == "k").unwrap().1;
+        assert_eq!(&src[at..at + 1], "k");
+    }
+
+    #[test]
+    fn builtins_the_runtime_uses_cannot_be_redeclared() {
+        let runtime = "fn unimem_x(a: u32) -> u64 { return u64(min(a, 3u)) + select(0lu, 1lu, a > 2u) + v.max; }";
+        let cases = [("const q = 1u;\nfn min(a: u32, b: u32) -> u32 { return a; }", Some((2, "min"))), ("alias u64 = u32;", Some((1, "u64"))), ("fn select() {}", Some((1, "select")))];
+        for (user, want) in cases {
+            let got = shadowed_builtins(user, runtime);
+            let (line, name) = want.unwrap();
+            let (l, what) = got.expect_err(user);
+            assert_eq!(l, line, "{user}");
+            assert!(what.starts_with(&format!("`{name}` is a WGSL built-in")), "{what}");
+        }
+        // Built-ins the runtime does not use (`max` only as a member), other names, locals.
+        for user in ["fn max(a: u32) -> u32 { return a; }", "fn sqrt() {}", "fn f(id: u32) { let min = 1u; }", "const minimum = 2u;"] {
+            assert_eq!(shadowed_builtins(user, runtime), Ok(()), "{user}");
+        }
+    }
 
     fn check(src: &str, float64: Result<(), &str>) -> Result<(), Violation> {
         let m = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{e}"));

@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::check;
-use super::compile::compile_wgsl_checked;
+use super::compile::{compile_wgsl_checked, CompileError};
 use super::discover;
 use super::prelude::{self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK, NO_LIST, NO_SLOT, POISON_CAPACITY};
 use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NORMAL, MODE_SPILL};
@@ -333,8 +333,11 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
     let source = module_for(dev, space, user, entry, variant);
     let report = dev.device().report();
     let float64 = report.shader_float64.then_some(()).ok_or(report.name.as_str());
+    let name = format!("kernel `{entry}`");
+    check::shadowed_builtins(user, &source[user.len()..])
+        .map_err(|(line, what)| CompileError::Rule { source_name: name.clone(), line, what })?;
     let check = |m: &naga::Module| check::user_kernel(m, user, entry, float64);
-    let compiled = compile_wgsl_checked(&format!("kernel `{entry}`"), &source, prelude::ENTRY_POINT, &check)?;
+    let compiled = compile_wgsl_checked(&name, &source, prelude::ENTRY_POINT, &check)?;
     let p = Arc::new(dev.device().create_pipeline(&compiled)?);
     match serial {
         Some(_) => warm_up(dev, &p)?,
@@ -353,17 +356,21 @@ impl Kernel {
     pub fn new(wgsl: &str, entry: &str) -> Result<Kernel, Error> {
         let _internal = InternalScope::new();
         let (space, dev) = vulkan_runtime()?;
-        let valid_name = !entry.is_empty()
+        let valid_name = entry.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !entry.starts_with("unimem_");
-        if !valid_name || !defines(wgsl, entry) {
-            return Err(LaunchError::Usage {
-                kernel: entry.into(),
-                what: format!(
-                    "the source must define `fn {entry}(id: u32)` (an identifier not starting with `unimem_`), called once per invocation"
-                ),
-            }
-            .into());
+        let what = if !valid_name {
+            format!(
+                "`{}` cannot name an entry function: use an identifier of ASCII letters, digits and `_`, not starting with a digit or `unimem_`",
+                entry.escape_debug()
+            )
+        } else if !defines(wgsl, entry) {
+            format!("the source must define `fn {entry}(id: u32)`, called once per invocation")
+        } else {
+            String::new()
+        };
+        if !what.is_empty() {
+            return Err(LaunchError::Usage { kernel: entry.into(), what }.into());
         }
         let variant = variant_now(dev, MODE_NORMAL);
         let normal = build(dev, space, wgsl, entry, variant, None)?;

@@ -1156,6 +1156,21 @@ fn all(id: u32) {
         }
     }
 
+    /// The runtime declares only names starting with `unimem` (any case) at module scope, so a kernel's own
+    /// names never collide with them (built-ins it uses are `check::shadowed_builtins`).
+    #[test]
+    fn the_runtime_declares_only_its_own_names() {
+        let sources = [source(ALL, 128 << 20, spill::MODE_NORMAL, None), source(ALL, 1 << 30, spill::MODE_SPILL, None), in_place_source(ALL, spill::MODE_NORMAL, 2, true), in_place_source(ALL, MODE_COMMIT, 2, false)];
+        for src in &sources {
+            let runtime = &src[src.find(USER_END).unwrap()..];
+            let names = crate::kernel::check::module_scope_names(runtime);
+            assert!(names.len() > 50, "{} names", names.len());
+            for (name, _) in names {
+                assert!(name.to_ascii_lowercase().starts_with("unimem"), "the runtime declares `{name}`");
+            }
+        }
+    }
+
     #[test]
     fn error_kinds_have_messages() {
         for k in [KERNEL_ERROR_OUT_OF_RANGE, KERNEL_ERROR_READ_ONLY, KERNEL_ERROR_MISALIGNED, KERNEL_ERROR_RUNAWAY, KERNEL_ERROR_FREED] {

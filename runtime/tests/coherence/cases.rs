@@ -267,6 +267,45 @@ fn ranges_past_the_committed_heap_stop_at_its_end() {
     assert_eq!(space.state(space.block_of(beyond).unwrap()), State::Host);
 }
 
+/// A range that leaves the heap, or whose end overflows the address space, is refused
+/// before anything happens, even where it covers no whole block; a discard touches only the
+/// blocks wholly inside its range. Before: `discard(p, usize::MAX)` wrapped around and
+/// returned success having done nothing, `to_device` likewise, and `discard` of a
+/// non-heap address shorter than a block succeeded.
+#[test]
+fn ranges_outside_the_heap_or_overflowing_are_refused() {
+    let _s = serial();
+    let (space, _dev) = setup();
+    let v = buffer(3);
+    let addr = v.as_ptr() as usize;
+    fn not_managed<T>(r: Result<T, coherence::CoherenceError>) -> bool {
+        matches!(r, Err(coherence::CoherenceError::NotManaged { .. }))
+    }
+    for l in [usize::MAX, usize::MAX - addr + 1, usize::MAX / 2] {
+        assert!(not_managed(space.blocks_in(addr, l)), "blocks_in({addr:#x}, {l:#x})");
+        assert!(not_managed(space.discard(addr, l)), "discard({addr:#x}, {l:#x})");
+        assert!(not_managed(space.to_device(addr, l, true)), "to_device({addr:#x}, {l:#x})");
+        assert!(not_managed(space.to_host(addr, l)), "to_host({addr:#x}, {l:#x})");
+    }
+    let stack = 0u64;
+    for a in [0, 16, &stack as *const u64 as usize] {
+        assert!(not_managed(space.discard(a, 16)), "discard({a:#x}, 16)");
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 * 3 + 1), "a refused range changed data");
+    // Inside the heap: only whole blocks are forgotten. From the middle of block 0 to the
+    // middle of block 2: block 1 alone.
+    space.discard(addr + BLOCK / 2, 2 * BLOCK).unwrap();
+    let words = BLOCK / 8;
+    for (i, &x) in v.iter().enumerate() {
+        let expect = if (words..2 * words).contains(&i) { 0 } else { i as u64 * 3 + 1 };
+        assert_eq!(x, expect, "word {i} after discarding the middle block");
+    }
+    // A range ending exactly on a block boundary includes its last block.
+    space.discard(addr + 2 * BLOCK, BLOCK).unwrap();
+    assert!(v[2 * words..].iter().all(|&x| x == 0));
+    assert!(v[..words].iter().enumerate().all(|(i, &x)| x == i as u64 * 3 + 1));
+}
+
 #[test]
 fn prefetch_home_and_eviction_keep_data() {
     let _s = serial();

@@ -775,12 +775,19 @@ fn kernels_that_break_the_abi_are_refused_at_their_line() {
         ("\nfn f(a: f32) { }", "f", &["line 2", "`fn f` must take one `u32`"]),
         ("fn f(id: u32) -> u32 { return id; }", "f", &["line 1", "return nothing"]),
         ("fn f(id: u32) { }", "g", &["must define `fn g(id: u32)`"]),
+        ("fn f(id: u32) { }", "", &["`` cannot name an entry function", "not starting with a digit"]),
+        ("fn f(id: u32) { }", "f g", &["`f g` cannot name"]),
+        ("fn 1f(id: u32) { }", "1f", &["`1f` cannot name"]),
+        ("fn unimem_f(id: u32) { }", "unimem_f", &["`unimem_f` cannot name"]),
         ("@group(0) @binding(0) var<storage, read_write> x: array<u32>;\nfn f(id: u32) { x[id] = 1u; }", "f", &["line 1", "`x`", "no buffers"]),
         ("var<workgroup> t: array<u32, 64>;\nfn f(id: u32) { t[id % 64u] = id; }", "f", &["line 1", "`t`", "workgroup memory"]),
         ("fn f(id: u32) {\n  if (id > 3u) {\n    workgroupBarrier();\n  }\n}", "f", &["line 3", "barriers"]),
         ("fn f(id: u32) {\n  let x = unimem_pt[0];\n}", "f", &["line 2", "`unimem_pt` is the runtime's variable"]),
         ("fn f(id: u32) {\n\n  let x = unimem_translate(0lu, 4u);\n}", "f", &["line 3", "`unimem_translate` is the runtime's function"]),
         ("@compute @workgroup_size(1) fn g() { }\nfn f(id: u32) { }", "f", &["`g` is an entry point"]),
+        ("fn select(a: u32, b: u32, c: bool) -> u32 { return a; }\nfn f(id: u32) { }", "f", &["line 1", "`select` is a WGSL built-in that the runtime's code uses"]),
+        ("// 64 bits\nalias u64 = u32;\nfn f(id: u32) { }", "f", &["line 2", "`u64` is a WGSL built-in"]),
+        ("fn f(id: u32) { }\n/* } */ fn atomicAdd(a: u32) { }", "f", &["line 2", "`atomicAdd` is a WGSL built-in"]),
     ];
     for (src, entry, want) in cases {
         let e = refused(src, entry);
