@@ -416,6 +416,20 @@ fn kernel_bst_sample_migrating_by_faults() {
     kernel_sample_with("kernel_bst", "off", "off");
 }
 
+/// `tests/c/kernel_stl.cpp`: C++ containers as they are (a `std::map` looked up, a
+/// `std::vector` of `std::list` summed) walked by kernels, then changed by the CPU (erase,
+/// insert, splice) and walked again.
+#[test]
+fn kernel_stl_sample() {
+    kernel_sample("kernel_stl", "auto");
+}
+
+/// The same with blocks migrating into device frames.
+#[test]
+fn kernel_stl_sample_migrating() {
+    kernel_sample("kernel_stl", "off");
+}
+
 /// `tests/c/kernel_threads.c`: while kernels advance malloc'ed particles, other threads of
 /// the program write other fields of the same particles, churn the allocator, and prefetch
 /// their own buffer back and forth; every result is exact.

@@ -1,5 +1,5 @@
 /*
- * Helpers shared by the C tests of libunimem.so (compiled and run by the Rust tests in shims/tests).
+ * Helpers shared by the C (and C++) tests of libunimem.so (compiled and run by the Rust tests in shims/tests).
  *
  * Each test runs twice: under LD_PRELOAD=libunimem.so (UNIMEM_TEST_SHIM unset or 1),
  * where it must prove the shim served its allocations, and without the shim
@@ -14,7 +14,9 @@
 #ifndef UNIMEM_TEST_CHECK_H
 #define UNIMEM_TEST_CHECK_H
 
+#ifndef _GNU_SOURCE /* g++ defines it */
 #define _GNU_SOURCE
+#endif
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdint.h>
@@ -105,12 +107,12 @@ __attribute__((unused)) static unsigned char pattern(uint64_t seed, size_t i) {
 }
 
 __attribute__((unused)) static void fill(void *p, size_t n, uint64_t seed) {
-    unsigned char *b = p;
+    unsigned char *b = (unsigned char *)p;
     for (size_t i = 0; i < n; i++) b[i] = pattern(seed, i);
 }
 
 __attribute__((unused)) static int verify(const void *p, size_t n, uint64_t seed) {
-    const unsigned char *b = p;
+    const unsigned char *b = (const unsigned char *)p;
     for (size_t i = 0; i < n; i++)
         if (b[i] != pattern(seed, i)) return 0;
     return 1;

@@ -107,8 +107,9 @@ pub fn cc(cxx: bool, args: &[&OsStr], what: &str) {
     );
 }
 
-/// Compile `tests/c/<name>.c` (once per test process) and return the executable. `link`
-/// is added at the end of the command line (the first call for a name decides).
+/// Compile `tests/c/<name>.c`, or `tests/c/<name>.cpp` with the C++ compiler, (once per
+/// test process) and return the executable. `link` is added at the end of the command line
+/// (the first call for a name decides).
 pub fn compile_c(name: &str, link: &[&OsStr]) -> PathBuf {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -117,13 +118,16 @@ pub fn compile_c(name: &str, link: &[&OsStr]) -> PathBuf {
         return p.clone();
     }
     let exe = scratch(&format!("c-{name}")).join(name);
-    let src = manifest_dir().join("tests/c").join(format!("{name}.c"));
+    let cpp = manifest_dir().join("tests/c").join(format!("{name}.cpp"));
+    let cxx = cpp.is_file();
+    let src = if cxx { cpp } else { manifest_dir().join("tests/c").join(format!("{name}.c")) };
     let (include, tests_c) = (
         manifest_dir().join("include"),
         manifest_dir().join("tests/c"),
     );
+    let std = if cxx { "-std=gnu++17" } else { "-std=gnu11" };
     let mut args: Vec<&OsStr> = [
-        "-std=gnu11",
+        std,
         "-O1",
         "-g",
         "-fno-builtin",
@@ -132,7 +136,7 @@ pub fn compile_c(name: &str, link: &[&OsStr]) -> PathBuf {
         "-Werror",
         "-pthread",
     ]
-    .iter()
+    .into_iter()
     .map(OsStr::new)
     .collect();
     args.extend([
@@ -148,7 +152,7 @@ pub fn compile_c(name: &str, link: &[&OsStr]) -> PathBuf {
         OsStr::new("-ldl"),
     ]);
     args.extend(link);
-    cc(false, &args, &format!("compiling {}", src.display()));
+    cc(cxx, &args, &format!("compiling {}", src.display()));
     built.insert(name.to_string(), exe.clone());
     exe
 }
