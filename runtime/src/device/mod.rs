@@ -49,7 +49,7 @@ pub use logical::{Device, DEFAULT_TIMEOUT};
 pub use migrate::{default_pool_bytes, resolve_copy_mode, MigrateConfig, VulkanBlockDevice};
 pub use mirror::check_import;
 pub use pagetable::{FaultReport, KernelError};
-pub use pipeline::ComputePipeline;
+pub use pipeline::{live_pipelines, pipelines_created, ComputePipeline};
 pub use report::{
     pick_compute_queue_family, ApiVersion, DeviceKind, DeviceReport, ExternalMemoryHost,
     MemoryHeapInfo, MemoryTypeInfo,

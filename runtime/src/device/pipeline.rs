@@ -5,6 +5,7 @@
 //! The descriptor set is rewritten on every dispatch; that is safe because dispatches are
 //! synchronous and serialised by the device's submit lock (see `logical.rs`).
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use ash::vk;
@@ -191,6 +192,8 @@ impl ComputePipeline {
             Ok((pipeline, set)) => {
                 // SAFETY: the module is only needed during pipeline creation.
                 unsafe { device.destroy_shader_module(partial.module, None) };
+                LIVE.fetch_add(1, Relaxed);
+                CREATED.fetch_add(1, Relaxed);
                 Ok(ComputePipeline {
                     shared: Arc::clone(shared),
                     pipeline,
@@ -359,8 +362,25 @@ impl ComputePipeline {
     }
 }
 
+/// Pipelines created in this process, and those of them not dropped yet.
+static CREATED: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many compute pipelines exist now (created, not dropped yet; a pipeline leaked because
+/// its device was lost still counts). For tests and diagnostics: kernels' pipelines must not
+/// accumulate.
+pub fn live_pipelines() -> usize {
+    LIVE.load(Relaxed)
+}
+
+/// How many compute pipelines this process has created (for tests and diagnostics).
+pub fn pipelines_created() -> usize {
+    CREATED.load(Relaxed)
+}
+
 impl Drop for ComputePipeline {
     fn drop(&mut self) {
+        LIVE.fetch_sub(1, Relaxed);
         if self.shared.is_poisoned() {
             return; // pending work may still use the pipeline: leak it
         }

@@ -39,7 +39,8 @@
 //! runtime allocates here is in the internal heap.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use super::check;
@@ -246,6 +247,7 @@ impl Args {
 }
 
 /// Buffers and history of one kernel, reused across launches. Protected by `Inner::state`.
+#[derive(Default)]
 struct State {
     args: Option<Buffer>,
     ctl: Option<Buffer>,
@@ -268,6 +270,16 @@ struct Inner {
     state: Mutex<State>,
 }
 
+impl Drop for Inner {
+    /// Releases the pipelines and buffers in the internal heap, as they were made: the last
+    /// kernel holding a pipeline destroys it, and the driver may allocate while it does.
+    fn drop(&mut self) {
+        let _internal = InternalScope::new();
+        drop(std::mem::take(self.pipelines.get_mut().unwrap_or_else(|p| p.into_inner())));
+        drop(std::mem::take(self.state.get_mut().unwrap_or_else(|p| p.into_inner())));
+    }
+}
+
 /// A compiled kernel. Cheap to clone; the pipeline is cached per (source, entry).
 #[derive(Clone)]
 pub struct Kernel {
@@ -284,9 +296,31 @@ impl std::fmt::Debug for Kernel {
 /// wait for them through coherence's launch lock (`Space::launch`, `Space::exclusive`).
 static LAUNCH: Mutex<()> = Mutex::new(());
 
-/// Compiled pipelines by (user source, entry, variant).
-type Cache = Vec<((String, String, Variant), Arc<ComputePipeline>)>;
+/// Compiled pipelines by (user source, entry, variant). Weak: a pipeline lives while a
+/// kernel holds it (`Inner::pipelines`), a launch uses it, or it is among the [`KEPT_PIPELINES`] most
+/// recently built or found (`RECENT`). So a kernel made again from the same source (a program
+/// that creates, launches and destroys a kernel in a loop) finds it compiled, while a program
+/// that generates new kernels for ever does not keep every one it destroyed (each holds its
+/// JIT code and Vulkan objects: about 1.1 MiB on lavapipe).
+type Cache = Vec<((String, String, Variant), Weak<ComputePipeline>)>;
 static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
+
+/// How many pipelines the cache keeps alive beyond those that kernels hold.
+pub const KEPT_PIPELINES: usize = 16;
+/// The [`KEPT_PIPELINES`] most recently built or found pipelines, the most recent first.
+static RECENT: Mutex<VecDeque<Arc<ComputePipeline>>> = Mutex::new(VecDeque::new());
+
+/// Makes `p` the most recent of `RECENT`; the oldest beyond [`KEPT_PIPELINES`] is released (and
+/// destroyed, if no kernel holds it), outside the lock since that calls into the driver.
+fn keep(p: &Arc<ComputePipeline>) {
+    let released = {
+        let mut recent = lock(&RECENT);
+        recent.retain(|q| !Arc::ptr_eq(q, p));
+        recent.push_front(Arc::clone(p));
+        if recent.len() > KEPT_PIPELINES { recent.pop_back() } else { None }
+    };
+    drop(released);
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -327,7 +361,9 @@ fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Variant {
 /// `serial` is the caller's hold on `LAUNCH` if it has one (the warm-up dispatch needs it).
 fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, variant: Variant, serial: Option<&MutexGuard<'_, ()>>) -> Result<Arc<ComputePipeline>, Error> {
     let key = (user.to_owned(), entry.to_owned(), variant);
-    if let Some(p) = lock(&CACHE).iter().find(|(k, _)| *k == key).map(|(_, p)| Arc::clone(p)) {
+    let cached = lock(&CACHE).iter().find(|(k, _)| *k == key).and_then(|(_, p)| p.upgrade());
+    if let Some(p) = cached {
+        keep(&p);
         return Ok(p);
     }
     let source = module_for(dev, space, user, entry, variant);
@@ -346,7 +382,12 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
             warm_up(dev, &p)?;
         }
     }
-    lock(&CACHE).push((key, Arc::clone(&p)));
+    {
+        let mut cache = lock(&CACHE);
+        cache.retain(|(_, p)| p.strong_count() > 0);
+        cache.push((key, Arc::downgrade(&p)));
+    }
+    keep(&p);
     Ok(p)
 }
 
@@ -380,7 +421,7 @@ impl Kernel {
                 source: wgsl.to_owned(),
                 pipelines: Mutex::new(vec![(variant, normal)]),
                 atomics: prelude::uses_atomics(wgsl),
-                state: Mutex::new(State { args: None, ctl: None, spill: None, ids: None, alog: None, touched: Vec::new(), max_steps: default_max_steps(dev) }),
+                state: Mutex::new(State { max_steps: default_max_steps(dev), ..State::default() }),
             }),
         })
     }

@@ -23,6 +23,6 @@ pub use compile::{
     SPIRV_VERSION,
 };
 pub use launch::{
-    generated_source, Args, Kernel, LaunchError, LaunchReport, CHUNK, DEFAULT_MAX_STEPS, LAVAPIPE_MAX_STEPS,
+    generated_source, Args, Kernel, LaunchError, LaunchReport, CHUNK, DEFAULT_MAX_STEPS, KEPT_PIPELINES, LAVAPIPE_MAX_STEPS,
     MAX_ROUNDS, PREFETCH_BLOCKS,
 };

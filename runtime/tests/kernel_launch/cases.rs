@@ -845,3 +845,43 @@ fn kernels_read_and_write_f64() {
     let e = k.launch(1, &Args::new().raw_ptr(xp + 4).ptr_mut(&mut y[..]).u64(a.to_bits())).unwrap_err().to_string();
     assert!(e.contains("not aligned") && e.contains(&format!("{:#x}", xp + 4)), "{e}");
 }
+
+/// Kernels made and destroyed do not keep their pipelines: a program that generates kernels
+/// (a different constant in each source) stays bounded, with only the most recent
+/// `KEPT_PIPELINES` kept for kernels made again from the same source. Before, every pipeline
+/// stayed for the life of the process (about 1.1 MiB each on lavapipe).
+#[test]
+fn destroyed_kernels_release_their_pipelines() {
+    let _s = serial();
+    let Some(_) = kernel("destroyed_kernels_release_their_pipelines", DOUBLE, "double") else { return };
+    use unimem::device::{live_pipelines, pipelines_created};
+    use unimem::kernel::KEPT_PIPELINES;
+    let source = |i: usize| format!("fn scale(id: u32) {{ unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, id * {i}u); }}");
+    let mut out = vec![0u32; 64];
+    let run = |k: &unimem::Kernel, out: &mut Vec<u32>, i: usize| {
+        k.launch(64, &Args::new().ptr_mut(&mut out[..])).unwrap();
+        assert!(out.iter().enumerate().all(|(j, &x)| x == (j * i) as u32), "kernel {i}");
+    };
+    let made = KEPT_PIPELINES + 24;
+    let kernels: Vec<unimem::Kernel> = (0..made).map(|i| unimem::Kernel::new(&source(i), "scale").unwrap()).collect();
+    for (i, k) in kernels.iter().enumerate() {
+        run(k, &mut out, i);
+    }
+    let alive = live_pipelines();
+    drop(kernels);
+    let after = live_pipelines();
+    assert!(alive - after >= made - KEPT_PIPELINES, "{alive} pipelines with {made} kernels, {after} after dropping them");
+    // The most recent is still compiled: making it again builds nothing.
+    let created = pipelines_created();
+    let k = unimem::Kernel::new(&source(made - 1), "scale").unwrap();
+    assert_eq!(pipelines_created(), created, "a kept pipeline was built again");
+    run(&k, &mut out, made - 1);
+    // The first was released: it is built again, and works.
+    let k0 = unimem::Kernel::new(&source(0), "scale").unwrap();
+    assert_eq!(pipelines_created(), created + 1);
+    run(&k0, &mut out, 0);
+    // A clone keeps the pipeline while the original goes.
+    let twin = k0.clone();
+    drop(k0);
+    run(&twin, &mut out, 0);
+}
