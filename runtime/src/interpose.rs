@@ -12,6 +12,11 @@
 //! - **Signals**: `sigaction` and `signal` for SIGSEGV/SIGBUS record the program's handler as
 //!   the one ours chains to, instead of replacing ours, once coherence is installed.
 //!
+//! - **libc's stream buffers**: `fopen`, `opendir` and their kin open the stream, and
+//!   allocate its buffer, in the internal heap, since libc refills and flushes it with
+//!   system calls nothing can interpose ([`std_streams_internal`] does it for the standard
+//!   streams); and [`fresh_allocation`] makes every block the C heap hands out host-writable.
+//!
 //! These are `#[no_mangle]` definitions: in `libunimem.so` they interpose libc for C programs
 //! under `LD_PRELOAD`; in a Rust executable that links this crate they take precedence over
 //! libc's for every call the program (and std) makes. Calls libc makes internally (e.g.
@@ -69,6 +74,23 @@ fn prepare(p: *const c_void, len: usize, kernel_writes: bool) {
                 eprintln!("unimem: cannot make the buffer {p:?}+{len} host-accessible for a system call: {e}");
             }
         }
+    }
+}
+
+/// Makes a fresh allocation `[p, p+len)` of the C heap writable on the host before the
+/// program gets it (the shim's `malloc` family calls this). The memory is new, but its
+/// block may hold other objects that a kernel left on the device or read-duplicated (Device
+/// or Shared: no host access, or read-only), and libc fills some of its own allocations with
+/// system calls it makes internally, past the `read` above: a `FILE`'s buffer, a `DIR`'s.
+/// The kernel returns `EFAULT` for those instead of faulting (`fscanf` after a launch then
+/// reads nothing). This does what the program's first write would do, at allocation; one
+/// state load per block when nothing is needed, nothing before coherence is installed.
+pub fn fresh_allocation(p: *const u8, len: usize) {
+    if coherence::space().is_some() {
+        // The migration a block may need makes system calls; allocating keeps `errno`.
+        let saved = unimem_alloc::os::errno();
+        prepare(p.cast(), len, true);
+        unimem_alloc::os::set_errno(saved);
     }
 }
 
@@ -297,4 +319,138 @@ pub unsafe extern "C" fn fwrite(buf: *const c_void, size: size_t, n: size_t, f: 
     let real = real!(fwrite: fn(*const c_void, size_t, size_t, *mut libc::FILE) -> size_t);
     // SAFETY: forwarding the caller's arguments to libc's definition.
     unsafe { real(buf, size, n, f) }
+}
+
+// ---- libc's own buffers: out of the managed heap ----
+//
+// glibc fills a stream's buffer with its internal `read` and empties it with its internal
+// `write`, past the entry points above. A buffer in the managed heap shares its block with
+// the program's objects; when a kernel writes one of those, the whole block goes to the
+// device, and the next refill or flush of the stream fails with `EFAULT` (input reads as
+// end of file, output is lost). So streams are opened, and their buffers allocated, in the
+// internal heap, which never migrates; likewise a directory stream's buffer (`getdents64`).
+
+extern "C" {
+    /// glibc: allocates `f`'s buffer now as the first read or write would (the size from
+    /// `st_blksize`, line buffering for a terminal), through `malloc`.
+    fn _IO_doallocbuf(f: *mut libc::FILE);
+}
+
+/// Gives the stream `f` (if not null) its buffer now, in the internal heap (the caller is
+/// inside an `InternalScope`). Returns `f`.
+fn with_internal_buffer(f: *mut libc::FILE) -> *mut libc::FILE {
+    if !f.is_null() {
+        // SAFETY: `f` is a stream libc just opened; allocating its buffer is what its first
+        // use does, and leaves its state otherwise unchanged.
+        unsafe { _IO_doallocbuf(f) };
+    }
+    f
+}
+
+/// Allocates the buffers of `stdin`, `stdout` and `stderr` in the internal heap, before the
+/// program's first use of them would allocate them in the managed heap. The shim calls this
+/// once, before `main`; a stream that already has a buffer keeps it. The buffering mode
+/// (line-buffered on a terminal) is decided now, from the file descriptor as it is now.
+pub fn std_streams_internal() {
+    extern "C" {
+        static stdin: *mut libc::FILE;
+        static stdout: *mut libc::FILE;
+        static stderr: *mut libc::FILE;
+    }
+    let _internal = unimem_alloc::InternalScope::new();
+    // SAFETY: libc's standard streams, initialised before any constructor of a library
+    // loaded after libc runs; `_IO_doallocbuf` does nothing to a stream with a buffer.
+    unsafe {
+        for f in [stdin, stdout, stderr] {
+            with_internal_buffer(f);
+        }
+    }
+}
+
+/// Opens a stream as `open` does, with the stream and its buffer in the internal heap.
+fn internal_stream(open: impl FnOnce() -> *mut libc::FILE) -> *mut libc::FILE {
+    let _internal = unimem_alloc::InternalScope::new();
+    with_internal_buffer(open())
+}
+
+/// `fopen(3)`, stream and buffer in the internal heap.
+#[no_mangle]
+pub unsafe extern "C" fn fopen(path: *const libc::c_char, mode: *const libc::c_char) -> *mut libc::FILE {
+    let real = real!(fopen: fn(*const libc::c_char, *const libc::c_char) -> *mut libc::FILE);
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    internal_stream(|| unsafe { real(path, mode) })
+}
+
+/// `fopen64(3)`: as `fopen`.
+#[no_mangle]
+pub unsafe extern "C" fn fopen64(path: *const libc::c_char, mode: *const libc::c_char) -> *mut libc::FILE {
+    let real = real!(fopen64: fn(*const libc::c_char, *const libc::c_char) -> *mut libc::FILE);
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    internal_stream(|| unsafe { real(path, mode) })
+}
+
+/// `fdopen(3)`: as `fopen`.
+#[no_mangle]
+pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const libc::c_char) -> *mut libc::FILE {
+    let real = real!(fdopen: fn(c_int, *const libc::c_char) -> *mut libc::FILE);
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    internal_stream(|| unsafe { real(fd, mode) })
+}
+
+/// `freopen(3)`: the reopened stream's new buffer in the internal heap.
+#[no_mangle]
+pub unsafe extern "C" fn freopen(path: *const libc::c_char, mode: *const libc::c_char, f: *mut libc::FILE) -> *mut libc::FILE {
+    let real = real!(freopen: fn(*const libc::c_char, *const libc::c_char, *mut libc::FILE) -> *mut libc::FILE);
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    internal_stream(|| unsafe { real(path, mode, f) })
+}
+
+/// `freopen64(3)`: as `freopen`.
+#[no_mangle]
+pub unsafe extern "C" fn freopen64(path: *const libc::c_char, mode: *const libc::c_char, f: *mut libc::FILE) -> *mut libc::FILE {
+    let real = real!(freopen64: fn(*const libc::c_char, *const libc::c_char, *mut libc::FILE) -> *mut libc::FILE);
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    internal_stream(|| unsafe { real(path, mode, f) })
+}
+
+/// `tmpfile(3)`: as `fopen`.
+#[no_mangle]
+pub unsafe extern "C" fn tmpfile() -> *mut libc::FILE {
+    let real = real!(tmpfile: fn() -> *mut libc::FILE);
+    // SAFETY: libc's definition, no arguments.
+    internal_stream(|| unsafe { real() })
+}
+
+/// `tmpfile64(3)`: as `fopen`.
+#[no_mangle]
+pub unsafe extern "C" fn tmpfile64() -> *mut libc::FILE {
+    let real = real!(tmpfile64: fn() -> *mut libc::FILE);
+    // SAFETY: libc's definition, no arguments.
+    internal_stream(|| unsafe { real() })
+}
+
+/// `popen(3)`: as `fopen`.
+#[no_mangle]
+pub unsafe extern "C" fn popen(command: *const libc::c_char, mode: *const libc::c_char) -> *mut libc::FILE {
+    let real = real!(popen: fn(*const libc::c_char, *const libc::c_char) -> *mut libc::FILE);
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    internal_stream(|| unsafe { real(command, mode) })
+}
+
+/// `opendir(3)`: the directory stream and its buffer in the internal heap.
+#[no_mangle]
+pub unsafe extern "C" fn opendir(path: *const libc::c_char) -> *mut libc::DIR {
+    let real = real!(opendir: fn(*const libc::c_char) -> *mut libc::DIR);
+    let _internal = unimem_alloc::InternalScope::new();
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    unsafe { real(path) }
+}
+
+/// `fdopendir(3)`: as `opendir`.
+#[no_mangle]
+pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut libc::DIR {
+    let real = real!(fdopendir: fn(c_int) -> *mut libc::DIR);
+    let _internal = unimem_alloc::InternalScope::new();
+    // SAFETY: forwarding the caller's arguments to libc's definition.
+    unsafe { real(fd) }
 }

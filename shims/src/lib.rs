@@ -11,9 +11,10 @@
 //!   (the runtime, the Vulkan driver) on the internal heap for life;
 //! - `capi`: the `unimem_*` functions of `unimem.h`;
 //! - from the runtime crate (`runtime/src/interpose.rs`), exported from here too: `read`,
-//!   `write` and the other I/O entry points (buffers on the device come home first) and
+//!   `write` and the other I/O entry points (buffers on the device come home first),
 //!   `sigaction`/`signal` (a program's SIGSEGV/SIGBUS handler is chained, not installed over
-//!   unimem's).
+//!   unimem's), and `fopen`, `opendir` and their kin (libc's stream buffers in the internal
+//!   heap; the standard streams' too, from a load-time constructor).
 //!
 //! Rules for every exported function (they run before `main`, inside libc, in fork
 //! children and in threads being torn down):
@@ -34,3 +35,15 @@ pub mod threads;
 
 // Link the runtime's interposed entry points into the library.
 pub use unimem_rt::interpose;
+
+/// Runs when the library is loaded, before `main` (after libc's own initialisation: libc
+/// is loaded first). Gives the standard streams their buffers in the internal heap
+/// (`interpose::std_streams_internal`): glibc fills and empties them with system calls
+/// that are not interposed, which fail on a block a kernel moved to the device.
+extern "C" fn on_load() {
+    interpose::std_streams_internal();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

@@ -34,14 +34,24 @@ fn fail(e: c_int) -> *mut c_void {
     ptr::null_mut()
 }
 
-/// A core result for C: null becomes null plus `ENOMEM`.
+/// A core result of `size` bytes for C: null becomes null plus `ENOMEM`; a block is made
+/// host-writable first ([`fresh`]).
 #[inline(always)]
-fn or_enomem(p: *mut u8) -> *mut c_void {
+fn or_enomem(p: *mut u8, size: usize) -> *mut c_void {
     if p.is_null() {
         fail(ENOMEM)
     } else {
-        p.cast()
+        fresh(p, size)
     }
+}
+
+/// Every allocation handed to C code is host-writable, whatever a kernel left in its blocks:
+/// libc fills some of its allocations with system calls (a `FILE` buffer), which fail with
+/// `EFAULT` on a block without host access instead of faulting it home.
+#[inline(always)]
+fn fresh(p: *mut u8, size: usize) -> *mut c_void {
+    unimem_rt::interpose::fresh_allocation(p, size);
+    p.cast()
 }
 
 fn page_size() -> usize {
@@ -56,7 +66,7 @@ fn page_size() -> usize {
 
 #[no_mangle]
 pub extern "C" fn malloc(size: size_t) -> *mut c_void {
-    or_enomem(unimem_alloc::alloc(size))
+    or_enomem(unimem_alloc::alloc(size), size)
 }
 
 /// # Safety
@@ -75,7 +85,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 #[no_mangle]
 pub extern "C" fn calloc(n: size_t, size: size_t) -> *mut c_void {
     match n.checked_mul(size) {
-        Some(total) => or_enomem(unimem_alloc::alloc_zeroed(total)),
+        Some(total) => or_enomem(unimem_alloc::alloc_zeroed(total), total),
         None => fail(ENOMEM),
     }
 }
@@ -91,7 +101,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: size_t) -> *mut c_void {
         return ptr::null_mut();
     }
     // SAFETY: the caller's contract, forwarded.
-    or_enomem(unsafe { unimem_alloc::realloc(p.cast(), size) })
+    or_enomem(unsafe { unimem_alloc::realloc(p.cast(), size) }, size)
 }
 
 /// # Safety
@@ -115,7 +125,7 @@ pub extern "C" fn memalign(align: size_t, size: size_t) -> *mut c_void {
     if align > usize::MAX / 2 + 1 {
         return fail(EINVAL);
     }
-    or_enomem(unimem_alloc::alloc_aligned(size, align.next_power_of_two()))
+    or_enomem(unimem_alloc::alloc_aligned(size, align.next_power_of_two()), size)
 }
 
 /// C17: the alignment must be a power of two (null + `EINVAL` otherwise); any size.
@@ -124,7 +134,7 @@ pub extern "C" fn aligned_alloc(align: size_t, size: size_t) -> *mut c_void {
     if !align.is_power_of_two() {
         return fail(EINVAL);
     }
-    or_enomem(unimem_alloc::alloc_aligned(size, align.max(MIN_ALIGN)))
+    or_enomem(unimem_alloc::alloc_aligned(size, align.max(MIN_ALIGN)), size)
 }
 
 /// POSIX: `EINVAL` unless `align` is a power-of-two multiple of `sizeof(void *)`,
@@ -148,7 +158,7 @@ pub unsafe extern "C" fn posix_memalign(
         return ENOMEM;
     }
     // SAFETY: the caller passes a writable `void **`.
-    unsafe { out.write(p.cast()) };
+    unsafe { out.write(fresh(p, size)) };
     0
 }
 

@@ -278,6 +278,17 @@ const C_EXPORTS: &[&str] = &[
     "signal",
     "fread",
     "fwrite",
+    // Streams opened in the internal heap (runtime/src/interpose.rs).
+    "fopen",
+    "fopen64",
+    "fdopen",
+    "freopen",
+    "freopen64",
+    "tmpfile",
+    "tmpfile64",
+    "popen",
+    "opendir",
+    "fdopendir",
 ];
 
 #[test]
@@ -428,6 +439,20 @@ fn kernel_stl_sample() {
 #[test]
 fn kernel_stl_sample_migrating() {
     kernel_sample("kernel_stl", "off");
+}
+
+/// `tests/c/kernel_io.c`: stdio streams (read after a launch; written, launched, flushed), a
+/// directory stream and `stat` into a fresh struct, each buffer among objects a kernel
+/// writes: nothing fails with `EFAULT` or reads short.
+#[test]
+fn kernel_io_sample() {
+    kernel_sample("kernel_io", "auto");
+}
+
+/// The same with blocks migrating into device frames (where the buffers' blocks would move).
+#[test]
+fn kernel_io_sample_migrating() {
+    kernel_sample("kernel_io", "off");
 }
 
 /// `tests/c/kernel_threads.c`: while kernels advance malloc'ed particles, other threads of
