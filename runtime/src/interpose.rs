@@ -85,13 +85,21 @@ fn prepare(p: *const c_void, len: usize, kernel_writes: bool) {
 /// The kernel returns `EFAULT` for those instead of faulting (`fscanf` after a launch then
 /// reads nothing). This does what the program's first write would do, at allocation; one
 /// state load per block when nothing is needed, nothing before coherence is installed.
+#[inline]
 pub fn fresh_allocation(p: *const u8, len: usize) {
-    if coherence::space().is_some() {
-        // The migration a block may need makes system calls; allocating keeps `errno`.
-        let saved = unimem_alloc::os::errno();
-        prepare(p.cast(), len, true);
-        unimem_alloc::os::set_errno(saved);
+    if let Some(s) = coherence::space() {
+        if !s.host_writable(p as usize, len) {
+            fresh_allocation_slow(p, len);
+        }
     }
+}
+
+#[cold]
+fn fresh_allocation_slow(p: *const u8, len: usize) {
+    // The migration a block may need makes system calls; allocating keeps `errno`.
+    let saved = unimem_alloc::os::errno();
+    prepare(p.cast(), len, true);
+    unimem_alloc::os::set_errno(saved);
 }
 
 fn prepare_iov(iov: *const iovec, n: c_int, kernel_writes: bool) {

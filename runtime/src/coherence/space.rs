@@ -202,6 +202,22 @@ impl Space {
         self.states.load(b)
     }
 
+    /// True when the CPU may write all of `[addr, addr+len)` now with no transition: every
+    /// block it overlaps in the managed heap is Host or mapped in place and not mid-transition
+    /// (memory outside the heap counts as writable). Lock-free: a racing transition can make
+    /// the answer stale at once, as with any state read; callers then take the locked path
+    /// ([`Space::make_host_accessible`]) or fault.
+    #[inline]
+    pub fn host_writable(&self, addr: usize, len: usize) -> bool {
+        let (Some(first), Some(last)) = (self.block_of(addr), addr.checked_add(len.max(1) - 1).and_then(|l| self.block_of(l))) else {
+            return true;
+        };
+        (first..=last).all(|b| {
+            let w = self.states.load(b);
+            w & BUSY == 0 && matches!(state_of(w), State::Host | State::InPlace)
+        })
+    }
+
     /// Blocks overlapping `[addr, addr+len)` (the block of `addr` when `len` is 0). An error
     /// unless the whole range lies in the managed heap; so once this succeeded, `addr + len`
     /// does not overflow.
