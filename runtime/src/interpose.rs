@@ -342,15 +342,24 @@ extern "C" {
     /// glibc: allocates `f`'s buffer now as the first read or write would (the size from
     /// `st_blksize`, line buffering for a terminal), through `malloc`.
     fn _IO_doallocbuf(f: *mut libc::FILE);
+    /// POSIX: a stream's lock (recursive), as stdio's own functions take it.
+    fn flockfile(f: *mut libc::FILE);
+    fn funlockfile(f: *mut libc::FILE);
 }
 
 /// Gives the stream `f` (if not null) its buffer now, in the internal heap (the caller is
 /// inside an `InternalScope`). Returns `f`.
 fn with_internal_buffer(f: *mut libc::FILE) -> *mut libc::FILE {
     if !f.is_null() {
-        // SAFETY: `f` is a stream libc just opened; allocating its buffer is what its first
-        // use does, and leaves its state otherwise unchanged.
-        unsafe { _IO_doallocbuf(f) };
+        // SAFETY: `f` is a stream libc just opened (already on libc's list of streams, which
+        // `fflush(NULL)` on another thread walks: hence the stream's lock, as glibc takes it
+        // around its own calls); allocating its buffer is what its first use does, and
+        // leaves its state otherwise unchanged.
+        unsafe {
+            flockfile(f);
+            _IO_doallocbuf(f);
+            funlockfile(f);
+        }
     }
     f
 }

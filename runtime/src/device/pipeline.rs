@@ -380,10 +380,10 @@ pub fn pipelines_created() -> usize {
 
 impl Drop for ComputePipeline {
     fn drop(&mut self) {
-        LIVE.fetch_sub(1, Relaxed);
         if self.shared.is_poisoned() {
             return; // pending work may still use the pipeline: leak it
         }
+        LIVE.fetch_sub(1, Relaxed);
         let device = &self.shared.raw;
         // SAFETY: dispatches wait for completion, so no pending work uses these objects;
         // the descriptor set is freed with its pool; the device outlives us (Arc).

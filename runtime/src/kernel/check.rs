@@ -24,7 +24,7 @@
 use naga::{AddressSpace, Block, Expression, Function, Module, Scalar, Span, Statement, TypeInner};
 
 use super::compile::Violation;
-use super::prelude::{word_at, ACCESSORS, ENTRY_POINT};
+use super::prelude::{ACCESSORS, ENTRY_POINT};
 
 /// Checks the user's part of `module` (the first `user.len()` bytes of its source), whose
 /// entry function is `entry`; `float64` is `Err(device name)` when the device has no 64-bit
@@ -165,11 +165,23 @@ const PREDECLARED: &[&str] = &[
 /// Refuses a module-scope declaration in `user` of a WGSL built-in that `runtime` (the rest
 /// of the module) uses, at the declaration's line. Runs before parsing: a shadowed type
 /// makes the module fail to parse at the runtime's line, and a shadowed function can parse
-/// and silently change what the runtime's code computes.
-pub fn shadowed_builtins(user: &str, runtime: &str) -> Result<(), Violation> {
+/// and silently change what the runtime's code computes. `entry` is the user's entry
+/// function, which the runtime calls once by name (an entry named `all` or `step` is fine).
+pub fn shadowed_builtins(user: &str, runtime: &str, entry: &str) -> Result<(), Violation> {
     for (name, at) in module_scope_names(user) {
-        let used = || runtime.match_indices(name).any(|(i, _)| word_at(runtime, i, name.len()) && !runtime[..i].ends_with('.'));
-        if PREDECLARED.contains(&name) && used() {
+        if !PREDECLARED.contains(&name) {
+            continue;
+        }
+        // Uses in code (not comments), not as a member (`.x`), not the call of the entry.
+        let mut prev = None;
+        let uses = tokens(runtime)
+            .filter(|t| {
+                let member = prev == Some(Token::Punct(b'.'));
+                prev = Some(*t);
+                !member && matches!(t, Token::Word(w, _) if *w == name)
+            })
+            .count();
+        if uses > usize::from(name == entry) {
             return Err((
                 user[..at].matches('\n').count() + 1,
                 format!("`{name}` is a WGSL built-in that the runtime's code uses: a kernel cannot declare its own at module scope (it would replace the built-in there too); rename it"),
@@ -179,55 +191,82 @@ pub fn shadowed_builtins(user: &str, runtime: &str) -> Result<(), Violation> {
     Ok(())
 }
 
+/// A token of WGSL source outside comments: an identifier or keyword (with its byte offset),
+/// or any other character that is not white space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token<'a> {
+    Word(&'a str, usize),
+    Punct(u8),
+}
+
+/// The tokens of `src`, skipping `//` and (nested) `/* */` comments. Numbers come out as
+/// words (`1u`), which is all the callers need.
+fn tokens(src: &str) -> impl Iterator<Item = Token<'_>> + '_ {
+    let b = src.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            let rest = &b[i..];
+            if rest.starts_with(b"//") {
+                i += rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+            } else if rest.starts_with(b"/*") {
+                let mut nest = 0;
+                while i < b.len() {
+                    if b[i..].starts_with(b"/*") {
+                        nest += 1;
+                        i += 2;
+                    } else if b[i..].starts_with(b"*/") {
+                        nest -= 1;
+                        i += 2;
+                        if nest == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            } else if ident(b[i]) {
+                let len = rest.iter().position(|&c| !ident(c)).unwrap_or(rest.len());
+                let word = Token::Word(&src[i..i + len], i);
+                i += len;
+                return Some(word);
+            } else {
+                i += 1;
+                if !b[i - 1].is_ascii_whitespace() {
+                    return Some(Token::Punct(b[i - 1]));
+                }
+            }
+        }
+        None
+    })
+}
+
 /// The names `src` declares at module scope, with their byte offsets: the identifier after
 /// `fn`, `alias`, `struct`, `const`, `override` or `var` (and its `<...>`), outside braces
 /// and comments. A malformed declaration is skipped: the parser reports it.
 pub(crate) fn module_scope_names(src: &str) -> Vec<(&str, usize)> {
     const KEYWORDS: [&str; 6] = ["fn", "alias", "struct", "const", "override", "var"];
-    let b = src.as_bytes();
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
-    let (mut names, mut depth, mut declaring, mut i) = (Vec::new(), 0usize, false, 0);
-    while i < b.len() {
-        let rest = &b[i..];
-        if rest.starts_with(b"//") {
-            i += rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
-        } else if rest.starts_with(b"/*") {
-            // Block comments nest in WGSL.
-            let mut nest = 0;
-            while i < b.len() {
-                if b[i..].starts_with(b"/*") {
-                    nest += 1;
-                    i += 2;
-                } else if b[i..].starts_with(b"*/") {
-                    nest -= 1;
-                    i += 2;
-                    if nest == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        } else if ident(b[i]) {
-            let len = rest.iter().position(|&c| !ident(c)).unwrap_or(rest.len());
-            let word = &src[i..i + len];
-            if depth == 0 && declaring {
-                names.push((word, i));
+    let (mut names, mut depth, mut declaring, mut template) = (Vec::new(), 0usize, false, false);
+    for t in tokens(src) {
+        match t {
+            // `var<private>`: the template comes between the keyword and the name.
+            Token::Punct(b'>') if template => template = false,
+            _ if template => {}
+            Token::Word(word, at) if depth == 0 && declaring => {
+                names.push((word, at));
                 declaring = false;
-            } else if depth == 0 {
-                declaring = KEYWORDS.contains(&word);
             }
-            i += len;
-        } else {
-            match b[i] {
-                b'{' => depth += 1,
-                b'}' => depth = depth.saturating_sub(1),
-                // `var<private>`: the template comes between the keyword and the name.
-                b'<' if declaring => i += rest.iter().position(|&c| c == b'>').unwrap_or(rest.len() - 1),
-                c if c.is_ascii_whitespace() => {}
-                _ => declaring = false,
+            Token::Word(word, _) => declaring = depth == 0 && KEYWORDS.contains(&word),
+            Token::Punct(b'<') if declaring => template = true,
+            Token::Punct(c) => {
+                match c {
+                    b'{' => depth += 1,
+                    b'}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                declaring = false;
             }
-            i += 1;
         }
     }
     names
@@ -251,7 +290,7 @@ mod tests {
         let runtime = "fn unimem_x(a: u32) -> u64 { return u64(min(a, 3u)) + select(0lu, 1lu, a > 2u) + v.max; }";
         let cases = [("const q = 1u;\nfn min(a: u32, b: u32) -> u32 { return a; }", Some((2, "min"))), ("alias u64 = u32;", Some((1, "u64"))), ("fn select() {}", Some((1, "select")))];
         for (user, want) in cases {
-            let got = shadowed_builtins(user, runtime);
+            let got = shadowed_builtins(user, runtime, "f");
             let (line, name) = want.unwrap();
             let (l, what) = got.expect_err(user);
             assert_eq!(l, line, "{user}");
@@ -259,8 +298,14 @@ mod tests {
         }
         // Built-ins the runtime does not use (`max` only as a member), other names, locals.
         for user in ["fn max(a: u32) -> u32 { return a; }", "fn sqrt() {}", "fn f(id: u32) { let min = 1u; }", "const minimum = 2u;"] {
-            assert_eq!(shadowed_builtins(user, runtime), Ok(()), "{user}");
+            assert_eq!(shadowed_builtins(user, runtime, "f"), Ok(()), "{user}");
         }
+        // Named in the runtime's comments only, or the entry the runtime calls once.
+        let runtime = "// all rounds step through the log\n/* any */ fn unimem_main() { step(1u); }";
+        for (user, entry) in [("fn log(x: u32) -> u32 { return x; }", "f"), ("const round = 3u;", "f"), ("fn step(id: u32) {}", "step"), ("fn any(id: u32) {}", "any")] {
+            assert_eq!(shadowed_builtins(user, runtime, entry), Ok(()), "{user}");
+        }
+        assert!(shadowed_builtins("fn step(id: u32) {}", &format!("{runtime} fn g() {{ step(2u); }}"), "step").is_err());
     }
 
     fn check(src: &str, float64: Result<(), &str>) -> Result<(), Violation> {

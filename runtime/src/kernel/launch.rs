@@ -361,7 +361,8 @@ fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Variant {
 /// `serial` is the caller's hold on `LAUNCH` if it has one (the warm-up dispatch needs it).
 fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, variant: Variant, serial: Option<&MutexGuard<'_, ()>>) -> Result<Arc<ComputePipeline>, Error> {
     let key = (user.to_owned(), entry.to_owned(), variant);
-    let cached = lock(&CACHE).iter().find(|(k, _)| *k == key).and_then(|(_, p)| p.upgrade());
+    // Two threads building one key at once leave two entries: take a live one.
+    let cached = lock(&CACHE).iter().filter(|(k, _)| *k == key).find_map(|(_, p)| p.upgrade());
     if let Some(p) = cached {
         keep(&p);
         return Ok(p);
@@ -370,7 +371,7 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
     let report = dev.device().report();
     let float64 = report.shader_float64.then_some(()).ok_or(report.name.as_str());
     let name = format!("kernel `{entry}`");
-    check::shadowed_builtins(user, &source[user.len()..])
+    check::shadowed_builtins(user, &source[user.len()..], entry)
         .map_err(|(line, what)| CompileError::Rule { source_name: name.clone(), line, what })?;
     let check = |m: &naga::Module| check::user_kernel(m, user, entry, float64);
     let compiled = compile_wgsl_checked(&name, &source, prelude::ENTRY_POINT, &check)?;

@@ -763,7 +763,7 @@ fn launches_beyond_one_chunk_give_every_invocation_its_own_id() {
 /// Kernels that break the kernel ABI are refused when created, with the line of the user's
 /// own source and what to do instead; WGSL errors give the user's line numbers too (the
 /// prelude comes after the user's source). Entries named like the generated entry point's
-/// locals (`g`, `i`, `id`) compile and run.
+/// locals (`g`, `i`, `id`) or like built-ins (`step`, `all`) compile and run.
 #[test]
 fn kernels_that_break_the_abi_are_refused_at_their_line() {
     let _s = serial();
@@ -796,8 +796,10 @@ fn kernels_that_break_the_abi_are_refused_at_their_line() {
         }
     }
     // Names the generated entry point used for its locals, and helpers and private state.
-    for entry in ["g", "i", "id", "nw"] {
-        let src = format!("var<private> seen: u32;\nfn twice(x: u32) -> u32 {{ return x * 2u; }}\nfn {entry}(v: u32) {{\n    seen = twice(v);\n    unimem_store_u32(unimem_arg_ptr(0u) + u64(v) * 4lu, seen);\n}}");
+    // Built-ins the runtime's comments mention or that it calls only as the entry (`step`,
+    // `all`) are fine to declare, and so are built-ins it never calls (`log`, `round`).
+    for entry in ["g", "i", "id", "nw", "step", "all"] {
+        let src = format!("var<private> seen: u32;\nconst round = 2u;\nfn log(x: u32) -> u32 {{ return x; }}\nfn twice(x: u32) -> u32 {{ return log(x) * round; }}\nfn {entry}(v: u32) {{\n    seen = twice(v);\n    unimem_store_u32(unimem_arg_ptr(0u) + u64(v) * 4lu, seen);\n}}");
         let k = unimem::Kernel::new(&src, entry).unwrap_or_else(|e| panic!("{entry}: {e}"));
         let mut out = vec![0u32; 5];
         k.launch(5, &Args::new().ptr_mut(&mut out[..])).unwrap();
