@@ -134,6 +134,15 @@ pub struct Space {
     pub stats: Counters,
 }
 
+/// Whether a CPU access to a block whose state word is `w` (a write, with `for_write`)
+/// must take the locked path of [`Space::make_host_accessible`]: the block has no host
+/// copy, or only a read-only one for a write, or a transition is running.
+#[inline]
+fn needs_transition(w: u64, for_write: bool) -> bool {
+    let s = state_of(w);
+    w & BUSY != 0 || s == State::Device || (for_write && s == State::Shared)
+}
+
 impl Space {
     /// A space over `[base, base+len)` with blocks of `device.block_size()` bytes.
     pub fn new(base: usize, len: usize, device: Arc<dyn BlockDevice>, prot: Box<dyn Protector>) -> std::io::Result<Space> {
@@ -209,13 +218,12 @@ impl Space {
     /// ([`Space::make_host_accessible`]) or fault.
     #[inline]
     pub fn host_writable(&self, addr: usize, len: usize) -> bool {
+        // `blocks_in`'s range without its error value, which cost about 2 ns more per
+        // allocation when measured (malloc+free 24.2 against 22.3 ns, runtime installed).
         let (Some(first), Some(last)) = (self.block_of(addr), addr.checked_add(len.max(1) - 1).and_then(|l| self.block_of(l))) else {
             return true;
         };
-        (first..=last).all(|b| {
-            let w = self.states.load(b);
-            w & BUSY == 0 && matches!(state_of(w), State::Host | State::InPlace)
-        })
+        (first..=last).all(|b| !needs_transition(self.states.load(b), true))
     }
 
     /// Blocks overlapping `[addr, addr+len)` (the block of `addr` when `len` is 0). An error
@@ -581,10 +589,7 @@ impl Space {
     pub fn make_host_accessible(&self, addr: usize, len: usize, for_write: bool) -> Result<(), CoherenceError> {
         let Ok(range) = self.blocks_in(addr, len) else { return Ok(()) };
         for b in range {
-            let w = self.states.load(b);
-            let s = state_of(w);
-            let needed = s == State::Device || (for_write && s == State::Shared);
-            if !needed && w & BUSY == 0 {
+            if !needs_transition(self.states.load(b), for_write) {
                 continue;
             }
             // Needed, or a transition is running: decide under the migration bit.
