@@ -191,6 +191,15 @@ pub fn shadowed_builtins(user: &str, runtime: &str, entry: &str) -> Result<(), V
     Ok(())
 }
 
+/// True when `src` has `fn <entry>` followed by `(` in its code (not in a comment): the check
+/// before the module is built, so that a missing entry is named as such rather than as an
+/// unknown identifier in the generated entry point ([`user_kernel`] then checks the function
+/// itself).
+pub fn defines(src: &str, entry: &str) -> bool {
+    let t: Vec<Token> = tokens(src).collect();
+    t.windows(3).any(|w| matches!(w, [Token::Word("fn", _), Token::Word(name, _), Token::Punct(b'(')] if *name == entry))
+}
+
 /// A token of WGSL source outside comments: an identifier or keyword (with its byte offset),
 /// or any other character that is not white space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,6 +284,18 @@ pub(crate) fn module_scope_names(src: &str) -> Vec<(&str, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_defined_by_fn_its_name_and_a_parenthesis() {
+        assert!(defines("fn f(id: u32) {}", "f"));
+        assert!(defines("x\nfn  sum_list (id: u32) {}", "sum_list"));
+        assert!(!defines("fn f2(id: u32) {}", "f"));
+        assert!(!defines("fn g(id: u32) { f(1u); }", "f"));
+        assert!(!defines("fnf(id: u32) {}", "f"));
+        assert!(!defines("myfn f(id: u32) {}", "f"));
+        assert!(!defines("fn f", "f"));
+        assert!(!defines("// fn f(id: u32) {}\n/* fn f( */", "f"));
+    }
 
     #[test]
     fn module_scope_names_skip_bodies_comments_and_templates() {

@@ -401,17 +401,17 @@ impl Kernel {
         let valid_name = entry.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !entry.starts_with("unimem_");
-        let what = if !valid_name {
-            format!(
+        let refused = if !valid_name {
+            Some(format!(
                 "`{}` cannot name an entry function: use an identifier of ASCII letters, digits and `_`, not starting with a digit or `unimem_`",
                 entry.escape_debug()
-            )
-        } else if !defines(wgsl, entry) {
-            format!("the source must define `fn {entry}(id: u32)`, called once per invocation")
+            ))
+        } else if !check::defines(wgsl, entry) {
+            Some(format!("the source must define `fn {entry}(id: u32)`, called once per invocation"))
         } else {
-            String::new()
+            None
         };
-        if !what.is_empty() {
+        if let Some(what) = refused {
             return Err(LaunchError::Usage { kernel: entry.into(), what }.into());
         }
         let variant = variant_now(dev, MODE_NORMAL);
@@ -837,17 +837,6 @@ impl Kernel {
     }
 }
 
-/// True when `wgsl` has `fn <entry>` followed by `(` (spaces allowed): the check before
-/// compiling, so that a missing entry is named as such rather than as an unknown identifier
-/// in the generated entry point (`check.rs` then checks the function itself).
-fn defines(wgsl: &str, entry: &str) -> bool {
-    wgsl.match_indices("fn").any(|(at, _)| {
-        let rest = &wgsl[at + 2..];
-        let name = rest.trim_start();
-        prelude::word_at(wgsl, at, 2) && name.strip_prefix(entry).is_some_and(|after| after.trim_start().starts_with('('))
-    })
-}
-
 /// Runs `pipeline` once with no invocations: drivers that compile lazily (lavapipe JITs on
 /// the first dispatch, ~0.8 s for the demo's kernel) do it here, when the pipeline is built,
 /// rather than in a launch. The caller holds `LAUNCH` (the dispatch uses the engine's
@@ -1088,17 +1077,6 @@ mod tests {
         assert!(uses_f64("unimem_store_f64(p, v)"));
         assert!(!uses_f64("fn f(id: u32) { let x = unimem_load_u64(p); }"));
         assert!(!uses_f64("let myf64 = 1u; let f64x = 2u;"));
-    }
-
-    #[test]
-    fn an_entry_is_defined_by_fn_its_name_and_a_parenthesis() {
-        assert!(defines("fn f(id: u32) {}", "f"));
-        assert!(defines("x\nfn  sum_list (id: u32) {}", "sum_list"));
-        assert!(!defines("fn f2(id: u32) {}", "f"));
-        assert!(!defines("fn g(id: u32) { f(1u); }", "f"));
-        assert!(!defines("fnf(id: u32) {}", "f"));
-        assert!(!defines("myfn f(id: u32) {}", "f"));
-        assert!(!defines("fn f", "f"));
     }
 
     #[test]

@@ -235,7 +235,7 @@ pub fn uses_f64(user: &str) -> bool {
 
 /// True when the `len` bytes of `src` at `at` are a whole identifier (no identifier
 /// character just before or after them).
-pub(crate) fn word_at(src: &str, at: usize, len: usize) -> bool {
+fn word_at(src: &str, at: usize, len: usize) -> bool {
     let ident = |c: char| c.is_alphanumeric() || c == '_';
     src[..at].chars().last().is_none_or(|c| !ident(c)) && src[at + len..].chars().next().is_none_or(|c| !ident(c))
 }
