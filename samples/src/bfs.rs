@@ -1,7 +1,7 @@
 //! Breadth-first search over adjacency lists: a `Vec` of vertices, each pointing to its own
-//! boxed slice of neighbours. One launch per level: invocation `v` of a vertex on the current
-//! level claims its unvisited neighbours with `unimem_atomic_min_u32`. Checked against a CPU
-//! BFS.
+//! boxed slice of neighbours. One launch per level, over that level's frontier: each
+//! invocation claims its vertex's unvisited neighbours with `unimem_atomic_min_u32` and
+//! appends those it claimed to the next frontier. Checked against a CPU BFS.
 
 use std::collections::VecDeque;
 
@@ -86,55 +86,57 @@ impl Graph {
     }
 }
 
-/// One BFS level: vertices on `level` claim their unreached neighbours for `level + 1`.
-/// Neighbours are all read before any is claimed, so a device fault (replay) can only happen
-/// before the invocation's first atomic.
-pub const BFS_LEVEL: &str = "
-fn bfs_level(id: u32) {
+/// One BFS level over a frontier: invocation `i` takes the `i`-th vertex of the current
+/// level's frontier and claims its unreached neighbours for `level + 1` with
+/// `unimem_atomic_min_u32`; the invocation whose atomic saw the neighbour unreached (exactly
+/// one) appends it to the next frontier, at a slot taken with `unimem_atomic_add_u32`. So
+/// each vertex is visited once over the whole search (work-efficient), not once per level.
+///
+/// No plain load of a neighbour's level comes before its atomic (an explicit kernel would
+/// test it first to skip the atomic): other invocations change that word during the launch,
+/// so a replayed invocation (migrating mode, after a device fault) could see its own earlier
+/// claim there and skip the append, which docs/MEMORY-MODEL.md rule 4 excludes. The
+/// atomic's result is remembered across replays, so the claim decides the same way each run.
+pub const BFS_STEP: &str = "
+fn bfs_step(id: u32) {
     let verts = unimem_arg_ptr(0u);
-    let level = unimem_arg_u32(2u);
-    let changed = unimem_arg_ptr(4u);
-    let v = verts + u64(id) * 16lu;
-    if (unimem_load_u32(v) != level) {
-        return;
-    }
+    let frontier = unimem_arg_ptr(2u);
+    let next = unimem_arg_ptr(4u);
+    let count = unimem_arg_ptr(6u);
+    let level = unimem_arg_u32(8u);
+    let v = verts + u64(unimem_load_u32(frontier + u64(id) * 4lu)) * 16lu;
     let degree = unimem_load_u32(v + 4lu);
     let edges = unimem_load_ptr(v + 8lu);
-    var todo = 0u;
-    for (var i = 0u; i < degree; i++) {
-        let u = unimem_load_u32(edges + u64(i) * 4lu);
-        if (unimem_load_u32(verts + u64(u) * 16lu) == 0xffffffffu) {
-            todo += 1u;
-        }
-    }
-    if (todo == 0u || !unimem_running()) {
-        return;
-    }
     for (var i = 0u; i < degree; i++) {
         let u = unimem_load_u32(edges + u64(i) * 4lu);
         let lu = verts + u64(u) * 16lu;
-        if (unimem_load_u32(lu) == 0xffffffffu) {
-            unimem_atomic_min_u32(lu, level + 1u);
+        if (unimem_atomic_min_u32(lu, level + 1u) == 0xffffffffu) {
+            unimem_store_u32(next + u64(unimem_atomic_add_u32(count, 1u)) * 4lu, u);
         }
     }
-    unimem_store_u32(changed, 1u);
 }
 ";
 
-/// Runs the BFS from `source` on the device: one launch per level. Returns the number of
-/// levels (launches).
+/// Runs the BFS from `source` on the device: one launch per level, over that level's
+/// frontier (kept in two `Vec`s the kernel fills and the next launch reads, never copied).
+/// Returns the number of levels (launches).
 pub fn gpu_bfs(g: &mut Graph, source: usize) -> Result<u32, unimem::Error> {
-    let kernel = Kernel::new(BFS_LEVEL, "bfs_level")?;
+    let kernel = Kernel::new(BFS_STEP, "bfs_step")?;
     for v in g.vertices.iter_mut() {
         v.level = UNREACHED;
     }
     g.vertices[source].level = 0;
-    let mut changed = Box::new(1u32);
+    let n = g.vertices.len();
+    let (mut frontier, mut next) = (vec![0u32; n], vec![0u32; n]);
+    frontier[0] = source as u32;
+    let (mut len, mut count) = (1u32, Box::new(0u32));
     let mut level = 0;
-    while *changed != 0 {
-        *changed = 0;
-        let args = Args::new().ptr(&g.vertices[..]).u32(level).ptr(&*changed);
-        kernel.launch(g.vertices.len() as u32, &args)?;
+    while len != 0 {
+        *count = 0;
+        let args = Args::new().ptr_mut(&mut g.vertices[..]).ptr(&frontier[..]).ptr_mut(&mut next[..]).ptr_mut(&mut *count).u32(level);
+        kernel.launch(len, &args)?;
+        std::mem::swap(&mut frontier, &mut next);
+        len = *count;
         level += 1;
     }
     Ok(level)

@@ -118,7 +118,7 @@ fn main() {
     lookup(&mut l, "lookups 3 (10 values changed)");
     drop(l);
 
-    // BFS over adjacency lists (a boxed slice per vertex), one launch per level.
+    // BFS over adjacency lists (a boxed slice per vertex), one launch per level's frontier.
     let vertices = (nodes / 5).max(2);
     let mut g = Graph::random(vertices, 3);
     let before = unimem::stats();
