@@ -102,6 +102,41 @@ fn an_invocation_larger_than_the_pool_fails_clearly() {
     free(nodes);
 }
 
+/// Reads the first word of `pad` and of each of `k` blocks through the pointers in `hops`.
+const HOPS: &str = "
+fn hops(id: u32) {
+    let pad = unimem_arg_ptr(0u);
+    let hops = unimem_arg_ptr(2u);
+    let k = unimem_arg_u32(4u);
+    let out = unimem_arg_ptr(6u);
+    var s = unimem_load_u32(pad);
+    for (var i = 0u; i < k; i++) {
+        s += unimem_load_u32(unimem_load_ptr(hops + u64(i) * 8lu));
+    }
+    unimem_store_u32(out, s);
+}
+";
+
+#[test]
+fn an_invocation_that_fits_the_pool_completes_whatever_the_arguments_pin() {
+    let _s = serial();
+    let Some(k) = kernel("an_invocation_that_fits_the_pool_completes_whatever_the_arguments_pin", HOPS, "hops") else { return };
+    // The first argument spans the whole pool (its first half is pinned: kept resident
+    // through the launch's rounds), of which the kernel reads one block; the invocation
+    // needs 7 blocks of the 8 (pad's first, `hops`'s, `out`'s and 4 others), so it fits
+    // only if running alone it may evict pinned blocks it does not use.
+    let pad = vec![3u32; FRAMES * 65536 / 4];
+    let blocks: Vec<Vec<u32>> = (0..4).map(|i| vec![10 + i as u32; 65536 / 4]).collect();
+    let hops: Vec<u64> = blocks.iter().map(|b| b.as_ptr() as u64).collect();
+    for launch in 0..2 {
+        let out = vec![0u32; 65536 / 4];
+        let r = k.launch(1, &Args::new().ptr(&pad[..]).ptr(&hops[..]).u32(hops.len() as u32).ptr(&out[..]));
+        let r = r.unwrap_or_else(|e| panic!("launch {launch}: {e}"));
+        assert!(r.device_faults > 0, "launch {launch}: the blocks must fault in: {r:?}");
+        assert_eq!(out[0], 3 + 10 + 11 + 12 + 13, "launch {launch}");
+    }
+}
+
 /// 40 stores (more than the 32-word store log), then a load from `far`.
 const OVERFLOW: &str = "
 fn overflow(id: u32) {

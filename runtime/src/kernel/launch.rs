@@ -27,9 +27,10 @@
 //! 5. Bounded: a kernel error ends the launch. Two consecutive rounds that complete
 //!    no invocation and fault on no new block (invocations evicting each other's blocks)
 //!    switch to *solo* rounds: one invocation at a time, one block migrated per round, no
-//!    prefetch, until one completes. A solo invocation that still makes no progress after
-//!    more rounds than there are unpinned frames needs more blocks at once than the pool
-//!    holds: [`LaunchError::NoProgress`]. At most [`MAX_ROUNDS`] rounds.
+//!    prefetch, the whole pool its own (the arguments' blocks stay pinned only in rounds of
+//!    many), until one completes. A solo invocation that still makes no progress after more
+//!    rounds than the pool has frames needs more blocks at once than the pool holds:
+//!    [`LaunchError::NoProgress`]. At most [`MAX_ROUNDS`] rounds.
 //!
 //! 6. A launch of more than [`CHUNK`] invocations runs them in chunks of `CHUNK`, in order,
 //!    each through steps 2-5 (the id lists, logs and reports inside a chunk use chunk-local
@@ -510,8 +511,9 @@ impl Kernel {
     /// `Mirror`: read-duplicated; `PreferredDevice`: moved), the blocks their data points to
     /// (`discover.rs`, unless `UNIMEM_DISCOVER=off`) and the blocks of earlier launches
     /// resident, in that order of priority, as many as the pool holds. Returns the arguments'
-    /// and advised blocks (at most half the pool), which replay rounds keep most recently used
-    /// so that migrating faulted blocks evicts other blocks first.
+    /// and advised blocks (at most half the pool), which replay rounds of many invocations keep
+    /// most recently used so that migrating faulted blocks evicts other blocks first (a lone
+    /// invocation's rounds do not: the whole pool is its own).
     fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], touched: &mut Vec<u32>, report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
         if dev.in_place() {
             // Mapping costs no copy and no frame: map every live block not mapped yet, so that
@@ -755,19 +757,23 @@ impl Kernel {
                 if !solo && stalls >= 2 {
                     solo = true;
                     stalls = 0;
-                } else if solo && stalls > capacity - pinned.len() + 1 {
-                    // Alone, it loads one block per round and the LRU keeps the last `room`
-                    // it loaded: after more rounds than that, its blocks do not fit.
+                } else if solo && stalls > capacity + 1 {
+                    // Alone, it loads one block per round and the LRU keeps the last
+                    // `capacity` it loaded (pinned blocks are not kept for it): after more
+                    // rounds than that, its blocks do not fit.
                     let b = faulted.first().copied().unwrap_or(0);
                     return Err(LaunchError::NoProgress { kernel: kernel.clone(), invocation: first_pending, round: report.rounds, address: space.block_addr(b as usize), frames: capacity, block_size: bs }.into());
                 }
             }
             let t = Instant::now();
-            dev.touch(pinned);
-            let room = capacity - pinned.len();
             if solo {
+                // The whole pool is the lone invocation's: the arguments' blocks it does not
+                // use are evicted before the ones it loaded (kept, they could leave it too
+                // little room though its blocks fit the pool).
                 self.migrate(space, 1, 0, &mut load)?;
             } else {
+                dev.touch(pinned);
+                let room = capacity - pinned.len();
                 self.migrate(space, (room / 2).max(1), PREFETCH_BLOCKS as u32, &mut load)?;
             }
             report.migrate_time += t.elapsed();
