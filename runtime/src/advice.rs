@@ -4,7 +4,10 @@
 //! Advice attaches to an address range of the managed heap and lasts until `Advice::Clear`
 //! covers it or the allocator frees the memory under it: [`freed`] (called from the
 //! allocator's free hook) clips the freed bytes out of the table, so memory reused by a new
-//! allocation does not inherit advice. What each advice does:
+//! allocation does not inherit advice, with one exception: a small hole inside a range
+//! (an object freed among advised neighbours) does not split it unless it leaves a block
+//! without live allocations, since advice acts on whole blocks and the block keeps it for
+//! the neighbours. What each advice does:
 //!
 //! | advice | when given | at every launch |
 //! |---|---|---|
@@ -100,9 +103,12 @@ impl AdviceTable {
         Ok(())
     }
 
-    /// Removes advice from `[start, end)` without allocating (the free hook's path). A range
-    /// the hole splits keeps both sides while the table has room, else only the left one.
-    pub fn clip(&mut self, start: usize, end: usize) {
+    /// Removes advice from `[start, end)` without allocating (the free hook's path): a range
+    /// inside it goes, one that overlaps an end is trimmed. A range the hole falls strictly
+    /// inside is split only if `split` (the free hook: the hole covers a block left without
+    /// live allocations), keeping both sides while the table has room, else only the left
+    /// one; otherwise it stays whole.
+    pub fn clip(&mut self, start: usize, end: usize, split: bool) {
         let mut i = 0;
         while i < self.len {
             let r = self.ranges[i];
@@ -112,6 +118,7 @@ impl AdviceTable {
             }
             let (left, right) = (r.start < start, r.end > end);
             match (left, right) {
+                (true, true) if !split => {}
                 (false, false) => {
                     self.ranges.copy_within(i + 1..self.len, i);
                     self.len -= 1;
@@ -133,6 +140,13 @@ impl AdviceTable {
         }
     }
 
+    /// Whether any advised range overlaps `[start, end)` (a binary search).
+    pub fn overlaps(&self, start: usize, end: usize) -> bool {
+        let r = self.ranges();
+        let i = r.partition_point(|a| a.end <= start);
+        i < r.len() && r[i].start < end
+    }
+
     /// The advised ranges, sorted.
     pub fn ranges(&self) -> &[Advised] {
         &self.ranges[..self.len]
@@ -141,6 +155,7 @@ impl AdviceTable {
 
 /// The process's table. Lock rules: no allocation of managed memory and no block lock is
 /// taken while it is held (so the free hook may take it), never taken in the fault handler.
+/// The free hook reads the allocator's live bitmaps under it (`any_live`, lock-free).
 static TABLE: Mutex<AdviceTable> = Mutex::new(AdviceTable::new());
 /// Entries in `TABLE` (written under its lock), read without it by the free hook so that
 /// frees cost one load while nothing is advised.
@@ -159,15 +174,30 @@ pub fn ranges() -> Vec<Advised> {
     lock().ranges().to_vec()
 }
 
-/// The allocator freed `[addr, addr+size)`: that memory carries no advice any more. Called
-/// from the free hook, on any thread: never allocates; takes the table lock only while
-/// something is advised.
-pub fn freed(addr: usize, size: usize) {
-    if ADVISED.load(Relaxed) == 0 {
+/// The allocator freed `[addr, addr+size)` in a heap of `block_size` blocks (a power of
+/// two). Advice acts on blocks, so the table follows them: the freed bytes, together with
+/// the blocks they touch that hold no live allocation any more, lose their advice, except
+/// that a hole strictly inside an advised range splits it only where it covers such a block.
+/// A small object freed among advised neighbours thus leaves its range whole (its block
+/// keeps the advice for them); freeing one object per table entry would otherwise fill the
+/// table. Called from the free hook, on any thread: never allocates; takes the table lock
+/// only while something is advised.
+pub fn freed(addr: usize, size: usize, block_size: usize) {
+    if ADVISED.load(Relaxed) == 0 || size == 0 {
         return;
     }
+    let end = addr.saturating_add(size);
+    let (first, last) = (addr & !(block_size - 1), (end - 1) & !(block_size - 1));
     let mut t = lock();
-    t.clip(addr, addr.saturating_add(size));
+    if !t.overlaps(first, last.saturating_add(block_size)) {
+        return;
+    }
+    // Blocks strictly between the first and the last lie inside the freed bytes: dead.
+    let dead = |b: usize| !unimem_alloc::any_live(b, block_size);
+    let dead_start = if dead(first) { first } else { first.saturating_add(block_size) };
+    let dead_end = if dead(last) { last.saturating_add(block_size) } else { last };
+    let (start, end, split) = if dead_start < dead_end { (addr.min(dead_start), end.max(dead_end), true) } else { (addr, end, false) };
+    t.clip(start, end, split);
     ADVISED.store(t.len, Relaxed);
 }
 
@@ -219,7 +249,7 @@ mod tests {
         t.set(0, 5, Clear).unwrap();
         t.set(MAX_RANGES * 10, MAX_RANGES * 10 + 5, ReadMostly).unwrap();
         // A hole in a full table keeps the left part only.
-        t.clip(MAX_RANGES * 10 + 1, MAX_RANGES * 10 + 2);
+        t.clip(MAX_RANGES * 10 + 1, MAX_RANGES * 10 + 2, true);
         assert_eq!(t.ranges().last().map(|r| (r.start, r.end)), Some((MAX_RANGES * 10, MAX_RANGES * 10 + 1)));
     }
 
@@ -229,11 +259,15 @@ mod tests {
         t.set(100, 200, ReadMostly).unwrap();
         t.set(300, 400, PreferredHost).unwrap();
         t.set(500, 600, Mirror).unwrap();
-        t.clip(140, 160);
-        t.clip(350, 450);
-        t.clip(500, 600);
+        t.clip(140, 160, false);
+        assert_eq!(spans(&t)[0], (100, 200, ReadMostly), "a hole strictly inside splits only when allowed");
+        t.clip(140, 160, true);
+        t.clip(350, 450, false);
+        t.clip(500, 600, false);
         assert_eq!(spans(&t), vec![(100, 140, ReadMostly), (160, 200, ReadMostly), (300, 350, PreferredHost)]);
-        t.clip(0, 1000);
-        assert!(t.ranges().is_empty());
+        assert!(t.overlaps(150, 170) && t.overlaps(0, 101) && t.overlaps(349, 1000));
+        assert!(!t.overlaps(140, 160) && !t.overlaps(0, 100) && !t.overlaps(200, 300) && !t.overlaps(350, 1000));
+        t.clip(0, 1000, false);
+        assert!(t.ranges().is_empty() && !t.overlaps(0, usize::MAX));
     }
 }

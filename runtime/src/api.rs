@@ -134,7 +134,8 @@ pub enum Advice {
 }
 
 /// Advise where `[p, p+len)` should live. Applied now, and **remembered** for the range
-/// (until `Clear` covers it, or the memory is freed): see
+/// (until `Clear` covers it, or the memory is freed; an object freed among advised
+/// neighbours keeps it while its block holds live allocations: advice acts on blocks): see
 /// [`crate::advice`] for what each launch does. Now: `ReadMostly` and `Mirror` make the
 /// blocks resident read-duplicated (Shared), `PreferredDevice` moves them to the device,
 /// `PreferredHost` brings them home, `Clear` forgets earlier advice. Memory that does not fit

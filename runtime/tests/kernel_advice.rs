@@ -1,6 +1,8 @@
 //! Remembered advice (`unimem::advise`): read-mostly ranges are made resident before every
 //! launch, preferred-host ranges come home after every launch, `Clear` and freeing the memory
-//! end the advice (memory reused by a new allocation does not inherit it). Each check compares against the same step without advice, so that it
+//! end the advice (memory reused by a new allocation does not inherit it; objects freed among
+//! advised ones keep it while their block holds live allocations, so frees do not fill the
+//! table). Each check compares against the same step without advice, so that it
 //! fails if the advice is not applied. Runs with blocks migrating (`UNIMEM_IN_PLACE=off`):
 //! in place, advice has nothing to move. Device-test rule of `unimem::device::test_support`.
 
@@ -110,4 +112,55 @@ fn advice_ends_with_the_memory_and_is_refused_outside_the_heap() {
     let on_stack = [0u32; 4];
     let e = unimem::advise(on_stack.as_ptr().cast(), 16, Advice::ReadMostly).unwrap_err().to_string();
     assert!(e.contains(&format!("{:#x}", on_stack.as_ptr() as usize)), "{e}");
+}
+
+/// Objects freed among advised neighbours do not fill the advice table: advice acts on
+/// blocks, so a hole inside an advised range splits it only where a block is left without
+/// live allocations. Before, each free split the range, and after 4096 of them the table was
+/// full: later `advise` calls failed ("4096 address ranges already carry advice").
+#[test]
+fn freeing_objects_among_advised_ones_keeps_the_table_small() {
+    let _s = serial();
+    let test = "freeing_objects_among_advised_ones_keeps_the_table_small";
+    let Some(_) = kernel(test, GATHER, "gather") else { return };
+    // 20 000 objects of a size class nothing else here uses (208 bytes), about 64 blocks.
+    let objects: Vec<Box<[u64; 26]>> = (0..20_000u64).map(|i| Box::new([i; 26])).collect();
+    let (lo, hi) = objects.iter().map(|b| b.as_ptr() as usize).fold((usize::MAX, 0), |(l, h), p| (l.min(p), h.max(p + 208)));
+    let overlapping = |s: usize, e: usize| unimem::advice::ranges().into_iter().filter(|r| r.start < e && s < r.end).collect::<Vec<_>>();
+    unimem::advise(lo as *const u8, hi - lo, Advice::ReadMostly).unwrap();
+    // Free every other object: 10 000 holes, none leaving a block empty.
+    let (freed, kept): (Vec<_>, Vec<_>) = objects.into_iter().enumerate().partition(|(i, _)| i % 2 == 1);
+    drop(freed);
+    let ranges = overlapping(lo, hi);
+    assert!(ranges.len() <= 2, "{} ranges after 10 000 frees: {:?}", ranges.len(), &ranges[..ranges.len().min(4)]);
+    for (_, b) in &kept {
+        let p = b.as_ptr() as usize;
+        assert!(ranges.iter().any(|r| r.start <= p && p + 208 <= r.end), "a live advised object lost its advice at {p:#x}");
+    }
+    // Advice can still be given, and taken back.
+    let other = vec![0u32; N];
+    unimem::advise(other.as_ptr().cast(), N * 4, Advice::PreferredHost).unwrap();
+    unimem::advise(other.as_ptr().cast(), N * 4, Advice::Clear).unwrap();
+    // Freeing the middle half empties blocks: they lose their advice (the range splits).
+    let bs = unimem::runtime().unwrap().block_size();
+    let mut kept = kept;
+    let tail = kept.split_off(kept.len() * 3 / 4);
+    let middle = kept.split_off(kept.len() / 3);
+    let blocks_of = |objects: &[(usize, Box<[u64; 26]>)]| objects.iter().map(|(_, b)| b.as_ptr() as usize & !(bs - 1)).collect::<Vec<_>>();
+    let emptied_but_advised = |blocks: &[usize]| {
+        let emptied: Vec<usize> = blocks.iter().copied().filter(|&b| !unimem_alloc::any_live(b, bs)).collect();
+        assert!(!emptied.is_empty(), "the frees emptied no block");
+        emptied.into_iter().find(|&b| !overlapping(b, b + bs).is_empty())
+    };
+    let middle_blocks = blocks_of(&middle);
+    drop(middle);
+    assert_eq!(emptied_but_advised(&middle_blocks), None, "a block emptied by frees kept its advice");
+    // Freeing the rest leaves advice only where a block still holds a live allocation.
+    let rest_blocks = [blocks_of(&kept), blocks_of(&tail)].concat();
+    drop((kept, tail));
+    assert_eq!(emptied_but_advised(&rest_blocks), None);
+    for r in overlapping(lo, hi) {
+        assert!(unimem_alloc::any_live(r.start, r.end - r.start), "advice left on freed memory: {r:?}");
+    }
+    unimem::advise(lo as *const u8, hi - lo, Advice::Clear).unwrap();
 }

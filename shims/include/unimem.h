@@ -102,7 +102,9 @@ int unimem_sync(void);
 int unimem_get_stats(unimem_stats *out);
 
 /* Advice for unimem_advise. Applied when called, and remembered for the address range
- * until UNIMEM_ADVISE_CLEAR covers it or a launch finds it holds no live allocation. */
+ * until UNIMEM_ADVISE_CLEAR covers it or the memory is freed (an object freed among advised
+ * neighbours keeps the advice while its block holds live allocations: advice acts on
+ * blocks). */
 enum unimem_advice {
     UNIMEM_ADVISE_CLEAR = 0,            /* forget earlier advice for the range */
     UNIMEM_ADVISE_READ_MOSTLY = 1,      /* read-duplicated on the device before every launch */
@@ -138,8 +140,8 @@ unimem_kernel *unimem_kernel_create(const char *wgsl, const char *entry);
 void unimem_kernel_destroy(unimem_kernel *k);
 
 /* Run invocations 0..n with the args_size bytes at args (a struct of at most 3968 bytes);
- * returns when all completed. Any n: more than 2^23 invocations run in chunks of 2^23, in
- * order. Before the dispatch, the allocations the struct's aligned 8-byte words point into
+ * returns when all completed. Any n: more than 2^23 invocations run in chunks of 2^23 (2^22
+ * for kernels with atomics when blocks migrate, on lavapipe), in order. Before the dispatch, the allocations the struct's aligned 8-byte words point into
  * are prefetched and, when blocks migrate, what their data points to, transitively
  * (UNIMEM_DISCOVER). On failure (a bad pointer, a runaway loop, ...) the message names the
  * kernel, the lowest failing invocation and its address; the runtime stays usable (what

@@ -147,9 +147,9 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
     unimem_alloc::set_purge_filter(|start, len| space().is_none_or(|s| s.protector().may_purge(start, len)));
     unimem_alloc::set_free_hook(|p, size| {
         if let Some(s) = space() {
-            s.freed(p, size)
+            s.freed(p, size);
+            crate::advice::freed(p, size, s.block_size());
         }
-        crate::advice::freed(p, size);
     });
     extern "C" fn before_fork() {
         if let Some(s) = space() {

@@ -32,7 +32,8 @@
 //!    rounds than the pool has frames needs more blocks at once than the pool holds:
 //!    [`LaunchError::NoProgress`]. At most [`MAX_ROUNDS`] rounds.
 //!
-//! 6. A launch of more than [`CHUNK`] invocations runs them in chunks of `CHUNK`, in order,
+//! 6. A launch of more than [`CHUNK`] invocations runs them in chunks of `CHUNK` (of 2^22
+//!    for kernels with logged atomics on lavapipe: `Kernel::chunk_len`), in order,
 //!    each through steps 2-5 (the id lists, logs and reports inside a chunk use chunk-local
 //!    ids; the user's entry gets the launch-wide id). An error ends the launch at its chunk.
 //!
@@ -70,8 +71,10 @@ pub const LAVAPIPE_MAX_STEPS: u32 = 60_000;
 /// Blocks after a faulted one that the prefetcher migrates with it (when they hold live data).
 pub const PREFETCH_BLOCKS: usize = 7;
 /// Most invocations dispatched as one chunk (two id lists of two-word entries for each must
-/// fit one storage buffer of 128 MiB, lavapipe's `maxStorageBufferRange`); a launch of more
-/// runs them chunk after chunk.
+/// fit one storage buffer of 128 MiB, lavapipe's `maxStorageBufferRange` and the least
+/// Vulkan allows); a launch of more runs them chunk after chunk. Kernels whose atomics are
+/// logged (migrating mode) use smaller chunks where their atomic log would not fit one
+/// buffer: 2^22 at 128 MiB (`Kernel::chunk_len`).
 pub const CHUNK: u32 = 1 << 23;
 // Chunk-local ids fit their field of an id-list entry.
 const _: () = assert!(CHUNK - 1 <= ID_MASK);
@@ -160,7 +163,8 @@ pub enum LaunchError {
 pub struct LaunchReport {
     /// Dispatch rounds: one per chunk plus the replay rounds.
     pub rounds: u32,
-    /// Chunks the invocations ran in (1 up to [`CHUNK`] invocations).
+    /// Chunks the invocations ran in (each of up to [`CHUNK`] invocations; half that or less
+    /// for kernels with logged atomics, see [`CHUNK`]).
     pub chunks: u32,
     /// Device faults (blocks, once per round).
     pub device_faults: u64,
@@ -495,9 +499,10 @@ impl Kernel {
         let pinned = self.prefetch(space, dev, &pointers, &advised, &mut state.touched, &mut report)?;
         report.migrate_time += t.elapsed();
         // Chunk after chunk; an error ends the launch at its chunk.
-        let r = (0..n.div_ceil(CHUNK)).try_for_each(|c| {
-            let base = c * CHUNK;
-            self.rounds(space, dev, &serial, &mut state, base, (n - base).min(CHUNK), words, &pinned, &mut report)
+        let chunk = self.chunk_len(dev);
+        let r = (0..n.div_ceil(chunk)).try_for_each(|c| {
+            let base = c * chunk;
+            self.rounds(space, dev, &serial, &mut state, base, (n - base).min(chunk), words, &pinned, &mut report)
         });
         // Advised PreferredHost: what the launch pulled to the device goes home now.
         let home = advised.iter().filter(|a| a.advice == Advice::PreferredHost).try_for_each(|a| space.to_host(a.start, a.end - a.start));
@@ -780,6 +785,20 @@ impl Kernel {
             let next_out = if round.out_at == lists[0] { lists[1] } else { lists[0] };
             round = Round::normal(pending, round.out_at, next_out, round.out_at, max_steps);
         }
+    }
+
+    /// Invocations per chunk on `dev`: [`CHUNK`], halved until every buffer sized per
+    /// invocation (the id lists; the atomic log, when atomics are logged) fits the device's
+    /// `maxStorageBufferRange` (bound whole, each must).
+    fn chunk_len(&self, dev: &VulkanBlockDevice) -> u32 {
+        let range = u64::from(dev.device().report().max_storage_buffer_range);
+        let logs = self.logs_atomics(dev);
+        let fits = |c: u32| (prelude::ids_words(c) * 4) as u64 <= range && (!logs || (prelude::alog_words(c) * 4) as u64 <= range);
+        let mut c = CHUNK;
+        while c > 1 && !fits(c) {
+            c /= 2;
+        }
+        c
     }
 
     /// True when the kernel's atomics save their results in the atomic log: it has atomics,

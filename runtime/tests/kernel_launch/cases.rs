@@ -760,6 +760,44 @@ fn launches_beyond_one_chunk_give_every_invocation_its_own_id() {
     drop(hidden);
 }
 
+/// Each invocation counts itself and stores its atomic's ticket at its own slot.
+const TICKETS: &str = "
+fn tickets(id: u32) {
+    let t = unimem_atomic_add_u32(unimem_arg_ptr(0u), 1u);
+    unimem_store_u32(unimem_arg_ptr(2u) + u64(id) * 4lu, t);
+}
+";
+
+/// Kernels with atomics launch beyond 2^22 invocations. Migrating, their atomic log takes 32
+/// bytes an invocation, so on a device whose storage buffers stop at 128 MiB (lavapipe, the
+/// least Vulkan allows) their chunks are 2^22: before, such a launch failed on the log's
+/// size, and so did every later launch of that kernel (the oversized log was kept).
+#[test]
+fn kernels_with_atomics_launch_beyond_the_atomic_logs_chunk() {
+    let _s = serial();
+    let test = "kernels_with_atomics_launch_beyond_the_atomic_logs_chunk";
+    let Some(k) = kernel(test, TICKETS, "tickets") else { return };
+    let n = (1u32 << 22) + 1000;
+    let counter = vec![0u32; 1];
+    let mut out = vec![u32::MAX; n as usize];
+    let r = k.launch(n, &Args::new().ptr(&counter[..]).ptr_mut(&mut out[..])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counter[0], n);
+    // Every ticket handed out once: the stored tickets are a permutation of 0..n.
+    let mut seen = vec![false; n as usize];
+    for (id, &t) in out.iter().enumerate() {
+        assert!(t < n && !std::mem::replace(&mut seen[t as usize], true), "invocation {id}: ticket {t} out of range or twice");
+    }
+    let (_, dev) = unimem::vulkan_runtime().unwrap();
+    let range = u64::from(dev.device().report().max_storage_buffer_range);
+    // Migrating, a whole chunk's log (32 bytes an invocation) must fit one buffer, else halves.
+    let logged_chunks = if crate::MIGRATING && range < 32 * u64::from(unimem::kernel::CHUNK) { 2 } else { 1 };
+    assert_eq!(r.chunks, logged_chunks, "{r:?}");
+    // The kernel stays usable.
+    let counter = vec![0u32; 1];
+    k.launch(10, &Args::new().ptr(&counter[..]).ptr_mut(&mut out[..10])).unwrap();
+    assert_eq!(counter[0], 10);
+}
+
 /// Kernels that break the kernel ABI are refused when created, with the line of the user's
 /// own source and what to do instead; WGSL errors give the user's line numbers too (the
 /// prelude comes after the user's source). Entries named like the generated entry point's
