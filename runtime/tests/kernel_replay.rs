@@ -137,6 +137,41 @@ fn an_invocation_that_fits_the_pool_completes_whatever_the_arguments_pin() {
     }
 }
 
+/// Invocation `id` stores 40 words (more than the private store log) at a fixed stride.
+const STRIDED: &str = "
+fn strided(id: u32) {
+    let out = unimem_arg_ptr(0u);
+    let stride = u64(unimem_arg_u32(2u));
+    for (var k = 0u; k < 40u; k++) {
+        unimem_store_u32(out + (u64(id) * 40lu + u64(k)) * stride, id * 1000u + k);
+    }
+}
+";
+
+/// Stores at a fixed stride (consecutive words; a field of an array of 16- or 64-byte
+/// structs) fit a spill round's first store table, 128 entries for 40 words: each
+/// invocation runs in one spill round. Before, the table's hash folded high bits into the
+/// low ones and clustered such words, so some 8-entry probe run filled, the table doubled
+/// and those invocations ran again (most launches, by a simulation of the hash).
+#[test]
+fn strided_stores_fit_the_first_spill_table() {
+    let _s = serial();
+    let Some(k) = kernel("strided_stores_fit_the_first_spill_table", STRIDED, "strided") else { return };
+    let n = 100u32;
+    for stride in [4u32, 16, 64] {
+        let words = (n * 40 * stride / 4) as usize;
+        let out = vec![0u32; words];
+        let r = k.launch(n, &Args::new().ptr(&out[..]).u32(stride)).unwrap();
+        assert_eq!(r.device_faults, 0, "stride {stride}: the output fits the pool: {r:?}");
+        for id in 0..n {
+            for w in 0..40 {
+                assert_eq!(out[((id * 40 + w) * stride / 4) as usize], id * 1000 + w, "stride {stride}, invocation {id}, word {w}");
+            }
+        }
+        assert_eq!(r.escalated, u64::from(n), "stride {stride}: each invocation ran once in a spill round: {r:?}");
+    }
+}
+
 /// 40 stores (more than the 32-word store log), then a load from `far`.
 const OVERFLOW: &str = "
 fn overflow(id: u32) {

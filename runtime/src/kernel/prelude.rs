@@ -522,8 +522,11 @@ fn unrolled() -> String {
 fn unimem_spill_probe(p: u64) -> u32 {
     let t = unimem_spill_at + unimem_round.spill_table_at;
     let mask = unimem_round.spill_stores - 1u;
-    var h = u32((p >> 2u) & 0xfffffffflu) * 0x9e3779b1u;
-    h ^= h >> 15u;
+    // Fibonacci hashing: the product's top bits. Words at a fixed stride (an array, a field
+    // of an array of structs) land evenly apart; folding high bits into the low ones instead
+    // clustered them (a simulation of 40 consecutive words in 128 entries: 26% of the tables
+    // had an 8-probe run full, 75% at a 64-byte stride; none with the top bits).
+    let h = (u32((p >> 2u) & 0xfffffffflu) * 0x9e3779b1u) >> (32u - countTrailingZeros(unimem_round.spill_stores));
     let lo = u32(p & 0xfffffffflu);
     let hi = u32(p >> 32u);
 ",

@@ -34,7 +34,8 @@
 //!   `atomics.len()` atomics, in order: they were applied to memory exactly once;
 //! - a batch fits `BUDGET_BYTES`; a single slot larger than that is an error
 //!   ([`SpillError`]), never a silent truncation;
-//! - `stores` is 0 or a power of two (the table index is a masked hash).
+//! - `stores` is 0 or a power of two (the table index is the top log2(`stores`) bits of a
+//!   multiplicative hash of the word address, so words at a fixed stride spread evenly).
 
 use std::collections::VecDeque;
 
