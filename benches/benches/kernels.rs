@@ -690,7 +690,7 @@ impl EndToEnd for Search<'_> {
     }
 
     fn unimem_result(&self) -> Vec<u32> {
-        self.g.vertices.iter().map(|v| v.level).collect()
+        self.g.levels()
     }
 
     /// Flatten, upload, one dispatch per level over its frontier until the next is empty,

@@ -69,6 +69,11 @@ impl Graph {
         v.edges = a.as_ptr();
     }
 
+    /// The vertices' levels as they are now (what [`gpu_bfs`] left).
+    pub fn levels(&self) -> Vec<u32> {
+        self.vertices.iter().map(|v| v.level).collect()
+    }
+
     /// Levels from `source` computed on the CPU.
     pub fn cpu_levels(&self, source: usize) -> Vec<u32> {
         let mut level = vec![UNREACHED; self.vertices.len()];

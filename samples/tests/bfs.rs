@@ -14,18 +14,18 @@ fn bfs_levels() {
     let mut g = Graph::random(50_000, 3);
     let Some(levels) = runtime_or_skip("bfs_levels", gpu_bfs(&mut g, 0)) else { return };
     let expect = g.cpu_levels(0);
-    let got: Vec<u32> = g.vertices.iter().map(|v| v.level).collect();
+    let got = g.levels();
     assert_eq!(got, expect);
     assert_eq!(levels, expect.iter().max().unwrap() + 1, "one launch per level");
     // From another source, after the first search (everything warm).
     gpu_bfs(&mut g, 777).unwrap();
-    let got: Vec<u32> = g.vertices.iter().map(|v| v.level).collect();
+    let got = g.levels();
     assert_eq!(got, g.cpu_levels(777));
     // The CPU adds edges (new adjacency slices the device has not seen) and searches again.
     for k in 0..10 {
         g.add_edge(k * 5000 + 1, ((k * 5000 + 25_000) % 50_000) as u32);
     }
     gpu_bfs(&mut g, 0).unwrap();
-    let got: Vec<u32> = g.vertices.iter().map(|v| v.level).collect();
+    let got = g.levels();
     assert_eq!(got, g.cpu_levels(0));
 }

@@ -22,7 +22,7 @@ fn bfs_levels_with_replays() {
     let Some(levels) = runtime_or_skip("bfs_levels_with_replays", gpu_bfs(&mut g, 0)) else { return };
     let d = unimem::stats().since(&before);
     let expect = g.cpu_levels(0);
-    assert!(g.vertices.iter().map(|v| v.level).eq(expect.iter().copied()), "levels differ from the CPU's");
+    assert!(g.levels() == expect, "levels differ from the CPU's");
     assert_eq!(levels, expect.iter().max().unwrap() + 1, "one launch per level");
     assert!(d.device_faults > 0 && d.evictions > 0, "the pool must be too small for the graph: {d:?}");
     assert!(d.replay_rounds > 0, "no invocation was replayed: {d:?}");
@@ -31,5 +31,5 @@ fn bfs_levels_with_replays() {
         g.add_edge(k * 5000 + 1, ((k * 5000 + 25_000) % 50_000) as u32);
     }
     gpu_bfs(&mut g, 777).unwrap();
-    assert!(g.vertices.iter().map(|v| v.level).eq(g.cpu_levels(777)), "levels differ from the CPU's after the change");
+    assert!(g.levels() == g.cpu_levels(777), "levels differ from the CPU's after the change");
 }

@@ -130,7 +130,7 @@ fn main() {
     let time = t.elapsed();
     let d = unimem::stats();
     assert!(
-        g.vertices.iter().map(|v| v.level).eq(g.cpu_levels(0)),
+        g.levels() == g.cpu_levels(0),
         "BFS levels differ from the CPU's"
     );
     println!(
