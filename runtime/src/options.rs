@@ -98,6 +98,13 @@ pub const DISCOVER: EnvOption = EnvOption {
     help: "on | off: before a launch in migrating mode, scan the data the pointer arguments point to for pointers into the heap, transitively, and prefetch the blocks they reach (kernel/discover.rs); off: prefetch only the arguments' own allocations",
 };
 
+/// `UNIMEM_LOOP_GUARD`: whether kernels count their loop iterations (`kernel/guard.rs`).
+pub const LOOP_GUARD: EnvOption = EnvOption {
+    name: "UNIMEM_LOOP_GUARD",
+    default: "on",
+    help: "on | off, read when a kernel is created. on: every loop of the kernel's code counts its iterations against the step limit, so that an endless loop ends the launch with an error naming the invocation instead of hanging the device until the driver declares it lost; off: loops run unguarded (faster tight loops; lavapipe still cuts loops after 65535 iterations, an error naming one of the 8 invocations it runs together)",
+};
+
 /// `UNIMEM_FAULTS`: the CPU fault mechanism coherence uses.
 pub const FAULTS: EnvOption = EnvOption {
     name: "UNIMEM_FAULTS",
@@ -115,6 +122,7 @@ pub const ALL: &[EnvOption] = &[
     DEVICE_COPY,
     IN_PLACE,
     DISCOVER,
+    LOOP_GUARD,
     FAULTS,
 ];
 
@@ -225,6 +233,11 @@ pub fn in_place() -> Result<InPlaceMode, String> {
 /// `UNIMEM_DISCOVER`, validated: whether launches walk their arguments' data (default on).
 pub fn discover() -> Result<bool, String> {
     choose(&DISCOVER, true, &[(&["on", "1", "yes", "true"], true), (&["off", "0", "no", "false"], false)])
+}
+
+/// `UNIMEM_LOOP_GUARD`, validated: whether new kernels guard their loops (default on).
+pub fn loop_guard() -> Result<bool, String> {
+    choose(&LOOP_GUARD, true, &[(&["on", "1", "yes", "true"], true), (&["off", "0", "no", "false"], false)])
 }
 
 #[cfg(test)]

@@ -130,7 +130,9 @@ int unimem_advise(const void *p, size_t len, int advice);
  * fine; a kernel declares no buffers, textures, var<workgroup> or barriers of its own (a
  * replayed invocation runs outside its workgroup), uses no other unimem_ names, and does
  * not redeclare at module scope a WGSL built-in the runtime's code calls (fn select, ...).
- * Needs a Vulkan device. */
+ * Every loop counts its iterations: past the step limit (2^24; 60 000 on lavapipe) the
+ * launch fails, naming the invocation, instead of hanging the device (UNIMEM_LOOP_GUARD=off
+ * leaves loops unguarded). Needs a Vulkan device. */
 typedef struct unimem_kernel unimem_kernel;
 
 /* Compile a kernel; NULL on failure (unimem_last_error() says why, with the WGSL line). */

@@ -139,19 +139,20 @@ pub fn compile_wgsl_named(
 /// A source's broken rule, for [`compile_wgsl_checked`]: the line (1-based) and what is wrong.
 pub type Violation = (usize, String);
 
-/// [`compile_wgsl_named`], with `check` run on the parsed module before validation: its
-/// error `(line, what)` becomes [`CompileError::Rule`].
+/// [`compile_wgsl_named`], with `prepare` run on the parsed module before validation: it
+/// checks rules (its error `(line, what)` becomes [`CompileError::Rule`]) and may rewrite
+/// the module (the loop guards, `guard.rs`), which is then validated as rewritten.
 pub fn compile_wgsl_checked(
     source_name: &str,
     source: &str,
     entry_point: &str,
-    check: &dyn Fn(&naga::Module) -> Result<(), Violation>,
+    prepare: &dyn Fn(&mut naga::Module) -> Result<(), Violation>,
 ) -> Result<CompiledKernel, CompileError> {
-    let module = naga::front::wgsl::parse_str(source).map_err(|e| CompileError::Parse {
+    let mut module = naga::front::wgsl::parse_str(source).map_err(|e| CompileError::Parse {
         source_name: source_name.to_owned(),
         rendered: e.emit_to_string_with_path(source, source_name),
     })?;
-    check(&module).map_err(|(line, what)| CompileError::Rule { source_name: source_name.to_owned(), line, what })?;
+    prepare(&mut module).map_err(|(line, what)| CompileError::Rule { source_name: source_name.to_owned(), line, what })?;
     let info = Validator::new(ValidationFlags::all(), CAPABILITIES)
         .validate(&module)
         .map_err(|e| CompileError::Validation {

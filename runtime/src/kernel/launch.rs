@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use super::check;
 use super::compile::{compile_wgsl_checked, CompileError};
+use super::guard;
 use super::discover;
 use super::prelude::{self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK, NO_LIST, NO_SLOT, POISON_CAPACITY};
 use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NORMAL, MODE_SPILL};
@@ -84,19 +85,20 @@ const _: () = assert!(CHUNK - 1 <= ID_MASK);
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// An invocation made a bad access or ran away.
-    #[error("kernel `{kernel}`: invocation {invocation} {what} (address {address:#x}{place}); {errors} invocation(s) failed. Invocations that completed kept their stores; {left}")]
+    #[error("kernel `{kernel}`: invocation {invocation} {what}{place}; {errors} invocation(s) failed. Invocations that completed kept their stores; {left}")]
     Kernel {
         /// The kernel's entry function.
         kernel: String,
         /// The failing invocation with the lowest id (of those that failed in the round).
         invocation: u32,
-        /// The address it accessed.
+        /// The address it accessed (0 for a runaway loop, which needs no access).
         address: u64,
         /// `KERNEL_ERROR_*` kind.
         kind: u32,
         /// What happened, in words.
         what: &'static str,
-        /// Where the address is (allocation or not).
+        /// The address and where it is, for messages: ` (address 0x..., inside ...)`; empty
+        /// for a runaway loop.
         place: String,
         /// Invocations that failed in that round.
         errors: u32,
@@ -121,7 +123,7 @@ pub enum LaunchError {
         block_size: usize,
     },
     /// The driver cut an invocation's loops short (lavapipe's loop budget).
-    #[error("kernel `{kernel}`: invocation {invocation} ran more loop iterations than the driver allows: lavapipe runs at most 65535 loop iterations per invocation (all its loops together) and silently cuts longer loops short, so the launch's results would be wrong. Split the work over more invocations. Invocations that completed kept their stores; this one's may be partly applied")]
+    #[error("kernel `{kernel}`: invocation {invocation} (or one of the invocations the driver runs with it) ran more loop iterations than the driver allows: lavapipe runs at most 65535 loop iterations per batch of invocations (8 at 256 bits; all their loops together) and silently cuts longer loops short, so the launch's results would be wrong. The loop guard (UNIMEM_LOOP_GUARD=on, the default) names the invocation before that happens unless the step limit was raised past it; or split the work over more invocations. Invocations that completed kept their stores; those of this batch may be partly applied")]
     LoopBudget {
         /// The kernel's entry function.
         kernel: String,
@@ -272,6 +274,8 @@ struct Inner {
     /// builds the ordinary one for the buffers then in use.
     pipelines: Mutex<Vec<(Variant, Arc<ComputePipeline>)>>,
     atomics: bool,
+    /// Its loops count their iterations (`guard.rs`; `UNIMEM_LOOP_GUARD` when it was made).
+    loop_guard: bool,
     state: Mutex<State>,
 }
 
@@ -301,13 +305,13 @@ impl std::fmt::Debug for Kernel {
 /// wait for them through coherence's launch lock (`Space::launch`, `Space::exclusive`).
 static LAUNCH: Mutex<()> = Mutex::new(());
 
-/// Compiled pipelines by (user source, entry, variant). Weak: a pipeline lives while a
+/// Compiled pipelines by (user source, entry, variant, loop guard). Weak: a pipeline lives while a
 /// kernel holds it (`Inner::pipelines`), a launch uses it, or it is among the [`KEPT_PIPELINES`] most
 /// recently built or found (`RECENT`). So a kernel made again from the same source (a program
 /// that creates, launches and destroys a kernel in a loop) finds it compiled, while a program
 /// that generates new kernels for ever does not keep every one it destroyed (each holds its
 /// JIT code and Vulkan objects: about 1.1 MiB on lavapipe).
-type Cache = Vec<((String, String, Variant), Weak<ComputePipeline>)>;
+type Cache = Vec<((String, String, Variant, bool), Weak<ComputePipeline>)>;
 static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
 
 /// How many pipelines the cache keeps alive beyond those that kernels hold.
@@ -362,10 +366,12 @@ fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Variant {
     Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all), in_place: false }
 }
 
-/// The pipeline of `variant` for `user`'s `entry`: cached, or compiled and warmed up.
-/// `serial` is the caller's hold on `LAUNCH` if it has one (the warm-up dispatch needs it).
-fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, variant: Variant, serial: Option<&MutexGuard<'_, ()>>) -> Result<Arc<ComputePipeline>, Error> {
-    let key = (user.to_owned(), entry.to_owned(), variant);
+/// The pipeline of `variant` for `user`'s `entry`, its loops guarded if `loop_guard`
+/// (`guard.rs`): cached, or compiled and warmed up. `serial` is the caller's hold on
+/// `LAUNCH` if it has one (the warm-up dispatch needs it).
+#[allow(clippy::too_many_arguments)]
+fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, variant: Variant, loop_guard: bool, serial: Option<&MutexGuard<'_, ()>>) -> Result<Arc<ComputePipeline>, Error> {
+    let key = (user.to_owned(), entry.to_owned(), variant, loop_guard);
     // Two threads building one key at once leave two entries: take a live one.
     let cached = lock(&CACHE).iter().filter(|(k, _)| *k == key).find_map(|(_, p)| p.upgrade());
     if let Some(p) = cached {
@@ -378,8 +384,14 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
     let name = format!("kernel `{entry}`");
     check::shadowed_builtins(user, &source[user.len()..], entry)
         .map_err(|(line, what)| CompileError::Rule { source_name: name.clone(), line, what })?;
-    let check = |m: &naga::Module| check::user_kernel(m, user, entry, float64);
-    let compiled = compile_wgsl_checked(&name, &source, prelude::ENTRY_POINT, &check)?;
+    let prepare = |m: &mut naga::Module| {
+        check::user_kernel(m, user, entry, float64)?;
+        if loop_guard {
+            guard::loops(m, user.len());
+        }
+        Ok(())
+    };
+    let compiled = compile_wgsl_checked(&name, &source, prelude::ENTRY_POINT, &prepare)?;
     let p = Arc::new(dev.device().create_pipeline(&compiled)?);
     match serial {
         Some(_) => warm_up(dev, &p)?,
@@ -419,14 +431,16 @@ impl Kernel {
         if let Some(what) = refused {
             return Err(LaunchError::Usage { kernel: entry.into(), what }.into());
         }
+        let loop_guard = crate::options::loop_guard().map_err(Error::Config)?;
         let variant = variant_now(dev, MODE_NORMAL);
-        let normal = build(dev, space, wgsl, entry, variant, None)?;
+        let normal = build(dev, space, wgsl, entry, variant, loop_guard, None)?;
         Ok(Kernel {
             inner: Arc::new(Inner {
                 name: entry.to_owned(),
                 source: wgsl.to_owned(),
                 pipelines: Mutex::new(vec![(variant, normal)]),
                 atomics: prelude::uses_atomics(wgsl),
+                loop_guard,
                 state: Mutex::new(State { max_steps: default_max_steps(dev), ..State::default() }),
             }),
         })
@@ -440,7 +454,7 @@ impl Kernel {
         if let Some((_, p)) = pipes.iter().find(|(v, _)| *v == variant) {
             return Ok(Arc::clone(p));
         }
-        let p = build(dev, space, &self.inner.source, &self.inner.name, variant, Some(serial))?;
+        let p = build(dev, space, &self.inner.source, &self.inner.name, variant, self.inner.loop_guard, Some(serial))?;
         pipes.push((variant, Arc::clone(&p)));
         Ok(p)
     }
@@ -450,8 +464,16 @@ impl Kernel {
         &self.inner.name
     }
 
+    /// True when the kernel's loops count their iterations (`UNIMEM_LOOP_GUARD` when it was
+    /// created; on by default).
+    pub fn loops_guarded(&self) -> bool {
+        self.inner.loop_guard
+    }
+
     /// Sets how many accessor calls one invocation may make in one round before the launch
-    /// fails as a runaway (default [`DEFAULT_MAX_STEPS`]).
+    /// fails as a runaway (default [`DEFAULT_MAX_STEPS`]; [`LAVAPIPE_MAX_STEPS`] on
+    /// lavapipe), and, when its loops are guarded ([`Kernel::loops_guarded`]), how many loop
+    /// iterations (each entry into a loop's body counts, all loops together).
     pub fn set_max_steps(&self, steps: u32) {
         lock(&self.inner.state).max_steps = steps.max(1);
     }
@@ -692,9 +714,10 @@ impl Kernel {
                     return LaunchError::LoopBudget { kernel: kernel.clone(), invocation }.into();
                 }
                 let place = match unimem_alloc::lookup(address as *const u8) {
-                    Some((b, s)) if space.block_of(address as usize).is_some() => format!(", inside the live allocation {b:#x}+{s}"),
-                    _ if space.block_of(address as usize).is_some() => ", in the managed heap but in no live allocation".into(),
-                    _ => String::new(),
+                    _ if kind == prelude::KERNEL_ERROR_RUNAWAY_LOOP => String::new(),
+                    Some((b, s)) if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, inside the live allocation {b:#x}+{s})"),
+                    _ if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, in the managed heap but in no live allocation)"),
+                    _ => format!(" (address {address:#x})"),
                 };
                 let left = if dev.in_place() {
                     "in place, the failed ones kept what they stored, and the atomics they ran, before the failing access"

@@ -4,6 +4,8 @@
 //! - `compile.rs` — naga front end, validation, interface reflection, SPIR-V output;
 //! - `check.rs`   — the rules a user kernel follows beyond valid WGSL (signature, no
 //!   resources, barriers or runtime internals of its own);
+//! - `guard.rs`   — a counter in every loop of the user's code, so that no kernel runs for
+//!   ever;
 //! - `prelude.rs` — the WGSL prelude: bindings, pointer accessors, restartable stores and
 //!   atomics (the kernel ABI);
 //! - `spill.rs`   — spill slots: restarting invocations whose logs overflowed, exactly;
@@ -14,6 +16,7 @@
 mod check;
 mod compile;
 mod discover;
+mod guard;
 mod launch;
 pub mod prelude;
 pub mod spill;

@@ -99,6 +99,9 @@ pub const KERNEL_ERROR_FREED: u32 = 5;
 /// Kernel error kind: the driver cut the invocation's loops short (lavapipe runs at most
 /// 65535 loop iterations per invocation, in all its loops together).
 pub const KERNEL_ERROR_LOOP_BUDGET: u32 = 6;
+/// Kernel error kind: an invocation ran more loop iterations in one round than the step limit
+/// (`guard.rs`: every loop of the user's code counts them).
+pub const KERNEL_ERROR_RUNAWAY_LOOP: u32 = 7;
 
 /// Words of an invocation's private store log.
 pub const STORE_LOG: u32 = 32;
@@ -216,7 +219,8 @@ pub fn error_kind_text(kind: u32) -> &'static str {
         KERNEL_ERROR_MISALIGNED => "made an access not aligned to its size (4 bytes; 8 for the 64-bit accessors)",
         KERNEL_ERROR_RUNAWAY => "exceeded the step limit of accessor calls per invocation (a runaway loop, e.g. a cycle in a list? Kernel::set_max_steps raises the limit; lavapipe runs at most 65535 loop iterations per invocation)",
         KERNEL_ERROR_FREED => "dereferenced a pointer into memory that holds no live allocation (freed?)",
-        KERNEL_ERROR_LOOP_BUDGET => "ran more loop iterations than the driver allows (lavapipe runs at most 65535 per invocation, in all loops together, and cuts longer loops short), so its results would be wrong; split its work over more invocations. Its stores may be partly applied",
+        KERNEL_ERROR_RUNAWAY_LOOP => "ran more loop iterations in one round than the step limit, without necessarily touching memory (an endless loop? Kernel::set_max_steps raises the limit; every loop of a kernel counts its iterations so that none runs for ever and hangs the device)",
+        KERNEL_ERROR_LOOP_BUDGET => "(or one of the invocations the driver runs with it) ran more loop iterations than the driver allows (lavapipe runs at most 65535 per batch of 8 invocations, in all loops together, and cuts longer loops short), so its results would be wrong; split its work over more invocations. Its stores may be partly applied",
         _ => "reported an unknown error",
     }
 }
@@ -348,6 +352,7 @@ pub fn module(
         ("RUNAWAY", KERNEL_ERROR_RUNAWAY),
         ("FREED", KERNEL_ERROR_FREED),
         ("LOOP_BUDGET", KERNEL_ERROR_LOOP_BUDGET),
+        ("RUNAWAY_LOOP", KERNEL_ERROR_RUNAWAY_LOOP),
     ] {
         let _ = writeln!(s, "const UNIMEM_ERROR_{name}: u32 = {v}u;");
     }
@@ -681,6 +686,8 @@ var<private> unimem_slot: u32;
 // 0 running, 1 faulted or escalated (replay), 2 error (never replayed).
 var<private> unimem_stop: u32 = 0u;
 var<private> unimem_steps: u32 = 0u;
+// Loop iterations of the user's code (guard.rs), bounded like the steps.
+var<private> unimem_iterations: u32 = 0u;
 var<private> unimem_atomics: u32 = 0u;
 // Why the invocation stopped (kept privately; written to the fault buffer once, by
 // unimem_finish: recording in the accessors themselves made every access ~5x slower on
@@ -850,8 +857,25 @@ fn unimem_logged(p: u64, v: u32) -> u32 {
 
 // ---- public accessors ----
 
-// True until the invocation faulted or erred; after that, accessors return 0 and do nothing.
-// A loop that may not end by itself should test it.
+// Called at the top of every loop body of the user's code (guard.rs inserts the call): counts
+// the iteration and, past the step limit, stops the invocation as a runaway (unless it had
+// stopped already) and returns true, which ends the loop.
+// It calls no function (guard.rs moves it before every other function of the module).
+fn unimem_loop_step() -> bool {
+    unimem_iterations += 1u;
+    let over = unimem_iterations > unimem_round.max_steps;
+    if (over && unimem_stop == 0u) {
+        // As unimem_stop_with(UNIMEM_ERROR_RUNAWAY_LOOP, 0lu, 0u).
+        unimem_stop = 2u;
+        unimem_stop_kind = UNIMEM_ERROR_RUNAWAY_LOOP;
+        unimem_stop_addr = 0lu;
+        unimem_stop_block = 0u;
+    }
+    return over;
+}
+
+// True until the invocation faulted or erred; after that, accessors return 0 and do nothing,
+// and the user's loops end at their next iteration.
 fn unimem_running() -> bool {
     return unimem_stop == 0u;
 }
@@ -1176,7 +1200,15 @@ fn all(id: u32) {
 
     #[test]
     fn error_kinds_have_messages() {
-        for k in [KERNEL_ERROR_OUT_OF_RANGE, KERNEL_ERROR_READ_ONLY, KERNEL_ERROR_MISALIGNED, KERNEL_ERROR_RUNAWAY, KERNEL_ERROR_FREED] {
+        for k in [
+            KERNEL_ERROR_OUT_OF_RANGE,
+            KERNEL_ERROR_READ_ONLY,
+            KERNEL_ERROR_MISALIGNED,
+            KERNEL_ERROR_RUNAWAY,
+            KERNEL_ERROR_FREED,
+            KERNEL_ERROR_LOOP_BUDGET,
+            KERNEL_ERROR_RUNAWAY_LOOP,
+        ] {
             assert_ne!(error_kind_text(k), error_kind_text(0), "kind {k}");
         }
     }

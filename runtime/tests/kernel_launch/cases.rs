@@ -349,29 +349,142 @@ fn spin_cpu(id: u32, iterations: u32) -> u32 {
 
 /// A loop longer than lavapipe's budget (65535 iterations per invocation, after which it
 /// silently cuts loops short) is an error there, not a wrong result; elsewhere it runs.
+/// Guarded (the default), the step limit (60 000 on lavapipe) stops it first, by name; the
+/// budget is what catches it with `UNIMEM_LOOP_GUARD=off`.
 #[test]
 fn loops_the_driver_cuts_short_are_errors_not_wrong_results() {
     let _s = serial();
-    let Some(k) = kernel("loops_the_driver_cuts_short_are_errors_not_wrong_results", SPIN, "spin") else { return };
-    let lavapipe = unimem::vulkan_runtime().unwrap().1.device().report().name.contains("llvmpipe");
+    let test = "loops_the_driver_cuts_short_are_errors_not_wrong_results";
     let n = 100u32;
     let mut out = vec![0u32; n as usize];
-    // Within the budget: exact.
-    k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(60_000)).unwrap();
-    for id in 0..n {
-        assert_eq!(out[id as usize], spin_cpu(id, 60_000), "invocation {id}");
+    for guard in ["off", "on"] {
+        let Some(k) = kernel_with_loop_guard(test, SPIN, "spin", guard) else { return };
+        // Within the budget and the step limit (guarded, 59 999 iterations enter the body
+        // 60 000 times): exact.
+        let within = if guard == "on" { 59_999 } else { 60_000 };
+        k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(within)).unwrap();
+        for id in 0..n {
+            assert_eq!(out[id as usize], spin_cpu(id, within), "UNIMEM_LOOP_GUARD={guard}: invocation {id}");
+        }
+        let r = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(70_000));
+        if unimem::vulkan_runtime().unwrap().1.device().report().name.contains("llvmpipe") {
+            let e = r.unwrap_err().to_string();
+            let why = if guard == "on" { "than the step limit" } else { "65535 loop iterations" };
+            assert!(e.contains("kernel `spin`: invocation 0 ") && e.contains(why), "UNIMEM_LOOP_GUARD={guard}: {e}");
+        } else {
+            r.unwrap();
+            assert_eq!(out[7], spin_cpu(7, 70_000));
+        }
+        // Still usable.
+        k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(10)).unwrap();
+        assert_eq!(out[3], spin_cpu(3, 10));
     }
-    let r = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(70_000));
+}
+
+/// Every invocation stores `id + 1`; invocation `arg 2` then loops for ever without touching
+/// memory (its loop has no exit), and stores again after it (which it never reaches).
+const ENDLESS: &str = "
+fn endless(id: u32) {
+    let out = unimem_arg_ptr(0u) + u64(id) * 4lu;
+    unimem_store_u32(out, id + 1u);
+    if (id == unimem_arg_u32(2u)) {
+        var x = id;
+        loop {
+            x = x * 3u + 1u;
+        }
+        unimem_store_u32(out, x);
+    }
+}
+";
+
+/// A kernel created while `UNIMEM_LOOP_GUARD` is `value`.
+fn kernel_with_loop_guard(test: &str, src: &str, entry: &str, value: &str) -> Option<unimem::Kernel> {
+    std::env::set_var("UNIMEM_LOOP_GUARD", value);
+    let k = kernel(test, src, entry);
+    std::env::remove_var("UNIMEM_LOOP_GUARD");
+    k
+}
+
+/// With the loop guard (the default), an endless loop that never touches memory ends the
+/// launch with an error naming the kernel and the invocation (on a GPU it would run until the
+/// driver declared the device lost); the other invocations complete, the runtime stays
+/// usable. Unguarded (`UNIMEM_LOOP_GUARD=off`), lavapipe cuts the loop short itself, which is
+/// an error too, naming one of the 8 invocations it runs together; elsewhere an unguarded
+/// endless loop would hang the device, so it is not run.
+#[test]
+fn endless_loops_that_touch_no_memory_are_errors() {
+    let _s = serial();
+    let test = "endless_loops_that_touch_no_memory_are_errors";
+    let Some(k) = kernel(test, ENDLESS, "endless") else { return };
+    assert!(k.loops_guarded(), "on by default");
+    let n = 300u32;
+    let mut out = vec![0u32; n as usize];
+    let e = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(201)).unwrap_err().to_string();
+    assert!(e.contains("kernel `endless`: invocation 201 ran more loop iterations in one round than the step limit"), "{e}");
+    assert!(!e.contains("address"), "a loop has no address: {e}");
+    for (i, &v) in out.iter().enumerate().filter(|&(i, _)| i != 201) {
+        assert_eq!(v, i as u32 + 1, "invocation {i} completed");
+    }
+    // Migrating, the failed invocation stored nothing; in place it kept its first store.
+    assert_eq!(out[201], if crate::MIGRATING { 0 } else { 202 });
+    // Usable, and the limit is the step limit: the same kernel with no endless invocation.
+    out.fill(0);
+    k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(n)).unwrap();
+    assert!(out.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
+    let lavapipe = unimem::vulkan_runtime().unwrap().1.device().report().name.contains("llvmpipe");
     if lavapipe {
-        let e = r.unwrap_err().to_string();
-        assert!(e.contains("kernel `spin`") && e.contains("65535 loop iterations"), "{e}");
-    } else {
-        r.unwrap();
-        assert_eq!(out[7], spin_cpu(7, 70_000));
+        let Some(k) = kernel_with_loop_guard(test, ENDLESS, "endless", "off") else { return };
+        assert!(!k.loops_guarded());
+        let e = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(13)).unwrap_err().to_string();
+        assert!(e.contains("kernel `endless`: invocation 8 ") && e.contains("65535 loop iterations"), "{e}");
     }
-    // Still usable.
-    k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(10)).unwrap();
-    assert_eq!(out[3], spin_cpu(3, 10));
+    // A bad value is refused, naming the variable.
+    std::env::set_var("UNIMEM_LOOP_GUARD", "sometimes");
+    let e = unimem::Kernel::new(ENDLESS, "endless").unwrap_err().to_string();
+    std::env::remove_var("UNIMEM_LOOP_GUARD");
+    assert!(e.contains("UNIMEM_LOOP_GUARD=\"sometimes\"") && e.contains("on, off"), "{e}");
+}
+
+/// Nested loops, in a helper function too, for `n` from `arg 2`: `n + 1` entries of the
+/// outer loop's body and `n * (n + 1)` of the inner one's, all counted together.
+const NESTED: &str = "
+fn triangle(n: u32) -> u32 {
+    var s = 0u;
+    for (var i = 0u; i < n; i++) {
+        var j = 0u;
+        while (j < n) {
+            s += i * j;
+            j++;
+        }
+    }
+    return s;
+}
+fn nested(id: u32) {
+    unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, triangle(unimem_arg_u32(2u)) + id);
+}
+";
+
+/// Guarded loops count every entry into their body against the step limit, over all the
+/// invocation's loops, nested ones and those of the functions it calls: exactly at the limit
+/// the launch completes, one past it fails.
+#[test]
+fn guarded_loops_count_their_iterations_against_the_step_limit() {
+    let _s = serial();
+    let test = "guarded_loops_count_their_iterations_against_the_step_limit";
+    let Some(k) = kernel(test, NESTED, "nested") else { return };
+    let mut out = vec![0u32; 64];
+    let count = |n: u32| n + 1 + n * (n + 1);
+    let expect = |n: u32| (0..n).flat_map(|i| (0..n).map(move |j| i * j)).sum::<u32>();
+    // 30: 961 entries, 31: 1023.
+    k.set_max_steps(count(30));
+    k.launch(64, &Args::new().ptr_mut(&mut out[..]).u32(30)).unwrap();
+    assert!(out.iter().enumerate().all(|(i, &v)| v == expect(30) + i as u32));
+    k.set_max_steps(count(30) - 1);
+    let e = k.launch(64, &Args::new().ptr_mut(&mut out[..]).u32(30)).unwrap_err().to_string();
+    assert!(e.contains("kernel `nested`: invocation 0 ran more loop iterations") && e.contains("64 invocation(s) failed"), "{e}");
+    k.set_max_steps(count(31));
+    k.launch(64, &Args::new().ptr_mut(&mut out[..]).u32(31)).unwrap();
+    assert_eq!(out[5], expect(31) + 5);
 }
 
 /// Each invocation stores a word, runs an atomic, then (odd ids from 101) loads through a
