@@ -102,7 +102,7 @@ pub const DISCOVER: EnvOption = EnvOption {
 pub const LOOP_GUARD: EnvOption = EnvOption {
     name: "UNIMEM_LOOP_GUARD",
     default: "on",
-    help: "on | off, read when a kernel is created. on: every loop of the kernel's code counts its iterations against the step limit, so that an endless loop ends the launch with an error naming the invocation instead of hanging the device until the driver declares it lost; off: loops run unguarded (faster tight loops; lavapipe still cuts loops after 65535 iterations, an error naming one of the 8 invocations it runs together)",
+    help: "on | off, read when a kernel is created. on: every loop of the kernel's code counts its iterations against the step limit, so that an endless loop ends the launch with an error naming the invocation instead of hanging the device until the driver declares it lost; off: loops run unguarded (faster tight loops; lavapipe still cuts loops after 65535 iterations, an error naming one of the invocations it runs together, 8 on 256-bit vectors)",
 };
 
 /// `UNIMEM_FAULTS`: the CPU fault mechanism coherence uses.

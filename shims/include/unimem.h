@@ -141,6 +141,11 @@ unimem_kernel *unimem_kernel_create(const char *wgsl, const char *entry);
 /* Free a kernel (NULL is ignored). */
 void unimem_kernel_destroy(unimem_kernel *k);
 
+/* Set how many accessor calls, and how many loop iterations, one invocation of k may make
+ * in one round before its launch fails as a runaway (default 2^24; 60 000 on lavapipe, whose
+ * driver cuts loops after 65535 iterations). Clamped to 1..2^32-2. 0 or -1 (k NULL). */
+int unimem_kernel_set_max_steps(unimem_kernel *k, uint32_t steps);
+
 /* Run invocations 0..n with the args_size bytes at args (a struct of at most 3968 bytes);
  * returns when all completed. Any n: more than 2^23 invocations run in chunks of 2^23 (2^22
  * for kernels with atomics when blocks migrate, on lavapipe), in order. Before the dispatch, the allocations the struct's aligned 8-byte words point into
@@ -148,8 +153,8 @@ void unimem_kernel_destroy(unimem_kernel *k);
  * (UNIMEM_DISCOVER). On failure (a bad pointer, a runaway loop, ...) the message names the
  * kernel, the lowest failing invocation and its address; the runtime stays usable (what
  * failed invocations leave in memory: docs/MEMORY-MODEL.md). On lavapipe, an invocation
- * whose loops run more than 65535 iterations in total fails (the driver would cut them
- * short); split such work over more invocations. */
+ * whose loops run more than 60 000 iterations in total fails (the driver would cut them
+ * short after 65535); split such work over more invocations. */
 int unimem_launch(unimem_kernel *k, uint32_t n, const void *args, size_t args_size);
 
 /* The message of this thread's last failed unimem_* call, or NULL. */

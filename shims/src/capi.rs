@@ -216,6 +216,21 @@ pub unsafe extern "C" fn unimem_kernel_destroy(k: *mut UnimemKernel) {
     }
 }
 
+/// Set how many accessor calls, and loop iterations, one invocation of `k` may make in one
+/// round (`Kernel::set_max_steps`). 0 or -1.
+///
+/// # Safety
+/// `k` is NULL (an error) or a live kernel.
+#[no_mangle]
+pub unsafe extern "C" fn unimem_kernel_set_max_steps(k: *mut UnimemKernel, steps: u32) -> c_int {
+    if k.is_null() {
+        return fail("unimem_kernel_set_max_steps: kernel is NULL".into());
+    }
+    // SAFETY: `k` is a live kernel by the caller's contract.
+    unsafe { &(*k).0 }.set_max_steps(steps);
+    0
+}
+
 /// Run invocations `0..n` of `k` with the `args_size` bytes at `args` (read by the kernel
 /// with `unimem_arg_*(byte offset / 4)`; every aligned 8-byte word that points into a live
 /// allocation is prefetched). Returns when all invocations completed. 0 or -1.

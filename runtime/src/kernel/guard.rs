@@ -204,4 +204,60 @@ fn unimem_loop_step() -> bool {
         let names: Vec<_> = called.iter().map(|&i| module.functions.iter().nth(i).unwrap().1.name.clone().unwrap()).collect();
         assert_eq!(names, ["unimem_flush", "entry"]);
     }
+
+    /// `continue`, `break if`, a loop in a `continuing` block, `while` in a `switch` in a
+    /// `loop`, `return` in loops, helpers calling each other, one defined after the entry.
+    const TRICKY: &str = "
+fn entry(id: u32) {
+    var s = 0u;
+    for (var i = 0u; i < id; i++) {
+        if (i == 3u) { continue; }
+        s += a(i);
+    }
+    loop {
+        switch (s % 4u) {
+            case 0u: { while (s < 100u) { s += 3u; if (s == 50u) { break; } } }
+            case 1u: { s += 1u; }
+            default: { return; }
+        }
+        if (s > 1000u) { break; }
+    }
+    loop {
+        s += 1u;
+        continuing {
+            var k = 0u;
+            loop { k += 1u; if (k > 2u) { break; } }
+            break if s > 20u;
+        }
+    }
+}
+fn a(x: u32) -> u32 {
+    var i = 0u;
+    loop {
+        if (i > x) { return b(i); }
+        i++;
+    }
+    return 0u;
+}
+fn b(x: u32) -> u32 {
+    var r = x;
+    while (r > 1u) { r = r / 2u; }
+    return r;
+}
+";
+
+    #[test]
+    fn loops_in_any_control_flow_are_guarded_and_the_module_compiles() {
+        let source = format!("{TRICKY}{PRELUDE}");
+        let mut module = naga::front::wgsl::parse_str(&source).unwrap();
+        let mut user_loops = 0;
+        for (_, f) in module.functions.iter_mut().filter(|(_, f)| f.name.as_deref().is_some_and(|n| !n.starts_with("unimem_"))) {
+            walk(&mut f.body, &mut |s| user_loops += usize::from(matches!(s, Statement::Loop { .. })));
+        }
+        assert_eq!(user_loops, 7);
+        assert_eq!(loops(&mut module, TRICKY.len()), user_loops);
+        let info = Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module).expect("valid after the rewrite");
+        let spirv = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None).expect("SPIR-V");
+        assert!(spirv.len() > 100);
+    }
 }

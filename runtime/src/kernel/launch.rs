@@ -123,7 +123,7 @@ pub enum LaunchError {
         block_size: usize,
     },
     /// The driver cut an invocation's loops short (lavapipe's loop budget).
-    #[error("kernel `{kernel}`: invocation {invocation} (or one of the invocations the driver runs with it) ran more loop iterations than the driver allows: lavapipe runs at most 65535 loop iterations per batch of invocations (8 at 256 bits; all their loops together) and silently cuts longer loops short, so the launch's results would be wrong. The loop guard (UNIMEM_LOOP_GUARD=on, the default) names the invocation before that happens unless the step limit was raised past it; or split the work over more invocations. Invocations that completed kept their stores; those of this batch may be partly applied")]
+    #[error("kernel `{kernel}`: invocation {invocation} (or one of the invocations the driver runs with it) ran more loop iterations than the driver allows: lavapipe runs at most 65535 loop iterations per batch of invocations (8 on 256-bit vectors; all their loops together) and silently cuts longer loops short, so the launch's results would be wrong. The loop guard (UNIMEM_LOOP_GUARD=on, the default) stops a long loop first and names its invocation, unless the step limit was raised past the budget or the batch's invocations ran long in different loops (the driver adds those up); split the work over more invocations. Invocations that completed kept their stores; those of this batch may be partly applied")]
     LoopBudget {
         /// The kernel's entry function.
         kernel: String,
@@ -474,8 +474,9 @@ impl Kernel {
     /// fails as a runaway (default [`DEFAULT_MAX_STEPS`]; [`LAVAPIPE_MAX_STEPS`] on
     /// lavapipe), and, when its loops are guarded ([`Kernel::loops_guarded`]), how many loop
     /// iterations (each entry into a loop's body counts, all loops together).
+    /// `steps` is clamped to `1..=u32::MAX - 1`, so that the counts always reach it.
     pub fn set_max_steps(&self, steps: u32) {
-        lock(&self.inner.state).max_steps = steps.max(1);
+        lock(&self.inner.state).max_steps = steps.clamp(1, u32::MAX - 1);
     }
 
     /// Runs invocations `0..n` with `args` (at most 3968 bytes: `prelude::ARGS_BYTES` less
@@ -720,7 +721,7 @@ impl Kernel {
                     _ => format!(" (address {address:#x})"),
                 };
                 let left = if dev.in_place() {
-                    "in place, the failed ones kept what they stored, and the atomics they ran, before the failing access"
+                    "in place, the failed ones kept what they stored, and the atomics they ran, before they failed"
                 } else {
                     "the failed ones stored nothing"
                 };

@@ -97,7 +97,7 @@ pub const KERNEL_ERROR_RUNAWAY: u32 = 4;
 /// Kernel error kind: an access to a block that holds no live allocation (freed memory).
 pub const KERNEL_ERROR_FREED: u32 = 5;
 /// Kernel error kind: the driver cut the invocation's loops short (lavapipe runs at most
-/// 65535 loop iterations per invocation, in all its loops together).
+/// 65535 loop iterations per batch of invocations run together, in all their loops).
 pub const KERNEL_ERROR_LOOP_BUDGET: u32 = 6;
 /// Kernel error kind: an invocation ran more loop iterations in one round than the step limit
 /// (`guard.rs`: every loop of the user's code counts them).
@@ -217,10 +217,10 @@ pub fn error_kind_text(kind: u32) -> &'static str {
         KERNEL_ERROR_OUT_OF_RANGE => "dereferenced a pointer outside unimem's managed heap",
         KERNEL_ERROR_READ_ONLY => "stored to a block mapped read-only",
         KERNEL_ERROR_MISALIGNED => "made an access not aligned to its size (4 bytes; 8 for the 64-bit accessors)",
-        KERNEL_ERROR_RUNAWAY => "exceeded the step limit of accessor calls per invocation (a runaway loop, e.g. a cycle in a list? Kernel::set_max_steps raises the limit; lavapipe runs at most 65535 loop iterations per invocation)",
+        KERNEL_ERROR_RUNAWAY => "exceeded the step limit of accessor calls per invocation (a runaway loop, e.g. a cycle in a list? Kernel::set_max_steps or unimem_kernel_set_max_steps raises the limit)",
         KERNEL_ERROR_FREED => "dereferenced a pointer into memory that holds no live allocation (freed?)",
-        KERNEL_ERROR_RUNAWAY_LOOP => "ran more loop iterations in one round than the step limit, without necessarily touching memory (an endless loop? Kernel::set_max_steps raises the limit; every loop of a kernel counts its iterations so that none runs for ever and hangs the device)",
-        KERNEL_ERROR_LOOP_BUDGET => "(or one of the invocations the driver runs with it) ran more loop iterations than the driver allows (lavapipe runs at most 65535 per batch of 8 invocations, in all loops together, and cuts longer loops short), so its results would be wrong; split its work over more invocations. Its stores may be partly applied",
+        KERNEL_ERROR_RUNAWAY_LOOP => "ran more loop iterations in one round than the step limit, without necessarily touching memory (an endless loop? Kernel::set_max_steps or unimem_kernel_set_max_steps raises the limit; every loop of a kernel counts its iterations so that none runs for ever and hangs the device; UNIMEM_LOOP_GUARD=off turns that off)",
+        KERNEL_ERROR_LOOP_BUDGET => "(or one of the invocations the driver runs with it) ran more loop iterations than the driver allows (lavapipe runs at most 65535 per batch of invocations run together, 8 on 256-bit vectors, in all loops together, and cuts longer loops short), so its results would be wrong; split its work over more invocations. Its stores may be partly applied",
         _ => "reported an unknown error",
     }
 }
@@ -874,8 +874,9 @@ fn unimem_loop_step() -> bool {
     return over;
 }
 
-// True until the invocation faulted or erred; after that, accessors return 0 and do nothing,
-// and the user's loops end at their next iteration.
+// True until the invocation faulted or erred; after that, accessors return 0 and do nothing
+// (and a loop that only a loaded value would end runs until the loop guard's count passes
+// the step limit: test this instead).
 fn unimem_running() -> bool {
     return unimem_stop == 0u;
 }

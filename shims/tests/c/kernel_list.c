@@ -117,6 +117,19 @@ int main(void) {
               (unsigned long)(r1.cpu_faults - r0.cpu_faults));
     }
     CHECK(unimem_advise(out, 4, 99) == -1, "bad advice");
+
+    /* The step limit: an invocation makes 2 * SEG + 2 accessor calls (its start, two per node,
+     * the store). */
+    CHECK(unimem_kernel_set_max_steps(k, SEG) == 0, "%s", unimem_last_error());
+    CHECK(unimem_launch(k, N, &a, sizeof a) == -1, "a limit below the walk must fail");
+    e = unimem_last_error();
+    CHECK(e && strstr(e, "kernel `sum`") && strstr(e, "step limit"), "%s", e ? e : "(null)");
+    CHECK(unimem_kernel_set_max_steps(k, 2 * SEG + 2) == 0, "%s", unimem_last_error());
+    CHECK(unimem_launch(k, N, &a, sizeof a) == 0, "%s", unimem_last_error());
+    check_sums(starts, out);
+    CHECK(unimem_kernel_set_max_steps(NULL, 5) == -1, "a NULL kernel");
+    e = unimem_last_error();
+    CHECK(e && strstr(e, "unimem_kernel_set_max_steps: kernel is NULL"), "%s", e ? e : "(null)");
     unimem_kernel_destroy(k);
     unimem_kernel_destroy(NULL);
     for (int i = 0; i < LEN; i++) free(nodes[i]);
