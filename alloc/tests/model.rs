@@ -81,8 +81,15 @@ impl NullAddr for usize {
     }
 }
 
-/// Run `ops` against the model. `alone`: no other thread allocates meanwhile, so a freed
-/// block must not be live right after its free (with other threads it may be reused at once).
+/// Held by each test for its whole run: the single-threaded one checks that a freed block is
+/// not live right after its free, which another test's threads allocating meanwhile would
+/// break (a large block goes back to the shared page heap, and one of them may get it at
+/// once): CI once failed so.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Run `ops` against the model. `alone`: no other thread allocates meanwhile (the caller
+/// holds `ALONE`), so a freed block must not be live right after its free (with other
+/// threads it may be reused at once).
 fn run(ops: &[Op], seed: u8, alone: bool) {
     let mut live: Vec<Live> = Vec::new();
     let mut intervals = BTreeMap::new();
@@ -145,6 +152,7 @@ proptest! {
 
     #[test]
     fn single_thread_matches_model(ops in prop::collection::vec(op(), 1..400), seed in any::<u8>()) {
+        let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
         run(&ops, seed, true);
         ua::validate();
     }
@@ -154,6 +162,7 @@ proptest! {
         ops in prop::collection::vec(prop::collection::vec(op(), 1..200), 3),
         seed in any::<u8>(),
     ) {
+        let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
         // Each thread runs its own model; blocks are then handed to another thread to free.
         let handles: Vec<_> = ops.into_iter().enumerate().map(|(t, ops)| {
             std::thread::spawn(move || {
