@@ -62,7 +62,10 @@ int unimem_is_internal(void);
 /* ---- Migration. The runtime starts on first use: it opens the device chosen by
  * UNIMEM_DEVICE (a Vulkan device, or "fake" for the CPU-backed test device) and puts the
  * managed heap under coherence. Memory on the device comes home by itself when the CPU
- * touches it, and before system calls read or write it. Functions returning int give 0 on
+ * touches it, and before the system calls the library wraps read or write it (read, write,
+ * their p/v/socket forms, fread, fwrite); other system calls given a buffer allocated before
+ * a kernel moved its block (stat into an old struct, open of a path a kernel's block holds)
+ * fail with EFAULT in migrating mode: docs/ARCHITECTURE.md. Functions returning int give 0 on
  * success and -1 on failure, with unimem_last_error() saying why; data is never lost. */
 
 /* Where unimem_prefetch moves memory. */
@@ -76,7 +79,7 @@ typedef struct unimem_stats {
     uint64_t cpu_faults;      /* CPU accesses that brought memory home */
     uint64_t device_faults;   /* kernel accesses to memory not on the device */
     uint64_t replay_rounds;   /* kernel re-dispatches after device faults */
-    uint64_t launches;        /* kernel launches */
+    uint64_t launches;        /* kernel launches that ran invocations (failed ones too) */
     uint64_t bytes_to_device;
     uint64_t bytes_to_host;
     uint64_t evictions;       /* blocks pushed out of a full device */

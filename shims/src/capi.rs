@@ -110,10 +110,13 @@ pub extern "C" fn unimem_discard(p: *mut c_void, len: size_t) -> c_int {
     result(unimem_rt::discard(p as *const u8, len))
 }
 
-/// Finish outstanding runtime work (drop device copies that CPU writes made stale). 0 or -1.
+/// Finish outstanding runtime work: wait for a launch running on another thread, then drop
+/// device copies that CPU writes made stale. 0 or -1.
 #[no_mangle]
 pub extern "C" fn unimem_sync() -> c_int {
     if let Some(s) = unimem_rt::coherence::space() {
+        // Returns once no launch runs (launches hold the launch side of this lock).
+        drop(s.exclusive());
         s.reap_stale();
     }
     0

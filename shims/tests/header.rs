@@ -395,6 +395,18 @@ fn kernel_sample_with(name: &str, in_place: &str, discover: &str) {
     eprintln!("{text}");
 }
 
+/// `tests/c/kernel_sync.c`: unimem_sync waits for a launch on another thread; a launch with
+/// fewer argument bytes reads zeros past them.
+#[test]
+fn kernel_sync_sample() {
+    kernel_sample("kernel_sync", "auto");
+}
+
+#[test]
+fn kernel_sync_sample_migrating() {
+    kernel_sample("kernel_sync", "off");
+}
+
 /// `tests/c/kernel_list.c`: a malloc'ed list summed by a kernel, checked, mutated on the CPU
 /// and launched again; a bad pointer's error; advise.
 #[test]

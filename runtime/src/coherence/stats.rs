@@ -30,7 +30,8 @@ pub struct Counters {
     /// Blocks both the CPU and a kernel wrote during the same launch, merged byte by byte
     /// (`twin.rs`).
     pub write_merges: AtomicU64,
-    /// Kernel launches (`kernel::Kernel::launch`), successful or not.
+    /// Kernel launches (`kernel::Kernel::launch`) that ran invocations, successful or not
+    /// (not those refused before running, nor launches of 0 invocations).
     pub launches: AtomicU64,
     /// Device faults: blocks kernels found without a device copy (once per block and round).
     pub device_faults: AtomicU64,

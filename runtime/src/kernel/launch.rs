@@ -499,7 +499,6 @@ impl Kernel {
         let start = Instant::now();
         let (space, dev) = vulkan_runtime()?;
         let serial = lock(&LAUNCH);
-        space.stats.launches.fetch_add(1, Relaxed);
         let max_words = prelude::ARGS_BYTES / 4 - ARGS_AT;
         if words.len() > max_words {
             return Err(LaunchError::Usage { kernel: self.inner.name.clone(), what: format!("{} bytes of arguments; at most {} (pass a pointer to a larger struct instead)", words.len() * 4, max_words * 4) }.into());
@@ -508,6 +507,8 @@ impl Kernel {
         if n == 0 {
             return Ok(report);
         }
+        // Launches that run invocations (not those refused above, nor n = 0).
+        space.stats.launches.fetch_add(1, Relaxed);
         let mut state = lock(&self.inner.state);
         // Until the launch returns, CPU writes to blocks with device copies are twinned, so
         // that blocks both the CPU and the kernel write are merged (coherence/twin.rs), and
@@ -627,7 +628,10 @@ impl Kernel {
         let State { args, ctl, alog, spill: spill_buf, ids, touched, .. } = state;
         let (args, ctl, spill_buf, ids) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"), ids.as_mut().expect("sized"));
         let mut alog = alog.as_mut().filter(|_| self.logs_atomics(dev));
-        args.as_mut_slice::<u32>()[ARGS_AT..ARGS_AT + words.len()].copy_from_slice(words);
+        // Words past the arguments read as 0, not as an earlier launch's arguments.
+        let a = &mut args.as_mut_slice::<u32>()[ARGS_AT..prelude::ARGS_BYTES / 4];
+        a[..words.len()].copy_from_slice(words);
+        a[words.len()..].fill(0);
         if let Some(a) = alog.as_mut() {
             a.as_mut_slice::<u32>()[..prelude::alog_words(n)].fill(0);
         }

@@ -209,8 +209,11 @@ fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
     for i in 0..1000 {
         big = big.u32(i);
     }
+    let launches = unimem::stats().launches;
     let e = k.launch(1, &big).unwrap_err().to_string();
     assert!(e.contains("kernel `chase`") && e.contains("bytes of arguments; at most 3968"), "{e}");
+    k.launch(0, &Args::new()).unwrap();
+    assert_eq!(unimem::stats().launches, launches, "refused and empty launches run nothing and are not counted");
     // Still usable: a good list.
     a.next = std::ptr::null();
     let mut out = vec![0u32; 4];
