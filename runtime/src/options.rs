@@ -232,12 +232,18 @@ pub fn in_place() -> Result<InPlaceMode, String> {
 
 /// `UNIMEM_DISCOVER`, validated: whether launches walk their arguments' data (default on).
 pub fn discover() -> Result<bool, String> {
-    choose(&DISCOVER, true, &[(&["on", "1", "yes", "true"], true), (&["off", "0", "no", "false"], false)])
+    on_off(&DISCOVER, true)
 }
 
 /// `UNIMEM_LOOP_GUARD`, validated: whether new kernels guard their loops (default on).
 pub fn loop_guard() -> Result<bool, String> {
-    choose(&LOOP_GUARD, true, &[(&["on", "1", "yes", "true"], true), (&["off", "0", "no", "false"], false)])
+    on_off(&LOOP_GUARD, true)
+}
+
+/// The on/off option `opt` (`on`, `1`, `yes`, `true`; `off`, `0`, `no`, `false`), `default`
+/// when unset.
+fn on_off(opt: &EnvOption, default: bool) -> Result<bool, String> {
+    choose(opt, default, &[(&["on", "1", "yes", "true"], true), (&["off", "0", "no", "false"], false)])
 }
 
 #[cfg(test)]

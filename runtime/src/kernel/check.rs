@@ -26,11 +26,17 @@ use naga::{AddressSpace, Block, Expression, Function, Module, Scalar, Span, Stat
 use super::compile::Violation;
 use super::prelude::{ACCESSORS, ENTRY_POINT};
 
+/// True when `span` lies in the user's part of the module's source, its first `user_len`
+/// bytes (the prelude comes after it).
+pub fn in_users_part(span: Span, user_len: usize) -> bool {
+    span.to_range().is_some_and(|r| r.start < user_len)
+}
+
 /// Checks the user's part of `module` (the first `user.len()` bytes of its source), whose
 /// entry function is `entry`; `float64` is `Err(device name)` when the device has no 64-bit
 /// floats, and then a kernel that uses `f64` (a type or a literal) is refused.
 pub fn user_kernel(module: &Module, user: &str, entry: &str, float64: Result<(), &str>) -> Result<(), Violation> {
-    let mine = |span: Span| span.to_range().is_some_and(|r| r.start < user.len());
+    let mine = |span: Span| in_users_part(span, user.len());
     let line = |span: Span| {
         let at = span.to_range().map_or(0, |r| r.start.min(user.len()));
         user[..at].matches('\n').count() + 1

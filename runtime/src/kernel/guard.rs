@@ -33,6 +33,8 @@
 
 use naga::{Block, Expression, Function, Handle, Module, Span, Statement};
 
+use super::check::in_users_part;
+
 /// The prelude function every user loop calls at the top of its body.
 pub const LOOP_STEP: &str = "unimem_loop_step";
 
@@ -45,7 +47,7 @@ pub fn loops(module: &mut Module, user_len: usize) -> usize {
         .functions
         .iter()
         .map(|(h, _)| h)
-        .filter(|&h| module.functions.get_span(h).to_range().is_some_and(|r| r.start < user_len))
+        .filter(|&h| in_users_part(module.functions.get_span(h), user_len))
         .collect();
     let mut guarded = 0;
     for h in users {

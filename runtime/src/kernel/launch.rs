@@ -718,11 +718,15 @@ impl Kernel {
                 if kind == prelude::KERNEL_ERROR_LOOP_BUDGET {
                     return LaunchError::LoopBudget { kernel: kernel.clone(), invocation }.into();
                 }
-                let place = match unimem_alloc::lookup(address as *const u8) {
-                    _ if kind == prelude::KERNEL_ERROR_RUNAWAY_LOOP => String::new(),
-                    Some((b, s)) if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, inside the live allocation {b:#x}+{s})"),
-                    _ if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, in the managed heap but in no live allocation)"),
-                    _ => format!(" (address {address:#x})"),
+                // A runaway loop has no address.
+                let place = if kind == prelude::KERNEL_ERROR_RUNAWAY_LOOP {
+                    String::new()
+                } else {
+                    match unimem_alloc::lookup(address as *const u8) {
+                        Some((b, s)) if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, inside the live allocation {b:#x}+{s})"),
+                        _ if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, in the managed heap but in no live allocation)"),
+                        _ => format!(" (address {address:#x})"),
+                    }
                 };
                 let left = if dev.in_place() {
                     "in place, the failed ones kept what they stored, and the atomics they ran, before they failed"
