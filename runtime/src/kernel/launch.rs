@@ -23,7 +23,9 @@
 //!    allocation, ends the launch, naming the lowest failing invocation and its address
 //!    (blocks without live allocations that spill rounds faulted on go on the poison list,
 //!    which their next run checks, reporting the address); the other faulted blocks are
-//!    migrated with a prefetch of the blocks that follow them.
+//!    migrated with a prefetch of the blocks that follow them; once the chunk faults on a
+//!    block it migrated before (evicted), its rounds are *paced* (`pacing.rs`): migrations
+//!    are chosen by invocation, from the blocks each pending one faulted on so far.
 //! 5. Bounded: a kernel error ends the launch. Two consecutive rounds that complete
 //!    no invocation and fault on no new block (invocations evicting each other's blocks)
 //!    switch to *solo* rounds: one invocation at a time, one block migrated per round, no
@@ -48,6 +50,7 @@ use std::time::{Duration, Instant};
 use super::check;
 use super::compile::{compile_wgsl_checked, CompileError};
 use super::guard;
+use super::pacing::Pacer;
 use super::discover;
 use super::prelude::{self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK, NO_LIST, NO_SLOT, POISON_CAPACITY};
 use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NORMAL, MODE_SPILL};
@@ -650,6 +653,10 @@ impl Kernel {
         // invocation's blocks fit in the pool.
         let mut solo = false;
         let capacity = dev.capacity().max(1);
+        // Blocks this chunk migrated, until it is paced (`pacing.rs`): a fault on one of them
+        // means it was evicted.
+        let mut loaded: HashSet<u32> = HashSet::new();
+        let mut pacer: Option<Pacer> = None;
         loop {
             {
                 let a = args.as_mut_slice::<u32>();
@@ -708,6 +715,9 @@ impl Kernel {
             // Errors, and the blocks spill rounds faulted on, come through the fault buffer;
             // the blocks ordinary invocations faulted on, through the output list.
             let faults = dev.take_faults();
+            // Spill rounds' faults have no invocation ids, so no histories: pacing is for the
+            // ordinary rounds' (but their blocks come first in a paced round's choice).
+            let spill_faulted = faults.blocks.clone();
             let mut pending = if ran > 0 { ctl.as_slice::<u32>()[CTL_PENDING_COUNT] } else { 0 };
             // Written blocks become Device-owned now, so that an eviction writes them back.
             space.device_wrote(&dev.take_dirty())?;
@@ -769,6 +779,11 @@ impl Kernel {
                     new_poison = true;
                 }
             }
+            if pacer.is_none() && load.iter().any(|b| loaded.contains(b) && !spill_faulted.contains(b)) {
+                pacer = Some(Pacer::new(n));
+                loaded = HashSet::new();
+            }
+            let learned = pacer.as_mut().map_or(0, |p| learn(p, ids, &round, pending, space));
             // Escalated invocations go to the spill queue.
             let escalated = if escalations > 0 { escalate(ids, alog.as_deref(), round.out_at, &mut pending, &mut spill) } else { 0 };
             let completed = ran - pending - escalated + spilled.done;
@@ -783,7 +798,7 @@ impl Kernel {
             if chunk_rounds >= MAX_ROUNDS {
                 return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: first_pending, rounds: chunk_rounds }.into());
             }
-            let progress = completed > 0 || new_blocks > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0;
+            let progress = completed > 0 || new_blocks > 0 || learned > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0;
             if completed > 0 {
                 solo = false;
             }
@@ -808,10 +823,18 @@ impl Kernel {
                 // use are evicted before the ones it loaded (kept, they could leave it too
                 // little room though its blocks fit the pool).
                 self.migrate(space, 1, 0, &mut load)?;
+            } else if let Some(p) = &pacer {
+                // The arguments' blocks are not pinned: those the invocations need are in
+                // their histories.
+                let list = &ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..][..pending as usize * IDS_ENTRY_WORDS];
+                let resident = |b: u32| matches!(space.state(b as usize), CoState::Shared | CoState::Device);
+                let mut choice = p.choose(&spill_faulted, list.iter().step_by(IDS_ENTRY_WORDS).map(|&e| e & ID_MASK), resident, capacity);
+                dev.touch(&choice.keep);
+                self.migrate(space, capacity, 0, &mut choice.load)?;
             } else {
                 dev.touch(pinned);
                 let room = capacity - pinned.len();
-                self.migrate(space, (room / 2).max(1), PREFETCH_BLOCKS as u32, &mut load)?;
+                loaded.extend(self.migrate(space, (room / 2).max(1), PREFETCH_BLOCKS as u32, &mut load)?);
             }
             report.migrate_time += t.elapsed();
             let next_out = if round.out_at == lists[0] { lists[1] } else { lists[0] };
@@ -865,9 +888,9 @@ impl Kernel {
     /// In place, mapping costs no copy and no frame: the faulted blocks and every other live
     /// block of the heap not yet mapped are mapped, so the next round faults only on memory
     /// allocated meanwhile (or freed memory, an error).
-    fn migrate(&self, space: &Space, budget: usize, prefetch: u32, faulted: &mut Vec<u32>) -> Result<(), Error> {
+    fn migrate(&self, space: &Space, budget: usize, prefetch: u32, faulted: &mut Vec<u32>) -> Result<Vec<u32>, Error> {
         if space.device().in_place() {
-            return map_all_live(space).map(|_| ());
+            return map_all_live(space).map(|_| Vec::new());
         }
         faulted.truncate(budget);
         faulted.sort_unstable();
@@ -890,7 +913,7 @@ impl Kernel {
         for (first, count) in runs(&all) {
             space.to_device(space.block_addr(first as usize), count * space.block_size(), false)?;
         }
-        Ok(())
+        Ok(all)
     }
 }
 
@@ -1103,6 +1126,19 @@ fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut 
     let moved = *pending - keep as u32;
     *pending = keep as u32;
     moved
+}
+
+/// Teaches `pacer` the faults of the output list of `pending` entries at `round.out_at`
+/// (escalated entries are not in it yet). Returns how many histories grew.
+fn learn(pacer: &mut Pacer, ids: &Buffer, round: &Round, pending: u32, space: &Space) -> u32 {
+    let mut learned = 0;
+    for (first, stop) in entries(ids, round, pending) {
+        let Some(s) = stop.filter(|s| s.kind == 0 && first & ESCALATE == 0) else { continue };
+        if let Some(b) = space.block_of(s.address as usize) {
+            learned += u32::from(pacer.learn(s.id, b as u32));
+        }
+    }
+    learned
 }
 
 /// Adds `blocks` to the kernel's history, keeping at most `cap` (the newest).

@@ -11,6 +11,7 @@
 //! - `spill.rs`   — spill slots: restarting invocations whose logs overflowed, exactly;
 //! - `discover.rs` — before a launch, the blocks reachable from its arguments' data through
 //!   stored pointers (migrating mode's prefetch);
+//! - `pacing.rs` — replay rounds chosen by invocation when the pool is oversubscribed;
 //! - `launch.rs`  — [`Kernel`], [`Args`], the launch protocol and the device-fault replay loop.
 
 mod check;
@@ -18,6 +19,7 @@ mod compile;
 mod discover;
 mod guard;
 mod launch;
+mod pacing;
 pub mod prelude;
 pub mod spill;
 

@@ -47,6 +47,17 @@ pub fn build(len: usize, value: impl Fn(usize) -> u32) -> Vec<*const Node> {
     nodes
 }
 
+/// Shuffles `items` in a fixed random order (xorshift from `seed`, non-zero; Fisher-Yates).
+pub fn shuffle<T>(items: &mut [T], seed: u32) {
+    let mut x = seed;
+    for i in (1..items.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        items.swap(i, x as usize % (i + 1));
+    }
+}
+
 /// Frees a list made by [`build`].
 pub fn free(nodes: Vec<*const Node>) {
     for p in nodes {
