@@ -1,7 +1,7 @@
 //! Oversubscription with small blocks: 4 KiB blocks, a pool of 256 frames (1 MiB), and
 //! working sets several times the pool, where invocations that each need a few blocks used to
-//! evict each other's blocks before they could use them (docs/MEMORY-MODEL.md, "Paced
-//! rounds"). Device-test rule of `unimem::device::test_support`.
+//! evict each other's blocks before they could use them (paced rounds: `kernel/pacing.rs`,
+//! docs/ARCHITECTURE.md launch step 3b). Device-test rule of `unimem::device::test_support`.
 
 mod kernel_common;
 
@@ -67,8 +67,9 @@ fn gathers_over(test: &str, times: usize, max_rounds: u32) {
     assert!(r.rounds < max_rounds, "{r:?}");
 }
 
-// Rounds measured (paced, 2026-11-21): 53 and 205; before pacing, 6 220 (4.5 s) and 32 419
-// (41 s), 8 MiB of nodes in another layout gave up after 100 000 rounds.
+// Rounds measured (paced, 2026-11-21): 40-157 and 201-439 (the output list's order varies
+// from run to run); before pacing, 6 220 (4.5 s) and 32 419 (41 s), and 8 MiB of nodes in
+// another layout gave up after 100 000 rounds.
 
 #[test]
 fn random_gathers_over_four_times_the_pool_complete() {
@@ -78,4 +79,71 @@ fn random_gathers_over_four_times_the_pool_complete() {
 #[test]
 fn random_gathers_over_eight_times_the_pool_complete() {
     gathers_over("random_gathers_over_eight_times_the_pool_complete", 8, 2000);
+}
+
+/// A tree node as [`LOOKUP`] reads it: key at byte 0, value at 4, children at 8 and 16.
+#[repr(C)]
+struct Tree {
+    key: u32,
+    value: u32,
+    left: Option<Box<Tree>>,
+    right: Option<Box<Tree>>,
+}
+
+/// Invocation `id` looks `keys[id]` up in the tree at argument word 4 and stores the value
+/// (or `u32::MAX`) in `out[id]`: a path of about 2 ln(nodes) random blocks each.
+const LOOKUP: &str = "
+fn lookup(id: u32) {
+    let key = unimem_load_u32(unimem_arg_ptr(0u) + u64(id) * 4lu);
+    var p = unimem_arg_ptr(4u);
+    var value = 0xffffffffu;
+    while (p != 0lu) {
+        let k = unimem_load_u32(p);
+        if (k == key) {
+            value = unimem_load_u32(p + 4lu);
+            break;
+        }
+        p = unimem_load_ptr(p + select(16lu, 8lu, key < k));
+    }
+    unimem_store_u32(unimem_arg_ptr(2u) + u64(id) * 4lu, value);
+}
+";
+
+/// Lookups in a random binary search tree of `times` the pool complete with the CPU's results.
+fn lookups_over(test: &str, times: usize, max_rounds: u32) {
+    let _s = serial();
+    let Some(k) = kernel(test, LOOKUP, "lookup") else { return };
+    let n = times * FRAMES * BLOCK / 32;
+    let key = |i: usize| (i as u32).wrapping_mul(2_654_435_761).rotate_left(13);
+    let mut root: Option<Box<Tree>> = None;
+    for i in 0..n {
+        let mut slot = &mut root;
+        while let Some(node) = slot {
+            slot = if key(i) < node.key { &mut node.left } else { &mut node.right };
+        }
+        *slot = Some(Box::new(Tree { key: key(i), value: i as u32, left: None, right: None }));
+    }
+    let keys: Vec<u32> = (0..n / 4).map(|j| key(j * 4 + j % 3)).collect();
+    let out = vec![0u32; keys.len()];
+    let root_addr = root.as_deref().map_or(0, |r| r as *const Tree as u64);
+    let t = Instant::now();
+    let r = k.launch(keys.len() as u32, &Args::new().ptr(&keys[..]).ptr(&out[..]).u64(root_addr)).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("tree of {times}x the pool: {:?}; {r:?}", t.elapsed());
+    for (j, &got) in out.iter().enumerate() {
+        assert_eq!(got, (j * 4 + j % 3) as u32, "lookup {j}");
+    }
+    assert!(r.rounds < max_rounds, "{r:?}");
+    // Dropped iteratively: the tree is deep.
+    let mut stack: Vec<Box<Tree>> = root.into_iter().collect();
+    while let Some(mut t) = stack.pop() {
+        stack.extend(t.left.take());
+        stack.extend(t.right.take());
+    }
+}
+
+// Rounds measured: 33-36 paced (0.1 s); 2 930 (1.4 s) before pacing, 1 982 with histories
+// of at most 4 blocks (each lookup's path crosses about 20).
+#[test]
+fn tree_lookups_over_twice_the_pool_complete() {
+    lookups_over("tree_lookups_over_twice_the_pool_complete", 2, 300);
 }

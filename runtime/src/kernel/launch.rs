@@ -780,7 +780,7 @@ impl Kernel {
                 }
             }
             if pacer.is_none() && load.iter().any(|b| loaded.contains(b) && !spill_faulted.contains(b)) {
-                pacer = Some(Pacer::new(n));
+                pacer = Some(Pacer::new(n, capacity));
                 loaded = HashSet::new();
             }
             let learned = pacer.as_mut().map_or(0, |p| learn(p, ids, &round, pending, space));
@@ -828,7 +828,7 @@ impl Kernel {
                 // their histories.
                 let list = &ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..][..pending as usize * IDS_ENTRY_WORDS];
                 let resident = |b: u32| matches!(space.state(b as usize), CoState::Shared | CoState::Device);
-                let mut choice = p.choose(&spill_faulted, list.iter().step_by(IDS_ENTRY_WORDS).map(|&e| e & ID_MASK), resident, capacity);
+                let mut choice = p.choose(&spill_faulted, list.iter().step_by(IDS_ENTRY_WORDS).map(|&e| e & ID_MASK), resident);
                 dev.touch(&choice.keep);
                 self.migrate(space, capacity, 0, &mut choice.load)?;
             } else {
