@@ -52,6 +52,10 @@ pub enum Error {
     /// An earlier attempt to start the runtime failed; it is not retried.
     #[error("unimem: the runtime failed to start earlier: {0}")]
     StartFailed(String),
+    /// This process is the child of a `fork` taken while the runtime ran: it has the memory,
+    /// all of it on the host, but no device. Returned by the calls that need the device.
+    #[error("unimem: this process is the child of a fork: it inherited the memory (all of it on the host) but not the Vulkan device, which stays with the parent, so kernels and moves to the device cannot run here; exec a new program to use unimem in it")]
+    ForkChild,
 }
 
 static RUNTIME: Mutex<Option<Result<&'static Space, String>>> = Mutex::new(None);
@@ -85,16 +89,19 @@ pub fn vulkan_runtime() -> Result<(&'static Space, &'static Arc<VulkanBlockDevic
 }
 
 /// The runtime, started on first use: opens the device and puts the managed heap under
-/// coherence. A failure is remembered and reported again by later calls.
+/// coherence. A failure is remembered and reported again by later calls. In the child of a
+/// `fork` taken while the runtime ran: [`Error::ForkChild`] (the device stays with the
+/// parent; the memory is plain host memory).
 pub fn runtime() -> Result<&'static Space, Error> {
     if let Some(s) = coherence::space() {
         return Ok(s);
     }
+    // Before the lock, which a thread of the parent may have held at the fork.
+    if coherence::is_fork_child() {
+        return Err(Error::ForkChild);
+    }
     let _internal = InternalScope::new();
     let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
-    if coherence::is_fork_child() {
-        return Err(Error::StartFailed("this process is the child of a fork: the device stays with the parent (exec a new program to use unimem here)".into()));
-    }
     match &*slot {
         Some(Ok(s)) => return Ok(s),
         Some(Err(msg)) => return Err(Error::StartFailed(msg.clone())),
@@ -108,8 +115,12 @@ pub fn runtime() -> Result<&'static Space, Error> {
 
 /// Move the blocks overlapping `[p, p+len)` to `loc`. Memory that does not fit on the
 /// device (after evicting) stays on the host. Waits for a launch running on another thread
-/// (as every `Space` migration does).
+/// (as every `Space` migration does). In the child of a `fork`, moving home succeeds with
+/// nothing to do (everything is home) and moving to the device is [`Error::ForkChild`].
 pub fn prefetch(p: *const u8, len: usize, loc: Location) -> Result<(), Error> {
+    if loc == Location::Host && coherence::is_fork_child() {
+        return home_in_fork_child(p, len);
+    }
     let space = runtime()?;
     match loc {
         Location::Device => space.to_device(p as usize, len, true).map(drop)?,
@@ -141,8 +152,13 @@ pub enum Advice {
 /// `PreferredHost` brings them home, `Clear` forgets earlier advice. Memory that does not fit
 /// on the device stays on the host. Errors: a range outside the managed heap; more than
 /// [`crate::advice::MAX_RANGES`] advised ranges. Waits for a launch running on another
-/// thread.
+/// thread. In the child of a `fork`, `PreferredHost` and `Clear` succeed with nothing to do
+/// (everything is home, and no launch will run there) and the others are
+/// [`Error::ForkChild`].
 pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
+    if matches!(advice, Advice::PreferredHost | Advice::Clear) && coherence::is_fork_child() {
+        return home_in_fork_child(p, len);
+    }
     let space = runtime()?;
     // Recording the advice and applying it, as one.
     let _no_launch = space.exclusive();
@@ -163,9 +179,21 @@ pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
     Ok(())
 }
 
+/// In the child of a `fork`, where all memory is home: a call that would keep `[p, p+len)`
+/// on the host has nothing to do. The range is still checked as the parent's runtime
+/// checks it (it must lie in the managed heap).
+fn home_in_fork_child(p: *const u8, len: usize) -> Result<(), Error> {
+    let (base, heap_len) = unimem_alloc::managed_range();
+    let addr = p as usize;
+    match addr.checked_add(len.max(1)) {
+        Some(end) if addr >= base && end <= base + heap_len => Ok(()),
+        _ => Err(CoherenceError::NotManaged { addr, len, base, heap_len }.into()),
+    }
+}
+
 /// Forget the contents of the whole blocks inside `[p, p+len)`: device copies are dropped
 /// without copying back, and the memory reads as zero afterwards. Waits for a launch
-/// running on another thread.
+/// running on another thread. In the child of a `fork`: [`Error::ForkChild`].
 pub fn discard(p: *const u8, len: usize) -> Result<(), Error> {
     Ok(runtime()?.discard(p as usize, len)?)
 }

@@ -66,7 +66,14 @@ int unimem_is_internal(void);
  * their p/v/socket forms, fread, fwrite); other system calls given a buffer allocated before
  * a kernel moved its block (stat into an old struct, open of a path a kernel's block holds)
  * fail with EFAULT in migrating mode: docs/ARCHITECTURE.md. Functions returning int give 0 on
- * success and -1 on failure, with unimem_last_error() saying why; data is never lost. */
+ * success and -1 on failure, with unimem_last_error() saying why; data is never lost.
+ *
+ * fork: the child of a fork taken while the runtime ran inherits the memory, all of it on
+ * the host (the fork brings device blocks home first), but not the device, which stays with
+ * the parent. There, unimem_prefetch to UNIMEM_HOST, unimem_sync and unimem_advise with
+ * UNIMEM_ADVISE_PREFERRED_HOST or UNIMEM_ADVISE_CLEAR succeed with nothing to do; kernels,
+ * prefetch to the device, other advice and unimem_discard fail (-1, the message says the
+ * process is the child of a fork). Exec a new program to use unimem in it. */
 
 /* Where unimem_prefetch moves memory. */
 enum unimem_location {

@@ -111,7 +111,8 @@ pub extern "C" fn unimem_discard(p: *mut c_void, len: size_t) -> c_int {
 }
 
 /// Finish outstanding runtime work: wait for a launch running on another thread, then drop
-/// device copies that CPU writes made stale. 0 or -1.
+/// device copies that CPU writes made stale. 0 or -1. 0 with nothing to do before the
+/// runtime starts and in the child of a `fork` (no launch runs there).
 #[no_mangle]
 pub extern "C" fn unimem_sync() -> c_int {
     if let Some(s) = unimem_rt::coherence::space() {

@@ -480,3 +480,18 @@ fn kernel_threads_sample() {
 fn kernel_threads_sample_migrating() {
     kernel_sample("kernel_threads", "off");
 }
+
+/// `tests/c/kernel_fork.c`: the child of a fork taken after a launch has the kernel's results
+/// and plain host memory; what needs no device succeeds there (prefetch home, sync, advice to
+/// stay home), what needs one fails saying the child of a fork has no device; the parent
+/// keeps launching.
+#[test]
+fn kernel_fork_sample() {
+    kernel_sample("kernel_fork", "auto");
+}
+
+/// The same with blocks migrating into device frames: they are on the device at the fork.
+#[test]
+fn kernel_fork_sample_migrating() {
+    kernel_sample("kernel_fork", "off");
+}

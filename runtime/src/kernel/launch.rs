@@ -284,11 +284,18 @@ struct Inner {
 
 impl Drop for Inner {
     /// Releases the pipelines and buffers in the internal heap, as they were made: the last
-    /// kernel holding a pipeline destroys it, and the driver may allocate while it does.
+    /// kernel holding a pipeline destroys it, and the driver may allocate while it does. In
+    /// the child of a `fork` they are left alone: the device is the parent's, and a driver
+    /// call there could free the parent's objects through the file descriptors both share.
     fn drop(&mut self) {
+        let pipelines = std::mem::take(self.pipelines.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let state = std::mem::take(self.state.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if crate::coherence::is_fork_child() {
+            std::mem::forget((pipelines, state));
+            return;
+        }
         let _internal = InternalScope::new();
-        drop(std::mem::take(self.pipelines.get_mut().unwrap_or_else(|p| p.into_inner())));
-        drop(std::mem::take(self.state.get_mut().unwrap_or_else(|p| p.into_inner())));
+        drop((pipelines, state));
     }
 }
 
