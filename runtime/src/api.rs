@@ -117,7 +117,11 @@ pub fn runtime() -> Result<&'static Space, Error> {
 /// device (after evicting) stays on the host. Waits for a launch running on another thread
 /// (as every `Space` migration does). In the child of a `fork`, moving home succeeds with
 /// nothing to do (everything is home) and moving to the device is [`Error::ForkChild`].
+/// A zero-length range is a successful no-op for any `p` (the runtime is not started).
 pub fn prefetch(p: *const u8, len: usize, loc: Location) -> Result<(), Error> {
+    if len == 0 {
+        return Ok(());
+    }
     if loc == Location::Host && coherence::is_fork_child() {
         return home_in_fork_child(p, len);
     }
@@ -154,8 +158,12 @@ pub enum Advice {
 /// [`crate::advice::MAX_RANGES`] advised ranges. Waits for a launch running on another
 /// thread. In the child of a `fork`, `PreferredHost` and `Clear` succeed with nothing to do
 /// (everything is home, and no launch will run there) and the others are
-/// [`Error::ForkChild`].
+/// [`Error::ForkChild`]. A zero-length range is a successful no-op for any `p`: nothing is
+/// applied or remembered (the runtime is not started).
 pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
+    if len == 0 {
+        return Ok(());
+    }
     if matches!(advice, Advice::PreferredHost | Advice::Clear) && coherence::is_fork_child() {
         return home_in_fork_child(p, len);
     }
@@ -180,12 +188,12 @@ pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
 }
 
 /// In the child of a `fork`, where all memory is home: a call that would keep `[p, p+len)`
-/// on the host has nothing to do. The range is still checked as the parent's runtime
-/// checks it (it must lie in the managed heap).
+/// on the host has nothing to do. The range (`len` > 0) is still checked as the parent's
+/// runtime checks it (it must lie in the managed heap).
 fn home_in_fork_child(p: *const u8, len: usize) -> Result<(), Error> {
     let (base, heap_len) = unimem_alloc::managed_range();
     let addr = p as usize;
-    match addr.checked_add(len.max(1)) {
+    match addr.checked_add(len) {
         Some(end) if addr >= base && end <= base + heap_len => Ok(()),
         _ => Err(CoherenceError::NotManaged { addr, len, base, heap_len }.into()),
     }
@@ -193,8 +201,12 @@ fn home_in_fork_child(p: *const u8, len: usize) -> Result<(), Error> {
 
 /// Forget the contents of the whole blocks inside `[p, p+len)`: device copies are dropped
 /// without copying back, and the memory reads as zero afterwards. Waits for a launch
-/// running on another thread. In the child of a `fork`: [`Error::ForkChild`].
+/// running on another thread. In the child of a `fork`: [`Error::ForkChild`]. A zero-length
+/// range is a successful no-op for any `p` (the runtime is not started).
 pub fn discard(p: *const u8, len: usize) -> Result<(), Error> {
+    if len == 0 {
+        return Ok(());
+    }
     Ok(runtime()?.discard(p as usize, len)?)
 }
 

@@ -66,7 +66,10 @@ int unimem_is_internal(void);
  * their p/v/socket forms, fread, fwrite); other system calls given a buffer allocated before
  * a kernel moved its block (stat into an old struct, open of a path a kernel's block holds)
  * fail with EFAULT in migrating mode: docs/ARCHITECTURE.md. Functions returning int give 0 on
- * success and -1 on failure, with unimem_last_error() saying why; data is never lost.
+ * success and -1 on failure, with unimem_last_error() saying why; data is never lost. A
+ * zero-length range (len 0) is a successful no-op for any pointer, NULL included, in
+ * unimem_prefetch, unimem_discard and unimem_advise (a bad location or advice value is
+ * still an error).
  *
  * fork: the child of a fork taken while the runtime ran inherits the memory, all of it on
  * the host (the fork brings device blocks home first), but not the device, which stays with

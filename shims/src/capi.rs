@@ -92,7 +92,8 @@ fn result(r: Result<(), unimem_rt::Error>) -> c_int {
 
 /// Move the memory `[p, p+len)` to `location` (`UNIMEM_HOST` or `UNIMEM_DEVICE`). Starts the
 /// runtime on first use. 0 on success, -1 with `unimem_last_error()` set otherwise; the
-/// memory's contents are never lost.
+/// memory's contents are never lost. `len` 0: 0 for any `p` (nothing to do), once
+/// `location` is valid.
 #[no_mangle]
 pub extern "C" fn unimem_prefetch(p: *const c_void, len: size_t, location: c_int) -> c_int {
     let loc = match location {
@@ -104,7 +105,8 @@ pub extern "C" fn unimem_prefetch(p: *const c_void, len: size_t, location: c_int
 }
 
 /// Forget the contents of the whole blocks inside `[p, p+len)`: device copies are dropped
-/// without copying anything back, and the memory reads as zero afterwards. 0 or -1.
+/// without copying anything back, and the memory reads as zero afterwards. 0 or -1; `len` 0:
+/// 0 for any `p`.
 #[no_mangle]
 pub extern "C" fn unimem_discard(p: *mut c_void, len: size_t) -> c_int {
     result(unimem_rt::discard(p as *const u8, len))
@@ -159,7 +161,8 @@ pub const UNIMEM_ADVISE_PREFERRED_HOST: c_int = 2;
 pub const UNIMEM_ADVISE_PREFERRED_DEVICE: c_int = 3;
 pub const UNIMEM_ADVISE_MIRROR: c_int = 4;
 
-/// Advise where `[p, p+len)` should live; applied once, now (see `unimem::advise`). 0 or -1.
+/// Advise where `[p, p+len)` should live; applied now and remembered (see `unimem::advise`).
+/// 0 or -1; `len` 0: 0 for any `p` (nothing applied or remembered), once `advice` is valid.
 #[no_mangle]
 pub extern "C" fn unimem_advise(p: *const c_void, len: size_t, advice: c_int) -> c_int {
     use unimem_rt::Advice;

@@ -740,3 +740,31 @@ fn fork_child_can_write_shared_memory() {
     assert!(libc::WIFEXITED(sig) && libc::WEXITSTATUS(sig) == 0, "child status {sig:#x}");
     assert_eq!(v[3], 10, "the parent's memory changed");
 }
+
+/// A zero-length range is a successful no-op for any pointer (null, the stack, the heap, the
+/// end of the address space): prefetch, advise and discard move nothing and record no advice;
+/// the block of a managed pointer stays as it was.
+#[test]
+fn zero_length_ranges_are_no_ops() {
+    use unimem::{Advice, Location};
+    let _s = serial();
+    let (space, _dev) = setup();
+    let v = buffer(1);
+    let (addr, _) = range(&v);
+    let b = space.block_of(addr).unwrap();
+    let local = 0u8;
+    let advised = unimem::advice::ranges().len();
+    for p in [std::ptr::null(), &local as *const u8, addr as *const u8, usize::MAX as *const u8] {
+        for loc in [Location::Host, Location::Device] {
+            unimem::prefetch(p, 0, loc).unwrap_or_else(|e| panic!("prefetch({p:p}, 0, {loc:?}): {e}"));
+            assert_eq!(space.state(b), State::Host, "after prefetch({p:p}, 0, {loc:?})");
+        }
+        for advice in [Advice::ReadMostly, Advice::PreferredHost, Advice::PreferredDevice, Advice::Mirror, Advice::Clear] {
+            unimem::advise(p, 0, advice).unwrap_or_else(|e| panic!("advise({p:p}, 0, {advice:?}): {e}"));
+            assert_eq!(space.state(b), State::Host, "after advise({p:p}, 0, {advice:?})");
+        }
+        unimem::discard(p, 0).unwrap_or_else(|e| panic!("discard({p:p}, 0): {e}"));
+    }
+    assert_eq!(unimem::advice::ranges().len(), advised);
+    assert_eq!(v[7], 22, "the data");
+}

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "unimem.h"
 
@@ -35,6 +36,20 @@ int main(void) {
     CHECK(unimem_heap_of(i) == UNIMEM_HEAP_INTERNAL && unimem_is_managed(i) == 0);
     unimem_internal_exit();
     CHECK(unimem_is_internal() == 0);
+    /* A zero-length range is a successful no-op for any pointer (the runtime need not
+     * start); the location and the advice are still checked. */
+    const void *ptrs[] = {NULL, &local, m, (void *)UINTPTR_MAX};
+    for (int k = 0; k < 4; k++) {
+        CHECK(unimem_prefetch(ptrs[k], 0, UNIMEM_HOST) == 0);
+        CHECK(unimem_prefetch(ptrs[k], 0, UNIMEM_DEVICE) == 0);
+        CHECK(unimem_advise(ptrs[k], 0, UNIMEM_ADVISE_READ_MOSTLY) == 0);
+        CHECK(unimem_advise(ptrs[k], 0, UNIMEM_ADVISE_CLEAR) == 0);
+        CHECK(unimem_discard((void *)ptrs[k], 0) == 0);
+        CHECK(unimem_prefetch(ptrs[k], 0, 2) == -1);
+        CHECK(strstr(unimem_last_error(), "location 2"));
+        CHECK(unimem_advise(ptrs[k], 0, -1) == -1);
+        CHECK(strstr(unimem_last_error(), "advice -1"));
+    }
     free(m);
     free(i);
     printf("PASS capi\n");
