@@ -141,8 +141,10 @@ int unimem_advise(const void *p, size_t len, int advice);
  * Accesses to memory not on the device fault and the invocation is replayed; stores and
  * atomics are applied once (docs/MEMORY-MODEL.md). Helper functions and var<private> are
  * fine; a kernel declares no buffers, textures, var<workgroup> or barriers of its own (a
- * replayed invocation runs outside its workgroup), uses no other unimem_ names, and does
- * not redeclare at module scope a WGSL built-in the runtime's code calls (fn select, ...).
+ * replayed invocation runs outside its workgroup), uses no other unimem_ names, declares
+ * no name beginning with unimem_, UNIMEM_ or Unimem (reserved for the prelude: functions,
+ * structs, constants, variables, parameters and locals alike), and does not redeclare at
+ * module scope a WGSL built-in the runtime's code calls (fn select, ...).
  * Every loop counts its iterations: past the step limit (2^24; 60 000 on lavapipe) the
  * launch fails, naming the invocation, instead of hanging the device (UNIMEM_LOOP_GUARD=off
  * leaves loops unguarded). Needs a Vulkan device. */

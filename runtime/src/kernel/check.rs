@@ -13,6 +13,9 @@
 //!   what they say (and a barrier some invocations of a workgroup skip is undefined);
 //! - of the runtime's names, only the accessors (`prelude::ACCESSORS`): the rest (frames,
 //!   page table, logs, control counters) would bypass translation and replay;
+//! - no declaration of a name with a prefix of the runtime's (`unimem_`, `UNIMEM_`,
+//!   `Unimem`): not at module scope, where it would collide with the prelude's names, nor as
+//!   a parameter or local ([`reserved_names`], checked on the text, before parsing);
 //! - no module-scope declaration of a WGSL built-in the runtime's code uses (`fn min`,
 //!   `alias u64`): it would replace the built-in in the runtime's code too, which then
 //!   fails to compile at a line the user never wrote, or compiles and computes something
@@ -32,15 +35,17 @@ pub fn in_users_part(span: Span, user_len: usize) -> bool {
     span.to_range().is_some_and(|r| r.start < user_len)
 }
 
+/// The line (1-based) of byte `at` of `src` (at most `src.len()`).
+fn line_at(src: &str, at: usize) -> usize {
+    src[..at].matches('\n').count() + 1
+}
+
 /// Checks the user's part of `module` (the first `user.len()` bytes of its source), whose
 /// entry function is `entry`; `float64` is `Err(device name)` when the device has no 64-bit
 /// floats, and then a kernel that uses `f64` (a type or a literal) is refused.
 pub fn user_kernel(module: &Module, user: &str, entry: &str, float64: Result<(), &str>) -> Result<(), Violation> {
     let mine = |span: Span| in_users_part(span, user.len());
-    let line = |span: Span| {
-        let at = span.to_range().map_or(0, |r| r.start.min(user.len()));
-        user[..at].matches('\n').count() + 1
-    };
+    let line = |span: Span| line_at(user, span.to_range().map_or(0, |r| r.start.min(user.len())));
     if let Some(ep) = module.entry_points.iter().find(|ep| ep.name != ENTRY_POINT) {
         let at = ep.function.body.span_iter().next().map_or(1, |(_, s)| line(*s));
         return Err((at, format!("`{}` is an entry point (`@compute`); the runtime adds the entry point and calls `fn {entry}(id: u32)` once per invocation: declare that plain function instead", ep.name)));
@@ -189,7 +194,7 @@ pub fn shadowed_builtins(user: &str, runtime: &str, entry: &str) -> Result<(), V
             .count();
         if uses > usize::from(name == entry) {
             return Err((
-                user[..at].matches('\n').count() + 1,
+                line_at(user, at),
                 format!("`{name}` is a WGSL built-in that the runtime's code uses: a kernel cannot declare its own at module scope (it would replace the built-in there too); rename it"),
             ));
         }
@@ -257,34 +262,118 @@ fn tokens(src: &str) -> impl Iterator<Item = Token<'_>> + '_ {
     })
 }
 
-/// The names `src` declares at module scope, with their byte offsets: the identifier after
-/// `fn`, `alias`, `struct`, `const`, `override` or `var` (and its `<...>`), outside braces
-/// and comments. A malformed declaration is skipped: the parser reports it.
-pub(crate) fn module_scope_names(src: &str) -> Vec<(&str, usize)> {
-    const KEYWORDS: [&str; 6] = ["fn", "alias", "struct", "const", "override", "var"];
-    let (mut names, mut depth, mut declaring, mut template) = (Vec::new(), 0usize, false, false);
-    for t in tokens(src) {
-        match t {
-            // `var<private>`: the template comes between the keyword and the name.
-            Token::Punct(b'>') if template => template = false,
-            _ if template => {}
-            Token::Word(word, at) if depth == 0 && declaring => {
-                names.push((word, at));
-                declaring = false;
-            }
-            Token::Word(word, _) => declaring = depth == 0 && KEYWORDS.contains(&word),
-            Token::Punct(b'<') if declaring => template = true,
-            Token::Punct(c) => {
-                match c {
-                    b'{' => depth += 1,
-                    b'}' => depth = depth.saturating_sub(1),
-                    _ => {}
+/// A name a WGSL source declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Declaration<'a> {
+    /// The name.
+    pub name: &'a str,
+    /// Its byte offset in the source.
+    pub at: usize,
+    /// What declares it: `fn`, `alias`, `struct`, `const`, `override`, `var`, `let`, or
+    /// `parameter` (of a function).
+    pub kind: &'a str,
+    /// Declared outside braces (a module-scope item); parameters and locals are not.
+    pub module_scope: bool,
+}
+
+/// The names `src` declares, in order: the identifier after `fn`, `alias`, `struct`,
+/// `const`, `override`, `var` (and its `<...>`) or `let`, at any depth, and the parameters of
+/// each `fn` (an identifier followed by `:` inside its parentheses); comments skipped. Not
+/// struct members (they are reached as `.name` only, and shadow nothing). A malformed
+/// declaration is skipped: the parser reports it.
+pub(crate) fn declarations(src: &str) -> Vec<Declaration<'_>> {
+    const KEYWORDS: [&str; 7] = ["fn", "alias", "struct", "const", "override", "var", "let"];
+    let t: Vec<Token> = tokens(src).collect();
+    let (mut found, mut depth, mut i) = (Vec::new(), 0usize, 0);
+    while i < t.len() {
+        match t[i] {
+            Token::Punct(b'{') => depth += 1,
+            Token::Punct(b'}') => depth = depth.saturating_sub(1),
+            Token::Word(kind, _) if KEYWORDS.contains(&kind) => {
+                // `var<private>`: the template comes between the keyword and the name.
+                let named = match t.get(i + 1) {
+                    Some(Token::Punct(b'<')) => t[i..].iter().position(|&x| x == Token::Punct(b'>')).map_or(t.len(), |p| i + p + 1),
+                    _ => i + 1,
+                };
+                if let Some(&Token::Word(name, at)) = t.get(named) {
+                    found.push(Declaration { name, at, kind, module_scope: depth == 0 });
+                    if kind == "fn" {
+                        found.extend(parameters(&t[named + 1..]));
+                    }
+                    i = named;
                 }
-                declaring = false;
             }
+            _ => {}
+        }
+        i += 1;
+    }
+    found
+}
+
+/// The parameters of the parenthesised list `t` starts with (a function's, after its name):
+/// the identifiers followed by `:` directly inside it (attribute arguments are nested).
+fn parameters<'a>(t: &[Token<'a>]) -> Vec<Declaration<'a>> {
+    let mut found = Vec::new();
+    if t.first() != Some(&Token::Punct(b'(')) {
+        return found;
+    }
+    let mut depth = 0usize;
+    for (k, tok) in t.iter().enumerate() {
+        match *tok {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') if depth == 1 => break,
+            Token::Punct(b')') => depth -= 1,
+            Token::Word(name, at) if depth == 1 && t.get(k + 1) == Some(&Token::Punct(b':')) => {
+                found.push(Declaration { name, at, kind: "parameter", module_scope: false });
+            }
+            _ => {}
         }
     }
-    names
+    found
+}
+
+/// The names `src` declares at module scope, with their byte offsets ([`declarations`]
+/// outside braces).
+pub(crate) fn module_scope_names(src: &str) -> Vec<(&str, usize)> {
+    declarations(src).into_iter().filter(|d| d.module_scope).map(|d| (d.name, d.at)).collect()
+}
+
+/// The prefixes of the runtime's names in a kernel's module (its functions, accessors and
+/// variables, its constants, its types): every name the prelude declares has one, and a
+/// kernel declares none ([`reserved_names`]).
+pub const RESERVED_PREFIXES: [&str; 3] = ["unimem_", "UNIMEM_", "Unimem"];
+
+/// True when `name` starts with one of the [`RESERVED_PREFIXES`].
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Refuses a declaration in `user` of a name with a reserved prefix, at the declaration's
+/// line, naming it. Any declaration: at module scope it would collide with the prelude's
+/// (naga then reports a redefinition at a line of the prelude) or with a name a later
+/// prelude adds; a parameter or local would shadow an accessor in the user's own code, and
+/// the prefix stays the runtime's, as in C's reserved identifiers. Uses are fine (calling
+/// `unimem_load_u32(p)` is the point), and so are struct members. Runs before parsing, since
+/// the parser stops at a redefinition.
+pub fn reserved_names(user: &str) -> Result<(), Violation> {
+    let Some(d) = declarations(user).into_iter().find(|d| is_reserved(d.name)) else {
+        return Ok(());
+    };
+    let what = match d.kind {
+        "fn" => "function",
+        "alias" => "type alias",
+        "const" => "constant",
+        "var" | "override" => "variable",
+        "let" => "local",
+        other => other,
+    };
+    Err((
+        line_at(user, d.at),
+        format!(
+            "`{}`: names beginning with `unimem_`, `UNIMEM_` or `Unimem` are reserved for the runtime's prelude, which the kernel is compiled with; rename this {what} (a kernel calls the prelude's accessors, such as `unimem_load_u32(p)`, but declares none of these names)",
+            d.name
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -310,6 +399,47 @@ mod tests {
         assert_eq!(names, ["a", "b", "c", "g", "h", "j", "k"]);
         let at = module_scope_names(src).iter().find(|(n, _)| *n == "k").unwrap().1;
         assert_eq!(&src[at..at + 1], "k");
+    }
+
+    #[test]
+    fn declarations_include_parameters_and_locals_but_not_members() {
+        let src = "struct S { m: u32 }\n@compute @workgroup_size(1) fn f(@builtin(global_invocation_id) g: vec3<u32>, p: ptr<function, u32>) -> u32 {\n  let a = 1u;\n  for (var<function> b = 0u; b < 2u; b++) { const c = 3u; }\n  return s.m;\n}\nfn h() {}\n/* let d = 4u; */";
+        let found: Vec<(&str, &str, bool)> = declarations(src).into_iter().map(|d| (d.name, d.kind, d.module_scope)).collect();
+        assert_eq!(
+            found,
+            [("S", "struct", true), ("f", "fn", true), ("g", "parameter", false), ("p", "parameter", false), ("a", "let", false), ("b", "var", false), ("c", "const", false), ("h", "fn", true)]
+        );
+        let at = declarations(src)[4].at;
+        assert_eq!(&src[at..at + 1], "a");
+    }
+
+    #[test]
+    fn the_runtimes_prefixes_cannot_be_declared() {
+        let cases = [
+            ("struct UnimemRound { x: u32 }", 1, "`UnimemRound`", "struct"),
+            ("fn f(id: u32) {}\nfn unimem_load_u32(p: u64) -> u32 { return 0u; }", 2, "`unimem_load_u32`", "function"),
+            ("var<private> unimem_round: u32;", 1, "`unimem_round`", "variable"),
+            ("\nconst UNIMEM_FAIL = 1u;", 2, "`UNIMEM_FAIL`", "constant"),
+            ("alias UnimemPtr = u64;", 1, "`UnimemPtr`", "type alias"),
+            ("fn f(id: u32) {\n  let unimem_x = id;\n}", 2, "`unimem_x`", "local"),
+            ("fn f(id: u32) {\n  var unimem_x = id;\n}", 2, "`unimem_x`", "variable"),
+            ("fn f(unimem_id: u32) {}", 1, "`unimem_id`", "parameter"),
+        ];
+        for (user, line, name, kind) in cases {
+            let (l, what) = reserved_names(user).expect_err(user);
+            assert_eq!(l, line, "{user}");
+            assert!(what.starts_with(name) && what.contains(&format!("rename this {kind} ")), "{user}: {what}");
+            assert!(what.contains("reserved for the runtime's prelude"), "{what}");
+        }
+        // Uses of the accessors, members, names that only contain the prefix, comments.
+        for user in [
+            "fn f(id: u32) { unimem_store_u32(unimem_arg_ptr(0u), unimem_load_u32(unimem_arg_ptr(2u))); }",
+            "struct S { unimem_x: u32 }\nfn f(id: u32) { let s = S(1u); let y = s.unimem_x; }",
+            "const my_unimem = 1u;\nfn unimemory() {}\nalias UNIMEMx = u32;",
+            "// fn unimem_load_u32(p: u64) -> u32\n/* struct UnimemRound {} */ fn f(id: u32) {}",
+        ] {
+            assert_eq!(reserved_names(user), Ok(()), "{user}");
+        }
     }
 
     #[test]

@@ -392,7 +392,8 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
     let report = dev.device().report();
     let float64 = report.shader_float64.then_some(()).ok_or(report.name.as_str());
     let name = format!("kernel `{entry}`");
-    check::shadowed_builtins(user, &source[user.len()..], entry)
+    check::reserved_names(user)
+        .and_then(|()| check::shadowed_builtins(user, &source[user.len()..], entry))
         .map_err(|(line, what)| CompileError::Rule { source_name: name.clone(), line, what })?;
     let prepare = |m: &mut naga::Module| {
         check::user_kernel(m, user, entry, float64)?;

@@ -1044,6 +1044,47 @@ fn kernels_that_break_the_abi_are_refused_at_their_line() {
     }
 }
 
+/// A kernel that declares a name of the runtime's prefixes (`unimem_`, `UNIMEM_`, `Unimem`)
+/// anywhere (a function, struct, alias, constant, global, parameter or local; even one the
+/// prelude does not use yet) is refused at the declaration's line of the user's source,
+/// naming it, instead of with naga's error at a line of the prelude; calls of the accessors,
+/// struct members and other names that merely contain `unimem` are fine, and kernels keep
+/// compiling and running after a refusal.
+#[test]
+fn kernels_that_declare_the_runtimes_names_are_refused_at_their_line() {
+    let _s = serial();
+    let test = "kernels_that_declare_the_runtimes_names_are_refused_at_their_line";
+    let Some(_) = kernel(test, DOUBLE, "double") else { return };
+    let cases: &[(&str, usize, &str)] = &[
+        ("struct UnimemRound { x: u32 }\nfn f(id: u32) { }", 1, "UnimemRound"),
+        ("fn f(id: u32) { }\n\nfn unimem_load_u32(p: u64) -> u32 { return 0u; }", 3, "unimem_load_u32"),
+        ("var<private> unimem_round: u32;\nfn f(id: u32) { }", 1, "unimem_round"),
+        ("// flags\nconst UNIMEM_FAIL = 1u;\nfn f(id: u32) { }", 2, "UNIMEM_FAIL"),
+        ("alias UnimemPointer = u64;\nfn f(id: u32) { }", 1, "UnimemPointer"),
+        ("fn unimem_helper() -> u32 { return 1u; }\nfn f(id: u32) { }", 1, "unimem_helper"),
+        ("fn f(id: u32) {\n    let unimem_x = id;\n}", 2, "unimem_x"),
+        ("fn f(unimem_id: u32) { }", 1, "unimem_id"),
+        ("fn f(id: u32) {\n    for (var unimem_i = 0u; unimem_i < 2u; unimem_i++) { }\n}", 2, "unimem_i"),
+    ];
+    for &(src, line, name) in cases {
+        let e = unimem::Kernel::new(src, "f").err().unwrap_or_else(|| panic!("accepted: {src}")).to_string();
+        for want in [format!("kernel `f`, line {line}: `{name}`"), "reserved for the runtime's prelude".into(), "`unimem_`".into(), "`Unimem`".into()] {
+            assert!(e.contains(&want), "{src:?}: {e:?} lacks {want:?}");
+        }
+    }
+    // Calls of the accessors, members and names that only contain `unimem`; a declaration in
+    // a comment. And kernels still compile and run.
+    let src = "struct Pair { unimem_a: u32, b: u32 }\nconst my_unimem = 1u;\nfn unimemory(x: u32) -> u32 { return x + my_unimem; }\n// fn unimem_load_u32(p: u64) -> u32\nfn f(id: u32) {\n    let p = Pair(unimemory(id), 0u);\n    unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, p.unimem_a + unimem_load_u32(unimem_arg_ptr(0u) + u64(id) * 4lu));\n}";
+    let k = unimem::Kernel::new(src, "f").unwrap_or_else(|e| panic!("{e}"));
+    let mut out = vec![10u32; 4];
+    k.launch(4, &Args::new().ptr_mut(&mut out[..])).unwrap();
+    assert_eq!(out, [11, 12, 13, 14]);
+    let Some(d) = kernel(test, DOUBLE, "double") else { return };
+    let (src, mut dst) = (vec![1u32, 2, 3], vec![0u32; 3]);
+    d.launch(3, &Args::new().ptr(&src[..]).ptr_mut(&mut dst[..])).unwrap();
+    assert_eq!(dst, [3, 5, 7]);
+}
+
 const AXPY_F64: &str = "
 fn axpy(id: u32) {
     let x = unimem_arg_ptr(0u);
