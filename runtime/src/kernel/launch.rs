@@ -428,10 +428,10 @@ impl Kernel {
         let (space, dev) = vulkan_runtime()?;
         let valid_name = entry.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !entry.starts_with("unimem_");
+            && !check::is_reserved(entry);
         let refused = if !valid_name {
             Some(format!(
-                "`{}` cannot name an entry function: use an identifier of ASCII letters, digits and `_`, not starting with a digit or `unimem_`",
+                "`{}` cannot name an entry function: use an identifier of ASCII letters, digits and `_`, not starting with a digit or a prefix of the runtime's (`unimem_`, `UNIMEM_`, `Unimem`)",
                 entry.escape_debug()
             ))
         } else if !check::defines(wgsl, entry) {
