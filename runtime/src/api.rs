@@ -109,7 +109,8 @@ pub fn runtime() -> Result<&'static Space, Error> {
     }
     unimem_alloc::init();
     let started = open_device().and_then(|dev| Ok(coherence::install(dev, None)?));
-    *slot = Some(started.as_ref().map(|s| *s).map_err(|e| e.to_string()));
+    // Remembered without the prefix, which `StartFailed`'s message puts before it again.
+    *slot = Some(started.as_ref().map(|s| *s).map_err(|e| e.to_string().trim_start_matches("unimem: ").to_owned()));
     started
 }
 

@@ -5,6 +5,8 @@
 //! the shim keep their own options; when the project-wide options table lands these entries
 //! move into it unchanged.)
 
+use crate::faults::protect::FaultMode;
+
 /// One environment option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnvOption {
@@ -27,18 +29,6 @@ impl EnvOption {
     /// The raw value, `None` when unset or empty.
     pub fn value_os(&self) -> Option<std::ffi::OsString> {
         std::env::var_os(self.name).filter(|v| !v.is_empty())
-    }
-
-    /// True when the variable is set to `1`, `true`, `yes` or `on` (case-insensitive).
-    pub fn is_enabled(&self) -> bool {
-        self.value()
-            .map(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "1" | "true" | "yes" | "on"
-                )
-            })
-            .unwrap_or(false)
     }
 }
 
@@ -238,6 +228,17 @@ pub fn discover() -> Result<bool, String> {
 /// `UNIMEM_LOOP_GUARD`, validated: whether new kernels guard their loops (default on).
 pub fn loop_guard() -> Result<bool, String> {
     on_off(&LOOP_GUARD, true)
+}
+
+/// `UNIMEM_REQUIRE_DEVICE`, validated: whether tests fail without a device (default off).
+pub fn require_device() -> Result<bool, String> {
+    on_off(&REQUIRE_DEVICE, false)
+}
+
+/// `UNIMEM_FAULTS`, validated: the fault mechanism asked for (`None`: auto, the fastest
+/// this process can use).
+pub fn faults() -> Result<Option<FaultMode>, String> {
+    choose(&FAULTS, None, &[(&["auto"], None), (&["uffd"], Some(FaultMode::Uffd)), (&["mprotect"], Some(FaultMode::Mprotect))])
 }
 
 /// The on/off option `opt` (`on`, `1`, `yes`, `true`; `off`, `0`, `no`, `false`), `default`

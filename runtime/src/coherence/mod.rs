@@ -60,8 +60,8 @@ pub enum InstallError {
         /// What to do.
         hint: &'static str,
     },
-    /// `UNIMEM_FAULTS` has a value we do not know.
-    #[error("UNIMEM_FAULTS={0:?} is not one of auto, uffd, mprotect")]
+    /// `UNIMEM_FAULTS` has a value we do not know (the message names it and the values).
+    #[error("{0}")]
     BadMode(String),
     /// The device object lives in the managed heap, where it could migrate while the fault
     /// handler reads it.
@@ -85,15 +85,7 @@ pub fn space() -> Option<&'static Space> {
 
 /// The fault mechanism `UNIMEM_FAULTS` asks for (`None` = auto).
 pub fn requested_mode() -> Result<Option<FaultMode>, InstallError> {
-    match crate::options::FAULTS.value() {
-        None => Ok(None),
-        Some(v) => match v.as_str() {
-            "auto" => Ok(None),
-            "uffd" => Ok(Some(FaultMode::Uffd)),
-            "mprotect" => Ok(Some(FaultMode::Mprotect)),
-            _ => Err(InstallError::BadMode(v)),
-        },
-    }
+    crate::options::faults().map_err(InstallError::BadMode)
 }
 
 fn open_protector(base: usize, len: usize, mode: Option<FaultMode>) -> Result<Box<dyn Protector>, InstallError> {

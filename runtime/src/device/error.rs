@@ -140,6 +140,11 @@ pub enum DeviceError {
     #[error("invalid use of the device layer: {0}")]
     Usage(String),
 
+    /// An `UNIMEM_*` option has a bad value (the message names the variable, its value and
+    /// what it accepts).
+    #[error("{0}")]
+    Config(String),
+
     /// Any other failing Vulkan call.
     #[error(
         "{call} failed with VK_{result:?} ({result}). This is a driver-level failure; to see why, install the \

@@ -105,14 +105,15 @@ impl Default for MigrateConfig {
 }
 
 impl MigrateConfig {
-    /// The defaults with `UNIMEM_BLOCK_SIZE`, `UNIMEM_DEVICE_MEMORY` and `UNIMEM_DEVICE_COPY`
-    /// applied. An invalid value is a [`DeviceError::Usage`] naming the variable.
+    /// The defaults with `UNIMEM_BLOCK_SIZE`, `UNIMEM_DEVICE_MEMORY`, `UNIMEM_DEVICE_COPY` and
+    /// `UNIMEM_IN_PLACE` applied. An invalid value is a [`DeviceError::Config`] naming the
+    /// variable.
     pub fn from_env() -> DeviceResult<MigrateConfig> {
         Ok(MigrateConfig {
-            block_size: options::block_size().map_err(DeviceError::Usage)?,
-            pool_bytes: options::device_memory().map_err(DeviceError::Usage)?,
-            copy: options::device_copy().map_err(DeviceError::Usage)?,
-            in_place: options::in_place().map_err(DeviceError::Usage)?,
+            block_size: options::block_size().map_err(DeviceError::Config)?,
+            pool_bytes: options::device_memory().map_err(DeviceError::Config)?,
+            copy: options::device_copy().map_err(DeviceError::Config)?,
+            in_place: options::in_place().map_err(DeviceError::Config)?,
             ..MigrateConfig::default()
         })
     }

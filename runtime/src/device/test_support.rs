@@ -9,8 +9,10 @@ use super::{Device, DeviceError};
 use crate::options;
 
 /// True when tests must fail rather than skip without a device (`UNIMEM_REQUIRE_DEVICE=1`).
+/// Panics on a value that is neither on nor off, naming it: a misspelt `1` must not turn
+/// failures back into skips.
 pub fn device_required() -> bool {
-    options::REQUIRE_DEVICE.is_enabled()
+    options::require_device().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Applies the rule to any result: `Some(value)` on success; on an "unavailable" error,

@@ -555,6 +555,8 @@ impl Kernel {
     /// most recently used so that migrating faulted blocks evicts other blocks first (a lone
     /// invocation's rounds do not: the whole pool is its own).
     fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], touched: &mut Vec<u32>, report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
+        // Read in place too, where it changes nothing, so that a bad value is an error there.
+        let discover = crate::options::discover().map_err(Error::Config)?;
         if dev.in_place() {
             // Mapping costs no copy and no frame: map every live block not mapped yet, so that
             // the launch faults only on memory allocated while it runs (or freed memory).
@@ -598,7 +600,7 @@ impl Kernel {
         // it: once resident these blocks are no longer scanned, so a block the CPU changes
         // behind them is found through the history.
         let mut found = Vec::new();
-        if crate::options::discover().map_err(Error::Config)? {
+        if discover {
             let known: Vec<u32> = want.iter().map(|&(b, _)| b).collect();
             let room = capacity.saturating_sub(want.len());
             found = discover::reachable(space, &roots, &known, room);
