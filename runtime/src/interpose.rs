@@ -26,7 +26,7 @@
 
 use crate::coherence;
 use crate::faults::handler;
-use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t, ssize_t, FILE};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 
 /// Resolve the next definition of `name` (libc's) once.
@@ -46,8 +46,17 @@ fn next(cache: &AtomicUsize, name: &std::ffi::CStr) -> usize {
     f
 }
 
+/// libc's definition of `name`, as a function pointer: `real!(read: fn(c_int, *mut c_void,
+/// size_t) -> ssize_t)`; `fn(T, ...; ...) -> R` for a C variadic function (called with the
+/// variadic convention).
 macro_rules! real {
-    ($name:ident : fn($($t:ty),*) -> $r:ty) => {{
+    ($name:ident : fn($($t:ty),*) -> $r:ty) => {
+        real!(@ $name, unsafe extern "C" fn($($t),*) -> $r)
+    };
+    ($name:ident : fn($($t:ty),* ; ...) -> $r:ty) => {
+        real!(@ $name, unsafe extern "C" fn($($t),*, ...) -> $r)
+    };
+    (@ $name:ident, $fty:ty) => {{
         static CACHE: AtomicUsize = AtomicUsize::new(0);
         let f = next(&CACHE, {
             // NUL-terminated symbol name.
@@ -56,25 +65,80 @@ macro_rules! real {
             unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(N.as_bytes()) }
         });
         // SAFETY: `f` is libc's definition of this very function, with this signature.
-        unsafe { std::mem::transmute::<usize, unsafe extern "C" fn($($t),*) -> $r>(f) }
+        unsafe { std::mem::transmute::<usize, $fty>(f) }
     }};
 }
 
-/// Make `[p, p+len)` safe for the kernel to read (`kernel_writes` false) or write. On a
-/// coherence error the buffer is left as it is and the system call reports `EFAULT`.
+/// Defines `#[no_mangle]` wrappers, each of which runs its block (making the buffers it names
+/// host-accessible), then calls libc's definition with the same arguments and returns its
+/// result; `errno` is what that call leaves (the block keeps it).
+///
+/// `fn name(a: A, b: B) -> R { ... }` forwards `a` and `b` as they are. `fn name(a: A; v: V)
+/// -> R { ... }` is for a C function declared `R name(A a, ...)` whose variadic part is one
+/// optional integer (`open`'s mode): the wrapper receives it as a fixed argument `v` and
+/// forwards it as a variadic one. On x86-64 (System V) and aarch64 Linux (AAPCS64) a
+/// variadic caller passes an `int`-sized integer in the same register as a named argument
+/// of that position, so the fixed parameter reads what the caller passed; a caller that
+/// passed nothing there leaves an unspecified register value, which libc ignores as it
+/// would have (it reads the mode only for the flags that require one). Only those
+/// architectures define such wrappers.
+macro_rules! wrap {
+    () => {};
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* ; $v:ident: $vt:ty) -> $r:ty $prepare:block $($rest:tt)*) => {
+        $(#[$m])*
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*, $v: $vt) -> $r {
+            $prepare
+            let f = real!($name: fn($($t),* ; ...) -> $r);
+            // SAFETY: forwarding the caller's arguments to libc's definition, the optional
+            // one as the caller passed it (see `wrap!`).
+            unsafe { f($($a),*, $v) }
+        }
+        wrap!($($rest)*);
+    };
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),*) -> $r:ty $prepare:block $($rest:tt)*) => {
+        $(#[$m])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            $prepare
+            let f = real!($name: fn($($t),*) -> $r);
+            // SAFETY: forwarding the caller's arguments to libc's definition.
+            unsafe { f($($a),*) }
+        }
+        wrap!($($rest)*);
+    };
+}
+
+/// Make `[p, p+len)` safe for the kernel to read (`kernel_writes` false) or write: blocks
+/// of the managed heap on the device come home (for writes, read-only ones become
+/// writable). Before coherence is installed this is one atomic load; after, one state load
+/// per block when nothing needs doing. Keeps `errno`. On a coherence error the buffer is
+/// left as it is (with a line on stderr) and the system call reports `EFAULT`.
 #[inline]
 fn prepare(p: *const c_void, len: usize, kernel_writes: bool) {
-    if len == 0 {
-        return;
-    }
     if let Some(s) = coherence::space() {
-        if s.block_of(p as usize).is_some() {
-            if let Err(e) = s.make_host_accessible(p as usize, len, kernel_writes) {
-                let _i = unimem_alloc::InternalScope::new();
-                eprintln!("unimem: cannot make the buffer {p:?}+{len} host-accessible for a system call: {e}");
-            }
+        if len != 0 && !s.host_accessible(p as usize, len, kernel_writes) {
+            make_accessible(s, p as usize, len, kernel_writes);
         }
     }
+}
+
+/// [`prepare`]'s transitions, which make system calls: `errno` is saved around them.
+#[cold]
+fn make_accessible(s: &coherence::Space, addr: usize, len: usize, kernel_writes: bool) {
+    let saved = unimem_alloc::os::errno();
+    if let Err(e) = s.make_host_accessible(addr, len, kernel_writes) {
+        let _i = unimem_alloc::InternalScope::new();
+        eprintln!("unimem: cannot make the buffer {addr:#x}+{len} host-accessible for a system call: {e}");
+    }
+    unimem_alloc::os::set_errno(saved);
+}
+
+/// [`prepare`] for one `T` at `p` (null is fine: outside the heap).
+#[inline]
+fn prepare_one<T>(p: *const T, kernel_writes: bool) {
+    prepare(p.cast(), std::mem::size_of::<T>(), kernel_writes);
 }
 
 /// Makes a fresh allocation `[p, p+len)` of the C heap writable on the host before the
@@ -87,193 +151,89 @@ fn prepare(p: *const c_void, len: usize, kernel_writes: bool) {
 /// state load per block when nothing is needed, nothing before coherence is installed.
 #[inline]
 pub fn fresh_allocation(p: *const u8, len: usize) {
-    if let Some(s) = coherence::space() {
-        if !s.host_writable(p as usize, len) {
-            fresh_allocation_slow(p, len);
-        }
-    }
-}
-
-#[cold]
-fn fresh_allocation_slow(p: *const u8, len: usize) {
-    // The migration a block may need makes system calls; allocating keeps `errno`.
-    let saved = unimem_alloc::os::errno();
     prepare(p.cast(), len, true);
-    unimem_alloc::os::set_errno(saved);
 }
 
+/// An array of `n` iovecs (which the kernel reads) and the buffers they describe.
 fn prepare_iov(iov: *const iovec, n: c_int, kernel_writes: bool) {
-    if iov.is_null() || n <= 0 {
+    if iov.is_null() || n <= 0 || coherence::space().is_none() {
         return;
     }
-    // SAFETY: the caller passes `n` valid iovecs (the system call's own contract).
+    prepare(iov.cast(), std::mem::size_of::<iovec>().saturating_mul(n as usize), false);
+    // SAFETY: the caller passes `n` valid iovecs (the system call's own contract),
+    // host-readable now.
     let iov = unsafe { std::slice::from_raw_parts(iov, n as usize) };
     for v in iov {
         prepare(v.iov_base, v.iov_len, kernel_writes);
     }
 }
 
+/// A `msghdr` (which the kernel updates on receive) and everything it points to.
 fn prepare_msg(msg: *const msghdr, kernel_writes: bool) {
-    if msg.is_null() {
+    if msg.is_null() || coherence::space().is_none() {
         return;
     }
-    // SAFETY: the caller passes a valid msghdr (the system call's own contract).
+    prepare_one(msg, kernel_writes);
+    // SAFETY: the caller passes a valid msghdr (the system call's own contract), host-readable now.
     let m = unsafe { &*msg };
     prepare_iov(m.msg_iov, m.msg_iovlen as c_int, kernel_writes);
     prepare(m.msg_control, m.msg_controllen, kernel_writes);
     prepare(m.msg_name, m.msg_namelen as usize, kernel_writes);
 }
 
-/// `read(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-    prepare(buf, n, true);
-    let f = real!(read: fn(c_int, *mut c_void, size_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n) }
-}
-
-/// `write(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-    prepare(buf, n, false);
-    let f = real!(write: fn(c_int, *const c_void, size_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n) }
-}
-
-/// `pread(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, n: size_t, off: libc::off_t) -> ssize_t {
-    prepare(buf, n, true);
-    let f = real!(pread: fn(c_int, *mut c_void, size_t, libc::off_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n, off) }
-}
-
-/// `pread64`.
-#[no_mangle]
-pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, n: size_t, off: libc::off64_t) -> ssize_t {
-    prepare(buf, n, true);
-    let f = real!(pread64: fn(c_int, *mut c_void, size_t, libc::off64_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n, off) }
-}
-
-/// `pwrite(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, n: size_t, off: libc::off_t) -> ssize_t {
-    prepare(buf, n, false);
-    let f = real!(pwrite: fn(c_int, *const c_void, size_t, libc::off_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n, off) }
-}
-
-/// `pwrite64`.
-#[no_mangle]
-pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, n: size_t, off: libc::off64_t) -> ssize_t {
-    prepare(buf, n, false);
-    let f = real!(pwrite64: fn(c_int, *const c_void, size_t, libc::off64_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n, off) }
-}
-
-/// `readv(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    prepare_iov(iov, n, true);
-    let f = real!(readv: fn(c_int, *const iovec, c_int) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, iov, n) }
-}
-
-/// `writev(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    prepare_iov(iov, n, false);
-    let f = real!(writev: fn(c_int, *const iovec, c_int) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, iov, n) }
-}
-
-/// `preadv(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn preadv(fd: c_int, iov: *const iovec, n: c_int, off: libc::off_t) -> ssize_t {
-    prepare_iov(iov, n, true);
-    let f = real!(preadv: fn(c_int, *const iovec, c_int, libc::off_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, iov, n, off) }
-}
-
-/// `pwritev(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn pwritev(fd: c_int, iov: *const iovec, n: c_int, off: libc::off_t) -> ssize_t {
-    prepare_iov(iov, n, false);
-    let f = real!(pwritev: fn(c_int, *const iovec, c_int, libc::off_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, iov, n, off) }
-}
-
-/// `send(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
-    prepare(buf, n, false);
-    let f = real!(send: fn(c_int, *const c_void, size_t, c_int) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n, flags) }
-}
-
-/// `recv(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    prepare(buf, n, true);
-    let f = real!(recv: fn(c_int, *mut c_void, size_t, c_int) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n, flags) }
-}
-
-/// `sendto(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, to: *const sockaddr, tolen: socklen_t) -> ssize_t {
-    prepare(buf, n, false);
-    prepare(to as *const c_void, tolen as usize, false);
-    let f = real!(sendto: fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n, flags, to, tolen) }
-}
-
-/// `recvfrom(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, from: *mut sockaddr, fromlen: *mut socklen_t) -> ssize_t {
-    prepare(buf, n, true);
+/// `recvfrom`'s address and its length (in and out), when given.
+fn prepare_from(from: *mut sockaddr, fromlen: *mut socklen_t) {
     if !fromlen.is_null() {
-        prepare(fromlen as *const c_void, std::mem::size_of::<socklen_t>(), true);
-        // SAFETY: the caller passes a valid socklen_t when non-null.
+        prepare_one(fromlen, true);
+        // SAFETY: the caller passes a valid socklen_t when non-null (host-writable now).
         prepare(from as *const c_void, unsafe { *fromlen } as usize, true);
     }
-    let f = real!(recvfrom: fn(c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, buf, n, flags, from, fromlen) }
 }
 
-/// `sendmsg(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    prepare(msg as *const c_void, std::mem::size_of::<msghdr>(), false);
-    prepare_msg(msg, false);
-    let f = real!(sendmsg: fn(c_int, *const msghdr, c_int) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, msg, flags) }
-}
-
-/// `recvmsg(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    prepare(msg as *const c_void, std::mem::size_of::<msghdr>(), true);
-    prepare_msg(msg, true);
-    let f = real!(recvmsg: fn(c_int, *mut msghdr, c_int) -> ssize_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { f(fd, msg, flags) }
+wrap! {
+    /// `read(2)`.
+    fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t { prepare(buf, n, true) }
+    /// `write(2)`.
+    fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t { prepare(buf, n, false) }
+    /// `pread(2)`.
+    fn pread(fd: c_int, buf: *mut c_void, n: size_t, off: off_t) -> ssize_t { prepare(buf, n, true) }
+    /// `pread64`.
+    fn pread64(fd: c_int, buf: *mut c_void, n: size_t, off: off64_t) -> ssize_t { prepare(buf, n, true) }
+    /// `pwrite(2)`.
+    fn pwrite(fd: c_int, buf: *const c_void, n: size_t, off: off_t) -> ssize_t { prepare(buf, n, false) }
+    /// `pwrite64`.
+    fn pwrite64(fd: c_int, buf: *const c_void, n: size_t, off: off64_t) -> ssize_t { prepare(buf, n, false) }
+    /// `readv(2)`.
+    fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t { prepare_iov(iov, n, true) }
+    /// `writev(2)`.
+    fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t { prepare_iov(iov, n, false) }
+    /// `preadv(2)`.
+    fn preadv(fd: c_int, iov: *const iovec, n: c_int, off: off_t) -> ssize_t { prepare_iov(iov, n, true) }
+    /// `pwritev(2)`.
+    fn pwritev(fd: c_int, iov: *const iovec, n: c_int, off: off_t) -> ssize_t { prepare_iov(iov, n, false) }
+    /// `send(2)`.
+    fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t { prepare(buf, n, false) }
+    /// `recv(2)`.
+    fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t { prepare(buf, n, true) }
+    /// `sendto(2)`.
+    fn sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, to: *const sockaddr, tolen: socklen_t) -> ssize_t {
+        prepare(buf, n, false);
+        prepare(to.cast(), tolen as usize, false);
+    }
+    /// `recvfrom(2)`.
+    fn recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, from: *mut sockaddr, fromlen: *mut socklen_t) -> ssize_t {
+        prepare(buf, n, true);
+        prepare_from(from, fromlen);
+    }
+    /// `sendmsg(2)`.
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t { prepare_msg(msg, false) }
+    /// `recvmsg(2)`.
+    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t { prepare_msg(msg, true) }
+    /// `fread(3)`: glibc reads large requests straight into the caller's buffer with its
+    /// internal `read`, which is not interposed, so the buffer is prepared here.
+    fn fread(buf: *mut c_void, size: size_t, n: size_t, f: *mut FILE) -> size_t { prepare(buf, size.saturating_mul(n), true) }
+    /// `fwrite(3)`: as `fread`, for glibc's direct writes of large requests.
+    fn fwrite(buf: *const c_void, size: size_t, n: size_t, f: *mut FILE) -> size_t { prepare(buf, size.saturating_mul(n), false) }
 }
 
 /// `sigaction(2)`: SIGSEGV/SIGBUS actions become the ones our handler chains to.
@@ -310,26 +270,7 @@ pub unsafe extern "C" fn signal(sig: c_int, h: libc::sighandler_t) -> libc::sigh
     old.sa_sigaction
 }
 
-/// `fread(3)`: glibc reads large requests straight into the caller's buffer with its
-/// internal `read`, which is not interposed, so the buffer is prepared here.
-#[no_mangle]
-pub unsafe extern "C" fn fread(buf: *mut c_void, size: size_t, n: size_t, f: *mut libc::FILE) -> size_t {
-    prepare(buf, size.saturating_mul(n), true);
-    let real = real!(fread: fn(*mut c_void, size_t, size_t, *mut libc::FILE) -> size_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { real(buf, size, n, f) }
-}
-
-/// `fwrite(3)`: as `fread`, for glibc's direct writes of large requests.
-#[no_mangle]
-pub unsafe extern "C" fn fwrite(buf: *const c_void, size: size_t, n: size_t, f: *mut libc::FILE) -> size_t {
-    prepare(buf, size.saturating_mul(n), false);
-    let real = real!(fwrite: fn(*const c_void, size_t, size_t, *mut libc::FILE) -> size_t);
-    // SAFETY: forwarding the caller's arguments to libc's definition.
-    unsafe { real(buf, size, n, f) }
-}
-
-// ---- libc's own buffers: out of the managed heap ----
+    // ---- libc's own buffers: out of the managed heap ----
 //
 // glibc fills a stream's buffer with its internal `read` and empties it with its internal
 // `write`, past the entry points above. A buffer in the managed heap shares its block with

@@ -211,19 +211,21 @@ impl Space {
         self.states.load(b)
     }
 
-    /// True when the CPU may write all of `[addr, addr+len)` now with no transition: every
-    /// block it overlaps in the managed heap is Host or mapped in place and not mid-transition
-    /// (memory outside the heap counts as writable). Lock-free: a racing transition can make
-    /// the answer stale at once, as with any state read; callers then take the locked path
+    /// True when the CPU, or a system call, may access all of `[addr, addr+len)` now with no
+    /// transition: every block it overlaps in the managed heap is Host or mapped in place
+    /// (or, when not `for_write`, Shared) and not mid-transition. True for a range not
+    /// wholly in the managed heap, where [`Space::make_host_accessible`] does nothing either.
+    /// One state load per block, lock-free: a racing transition can make the answer stale
+    /// at once, as with any state read; callers then take the locked path
     /// ([`Space::make_host_accessible`]) or fault.
     #[inline]
-    pub fn host_writable(&self, addr: usize, len: usize) -> bool {
+    pub fn host_accessible(&self, addr: usize, len: usize, for_write: bool) -> bool {
         // `blocks_in`'s range without its error value, which cost about 2 ns more per
         // allocation when measured (malloc+free 24.2 against 22.3 ns, runtime installed).
         let (Some(first), Some(last)) = (self.block_of(addr), addr.checked_add(len.max(1) - 1).and_then(|l| self.block_of(l))) else {
             return true;
         };
-        (first..=last).all(|b| !needs_transition(self.states.load(b), true))
+        (first..=last).all(|b| !needs_transition(self.states.load(b), for_write))
     }
 
     /// Blocks overlapping `[addr, addr+len)` (the block of `addr` when `len` is 0). An error
