@@ -1,32 +1,49 @@
 //! Interposed libc entry points: system calls on device-owned buffers, and signal handlers
 //! installed after ours.
 //!
-//! - **I/O**: the kernel does not raise a signal when a system call touches a page that is
-//!   absent or write-protected under userfaultfd (or `mprotect`); it returns `EFAULT`. So
-//!   before `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `preadv`, `pwritev`, `send`,
-//!   `recv`, `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `fread` and `fwrite` run, the
-//!   buffers are made host
-//!   accessible (device-owned blocks come home; for reads into the buffer, Shared blocks
-//!   become Host). One state load per block when nothing needs doing, nothing at all when
-//!   coherence is not installed.
+//! - **System calls**: the kernel does not raise a signal when a system call touches a page
+//!   that is absent or write-protected under userfaultfd (or `mprotect`); it returns
+//!   `EFAULT`. So before the calls below run, the buffers they pass the kernel are made
+//!   host-accessible (device-owned blocks come home; for buffers the kernel writes, Shared
+//!   blocks become Host), with `prepare` for a buffer of known length, `prepare_str`
+//!   for a NUL-terminated string (found block by block, each made readable before it is
+//!   searched) and `prepare_strv` for `argv`/`envp` arrays. Before coherence is installed
+//!   a wrapper costs one atomic load; after, one state load per block when nothing needs
+//!   doing. `errno` is what libc's call leaves. The wrappers run on any thread; one that
+//!   runs while a launch does twins a block it makes writable, as a CPU write fault does.
+//!   - data I/O (here): `read`, `write`, `pread(64)`, `pwrite(64)`, `readv`, `writev`,
+//!     `preadv`, `pwritev`, `send`, `recv`, `sendto`, `recvfrom`, `sendmsg`, `recvmsg`,
+//!     `fread`, `fwrite`, `getrandom`, and the `_FORTIFY_SOURCE` forms `__read_chk`,
+//!     `__pread(64)_chk`, `__recv_chk`, `__recvfrom_chk`, `__fread_chk`;
+//!   - paths and file metadata ([`files`]): the `open`, `stat`, `access`, `mkdir`,
+//!     `unlink`, `rename`, `readlink`, `truncate` families, `chdir`, `chmod`, `chown`,
+//!     `link`, `symlink`, `utimensat`, `getcwd`, with their 64-bit, fortified and pre-2.33
+//!     (`__xstat`) names;
+//!   - programs and waiting ([`process`]): `execve`, `execv`, `execvp`, `execvpe`,
+//!     `fexecve`, `posix_spawn(p)`, `system`, `wait`, `waitpid`, `wait3`, `wait4`, `waitid`,
+//!     `pipe(2)`, `poll`, `ppoll`, `select`, `pselect`, `epoll_ctl`, `epoll_wait`,
+//!     `nanosleep`, `clock_nanosleep`.
 //! - **Signals**: `sigaction` and `signal` for SIGSEGV/SIGBUS record the program's handler as
 //!   the one ours chains to, instead of replacing ours, once coherence is installed.
 //!
 //! - **libc's stream buffers**: `fopen`, `opendir` and their kin open the stream, and
 //!   allocate its buffer, in the internal heap, since libc refills and flushes it with
 //!   system calls nothing can interpose ([`std_streams_internal`] does it for the standard
-//!   streams); and [`fresh_allocation`] makes every block the C heap hands out host-writable.
+//!   streams); they prepare the path (`popen` the command and `environ`), which libc opens
+//!   with its internal `open`; and [`fresh_allocation`] makes every block the C heap hands
+//!   out host-writable.
 //!
 //! These are `#[no_mangle]` definitions: in `libunimem.so` they interpose libc for C programs
 //! under `LD_PRELOAD`; in a Rust executable that links this crate they take precedence over
 //! libc's for every call the program (and std) makes. Calls libc makes internally (e.g.
-//! `fread` reading into its own buffer) are not interposed; see docs/ARCHITECTURE.md.
+//! `fread` reading into its own buffer) are not interposed, nor are system calls this list
+//! lacks; see docs/ARCHITECTURE.md, "System calls, fork, free", for what is not covered.
 
 #![allow(clippy::missing_safety_doc)]
 
 use crate::coherence;
 use crate::faults::handler;
-use libc::{c_int, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t, ssize_t, FILE};
+use libc::{c_char, c_int, c_uint, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t, ssize_t, FILE};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 
 /// Resolve the next definition of `name` (libc's) once.
@@ -57,8 +74,8 @@ macro_rules! real {
         real!(@ $name, unsafe extern "C" fn($($t),*, ...) -> $r)
     };
     (@ $name:ident, $fty:ty) => {{
-        static CACHE: AtomicUsize = AtomicUsize::new(0);
-        let f = next(&CACHE, {
+        static CACHE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let f = $crate::interpose::next(&CACHE, {
             // NUL-terminated symbol name.
             const N: &str = concat!(stringify!($name), "\0");
             // SAFETY: N ends with exactly one NUL.
@@ -110,6 +127,9 @@ macro_rules! wrap {
     };
 }
 
+pub mod files;
+pub mod process;
+
 /// Make `[p, p+len)` safe for the kernel to read (`kernel_writes` false) or write: blocks
 /// of the managed heap on the device come home (for writes, read-only ones become
 /// writable). Before coherence is installed this is one atomic load; after, one state load
@@ -133,6 +153,56 @@ fn make_accessible(s: &coherence::Space, addr: usize, len: usize, kernel_writes:
         eprintln!("unimem: cannot make the buffer {addr:#x}+{len} host-accessible for a system call: {e}");
     }
     unimem_alloc::os::set_errno(saved);
+}
+
+/// Make the NUL-terminated string at `p` (a path, an `execve` argument) safe for the kernel
+/// to read. The string's length is found block by block, each block made host-readable
+/// before it is searched for the NUL, so the search itself takes no fault. Before coherence
+/// is installed this is one atomic load; a string outside the managed heap costs a compare
+/// more, one in it a state load per block and the search.
+#[inline]
+fn prepare_str(p: *const c_char) {
+    if let Some(s) = coherence::space() {
+        if s.block_of(p as usize).is_some() {
+            prepare_managed_str(s, p as usize);
+        }
+    }
+}
+
+/// [`prepare_str`] for a string starting at `addr` in the managed heap.
+fn prepare_managed_str(s: &coherence::Space, mut addr: usize) {
+    while let Some(b) = s.block_of(addr) {
+        let end = s.block_addr(b) + s.block_size();
+        prepare(addr as *const c_void, end - addr, false);
+        // SAFETY: the caller passes a NUL-terminated string (the system call's contract)
+        // that has not ended before `addr`, so block `b` holds a live allocation and is
+        // committed memory, host-readable now (a racing migration makes the search fault,
+        // and the fault handler brings the block home). `memchr` stops at the first NUL.
+        if !unsafe { libc::memchr(addr as *const c_void, 0, end - addr) }.is_null() {
+            return;
+        }
+        addr = end;
+    }
+}
+
+/// Make a NULL-terminated array of strings (`argv`, `envp`), and its strings, safe for the
+/// kernel to read. One atomic load before coherence is installed.
+fn prepare_strv(v: *const *const c_char) {
+    if coherence::space().is_none() || v.is_null() {
+        return;
+    }
+    let mut e = v;
+    loop {
+        prepare(e.cast(), std::mem::size_of::<*const c_char>(), false);
+        // SAFETY: `e` is an element of the caller's NULL-terminated array (the system
+        // call's contract), host-readable now (or brought home by the fault handler).
+        let p = unsafe { *e };
+        if p.is_null() {
+            return;
+        }
+        prepare_str(p);
+        e = e.wrapping_add(1);
+    }
 }
 
 /// [`prepare`] for one `T` at `p` (null is fine: outside the heap).
@@ -234,6 +304,27 @@ wrap! {
     fn fread(buf: *mut c_void, size: size_t, n: size_t, f: *mut FILE) -> size_t { prepare(buf, size.saturating_mul(n), true) }
     /// `fwrite(3)`: as `fread`, for glibc's direct writes of large requests.
     fn fwrite(buf: *const c_void, size: size_t, n: size_t, f: *mut FILE) -> size_t { prepare(buf, size.saturating_mul(n), false) }
+    /// `getrandom(2)`.
+    fn getrandom(buf: *mut c_void, n: size_t, flags: c_uint) -> ssize_t { prepare(buf, n, true) }
+
+    // `_FORTIFY_SOURCE` turns the calls above into these when the compiler knows the
+    // buffer's size (`buflen`, checked by libc); libc's `read` below them is internal.
+
+    /// `read` under `_FORTIFY_SOURCE`.
+    fn __read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t { prepare(buf, n, true) }
+    /// `pread` under `_FORTIFY_SOURCE`.
+    fn __pread_chk(fd: c_int, buf: *mut c_void, n: size_t, off: off_t, buflen: size_t) -> ssize_t { prepare(buf, n, true) }
+    /// `pread64` under `_FORTIFY_SOURCE`.
+    fn __pread64_chk(fd: c_int, buf: *mut c_void, n: size_t, off: off64_t, buflen: size_t) -> ssize_t { prepare(buf, n, true) }
+    /// `recv` under `_FORTIFY_SOURCE`.
+    fn __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t { prepare(buf, n, true) }
+    /// `recvfrom` under `_FORTIFY_SOURCE`.
+    fn __recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, from: *mut sockaddr, fromlen: *mut socklen_t) -> ssize_t {
+        prepare(buf, n, true);
+        prepare_from(from, fromlen);
+    }
+    /// `fread` under `_FORTIFY_SOURCE`.
+    fn __fread_chk(buf: *mut c_void, buflen: size_t, size: size_t, n: size_t, f: *mut FILE) -> size_t { prepare(buf, size.saturating_mul(n), true) }
 }
 
 /// `sigaction(2)`: SIGSEGV/SIGBUS actions become the ones our handler chains to.
@@ -331,9 +422,11 @@ fn internal_stream(open: impl FnOnce() -> *mut libc::FILE) -> *mut libc::FILE {
     with_internal_buffer(open())
 }
 
-/// `fopen(3)`, stream and buffer in the internal heap.
+/// `fopen(3)`, stream and buffer in the internal heap (libc opens `path` with its internal
+/// `open`).
 #[no_mangle]
 pub unsafe extern "C" fn fopen(path: *const libc::c_char, mode: *const libc::c_char) -> *mut libc::FILE {
+    prepare_str(path);
     let real = real!(fopen: fn(*const libc::c_char, *const libc::c_char) -> *mut libc::FILE);
     // SAFETY: forwarding the caller's arguments to libc's definition.
     internal_stream(|| unsafe { real(path, mode) })
@@ -342,6 +435,7 @@ pub unsafe extern "C" fn fopen(path: *const libc::c_char, mode: *const libc::c_c
 /// `fopen64(3)`: as `fopen`.
 #[no_mangle]
 pub unsafe extern "C" fn fopen64(path: *const libc::c_char, mode: *const libc::c_char) -> *mut libc::FILE {
+    prepare_str(path);
     let real = real!(fopen64: fn(*const libc::c_char, *const libc::c_char) -> *mut libc::FILE);
     // SAFETY: forwarding the caller's arguments to libc's definition.
     internal_stream(|| unsafe { real(path, mode) })
@@ -358,6 +452,7 @@ pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const libc::c_char) -> *mut li
 /// `freopen(3)`: the reopened stream's new buffer in the internal heap.
 #[no_mangle]
 pub unsafe extern "C" fn freopen(path: *const libc::c_char, mode: *const libc::c_char, f: *mut libc::FILE) -> *mut libc::FILE {
+    prepare_str(path);
     let real = real!(freopen: fn(*const libc::c_char, *const libc::c_char, *mut libc::FILE) -> *mut libc::FILE);
     // SAFETY: forwarding the caller's arguments to libc's definition.
     internal_stream(|| unsafe { real(path, mode, f) })
@@ -366,6 +461,7 @@ pub unsafe extern "C" fn freopen(path: *const libc::c_char, mode: *const libc::c
 /// `freopen64(3)`: as `freopen`.
 #[no_mangle]
 pub unsafe extern "C" fn freopen64(path: *const libc::c_char, mode: *const libc::c_char, f: *mut libc::FILE) -> *mut libc::FILE {
+    prepare_str(path);
     let real = real!(freopen64: fn(*const libc::c_char, *const libc::c_char, *mut libc::FILE) -> *mut libc::FILE);
     // SAFETY: forwarding the caller's arguments to libc's definition.
     internal_stream(|| unsafe { real(path, mode, f) })
@@ -387,9 +483,11 @@ pub unsafe extern "C" fn tmpfile64() -> *mut libc::FILE {
     internal_stream(|| unsafe { real() })
 }
 
-/// `popen(3)`: as `fopen`.
+/// `popen(3)`: as `fopen`; the shell gets `command` and `environ` from the kernel.
 #[no_mangle]
 pub unsafe extern "C" fn popen(command: *const libc::c_char, mode: *const libc::c_char) -> *mut libc::FILE {
+    prepare_str(command);
+    process::prepare_environ();
     let real = real!(popen: fn(*const libc::c_char, *const libc::c_char) -> *mut libc::FILE);
     // SAFETY: forwarding the caller's arguments to libc's definition.
     internal_stream(|| unsafe { real(command, mode) })
@@ -398,6 +496,7 @@ pub unsafe extern "C" fn popen(command: *const libc::c_char, mode: *const libc::
 /// `opendir(3)`: the directory stream and its buffer in the internal heap.
 #[no_mangle]
 pub unsafe extern "C" fn opendir(path: *const libc::c_char) -> *mut libc::DIR {
+    prepare_str(path);
     let real = real!(opendir: fn(*const libc::c_char) -> *mut libc::DIR);
     let _internal = unimem_alloc::InternalScope::new();
     // SAFETY: forwarding the caller's arguments to libc's definition.

@@ -62,10 +62,13 @@ int unimem_is_internal(void);
 /* ---- Migration. The runtime starts on first use: it opens the device chosen by
  * UNIMEM_DEVICE (a Vulkan device, or "fake" for the CPU-backed test device) and puts the
  * managed heap under coherence. Memory on the device comes home by itself when the CPU
- * touches it, and before the system calls the library wraps read or write it (read, write,
- * their p/v/socket forms, fread, fwrite); other system calls given a buffer allocated before
- * a kernel moved its block (stat into an old struct, open of a path a kernel's block holds)
- * fail with EFAULT in migrating mode: docs/ARCHITECTURE.md. Functions returning int give 0 on
+ * touches it, and before the system calls the library wraps read or write it: read, write
+ * and their p/v/socket forms, fread, fwrite, the open/stat/access/mkdir/unlink/rename/
+ * readlink families and other calls on paths, getcwd, pipe, poll, select, epoll_wait,
+ * nanosleep, the wait family, the exec family, posix_spawn, system (with their 64-bit and
+ * _FORTIFY_SOURCE names). Other system calls given a buffer allocated before a kernel moved
+ * its block (ioctl, connect, getsockopt, uname into an old struct, ...) fail with EFAULT in
+ * migrating mode: docs/ARCHITECTURE.md lists both. Functions returning int give 0 on
  * success and -1 on failure, with unimem_last_error() saying why; data is never lost. A
  * zero-length range (len 0) is a successful no-op for any pointer, NULL included, in
  * unimem_prefetch, unimem_discard and unimem_advise (a bad location or advice value is

@@ -11,7 +11,8 @@
 //!   (the runtime, the Vulkan driver) on the internal heap for life;
 //! - `capi`: the `unimem_*` functions of `unimem.h`;
 //! - from the runtime crate (`runtime/src/interpose.rs`), exported from here too: `read`,
-//!   `write` and the other I/O entry points (buffers on the device come home first),
+//!   `write`, `open`, `stat`, `waitpid`, `execve` and the other system calls on buffers
+//!   (buffers on the device come home first),
 //!   `sigaction`/`signal` (a program's SIGSEGV/SIGBUS handler is chained, not installed over
 //!   unimem's), and `fopen`, `opendir` and their kin (libc's stream buffers in the internal
 //!   heap; the standard streams' too, from a load-time constructor).

@@ -278,6 +278,91 @@ const C_EXPORTS: &[&str] = &[
     "signal",
     "fread",
     "fwrite",
+    "getrandom",
+    "__read_chk",
+    "__pread_chk",
+    "__pread64_chk",
+    "__recv_chk",
+    "__recvfrom_chk",
+    "__fread_chk",
+    // Paths and file metadata (runtime/src/interpose/files.rs).
+    "open",
+    "open64",
+    "openat",
+    "openat64",
+    "__open_2",
+    "__open64_2",
+    "__openat_2",
+    "__openat64_2",
+    "creat",
+    "creat64",
+    "access",
+    "faccessat",
+    "mkdir",
+    "mkdirat",
+    "rmdir",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "link",
+    "symlink",
+    "chdir",
+    "chmod",
+    "chown",
+    "truncate",
+    "truncate64",
+    "utimensat",
+    "readlink",
+    "readlinkat",
+    "__readlink_chk",
+    "__readlinkat_chk",
+    "getcwd",
+    "__getcwd_chk",
+    "stat",
+    "stat64",
+    "lstat",
+    "lstat64",
+    "fstat",
+    "fstat64",
+    "fstatat",
+    "fstatat64",
+    "statx",
+    "__xstat",
+    "__xstat64",
+    "__lxstat",
+    "__lxstat64",
+    "__fxstat",
+    "__fxstat64",
+    "__fxstatat",
+    "__fxstatat64",
+    // Programs, children, waiting (runtime/src/interpose/process.rs).
+    "execve",
+    "execv",
+    "execvp",
+    "execvpe",
+    "fexecve",
+    "posix_spawn",
+    "posix_spawnp",
+    "system",
+    "wait",
+    "waitpid",
+    "wait3",
+    "wait4",
+    "waitid",
+    "pipe",
+    "pipe2",
+    "poll",
+    "ppoll",
+    "__poll_chk",
+    "__ppoll_chk",
+    "select",
+    "pselect",
+    "epoll_ctl",
+    "epoll_wait",
+    "nanosleep",
+    "clock_nanosleep",
     // Streams opened in the internal heap (runtime/src/interpose.rs).
     "fopen",
     "fopen64",
@@ -465,6 +550,21 @@ fn kernel_io_sample() {
 #[test]
 fn kernel_io_sample_migrating() {
     kernel_sample("kernel_io", "off");
+}
+
+/// `tests/c/kernel_syscalls.c`: every wrapped system call (paths, stat structs, fortified and
+/// pre-2.33 names, waits, polls, sleeps, spawns, the exec family) on heap buffers allocated
+/// among objects a kernel writes just before the call.
+#[test]
+fn kernel_syscalls_sample() {
+    kernel_sample("kernel_syscalls", "auto");
+}
+
+/// The same with blocks migrating into device frames: every call's buffers are on the device
+/// (the test checks that each call brought memory home), where the kernel returned `EFAULT`.
+#[test]
+fn kernel_syscalls_sample_migrating() {
+    kernel_sample("kernel_syscalls", "off");
 }
 
 /// `tests/c/kernel_threads.c`: while kernels advance malloc'ed particles, other threads of
