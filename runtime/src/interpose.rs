@@ -46,12 +46,19 @@ use crate::faults::handler;
 use libc::{c_char, c_int, c_uint, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t, ssize_t, FILE};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 
-/// Resolve the next definition of `name` (libc's) once.
+/// The next definition of `name` (libc's), resolved on the first call and kept in `cache`.
+#[inline]
 fn next(cache: &AtomicUsize, name: &std::ffi::CStr) -> usize {
     let f = cache.load(Acquire);
     if f != 0 {
         return f;
     }
+    resolve(cache, name)
+}
+
+/// [`next`]'s first call: `dlsym`, or a fatal error naming `name`.
+#[cold]
+fn resolve(cache: &AtomicUsize, name: &std::ffi::CStr) -> usize {
     // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
     let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
     if f == 0 {
@@ -135,12 +142,18 @@ pub mod process;
 /// writable). Before coherence is installed this is one atomic load; after, one state load
 /// per block when nothing needs doing. Keeps `errno`. On a coherence error the buffer is
 /// left as it is (with a line on stderr) and the system call reports `EFAULT`.
-#[inline]
+#[inline(always)]
 fn prepare(p: *const c_void, len: usize, kernel_writes: bool) {
     if let Some(s) = coherence::space() {
-        if len != 0 && !s.host_accessible(p as usize, len, kernel_writes) {
-            make_accessible(s, p as usize, len, kernel_writes);
-        }
+        prepare_in(s, p as usize, len, kernel_writes);
+    }
+}
+
+/// [`prepare`] once coherence is installed (out of line: the wrappers inline only the
+/// check above).
+fn prepare_in(s: &coherence::Space, addr: usize, len: usize, kernel_writes: bool) {
+    if len != 0 && !s.host_accessible(addr, len, kernel_writes) {
+        make_accessible(s, addr, len, kernel_writes);
     }
 }
 
@@ -206,7 +219,7 @@ fn prepare_strv(v: *const *const c_char) {
 }
 
 /// [`prepare`] for one `T` at `p` (null is fine: outside the heap).
-#[inline]
+#[inline(always)]
 fn prepare_one<T>(p: *const T, kernel_writes: bool) {
     prepare(p.cast(), std::mem::size_of::<T>(), kernel_writes);
 }
