@@ -14,7 +14,8 @@ use crate::options;
 
 /// Exit code: a usable device was found and ran the smoke test.
 pub const EXIT_OK: i32 = 0;
-/// Exit code: a device exists but failed (smoke test or device creation error).
+/// Exit code: a device exists but failed (smoke test or device creation error), or a runtime
+/// option has a value the runtime refuses (it would not start).
 pub const EXIT_DEVICE_FAILED: i32 = 1;
 /// Exit code: no usable Vulkan device (no loader, no driver, or none meets the
 /// requirements). Distinct from clap's usage-error code 2.
@@ -40,6 +41,8 @@ pub struct Info {
     pub vulkan: Result<VulkanSurvey, DeviceError>,
     /// The smoke test on the selected device (`None`: no device selected).
     pub smoke: Option<Result<SmokeTest, DeviceError>>,
+    /// The first runtime option with a value the runtime refuses ([`DeviceError::Config`]).
+    pub bad_option: Option<DeviceError>,
 }
 
 impl Info {
@@ -57,15 +60,20 @@ impl Info {
                 (Ok(survey), smoke)
             }
         };
+        let bad_option = options::ALL.iter().find_map(|o| options::validate(o).err()).map(DeviceError::Config);
         Info {
             faults,
             vulkan,
             smoke,
+            bad_option,
         }
     }
 
     /// The problem that stops unimem from running kernels here, if any.
     pub fn problem(&self) -> Option<&DeviceError> {
+        if let Some(e) = &self.bad_option {
+            return Some(e);
+        }
         match &self.vulkan {
             Err(e) => Some(e),
             Ok(s) => match (&s.selected, &self.smoke) {
@@ -109,10 +117,12 @@ impl Info {
                 );
             }
             Some(e) => {
-                let _ = writeln!(
-                    out,
-                    "Result: NOT READY: unimem cannot run kernels on this machine."
-                );
+                let why = if self.bad_option.is_some() {
+                    "the runtime refuses this configuration"
+                } else {
+                    "unimem cannot run kernels on this machine"
+                };
+                let _ = writeln!(out, "Result: NOT READY: {why}.");
                 // One sentence per line: what happened, then what to do.
                 let text = e.to_string().replace(". To fix: ", ".\n  To fix: ");
                 let _ = writeln!(out, "  {text}");
@@ -431,9 +441,14 @@ fn render_options(out: &mut String) {
     let _ = writeln!(out, "\nConfiguration");
     for o in options::ALL {
         match o.value() {
-            Some(v) => {
-                let _ = writeln!(out, "  {}={v}", o.name);
-            }
+            Some(v) => match options::validate(o) {
+                Ok(()) => {
+                    let _ = writeln!(out, "  {}={v}", o.name);
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  {}={v}  INVALID: {e}", o.name);
+                }
+            },
             None => {
                 let _ = writeln!(out, "  {} unset: {}", o.name, o.default);
             }
@@ -461,6 +476,7 @@ mod tests {
                 detail: "not found".into(),
             }),
             smoke: None,
+            bad_option: None,
         };
         assert_eq!(info.exit_code(), EXIT_NO_DEVICE);
         let text = info.render();

@@ -116,6 +116,24 @@ pub const ALL: &[EnvOption] = &[
     FAULTS,
 ];
 
+/// Checks the value of `opt` (one of [`ALL`]) as the code that reads it does: `Err` says
+/// what is wrong and what is accepted. `UNIMEM_DEVICE` and `UNIMEM_VULKAN_LIBRARY` are
+/// checked only when the device is opened (their values name devices and files).
+pub fn validate(opt: &EnvOption) -> Result<(), String> {
+    let name = opt.name;
+    match () {
+        _ if name == REQUIRE_DEVICE.name => require_device().map(drop),
+        _ if name == BLOCK_SIZE.name => block_size().map(drop),
+        _ if name == DEVICE_MEMORY.name => device_memory().map(drop),
+        _ if name == DEVICE_COPY.name => device_copy().map(drop),
+        _ if name == IN_PLACE.name => in_place().map(drop),
+        _ if name == DISCOVER.name => discover().map(drop),
+        _ if name == LOOP_GUARD.name => loop_guard().map(drop),
+        _ if name == FAULTS.name => faults().map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// Smallest accepted `UNIMEM_BLOCK_SIZE` (one host page).
 pub const MIN_BLOCK_SIZE: u64 = 4 << 10;
 /// Largest accepted `UNIMEM_BLOCK_SIZE`.

@@ -5,7 +5,7 @@
 use std::process::{Command, Output};
 
 use unimem::device::test_support::or_skip;
-use unimem::info::{EXIT_NO_DEVICE, EXIT_OK};
+use unimem::info::{EXIT_DEVICE_FAILED, EXIT_NO_DEVICE, EXIT_OK};
 
 /// Runs `unimem info` with `env` added and the device-related variables of the test's own
 /// environment removed (so the outer `UNIMEM_DEVICE` etc. cannot change the outcome).
@@ -229,4 +229,17 @@ fn unprivileged_process_reports_why_kernel_mode_faults_fail() {
         "{stdout}"
     );
     assert!(stdout.contains("open(/dev/userfaultfd) failed"), "{stdout}");
+}
+
+#[test]
+fn invalid_option_values_are_marked_in_the_configuration() {
+    let out = unimem_info(&[("UNIMEM_BLOCK_SIZE", "3K"), ("UNIMEM_IN_PLACE", "maybe"), ("UNIMEM_DISCOVER", "OFF")]);
+    let (stdout, stderr) = text(&out);
+    assert_no_panic(&stdout, &stderr);
+    assert!(stdout.contains("UNIMEM_BLOCK_SIZE=3K  INVALID: UNIMEM_BLOCK_SIZE=\"3K\" is not a power of two from 4K to 16M"), "{stdout}");
+    assert!(stdout.contains("UNIMEM_IN_PLACE=maybe  INVALID: UNIMEM_IN_PLACE=\"maybe\" is not one of auto, on, off"), "{stdout}");
+    assert!(stdout.contains("UNIMEM_DISCOVER=OFF\n"), "a valid value is not marked: {stdout}");
+    // The runtime would refuse to start: the verdict and the exit code say so.
+    assert!(stdout.contains("Result: NOT READY") && stdout.contains("UNIMEM_BLOCK_SIZE=\"3K\""), "{stdout}");
+    assert_eq!(out.status.code(), Some(EXIT_DEVICE_FAILED), "{stdout}");
 }
