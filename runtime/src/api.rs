@@ -56,6 +56,15 @@ pub enum Error {
     /// all of it on the host, but no device. Returned by the calls that need the device.
     #[error("unimem: this process is the child of a fork: it inherited the memory (all of it on the host) but not the Vulkan device, which stays with the parent, so kernels and moves to the device cannot run here; exec a new program to use unimem in it")]
     ForkChild,
+    /// This process is the child of a `fork`, and memory it asked for was on the device when
+    /// the process forked and could not be brought home: the child has no copy of it.
+    #[error("unimem: this process is the child of a fork, and {addr:#x} lies in block {block}, which was on the device when the process forked and could not be brought home (the parent printed why on stderr): this process has no copy of it, and touching it faults")]
+    LostInFork {
+        /// The block's first address.
+        addr: usize,
+        /// The block.
+        block: usize,
+    },
 }
 
 static RUNTIME: Mutex<Option<Result<&'static Space, String>>> = Mutex::new(None);
@@ -117,14 +126,15 @@ pub fn runtime() -> Result<&'static Space, Error> {
 /// Move the blocks overlapping `[p, p+len)` to `loc`. Memory that does not fit on the
 /// device (after evicting) stays on the host. Waits for a launch running on another thread
 /// (as every `Space` migration does). In the child of a `fork`, moving home succeeds with
-/// nothing to do (everything is home) and moving to the device is [`Error::ForkChild`].
+/// nothing to do (everything is home, except blocks the device kept at the fork:
+/// [`Error::LostInFork`]) and moving to the device is [`Error::ForkChild`].
 /// A zero-length range is a successful no-op for any `p` (the runtime is not started).
 pub fn prefetch(p: *const u8, len: usize, loc: Location) -> Result<(), Error> {
     if len == 0 {
         return Ok(());
     }
     if loc == Location::Host && coherence::is_fork_child() {
-        return home_in_fork_child(p, len);
+        return home_in_fork_child(p, len, true);
     }
     let space = runtime()?;
     match loc {
@@ -158,7 +168,8 @@ pub enum Advice {
 /// on the device stays on the host. Errors: a range outside the managed heap; more than
 /// [`crate::advice::MAX_RANGES`] advised ranges. Waits for a launch running on another
 /// thread. In the child of a `fork`, `PreferredHost` and `Clear` succeed with nothing to do
-/// (everything is home, and no launch will run there) and the others are
+/// (everything is home, and no launch will run there; as for [`prefetch`], a block the
+/// device kept at the fork is [`Error::LostInFork`]) and the others are
 /// [`Error::ForkChild`]. A zero-length range is a successful no-op for any `p`: nothing is
 /// applied or remembered (the runtime is not started).
 pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
@@ -166,7 +177,7 @@ pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
         return Ok(());
     }
     if matches!(advice, Advice::PreferredHost | Advice::Clear) && coherence::is_fork_child() {
-        return home_in_fork_child(p, len);
+        return home_in_fork_child(p, len, advice == Advice::PreferredHost);
     }
     let space = runtime()?;
     // Recording the advice and applying it, as one.
@@ -190,12 +201,16 @@ pub fn advise(p: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
 
 /// In the child of a `fork`, where all memory is home: a call that would keep `[p, p+len)`
 /// on the host has nothing to do. The range (`len` > 0) is still checked as the parent's
-/// runtime checks it (it must lie in the managed heap).
-fn home_in_fork_child(p: *const u8, len: usize) -> Result<(), Error> {
+/// runtime checks it (it must lie in the managed heap), and, with `home`, [`Error::LostInFork`]
+/// if part of it stayed on the device at the fork (the parent could not bring it home).
+fn home_in_fork_child(p: *const u8, len: usize, home: bool) -> Result<(), Error> {
     let (base, heap_len) = unimem_alloc::managed_range();
     let addr = p as usize;
     match addr.checked_add(len) {
-        Some(end) if addr >= base && end <= base + heap_len => Ok(()),
+        Some(end) if addr >= base && end <= base + heap_len => match coherence::lost_in_fork(addr, len).filter(|_| home) {
+            Some((block, addr)) => Err(Error::LostInFork { addr, block }),
+            None => Ok(()),
+        },
         _ => Err(CoherenceError::NotManaged { addr, len, base, heap_len }.into()),
     }
 }

@@ -79,7 +79,10 @@ int unimem_is_internal(void);
  * the parent. There, unimem_prefetch to UNIMEM_HOST, unimem_sync and unimem_advise with
  * UNIMEM_ADVISE_PREFERRED_HOST or UNIMEM_ADVISE_CLEAR succeed with nothing to do; kernels,
  * prefetch to the device, other advice and unimem_discard fail (-1, the message says the
- * process is the child of a fork). Exec a new program to use unimem in it. */
+ * process is the child of a fork). Exec a new program to use unimem in it. If the device
+ * failed so that a block could not come home before the fork (the parent prints why), the
+ * child has no copy of it: touching it faults (with a message naming the block), and
+ * unimem_prefetch to UNIMEM_HOST or the PREFERRED_HOST advice on it fail (-1). */
 
 /* Where unimem_prefetch moves memory. */
 enum unimem_location {

@@ -39,9 +39,27 @@ static INSTALL: Mutex<()> = Mutex::new(());
 /// Set in the child of a `fork` of a process that had a space.
 static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// In a fork child, the parent's space if some of its blocks were still on the device at
+/// the fork (their `all_home` failed): their state words still say Device. Read-only.
+static LOST_IN_FORK: AtomicPtr<Space> = AtomicPtr::new(std::ptr::null_mut());
+
 /// Is this process the child of a `fork` taken while coherence was installed?
 pub fn is_fork_child() -> bool {
     FORKED.load(Acquire)
+}
+
+/// In the child of a `fork`: the first block overlapping `[addr, addr+len)` (index and
+/// address) that was on the device when the process forked and could not be brought home,
+/// so this process has no copy of it (its pages are inaccessible). `None` elsewhere.
+/// Async-signal-safe (atomic loads only): the fault handler calls it.
+pub fn lost_in_fork(addr: usize, len: usize) -> Option<(usize, usize)> {
+    let p = LOST_IN_FORK.load(Acquire);
+    // SAFETY: a leaked `Space` (never freed), stored by the child handler; no thread
+    // changes its states in the child (no service thread, no runtime).
+    let s = unsafe { p.as_ref() }?;
+    let first = s.block_of(addr)?;
+    let last = s.block_of(addr.saturating_add(len.max(1) - 1)).unwrap_or(s.block_count() - 1);
+    (first..=last).find(|&b| s.state(b) == State::Device).map(|b| (b, s.block_addr(b)))
 }
 
 /// Why [`install`] failed.
@@ -148,8 +166,10 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
             // A launch on another thread finishes first: its device copies must not come
             // home (and be dropped) under its dispatch. Held until the fork returns.
             s.launch_lock().hold_for_fork();
-            if let Err(e) = s.all_home() {
-                eprintln!("unimem: before fork, could not bring device blocks home: {e}");
+            if let Err((n, e)) = s.all_home() {
+                eprintln!(
+                    "unimem: before fork, {n} block(s) could not be brought home from the device (first: {e}); the child has no copy of them and faults if it touches them"
+                );
             }
         }
     }
@@ -164,7 +184,9 @@ pub fn install(device: Arc<dyn BlockDevice>, mode: Option<FaultMode>) -> Result<
         // Shared blocks are made writable again (uffd protections are not inherited).
         if let Some(s) = space() {
             s.launch_lock().release_after_fork(true);
-            s.release_protections_in_child();
+            if s.release_protections_in_child() > 0 {
+                LOST_IN_FORK.store(s as *const Space as *mut Space, Release);
+            }
         }
         SPACE.store(std::ptr::null_mut(), Release);
         FORKED.store(true, Release);

@@ -767,31 +767,50 @@ impl Space {
         Ok(())
     }
 
-    /// Bring every Device block home (before `fork`: the child has no device).
-    pub fn all_home(&self) -> Result<(), CoherenceError> {
+    /// Bring every Device block home (before `fork`: the child has no device). Tries every
+    /// block; on failure returns how many stayed on the device and the first error (those
+    /// blocks stay Device, valid in this process; the child cannot read them).
+    pub fn all_home(&self) -> Result<(), (usize, CoherenceError)> {
         let _internal = InternalScope::new();
         if self.device_block_count() == 0 {
             return Ok(());
         }
+        let mut failed: Option<(usize, CoherenceError)> = None;
         for b in 0..self.states.blocks() {
             if self.state(b) == State::Device {
-                self.to_host(self.block_addr(b), 1)?;
+                if let Err(e) = self.to_host(self.block_addr(b), 1) {
+                    match &mut failed {
+                        Some((n, _)) => *n += 1,
+                        None => failed = Some((1, e)),
+                    }
+                }
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// In a fork child (one thread, no device): make every protected block plainly
-    /// read-write. Only the mprotect backend's protections survive a fork.
-    pub(super) fn release_protections_in_child(&self) {
-        if self.prot.mode() != FaultMode::Mprotect {
-            return;
-        }
+    /// read-write (only the mprotect backend's protections survive a fork), except the
+    /// blocks still Device (`all_home` failed for them): their host pages hold nothing (in
+    /// both backends a Device block's pages are dropped, and the child has no uffd
+    /// registration to report them), so they are made inaccessible, and a touch faults
+    /// (reported by [`lost_in_fork`](super::lost_in_fork)) instead of reading zeros.
+    /// Returns how many blocks are lost. Async-signal-safe (system calls only): it runs in
+    /// `fork`'s child handler.
+    pub(super) fn release_protections_in_child(&self) -> usize {
+        let mut lost = 0;
         for b in 0..self.states.blocks() {
-            if self.states.load(b) & 3 != State::Host as u64 {
+            let s = self.states.load(b) & 3;
+            if s == State::Device as u64 {
+                // SAFETY: the block's pages are arena memory with no content in this
+                // process; no other thread exists in a fork child.
+                unsafe { libc::mprotect(self.block_addr(b) as *mut _, self.block_size(), libc::PROT_NONE) };
+                lost += 1;
+            } else if s != State::Host as u64 && self.prot.mode() == FaultMode::Mprotect {
                 let _ = self.prot.make_writable(self.block_addr(b), self.block_size());
             }
         }
+        lost
     }
 
     /// Serve a CPU fault at `addr` (`write`: the access was a store). Called from the

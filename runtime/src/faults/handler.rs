@@ -184,6 +184,11 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
             l.s("unimem: unserved fault (signal ").dec(sig as usize).s(") at ").hex(addr).s(" in the managed heap: block ").dec(b);
             l.s(" state word ").hex(w as usize).s(if space.protector().is_tracked(addr) { ", tracked" } else { ", untracked" });
             l.print();
+        } else if let Some((b, baddr)) = coherence::lost_in_fork(addr, 1) {
+            let mut l = unimem_alloc::os::Line::new();
+            l.s("unimem: this process is the child of a fork, and ").hex(addr).s(" lies in block ").dec(b).s(" (").hex(baddr);
+            l.s("), which was on the device when the process forked and could not be brought home (the parent printed why): this process has no copy of it");
+            l.print();
         }
         // Restore the default action and return: the access re-executes and the kernel
         // delivers the signal with its default effect (core dump / exit 128+sig).

@@ -21,6 +21,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 pub const FRAMES: usize = 1024;
+/// Makes the device fail every download (and hide its memory from the CPU): a device
+/// copy cannot come home while set.
+static FAIL_DOWNLOADS: AtomicBool = AtomicBool::new(false);
 
 pub fn setup() -> (&'static Space, &'static FakeDevice) {
     static S: OnceLock<(&'static Space, &'static FakeDevice)> = OnceLock::new();
@@ -36,8 +39,13 @@ pub fn setup() -> (&'static Space, &'static FakeDevice) {
             fn capacity(&self) -> usize { self.0.capacity() }
             fn free_frames(&self) -> usize { self.0.free_frames() }
             unsafe fn upload(&self, b: &[(u32, *const u8)]) -> Result<(), coherence::BackendError> { unsafe { self.0.upload(b) } }
-            unsafe fn download(&self, b: &[(u32, *mut u8)]) -> Result<(), coherence::BackendError> { unsafe { self.0.download(b) } }
-            fn host_view(&self, b: u32) -> Option<*const u8> { if super::HOST_VIEWS { self.0.host_view(b) } else { None } }
+            unsafe fn download(&self, b: &[(u32, *mut u8)]) -> Result<(), coherence::BackendError> {
+                if FAIL_DOWNLOADS.load(Relaxed) {
+                    return Err(unimem::device::DeviceError::DeviceLost { call: "download (the test's failing device)" }.into());
+                }
+                unsafe { self.0.download(b) }
+            }
+            fn host_view(&self, b: u32) -> Option<*const u8> { if super::HOST_VIEWS && !FAIL_DOWNLOADS.load(Relaxed) { self.0.host_view(b) } else { None } }
             fn is_resident(&self, b: u32) -> bool { self.0.is_resident(b) }
             fn discard(&self, b: &[u32]) { self.0.discard(b) }
             fn eviction_candidates(&self, n: usize) -> Vec<u32> { self.0.eviction_candidates(n) }
@@ -706,6 +714,63 @@ fn rust_stack_overflow_message_still_appears() {
     assert!(err.contains("has overflowed its stack"), "no stack overflow report; stderr:\n{err}");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{:?}", out.status);
+}
+
+/// A block that cannot come home before a `fork` (the device fails) is lost to the child,
+/// which is told so: moving it home is `Error::LostInFork` naming the block, and touching
+/// it faults with a message instead of reading zeros; other memory is fine in the child,
+/// and the parent keeps the block's data on the device.
+#[test]
+fn fork_child_is_told_of_blocks_that_could_not_come_home() {
+    let _s = serial();
+    let (space, dev) = setup();
+    let v = buffer(2);
+    let (addr, len) = range(&v);
+    space.to_device(addr, len, false).unwrap();
+    kernel_add(space, dev, &v, 1); // Device: only the device copy is valid
+    let lost = space.block_of(addr).unwrap();
+    let other = buffer(1);
+    let mut pipe = [0; 2];
+    // SAFETY: a fresh pipe for the child's stderr.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    FAIL_DOWNLOADS.store(true, Relaxed);
+    // SAFETY: the child checks, touches the lost block (and dies of it) or exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: the child's stderr becomes the pipe.
+        unsafe { libc::dup2(pipe[1], 2) };
+        let p = v.as_ptr() as *const u8;
+        let told = match unimem::prefetch(p, len, unimem::Location::Host) {
+            Err(e @ unimem::Error::LostInFork { block, .. }) => block == lost && e.to_string().contains("could not be brought home"),
+            _ => false,
+        };
+        let advice = matches!(unimem::advise(p, 8, unimem::Advice::PreferredHost), Err(unimem::Error::LostInFork { .. }))
+            && unimem::advise(p, 8, unimem::Advice::Clear).is_ok();
+        let fine = unimem::prefetch(other.as_ptr().cast(), 8, unimem::Location::Host).is_ok() && other[5] == 16;
+        if !(told && advice && fine) {
+            // SAFETY: leave the child.
+            unsafe { libc::_exit(10 + told as i32 + 2 * advice as i32 + 4 * fine as i32) };
+        }
+        // SAFETY: a read of the lost block, which must fault.
+        let x = unsafe { std::ptr::read_volatile(v.as_ptr()) };
+        // SAFETY: leave the child (not reached when the read faults).
+        unsafe { libc::_exit(if x == 0 { 2 } else { 3 }) };
+    }
+    FAIL_DOWNLOADS.store(false, Relaxed);
+    // SAFETY: our end of the pipe is closed so the read ends when the child exits.
+    unsafe { libc::close(pipe[1]) };
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let mut err = Vec::new();
+    use std::io::Read;
+    // SAFETY: the pipe's read end, owned here.
+    let _ = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(pipe[0]) }.read_to_end(&mut err);
+    let err = String::from_utf8_lossy(&err);
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV, "child status {status:#x}; stderr: {err}");
+    assert!(err.contains("child of a fork") && err.contains(&format!("lies in block {lost} ")), "stderr: {err}");
+    assert_eq!(space.state(lost), State::Device, "the parent keeps the block on the device");
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 * 3 + 2), "the parent's data");
 }
 
 /// In a fork child, Shared memory is writable (mprotect protections are inherited and
