@@ -77,6 +77,15 @@ fn open_device() -> Result<Arc<dyn BlockDevice>, Error> {
         let (_, len) = unimem_alloc::managed_range();
         let bs = crate::options::block_size().map_err(Error::Config)?;
         let frames = crate::options::device_memory().map_err(Error::Config)?.map_or(16384, |b| (b as usize / bs).max(1));
+        // The fake device copies with memcpy and runs no kernels, so these two change
+        // nothing on it; a bad value is still refused, as on a Vulkan device, and asking
+        // for what it cannot do is an error rather than ignored.
+        crate::options::device_copy().map_err(Error::Config)?;
+        if crate::options::in_place().map_err(Error::Config)? == crate::options::InPlaceMode::On {
+            return Err(Error::Config(
+                "UNIMEM_IN_PLACE=on: the fake device (UNIMEM_DEVICE=fake) has no in-place mode (it cannot map host memory); unset UNIMEM_IN_PLACE or use a Vulkan device".into(),
+            ));
+        }
         return Ok(Arc::new(FakeDevice::new(bs, frames, len / bs)));
     }
     let dev = Arc::new(VulkanBlockDevice::open()?);

@@ -69,6 +69,9 @@ fn a_bad_value_stops_the_runtime_naming_the_variable_and_what_it_accepts() {
         (vec![("UNIMEM_DEVICE", "fake"), ("UNIMEM_BLOCK_SIZE", "3K")], "UNIMEM_BLOCK_SIZE=\"3K\" is not a power of two from 4K to 16M"),
         (vec![("UNIMEM_DEVICE", "fake"), ("UNIMEM_DEVICE_MEMORY", "lots")], "UNIMEM_DEVICE_MEMORY=\"lots\" is not a byte count"),
         (vec![("UNIMEM_DEVICE", "fake"), ("UNIMEM_FAULTS", "fast")], "UNIMEM_FAULTS=\"fast\" is not one of auto, uffd, mprotect"),
+        // Unused by the fake device, still checked.
+        (vec![("UNIMEM_DEVICE", "fake"), ("UNIMEM_DEVICE_COPY", "fast")], "UNIMEM_DEVICE_COPY=\"fast\" is not one of auto, direct, staging"),
+        (vec![("UNIMEM_DEVICE", "fake"), ("UNIMEM_IN_PLACE", "maybe")], "UNIMEM_IN_PLACE=\"maybe\" is not one of auto, on, off"),
     ];
     if have_device() {
         cases.extend([
@@ -85,6 +88,17 @@ fn a_bad_value_stops_the_runtime_naming_the_variable_and_what_it_accepts() {
         assert!(first.starts_with(&format!("unimem: {want}")), "{env:?}: {first}");
         assert!(first.contains("unset it"), "{env:?}: says what to do: {first}");
         assert_eq!(again, first.replacen("unimem: ", "unimem: the runtime failed to start earlier: ", 1), "{env:?}");
+    }
+}
+
+/// The fake device has no in-place mode: asking for it is refused, saying so; `off` and
+/// `auto` are what it does anyway.
+#[test]
+fn the_fake_device_refuses_in_place() {
+    let (first, _) = run(&[("UNIMEM_DEVICE", "fake"), ("UNIMEM_IN_PLACE", "on")]);
+    assert!(first.contains("UNIMEM_IN_PLACE=on: the fake device (UNIMEM_DEVICE=fake) has no in-place mode"), "{first}");
+    for mode in ["off", "auto"] {
+        assert_eq!(run(&[("UNIMEM_DEVICE", "fake"), ("UNIMEM_IN_PLACE", mode), ("UNIMEM_DEVICE_COPY", "staging")]).0, "ok", "{mode}");
     }
 }
 
