@@ -1,7 +1,8 @@
 //! Oversubscription with small blocks: 4 KiB blocks, a pool of 256 frames (1 MiB), and
 //! working sets several times the pool, where invocations that each need a few blocks used to
 //! evict each other's blocks before they could use them (paced rounds: `kernel/pacing.rs`,
-//! docs/ARCHITECTURE.md launch step 3b). Device-test rule of `unimem::device::test_support`.
+//! docs/ARCHITECTURE.md launch step 3b), escalated (spill-round) invocations included.
+//! Device-test rule of `unimem::device::test_support`.
 
 mod kernel_common;
 
@@ -79,6 +80,44 @@ fn random_gathers_over_four_times_the_pool_complete() {
 #[test]
 fn random_gathers_over_eight_times_the_pool_complete() {
     gathers_over("random_gathers_over_eight_times_the_pool_complete", 8, 2000);
+}
+
+/// As [`GATHER`], but invocation `id` stores 40 words (`out[id * 40 + i] = node[0] + i`):
+/// more than its private store log holds, so every invocation is escalated and runs in
+/// spill rounds (restarting from scratch each time), which pace by the blocks their slots
+/// report.
+const GATHER_WIDE: &str = "
+fn gather(id: u32) {
+    let v = unimem_load_u32(unimem_load_ptr(unimem_arg_ptr(0u) + u64(id) * 8lu));
+    for (var i = 0u; i < 40u; i++) {
+        unimem_store_u32(unimem_arg_ptr(2u) + u64(id * 40u + i) * 4lu, v + i);
+    }
+}
+";
+
+// Measured (2026-11-21): 119-139 rounds, 1.1-2.5 s, 1.1 spill runs per invocation; before
+// spill slots reported their fault for pacing, 544-3 809 rounds, 15 s, 246 spill runs per
+// invocation.
+#[test]
+fn escalated_gathers_over_four_times_the_pool_complete() {
+    let _s = serial();
+    let Some(k) = kernel("escalated_gathers_over_four_times_the_pool_complete", GATHER_WIDE, "gather") else { return };
+    // Nodes over 4x the pool, outputs 2.5x: a quarter of the nodes is read.
+    let nodes = shuffled_nodes(4 * FRAMES * BLOCK / 64);
+    let n = nodes.len() / 4;
+    let ptrs: Vec<u64> = nodes[..n].iter().map(|b| b.as_ptr() as u64).collect();
+    let out = vec![0u32; n * 40];
+    let t = Instant::now();
+    let r = k.launch(n as u32, &Args::new().ptr(&ptrs[..]).ptr(&out[..])).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("escalated gathers: {:?}; {r:?}", t.elapsed());
+    assert!(r.escalated >= n as u64, "every invocation escalated: {r:?}");
+    for i in 0..n {
+        for j in 0..40 {
+            assert_eq!(out[i * 40 + j], nodes[i][0] + j as u32, "invocation {i}, word {j}");
+        }
+    }
+    // Spill slots run: each invocation's first run, and a few reruns.
+    assert!(r.escalated < 8 * n as u64 && r.rounds < 600, "{r:?}");
 }
 
 /// A tree node as [`LOOKUP`] reads it: key at byte 0, value at 4, children at 8 and 16.

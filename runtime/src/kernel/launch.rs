@@ -725,9 +725,6 @@ impl Kernel {
             // Errors, and the blocks spill rounds faulted on, come through the fault buffer;
             // the blocks ordinary invocations faulted on, through the output list.
             let faults = dev.take_faults();
-            // Spill rounds' faults have no invocation ids, so no histories: pacing is for the
-            // ordinary rounds' (but their blocks come first in a paced round's choice).
-            let spill_faulted = faults.blocks.clone();
             let mut pending = if ran > 0 { ctl.as_slice::<u32>()[CTL_PENDING_COUNT] } else { 0 };
             // Written blocks become Device-owned now, so that an eviction writes them back.
             space.device_wrote(&dev.take_dirty())?;
@@ -789,11 +786,13 @@ impl Kernel {
                     new_poison = true;
                 }
             }
-            if pacer.is_none() && load.iter().any(|b| loaded.contains(b) && !spill_faulted.contains(b)) {
+            if pacer.is_none() && load.iter().any(|b| loaded.contains(b)) {
                 pacer = Some(Pacer::new(n, capacity));
                 loaded = HashSet::new();
             }
-            let learned = pacer.as_mut().map_or(0, |p| learn(p, ids, &round, pending, space));
+            let learned = pacer.as_mut().map_or(0, |p| {
+                learn(p, ids, &round, pending, space) + spilled.faults.iter().map(|&(id, b)| u32::from(p.learn(id, b))).sum::<u32>()
+            });
             // Escalated invocations go to the spill queue.
             let escalated = if escalations > 0 { escalate(ids, alog.as_deref(), round.out_at, &mut pending, &mut spill) } else { 0 };
             let completed = ran - pending - escalated + spilled.done;
@@ -838,7 +837,8 @@ impl Kernel {
                 // their histories.
                 let list = &ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..][..pending as usize * IDS_ENTRY_WORDS];
                 let resident = |b: u32| matches!(space.state(b as usize), CoState::Shared | CoState::Device);
-                let mut choice = p.choose(&spill_faulted, list.iter().step_by(IDS_ENTRY_WORDS).map(|&e| e & ID_MASK), resident);
+                let ordinary = list.iter().step_by(IDS_ENTRY_WORDS).map(|&e| e & ID_MASK);
+                let mut choice = p.choose(spill.next_batch().chain(ordinary), resident);
                 dev.touch(&choice.keep);
                 self.migrate(space, capacity, 0, &mut choice.load)?;
             } else {

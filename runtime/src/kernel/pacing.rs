@@ -9,12 +9,15 @@
 //! 256-frame pool, 64-byte nodes read at random over 8 times the pool, 32 419 rounds and
 //! 41 s).
 //!
-//! A chunk becomes *paced* at the first round whose ordinary invocations fault on a block the
-//! chunk migrated before (it was evicted; spill rounds' faults carry no invocation ids and do
-//! not count). From then on, [`Pacer`] remembers the blocks each pending
-//! invocation faulted on (its *history*: what it is known to need), and migrations are chosen
-//! by invocation instead of by block ([`Pacer::choose`]): pending invocations in list order,
-//! each adding the blocks of its history not chosen yet, while the chosen blocks fit the pool.
+//! A chunk becomes *paced* at the first round whose invocations fault on a block the chunk
+//! migrated before (it was evicted). From then on, [`Pacer`] remembers the blocks each pending
+//! invocation faulted on (its *history*: what it is known to need; an ordinary invocation's
+//! fault comes from the output list, an escalated one's from its spill slot), and
+//! migrations are chosen by invocation instead of by block ([`Pacer::choose`]): the next
+//! spill batch's invocations first (each restarts from scratch, so it needs all its blocks
+//! at once, and a spill round is the dearer one to repeat), then the ordinary ones in list
+//! order, each adding the blocks of its history not chosen yet, while the chosen blocks fit
+//! the pool.
 //! The chosen blocks already resident are made the most recently used before the others
 //! load, so the loads evict only blocks no chosen invocation needs: every chosen invocation
 //! then completes or faults on a block its history did not hold (it learns one). All pending
@@ -95,13 +98,12 @@ impl Pacer {
         true
     }
 
-    /// The blocks to make resident for the next round: first `first` (the blocks spill rounds
-    /// faulted on, which have no history here; at most half the pool), then the histories
-    /// of the invocations `pending` lists, in its order, each whole or not at all, while all
-    /// chosen blocks fit the pool. `resident(b)`: block `b` has a device copy now. (Choosing
-    /// in the order of their ids instead was deterministic but, on random gathers, always as
-    /// slow as the slowest runs in list order: 157 rounds against 40-157.)
-    pub fn choose(&self, first: &[u32], pending: impl Iterator<Item = u32>, resident: impl Fn(u32) -> bool) -> Choice {
+    /// The blocks to make resident for the next round: the histories of the invocations
+    /// `pending` lists, in its order, each whole or not at all, while all chosen blocks fit
+    /// the pool. `resident(b)`: block `b` has a device copy now. (Choosing in the order of
+    /// their ids instead was deterministic but, on random gathers, always as slow as the
+    /// slowest runs in list order: 157 rounds against 40-157.)
+    pub fn choose(&self, pending: impl Iterator<Item = u32>, resident: impl Fn(u32) -> bool) -> Choice {
         let mut chosen: HashSet<u32> = HashSet::new();
         let mut choice = Choice::default();
         let add = |b: u32, chosen: &mut HashSet<u32>, choice: &mut Choice| {
@@ -109,9 +111,6 @@ impl Pacer {
                 if resident(b) { choice.keep.push(b) } else { choice.load.push(b) }
             }
         };
-        for &b in first.iter().take(self.capacity / 2) {
-            add(b, &mut chosen, &mut choice);
-        }
         let mut passed = 0;
         for id in pending {
             if self.newest[id as usize] == END {
@@ -157,20 +156,12 @@ mod tests {
             p.learn(id, b);
         }
         let resident = |b: u32| b == 2;
-        let c = p.choose(&[], [3, 0, 1, 2].into_iter(), resident);
+        let c = p.choose([3, 0, 1, 2].into_iter(), resident);
         // 0 fits ({1, 2}); 1 would make 4; 2 fits ({5}).
         assert_eq!(c, Choice { keep: vec![2], load: vec![1, 5], invocations: 2 });
         p.capacity = 4;
-        let c = p.choose(&[], [0, 1, 2].into_iter(), resident);
+        let c = p.choose([0, 1, 2].into_iter(), resident);
         assert_eq!(c, Choice { keep: vec![2], load: vec![1, 4, 3], invocations: 2 });
-    }
-
-    #[test]
-    fn spill_faults_come_first_within_half_the_pool() {
-        let mut p = Pacer::new(1, 4);
-        p.learn(0, 7);
-        let c = p.choose(&[20, 21, 22], [0].into_iter(), |_| false);
-        assert_eq!(c, Choice { keep: vec![], load: vec![20, 21, 7], invocations: 1 });
     }
 
     #[test]
@@ -179,7 +170,7 @@ mod tests {
         for id in 0..1000 {
             p.learn(id, id);
         }
-        let c = p.choose(&[], 0..1000, |_| false);
+        let c = p.choose(0..1000, |_| false);
         assert_eq!((c.load.len(), c.invocations), (10, 10));
     }
 }

@@ -337,6 +337,7 @@ pub fn module(
         ("MODE_SPILL", spill::MODE_SPILL),
         ("MODE_COMMIT", spill::MODE_COMMIT),
         ("SLOT_STATUS", spill::SLOT_STATUS as u32),
+        ("SLOT_FAULT", spill::SLOT_FAULT as u32),
         ("SLOT_ATOMICS", spill::SLOT_ATOMICS as u32),
         ("SLOT_ID", spill::SLOT_ID as u32),
         ("SLOT_HEADER", spill::SLOT_HEADER as u32),
@@ -818,6 +819,7 @@ fn unimem_finish() {
         }
         if (kind == 0u) {
             unimem_report_fault(unimem_stop_block);
+            unimem_spill[unimem_spill_at + UNIMEM_SLOT_FAULT] = unimem_stop_block;
         }
         var status = UNIMEM_STATUS_FAULTED;
         if (kind == UNIMEM_FULL_STORES) {

@@ -13,6 +13,8 @@
 //!   [SLOT_ATOMICS]  atomics whose results are saved below (set from the record, advanced
 //!                   by the invocation)
 //!   [SLOT_ID]       the invocation's id (written by the runtime)
+//!   [SLOT_FAULT]    with STATUS_FAULTED: the block it faulted on (written by the invocation;
+//!                   paced rounds learn it, `pacing.rs`)
 //!   [SLOT_HEADER..] `atomics` saved results, then a hash table of `stores` entries
 //!                   (address lo, address hi, value; address 0 = empty), linear probing of at
 //!                   most `PROBES` entries (unrolled: lavapipe cuts long loops short)
@@ -45,6 +47,8 @@ pub const SLOT_STATUS: usize = 0;
 pub const SLOT_ATOMICS: usize = 1;
 /// Slot word: the invocation id.
 pub const SLOT_ID: usize = 2;
+/// Slot word: the block a faulted invocation stopped at.
+pub const SLOT_FAULT: usize = 3;
 /// Words before the atomic results.
 pub const SLOT_HEADER: usize = 4;
 
@@ -129,12 +133,14 @@ impl std::fmt::Display for SpillError {
 }
 
 /// What a spill round did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Collected {
     /// Slots whose invocation completed (their tables need the commit pass).
     pub done: u32,
     /// Invocations requeued because they faulted.
     pub faulted: u32,
+    /// The faulted invocations and the block each stopped at: (id, block).
+    pub faults: Vec<(u32, u32)>,
     /// Invocations requeued because a log was full (capacities grew).
     pub grew: u32,
 }
@@ -178,6 +184,12 @@ impl Spill {
     /// True when no invocation waits.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// The invocations the next batch runs, in order (the queue's first
+    /// [`Spill::next_batch_len`]).
+    pub fn next_batch(&self) -> impl Iterator<Item = u32> + '_ {
+        self.queue.iter().take(self.next_batch_len()).map(|e| e.id)
     }
 
     /// The first waiting invocation.
@@ -243,7 +255,11 @@ impl Spill {
                     grow_atomics.get_or_insert(e.id);
                     c.grew += 1;
                 }
-                // Faulted, or stopped by an error (which ends the launch anyway).
+                STATUS_FAULTED => {
+                    c.faulted += 1;
+                    c.faults.push((e.id, slot[SLOT_FAULT]));
+                }
+                // Stopped by an error (which ends the launch anyway).
                 _ => c.faulted += 1,
             }
             again.push(e);
@@ -316,12 +332,13 @@ mod tests {
         for (i, st) in status.iter().enumerate() {
             let slot = &mut words[i * l.words()..];
             slot[SLOT_STATUS] = *st;
+            slot[SLOT_FAULT] = 70 + i as u32;
             slot[SLOT_ATOMICS] = 2;
             slot[SLOT_HEADER] = 10 + i as u32;
             slot[SLOT_HEADER + 1] = 20 + i as u32;
         }
         let c = s.collect(&words).unwrap();
-        assert_eq!(c, Collected { done: 1, faulted: 1, grew: 2 });
+        assert_eq!(c, Collected { done: 1, faulted: 1, faults: vec![(1, 71)], grew: 2 });
         assert_eq!(s.len(), 3);
         assert_eq!(s.first(), Some(1));
         assert_eq!(s.queue[0].atomics, vec![11, 21], "the atomics it applied are remembered");
