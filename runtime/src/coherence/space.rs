@@ -798,6 +798,10 @@ impl Space {
     /// Returns how many blocks are lost. Async-signal-safe (system calls only): it runs in
     /// `fork`'s child handler.
     pub(super) fn release_protections_in_child(&self) -> usize {
+        // uffd protections are not inherited: only lost blocks need a pass (none, normally).
+        if self.prot.mode() != FaultMode::Mprotect && self.device_block_count() == 0 {
+            return 0;
+        }
         let mut lost = 0;
         for b in 0..self.states.blocks() {
             let s = self.states.load(b) & 3;
