@@ -202,6 +202,28 @@ pub fn shadowed_builtins(user: &str, runtime: &str, entry: &str) -> Result<(), V
     Ok(())
 }
 
+/// Refuses a shader stage attribute (`@compute`, `@vertex`, `@fragment`) in `user`, at its
+/// line, naming the function it makes an entry point. Runs before parsing: on the user's entry
+/// function itself (a kernel written as a WebGPU compute shader), the parser fails at the
+/// generated entry point's call of it, a line of the prelude the user never wrote;
+/// [`user_kernel`] refuses the same for other functions once the module is built.
+pub fn entry_points(user: &str, entry: &str) -> Result<(), Violation> {
+    let t: Vec<Token> = tokens(user).collect();
+    for (i, w) in t.windows(2).enumerate() {
+        let [Token::Punct(b'@'), Token::Word(stage @ ("compute" | "vertex" | "fragment"), at)] = *w else { continue };
+        let name = t[i..].windows(2).find_map(|w| match w {
+            [Token::Word("fn", _), Token::Word(name, _)] => Some(*name),
+            _ => None,
+        });
+        let name = name.unwrap_or("<unnamed>");
+        return Err((
+            line_at(user, at),
+            format!("`{name}` is an entry point (`@{stage}`); the runtime adds the entry point and calls `fn {entry}(id: u32)` once per invocation: declare that plain function instead, without `@{stage}` or `@workgroup_size`"),
+        ));
+    }
+    Ok(())
+}
+
 /// True when `src` has `fn <entry>` followed by `(` in its code (not in a comment): the check
 /// before the module is built, so that a missing entry is named as such rather than as an
 /// unknown identifier in the generated entry point ([`user_kernel`] then checks the function

@@ -150,14 +150,14 @@ pub fn compile_wgsl_checked(
 ) -> Result<CompiledKernel, CompileError> {
     let mut module = naga::front::wgsl::parse_str(source).map_err(|e| CompileError::Parse {
         source_name: source_name.to_owned(),
-        rendered: e.emit_to_string_with_path(source, source_name),
+        rendered: e.emit_to_string_with_path(source, source_name).trim_end().to_owned(),
     })?;
     prepare(&mut module).map_err(|(line, what)| CompileError::Rule { source_name: source_name.to_owned(), line, what })?;
     let info = Validator::new(ValidationFlags::all(), CAPABILITIES)
         .validate(&module)
         .map_err(|e| CompileError::Validation {
             source_name: source_name.to_owned(),
-            rendered: e.emit_to_string_with_path(source, source_name),
+            rendered: e.emit_to_string_with_path(source, source_name).trim_end().to_owned(),
         })?;
 
     let unsupported = |what: String| CompileError::Unsupported {

@@ -43,6 +43,7 @@
 //! runtime allocates here is in the internal heap.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -219,11 +220,23 @@ impl Args {
     }
     /// Appends a `u64` at the next even word.
     pub fn u64(mut self, v: u64) -> Args {
+        self.align_even();
+        self.words.extend_from_slice(&[v as u32, (v >> 32) as u32]);
+        self
+    }
+    /// Appends an `i64` at the next even word (`unimem_arg_u64(i)`, then `bitcast<i64>`).
+    pub fn i64(self, v: i64) -> Args {
+        self.u64(v as u64)
+    }
+    /// Appends an `f64` at the next even word (`bitcast<f64>(unimem_arg_u64(i))`).
+    pub fn f64(self, v: f64) -> Args {
+        self.u64(v.to_bits())
+    }
+    /// Pads to an even word, where a C struct puts a member aligned to 8.
+    fn align_even(&mut self) {
         if self.words.len() % 2 == 1 {
             self.words.push(0);
         }
-        self.words.extend_from_slice(&[v as u32, (v >> 32) as u32]);
-        self
     }
     /// Appends a pointer to `r` (the address of its first byte) at the next even word; the
     /// allocation it points into is made resident before the launch.
@@ -240,8 +253,14 @@ impl Args {
     pub fn raw_ptr(self, p: u64) -> Args {
         self.u64(p)
     }
-    /// Appends a plain value's bytes, padded to whole words.
+    /// Appends a plain value's bytes, padded to whole words, where a C struct would put it:
+    /// at the next even word when `T` is aligned to 8 (it holds a `u64`, `f64` or pointer),
+    /// so that the offsets of its 64-bit fields, over 4, are the word indices the kernel reads
+    /// them at, and pointers among them are prefetched like [`Args::ptr`]'s.
     pub fn pod<T: bytemuck::Pod>(mut self, v: &T) -> Args {
+        if std::mem::align_of::<T>() >= 8 {
+            self.align_even();
+        }
         let bytes = bytemuck::bytes_of(v);
         for chunk in bytes.chunks(4) {
             let mut w = [0u8; 4];
@@ -300,6 +319,23 @@ impl Drop for Inner {
 }
 
 /// A compiled kernel. Cheap to clone; the pipeline is cached per (source, entry).
+///
+/// The source is WGSL defining `fn <entry>(id: u32)`, called once per invocation `id` in
+/// `0..n`; the runtime adds the `@compute` entry point, so the source declares none. It
+/// reaches memory only through the prelude's accessors, on host pointers (`u64` addresses):
+///
+/// - `unimem_arg_u32(i)`, `unimem_arg_u64(i)`, `unimem_arg_ptr(i)`: argument word `i`
+///   ([`Args`]: the byte offset over 4);
+/// - `unimem_load_{u32,i32,f32,u64,i64,ptr}(p)`, `unimem_store_{u32,i32,f32,u64,i64,ptr}(p, v)`,
+///   and `unimem_load_f64(p)`, `unimem_store_f64(p, v)` on devices with `shaderFloat64`
+///   (accesses aligned to their size);
+/// - `unimem_atomic_{add,min,max,exchange}_u32(p, v)`, `unimem_atomic_compare_exchange_u32(p, cmp, v)`
+///   (the old value);
+/// - `unimem_running()`: false once the invocation faulted (the accessors then return 0).
+///
+/// Helper functions and `var<private>` are fine; buffers, `var<workgroup>`, barriers and
+/// names beginning with `unimem_`, `UNIMEM_` or `Unimem` are refused at their line.
+/// docs/MEMORY-MODEL.md states what a kernel may rely on.
 #[derive(Clone)]
 pub struct Kernel {
     inner: Arc<Inner>,
@@ -393,6 +429,7 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
     let float64 = report.shader_float64.then_some(()).ok_or(report.name.as_str());
     let name = format!("kernel `{entry}`");
     check::reserved_names(user)
+        .and_then(|()| check::entry_points(user, entry))
         .and_then(|()| check::shadowed_builtins(user, &source[user.len()..], entry))
         .map_err(|(line, what)| CompileError::Rule { source_name: name.clone(), line, what })?;
     let prepare = |m: &mut naga::Module| {
@@ -742,7 +779,7 @@ impl Kernel {
                     match unimem_alloc::lookup(address as *const u8) {
                         Some((b, s)) if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, inside the live allocation {b:#x}+{s})"),
                         _ if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, in the managed heap but in no live allocation)"),
-                        _ => format!(" (address {address:#x})"),
+                        _ => outside_heap(address, words),
                     }
                 };
                 let left = if dev.in_place() {
@@ -982,6 +1019,44 @@ fn runs(blocks: &[u32]) -> Vec<(u32, usize)> {
         }
     }
     out
+}
+
+/// ` (address ..., what it is)` for an address outside the managed heap, for messages: a null
+/// pointer (and why an argument can be one), the launching thread's stack (a `Box` or `Vec`
+/// variable passed instead of the heap data it holds), the value of an argument word.
+/// Called on the launching thread.
+fn outside_heap(address: u64, words: &[u32]) -> String {
+    let mut s = format!(" (address {address:#x}");
+    let argument = words.chunks_exact(2).position(|w| u64::from(w[0]) | u64::from(w[1]) << 32 == address);
+    if address < 4096 {
+        s.push_str(if address == 0 { ", a null pointer" } else { ", a null pointer plus an offset?" });
+        if argument.is_none() {
+            let _ = write!(s, "; an argument word the launch did not pass reads as 0, and this launch passed {} words", words.len());
+        }
+    } else if on_this_threads_stack(address) {
+        s.push_str(", on the launching thread's stack: kernels reach heap memory only; pass the heap data a `Box` or `Vec` holds (`&*b`, `&v[..]`), not the variable");
+    }
+    if let Some(i) = argument {
+        let _ = write!(s, "; it is the value of argument word {}", 2 * i);
+    }
+    s.push(')');
+    s
+}
+
+/// True when `address` lies in the calling thread's stack.
+fn on_this_threads_stack(address: u64) -> bool {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: pthread_getattr_np initialises `attr` for the calling thread when it returns 0;
+    // only then is it read (by pthread_attr_getstack, into the two locals) and destroyed.
+    unsafe {
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return false;
+        }
+        let (mut lo, mut len) = (std::ptr::null_mut(), 0usize);
+        let got = libc::pthread_attr_getstack(attr.as_ptr(), &mut lo, &mut len) == 0;
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        got && (lo as u64..lo as u64 + len as u64).contains(&address)
+    }
 }
 
 /// Workgroups for `count` invocations (x capped at 65535, the rest along y).

@@ -283,6 +283,7 @@ pub const ACCESSORS: &[&str] = &[
     "unimem_store_f32",
     "unimem_store_u64",
     "unimem_store_i64",
+    "unimem_store_ptr",
     "unimem_load_f64",
     "unimem_store_f64",
     "unimem_atomic_add_u32",
@@ -1000,6 +1001,10 @@ fn unimem_store_u64(p: u64, v: u64) {
 fn unimem_store_i64(p: u64, v: i64) {
     unimem_store_u64(p, bitcast<u64>(v));
 }
+
+fn unimem_store_ptr(p: u64, v: u64) {
+    unimem_store_u64(p, v);
+}
 "#;
 
 /// The 64-bit float accessors, for kernels that mention `f64` ([`uses_f64`]): the 64-bit
@@ -1115,6 +1120,7 @@ fn all(id: u32) {
     unimem_store_f32(p, 1.0);
     unimem_store_u64(p, b);
     unimem_store_i64(p, 2li);
+    unimem_store_ptr(p, b);
     let c = unimem_atomic_add_u32(p, 1u) + unimem_atomic_min_u32(p, 1u) + unimem_atomic_max_u32(p, 1u)
         + unimem_atomic_exchange_u32(p, 1u) + unimem_atomic_compare_exchange_u32(p, 1u, 2u);
     if (unimem_running()) { unimem_store_u32(p, c); }

@@ -1166,3 +1166,118 @@ fn destroyed_kernels_release_their_pipelines() {
     drop(k0);
     run(&twin, &mut out, 0);
 }
+
+/// Launch parameters as a C struct (`Args::pod`) after a `u32`, where the struct is aligned
+/// to 8: the kernel reads its fields at their C offsets over 4.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    scale: f64,
+    out: u64,
+    bias: u32,
+    _pad: u32,
+}
+
+const LINK: &str = "
+fn link(id: u32) {
+    // Words: 0 count, 2 Params { scale (2), out (4), bias (6) }, 8 an f64, 10 an i64, 12 nodes.
+    let count = unimem_arg_u32(0u);
+    let scale = bitcast<f64>(unimem_arg_u64(2u));
+    let out = unimem_arg_ptr(4u);
+    let bias = unimem_arg_u32(6u);
+    let extra = bitcast<f64>(unimem_arg_u64(8u));
+    let minus = bitcast<i64>(unimem_arg_u64(10u));
+    let nodes = unimem_arg_ptr(12u);
+    // Node id points to node id + 1 (the last to none): a list built by the kernel.
+    let node = unimem_load_ptr(nodes + u64(id) * 8lu);
+    var next = 0lu;
+    if (id + 1u < count) { next = unimem_load_ptr(nodes + u64(id + 1u) * 8lu); }
+    unimem_store_ptr(node + 8lu, next);
+    unimem_store_f64(out + u64(id) * 8lu, f64(id) * scale + f64(bias) + extra + f64(minus));
+}
+";
+
+/// `Args::pod` places a struct aligned to 8 at an even word, as C does (it was appended at
+/// the next word, so after one `u32` every 64-bit field of the struct was read from the
+/// wrong words); `Args::f64` and `Args::i64` append 64-bit values like `Args::u64`; and
+/// kernels store pointers with `unimem_store_ptr`, as they load them with `unimem_load_ptr`.
+#[test]
+fn pod_arguments_follow_c_layout_and_kernels_store_pointers() {
+    let _s = serial();
+    let Some(_) = kernel("pod_arguments_follow_c_layout_and_kernels_store_pointers", DOUBLE, "double") else { return };
+    let (_, dev) = unimem::vulkan_runtime().unwrap();
+    if !dev.device().report().shader_float64 {
+        return;
+    }
+    let k = unimem::Kernel::new(LINK, "link").unwrap_or_else(|e| panic!("{e}"));
+    let n = 1000usize;
+    let nodes = build(n, |i| i as u32);
+    // Unlink them: the kernel links them again.
+    for &p in &nodes {
+        // SAFETY: every node is live (made by `build`) and no kernel runs.
+        unsafe { (*(p as *mut Node)).next = std::ptr::null() };
+    }
+    let table: Vec<u64> = nodes.iter().map(|&p| p as u64).collect();
+    let mut out = vec![0f64; n];
+    let params = Params { scale: 0.5, out: out.as_mut_ptr() as u64, bias: 7, _pad: 0 };
+    let args = Args::new().u32(n as u32).pod(&params).f64(0.25).i64(-3).ptr(&table[..]);
+    assert_eq!(args.words()[1], 0, "padding before the struct");
+    let scale = 0.5f64.to_bits();
+    assert_eq!(args.words()[2..4], [scale as u32, (scale >> 32) as u32], "the struct at word 2");
+    k.launch(n as u32, &args).unwrap();
+    for (i, o) in out.iter().enumerate() {
+        assert_eq!(*o, i as f64 * 0.5 + 7.0 + 0.25 - 3.0, "out[{i}]");
+    }
+    let (mut p, mut seen) = (nodes[0], 0u32);
+    while !p.is_null() {
+        // SAFETY: the kernel linked live nodes of `build`; the launch returned.
+        let node = unsafe { &*p };
+        assert_eq!(node.value, seen);
+        seen += 1;
+        p = node.next;
+    }
+    assert_eq!(seen as usize, n, "the list the kernel linked");
+    free(nodes);
+}
+
+/// A kernel written as a WebGPU compute shader (`@compute` on the entry itself) is refused at
+/// the user's line, saying what to declare instead: naga failed at the generated entry point's
+/// call of it, line 583 of a module the user never wrote.
+#[test]
+fn a_compute_attribute_on_the_entry_is_refused_at_its_line() {
+    let _s = serial();
+    let Some(_) = kernel("a_compute_attribute_on_the_entry_is_refused_at_its_line", DOUBLE, "double") else { return };
+    let src = "// a WebGPU habit\n@compute @workgroup_size(64)\nfn f(@builtin(global_invocation_id) g: vec3<u32>) { }";
+    let e = unimem::Kernel::new(src, "f").err().unwrap_or_else(|| panic!("accepted: {src}")).to_string();
+    for want in ["kernel `f`, line 2", "`f` is an entry point (`@compute`)", "fn f(id: u32)"] {
+        assert!(e.contains(want), "{e:?} lacks {want:?}");
+    }
+}
+
+const READ_ARG: &str = "
+fn read_arg(id: u32) {
+    unimem_store_u32(unimem_arg_ptr(2u), unimem_load_u32(unimem_arg_ptr(0u)));
+}
+";
+
+/// An address outside the heap is described: a `Vec` variable passed instead of its data is
+/// on the launching thread's stack (and is argument word 0); a pointer the launch did not pass
+/// reads as null, and the message says how many words it did pass.
+#[test]
+fn pointers_outside_the_heap_are_described() {
+    let _s = serial();
+    let Some(k) = kernel("pointers_outside_the_heap_are_described", READ_ARG, "read_arg") else { return };
+    let v = vec![1u32, 2, 3];
+    let mut out = Box::new(0u32);
+    let e = k.launch(1, &Args::new().ptr(&v).ptr_mut(&mut *out)).unwrap_err().to_string();
+    let at = &v as *const Vec<u32> as u64;
+    for want in [format!("address {at:#x}, on the launching thread's stack"), "`&v[..]`".into(), "argument word 0".into()] {
+        assert!(e.contains(&want), "{e:?} lacks {want:?}");
+    }
+    let e = k.launch(1, &Args::new().ptr(&v[..])).unwrap_err().to_string();
+    for want in ["address 0x0, a null pointer", "this launch passed 2 words"] {
+        assert!(e.contains(want), "{e:?} lacks {want:?}");
+    }
+    k.launch(1, &Args::new().ptr(&v[..]).ptr_mut(&mut *out)).unwrap();
+    assert_eq!(*out, 1);
+}
