@@ -22,7 +22,8 @@ pub struct Counters {
     pub fault_ns: AtomicU64,
     /// Blocks evicted from the device to make room.
     pub evictions: AtomicU64,
-    /// Device copies dropped without copying back (discard, free).
+    /// Device copies dropped without copying back (discard, free); in place, where there are
+    /// none, mapped blocks unmapped so (a program that frees memory counts these).
     pub discards: AtomicU64,
     /// Blocks a kernel wrote while it ran, that the CPU had written and not merged (no twin:
     /// the device's version kept). Zero unless the twin pool ran out (`twin.rs`).

@@ -136,6 +136,22 @@ pub fn compile_wgsl_named(
     compile_wgsl_checked(source_name, source, entry_point, &|_| Ok(()))
 }
 
+/// What naga's message for a call with an argument of the wrong type leaves out (it numbers
+/// the function and the types: "Call to [12] is invalid ... Argument 0 value [0] doesn't match
+/// the type [1]"): the function's name and the type it takes, and for a `u64` (an address,
+/// as the accessors take) how to write one.
+fn call_hint(module: &naga::Module, e: &naga::valid::ValidationError) -> Option<String> {
+    use naga::common::wgsl::TypeContext;
+    use naga::valid::{CallError, FunctionError, ValidationError};
+    let ValidationError::Function { source: FunctionError::InvalidCall { function, error: CallError::ArgumentType { index, required, .. } }, .. } = e else {
+        return None;
+    };
+    let callee = module.functions[*function].name.as_deref()?;
+    let ty = module.to_ctx().type_to_string(*required);
+    let how = if ty == "u64" { " (addresses are `u64`: convert with `u64(x)` and write offsets as `4lu`, e.g. `p + u64(id) * 4lu`)" } else { "" };
+    Some(format!("argument {} of `{callee}` must be a `{ty}`{how}", index + 1))
+}
+
 /// A source's broken rule, for [`compile_wgsl_checked`]: the line (1-based) and what is wrong.
 pub type Violation = (usize, String);
 
@@ -155,9 +171,13 @@ pub fn compile_wgsl_checked(
     prepare(&mut module).map_err(|(line, what)| CompileError::Rule { source_name: source_name.to_owned(), line, what })?;
     let info = Validator::new(ValidationFlags::all(), CAPABILITIES)
         .validate(&module)
-        .map_err(|e| CompileError::Validation {
-            source_name: source_name.to_owned(),
-            rendered: e.emit_to_string_with_path(source, source_name).trim_end().to_owned(),
+        .map_err(|e| {
+            let mut rendered = e.emit_to_string_with_path(source, source_name).trim_end().to_owned();
+            if let Some(hint) = call_hint(&module, &e.into_inner()) {
+                rendered.push_str("\n  = ");
+                rendered.push_str(&hint);
+            }
+            CompileError::Validation { source_name: source_name.to_owned(), rendered }
         })?;
 
     let unsupported = |what: String| CompileError::Unsupported {

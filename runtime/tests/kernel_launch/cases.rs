@@ -1010,6 +1010,7 @@ fn kernels_that_break_the_abi_are_refused_at_their_line() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("fn f(id: u32) {\n  let x = ;\n}", "f", &["kernel `f`:2:11", "let x = ;"]),
         ("fn f(id: u32) {\n  unimem_store_u32(0lu, 1.5);\n}", "f", &["kernel `f`:2:"]),
+        ("fn f(id: u32) {\n  let x = unimem_load_u32(id);\n}", "f", &["unimem_load_u32(id)", "argument 1 of `unimem_load_u32` must be a `u64` (addresses are `u64`"]),
         ("\nfn f(a: f32) { }", "f", &["line 2", "`fn f` must take one `u32`"]),
         ("fn f(id: u32) -> u32 { return id; }", "f", &["line 1", "return nothing"]),
         ("fn f(id: u32) { }", "g", &["must define `fn g(id: u32)`"]),
