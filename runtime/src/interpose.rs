@@ -13,16 +13,26 @@
 //!   runs while a launch does twins a block it makes writable, as a CPU write fault does.
 //!   - data I/O (here): `read`, `write`, `pread(64)`, `pwrite(64)`, `readv`, `writev`,
 //!     `preadv`, `pwritev`, `send`, `recv`, `sendto`, `recvfrom`, `sendmsg`, `recvmsg`,
-//!     `fread`, `fwrite`, `getrandom`, and the `_FORTIFY_SOURCE` forms `__read_chk`,
-//!     `__pread(64)_chk`, `__recv_chk`, `__recvfrom_chk`, `__fread_chk`;
-//!   - paths and file metadata ([`files`]): the `open`, `stat`, `access`, `mkdir`,
-//!     `unlink`, `rename`, `readlink`, `truncate` families, `chdir`, `chmod`, `chown`,
-//!     `link`, `symlink`, `utimensat`, `getcwd`, with their 64-bit, fortified and pre-2.33
-//!     (`__xstat`) names;
+//!     `fread`, `fwrite`, `getrandom`, the offsets of `sendfile(64)`, `splice` and
+//!     `copy_file_range`, `process_vm_readv` and `process_vm_writev`, and the
+//!     `_FORTIFY_SOURCE` forms `__read_chk`, `__pread(64)_chk`, `__recv_chk`,
+//!     `__recvfrom_chk`, `__fread_chk`;
+//!   - paths, file metadata, file systems ([`files`]): the `open`, `stat`, `access`,
+//!     `mkdir`, `unlink`, `rename`, `readlink`, `truncate`, `mknod`, `statfs`, `statvfs`
+//!     and extended-attribute families, `chdir`, `chmod`, `chown`, `link`, `symlink` and
+//!     their `at` forms, `lchown`, `utimensat`, `futimens`, `utime(s)`, `lutimes`,
+//!     `futimesat`, `mkfifo(at)`, `inotify_add_watch`, `chroot`, `acct`, `swapon`,
+//!     `swapoff`, `getcwd`, `getdents64`, `getdirentries(64)`, with their 64-bit,
+//!     fortified and pre-2.33 (`__xstat`, `__xmknod`) names;
+//!   - sockets ([`net`]): `bind`, `connect`, `accept(4)`, `getsockname`, `getpeername`,
+//!     `getsockopt`, `setsockopt`, `sendmmsg`, `recvmmsg`;
 //!   - programs and waiting ([`process`]): `execve`, `execv`, `execvp`, `execvpe`,
 //!     `fexecve`, `posix_spawn(p)`, `system`, `wait`, `waitpid`, `wait3`, `wait4`, `waitid`,
 //!     `pipe(2)`, `poll`, `ppoll`, `select`, `pselect`, `epoll_ctl`, `epoll_wait`,
-//!     `nanosleep`, `clock_nanosleep`.
+//!     `epoll_pwait(2)`, `nanosleep`, `clock_nanosleep`;
+//!   - the process and the system ([`system`]): `uname`, `getrusage`, `sysinfo`, `times`,
+//!     `getrlimit`, `setrlimit`, `prlimit` (each also `...64`), `setitimer`, `getitimer`,
+//!     `timerfd_settime`, `timerfd_gettime`.
 //! - **Signals**: `sigaction` and `signal` for SIGSEGV/SIGBUS record the program's handler as
 //!   the one ours chains to, instead of replacing ours, once coherence is installed.
 //!
@@ -43,7 +53,7 @@
 
 use crate::coherence;
 use crate::faults::handler;
-use libc::{c_char, c_int, c_uint, c_void, iovec, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t, ssize_t, FILE};
+use libc::{c_char, c_int, c_uint, c_ulong, c_void, iovec, msghdr, off64_t, off_t, pid_t, size_t, sockaddr, socklen_t, ssize_t, FILE};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 
 /// The next definition of `name` (libc's), resolved on the first call and kept in `cache`.
@@ -135,7 +145,9 @@ macro_rules! wrap {
 }
 
 pub mod files;
+pub mod net;
 pub mod process;
+pub mod system;
 
 /// Make `[p, p+len)` safe for the kernel to read (`kernel_writes` false) or write: blocks
 /// of the managed heap on the device come home (for writes, read-only ones become
@@ -264,14 +276,41 @@ fn prepare_msg(msg: *const msghdr, kernel_writes: bool) {
     prepare(m.msg_name, m.msg_namelen as usize, kernel_writes);
 }
 
-/// `recvfrom`'s address and its length (in and out), when given.
-fn prepare_from(from: *mut sockaddr, fromlen: *mut socklen_t) {
-    if !fromlen.is_null() {
-        prepare_one(fromlen, true);
+/// `splice`'s and `copy_file_range`'s offsets (each null or read and advanced).
+fn offsets(a: *mut off64_t, b: *mut off64_t) {
+    prepare_one(a, true);
+    prepare_one(b, true);
+}
+
+/// `process_vm_readv`'s and `process_vm_writev`'s arrays and their buffers: ours
+/// (`local_written`: the kernel writes them) and the other process's, in the other
+/// direction. The other process's addresses are its own; they are ours when it is this
+/// process (or a thread of it), which the kernel then reaches by remote page lookups that
+/// return `EFAULT` as a system call's access does. So they are prepared as ours whatever the
+/// pid: for another process that costs at most a needless migration home of a block of ours
+/// at the same address.
+fn process_vm_iovs(local: *const iovec, n_local: c_ulong, remote: *const iovec, n_remote: c_ulong, local_written: bool) {
+    // The kernel refuses more than UIO_MAXIOV before reading anything.
+    if n_local as usize > UIO_MAXIOV || n_remote as usize > UIO_MAXIOV {
+        return;
+    }
+    prepare_iov(local, n_local as c_int, local_written);
+    prepare_iov(remote, n_remote as c_int, !local_written);
+}
+
+/// A buffer the kernel writes whose size is `*len`, which it reads and updates, when `len`
+/// is given: `recvfrom`'s and `accept`'s address, `getsockopt`'s value.
+fn prepare_sized_out(buf: *mut c_void, len: *mut socklen_t) {
+    if !len.is_null() {
+        prepare_one(len, true);
         // SAFETY: the caller passes a valid socklen_t when non-null (host-writable now).
-        prepare(from as *const c_void, unsafe { *fromlen } as usize, true);
+        prepare(buf, unsafe { *len } as usize, true);
     }
 }
+
+/// The most iovecs (or messages) the kernel takes in one call (Linux's `UIO_MAXIOV`): it
+/// refuses more (`readv`, `process_vm_readv`) or stops there (`sendmmsg`, `recvmmsg`).
+const UIO_MAXIOV: usize = 1024;
 
 wrap! {
     /// `read(2)`.
@@ -306,7 +345,7 @@ wrap! {
     /// `recvfrom(2)`.
     fn recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, from: *mut sockaddr, fromlen: *mut socklen_t) -> ssize_t {
         prepare(buf, n, true);
-        prepare_from(from, fromlen);
+        prepare_sized_out(from.cast(), fromlen);
     }
     /// `sendmsg(2)`.
     fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t { prepare_msg(msg, false) }
@@ -319,6 +358,23 @@ wrap! {
     fn fwrite(buf: *const c_void, size: size_t, n: size_t, f: *mut FILE) -> size_t { prepare(buf, size.saturating_mul(n), false) }
     /// `getrandom(2)`.
     fn getrandom(buf: *mut c_void, n: size_t, flags: c_uint) -> ssize_t { prepare(buf, n, true) }
+    /// `sendfile(2)`: the offset, read and advanced (null: the file's own).
+    fn sendfile(out_fd: c_int, in_fd: c_int, off: *mut off_t, n: size_t) -> ssize_t { prepare_one(off, true) }
+    /// `sendfile64`.
+    fn sendfile64(out_fd: c_int, in_fd: c_int, off: *mut off64_t, n: size_t) -> ssize_t { prepare_one(off, true) }
+    /// `splice(2)`: the two offsets, read and advanced.
+    fn splice(fd_in: c_int, off_in: *mut off64_t, fd_out: c_int, off_out: *mut off64_t, n: size_t, flags: c_uint) -> ssize_t { offsets(off_in, off_out) }
+    /// `copy_file_range(2)`.
+    fn copy_file_range(fd_in: c_int, off_in: *mut off64_t, fd_out: c_int, off_out: *mut off64_t, n: size_t, flags: c_uint) -> ssize_t { offsets(off_in, off_out) }
+    /// `process_vm_readv(2)`: our iovecs and their buffers (written), the other process's
+    /// (read; see `process_vm_iovs`).
+    fn process_vm_readv(pid: pid_t, local: *const iovec, n_local: c_ulong, remote: *const iovec, n_remote: c_ulong, flags: c_ulong) -> ssize_t {
+        process_vm_iovs(local, n_local, remote, n_remote, true)
+    }
+    /// `process_vm_writev(2)`: ours read, the other process's written.
+    fn process_vm_writev(pid: pid_t, local: *const iovec, n_local: c_ulong, remote: *const iovec, n_remote: c_ulong, flags: c_ulong) -> ssize_t {
+        process_vm_iovs(local, n_local, remote, n_remote, false)
+    }
 
     // `_FORTIFY_SOURCE` turns the calls above into these when the compiler knows the
     // buffer's size (`buflen`, checked by libc); libc's `read` below them is internal.
@@ -334,7 +390,7 @@ wrap! {
     /// `recvfrom` under `_FORTIFY_SOURCE`.
     fn __recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, from: *mut sockaddr, fromlen: *mut socklen_t) -> ssize_t {
         prepare(buf, n, true);
-        prepare_from(from, fromlen);
+        prepare_sized_out(from.cast(), fromlen);
     }
     /// `fread` under `_FORTIFY_SOURCE`.
     fn __fread_chk(buf: *mut c_void, buflen: size_t, size: size_t, n: size_t, f: *mut FILE) -> size_t { prepare(buf, size.saturating_mul(n), true) }

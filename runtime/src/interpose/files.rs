@@ -16,12 +16,18 @@
 //! `wrap!`, whose comment gives the ABI argument; x86-64 and aarch64 only).
 
 use super::{prepare, prepare_one, prepare_str};
-use libc::{c_char, c_int, c_uint, gid_t, mode_t, off64_t, off_t, size_t, ssize_t, timespec, uid_t};
+use libc::{c_char, c_int, c_uint, c_void, dev_t, gid_t, mode_t, off64_t, off_t, size_t, ssize_t, timespec, timeval, uid_t};
 
 /// A path the kernel reads and a `T` it writes (`stat` and its kin).
 fn path_and_out<T>(path: *const c_char, out: *mut T) {
     prepare_str(path);
     prepare_one(out, true);
+}
+
+/// A path and a `T` the kernel reads (each null or valid).
+fn path_and_in<T>(path: *const c_char, data: *const T) {
+    prepare_str(path);
+    prepare_one(data, false);
 }
 
 /// A path the kernel reads and `len` bytes it writes (`readlink` and its kin).
@@ -30,7 +36,8 @@ fn path_and_out_bytes(path: *const c_char, out: *mut c_char, len: size_t) {
     prepare(out.cast(), len, true);
 }
 
-/// Two paths the kernel reads (`rename` and its kin).
+/// Two strings the kernel reads: paths (`rename` and its kin), a path and an attribute's
+/// name (`removexattr`).
 fn two_paths(a: *const c_char, b: *const c_char) {
     prepare_str(a);
     prepare_str(b);
@@ -108,6 +115,113 @@ wrap! {
     fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char { prepare(buf.cast(), size, true) }
     /// `getcwd` under `_FORTIFY_SOURCE`.
     fn __getcwd_chk(buf: *mut c_char, size: size_t, buflen: size_t) -> *mut c_char { prepare(buf.cast(), size, true) }
+
+    /// `fchmodat(2)`.
+    fn fchmodat(dirfd: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int { prepare_str(path) }
+    /// `fchownat(2)`.
+    fn fchownat(dirfd: c_int, path: *const c_char, uid: uid_t, gid: gid_t, flags: c_int) -> c_int { prepare_str(path) }
+    /// `lchown(2)`.
+    fn lchown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int { prepare_str(path) }
+    /// `linkat(2)`.
+    fn linkat(old_dirfd: c_int, old: *const c_char, new_dirfd: c_int, new: *const c_char, flags: c_int) -> c_int { two_paths(old, new) }
+    /// `symlinkat(2)`.
+    fn symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> c_int { two_paths(target, path) }
+    /// `futimens(3)`: the two times (null: now).
+    fn futimens(fd: c_int, times: *const [timespec; 2]) -> c_int { prepare_one(times, false) }
+    /// `utime(2)`: the path and the times (null: now). glibc 2.36 converts the times in user
+    /// space (where a fault is handled), older ones passed them to the kernel.
+    fn utime(path: *const c_char, times: *const libc::utimbuf) -> c_int { path_and_in(path, times) }
+    /// `utimes(2)`.
+    fn utimes(path: *const c_char, times: *const [timeval; 2]) -> c_int { path_and_in(path, times) }
+    /// `lutimes(3)`.
+    fn lutimes(path: *const c_char, times: *const [timeval; 2]) -> c_int { path_and_in(path, times) }
+    /// `futimesat(2)`.
+    fn futimesat(dirfd: c_int, path: *const c_char, times: *const [timeval; 2]) -> c_int { path_and_in(path, times) }
+    /// `mknod(2)` (a function since glibc 2.33).
+    fn mknod(path: *const c_char, mode: mode_t, dev: dev_t) -> c_int { prepare_str(path) }
+    /// `mknodat(2)`.
+    fn mknodat(dirfd: c_int, path: *const c_char, mode: mode_t, dev: dev_t) -> c_int { prepare_str(path) }
+    /// `mknod` of programs built against glibc before 2.33 (`*dev` is read in user space,
+    /// prepared as `utime`'s times are).
+    fn __xmknod(ver: c_int, path: *const c_char, mode: mode_t, dev: *const dev_t) -> c_int { path_and_in(path, dev) }
+    /// `mknodat` of programs built against glibc before 2.33.
+    fn __xmknodat(ver: c_int, dirfd: c_int, path: *const c_char, mode: mode_t, dev: *const dev_t) -> c_int { path_and_in(path, dev) }
+    /// `mkfifo(3)`.
+    fn mkfifo(path: *const c_char, mode: mode_t) -> c_int { prepare_str(path) }
+    /// `mkfifoat(3)`.
+    fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int { prepare_str(path) }
+    /// `inotify_add_watch(2)`.
+    fn inotify_add_watch(fd: c_int, path: *const c_char, mask: u32) -> c_int { prepare_str(path) }
+    /// `chroot(2)`.
+    fn chroot(path: *const c_char) -> c_int { prepare_str(path) }
+    /// `acct(2)` (null: off).
+    fn acct(path: *const c_char) -> c_int { prepare_str(path) }
+    /// `swapon(2)`.
+    fn swapon(path: *const c_char, flags: c_int) -> c_int { prepare_str(path) }
+    /// `swapoff(2)`.
+    fn swapoff(path: *const c_char) -> c_int { prepare_str(path) }
+
+    /// `getdents64(2)`: the directory entries.
+    fn getdents64(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t { prepare(buf, n, true) }
+    /// `getdirentries(3)`: the entries, and the position written in user space (`*base`).
+    fn getdirentries(fd: c_int, buf: *mut c_char, n: size_t, base: *mut off_t) -> ssize_t { prepare(buf.cast(), n, true) }
+    /// `getdirentries64`.
+    fn getdirentries64(fd: c_int, buf: *mut c_char, n: size_t, base: *mut off64_t) -> ssize_t { prepare(buf.cast(), n, true) }
+}
+
+// ---- File systems and extended attributes ----
+
+/// An attribute's name, which the kernel reads, and its value, `size` bytes it reads
+/// (`setxattr`) or writes (`getxattr`).
+fn xattr(name: *const c_char, value: *const c_void, size: size_t, kernel_writes: bool) {
+    prepare_str(name);
+    prepare(value, size, kernel_writes);
+}
+
+/// As [`xattr`], with a path.
+fn path_xattr(path: *const c_char, name: *const c_char, value: *const c_void, size: size_t, kernel_writes: bool) {
+    prepare_str(path);
+    xattr(name, value, size, kernel_writes);
+}
+
+wrap! {
+    /// `statfs(2)`.
+    fn statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int { path_and_out(path, buf) }
+    /// `statfs64`.
+    fn statfs64(path: *const c_char, buf: *mut libc::statfs64) -> c_int { path_and_out(path, buf) }
+    /// `fstatfs(2)`.
+    fn fstatfs(fd: c_int, buf: *mut libc::statfs) -> c_int { prepare_one(buf, true) }
+    /// `fstatfs64`.
+    fn fstatfs64(fd: c_int, buf: *mut libc::statfs64) -> c_int { prepare_one(buf, true) }
+    /// `statvfs(3)` (glibc fills `buf` in user space from a `statfs` of its own).
+    fn statvfs(path: *const c_char, buf: *mut libc::statvfs) -> c_int { path_and_out(path, buf) }
+    /// `statvfs64`.
+    fn statvfs64(path: *const c_char, buf: *mut libc::statvfs64) -> c_int { path_and_out(path, buf) }
+
+    /// `getxattr(2)`.
+    fn getxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t { path_xattr(path, name, value, size, true) }
+    /// `lgetxattr(2)`.
+    fn lgetxattr(path: *const c_char, name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t { path_xattr(path, name, value, size, true) }
+    /// `fgetxattr(2)`.
+    fn fgetxattr(fd: c_int, name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t { xattr(name, value, size, true) }
+    /// `setxattr(2)`.
+    fn setxattr(path: *const c_char, name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int { path_xattr(path, name, value, size, false) }
+    /// `lsetxattr(2)`.
+    fn lsetxattr(path: *const c_char, name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int { path_xattr(path, name, value, size, false) }
+    /// `fsetxattr(2)`.
+    fn fsetxattr(fd: c_int, name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int { xattr(name, value, size, false) }
+    /// `listxattr(2)`: the path, and the list of names written.
+    fn listxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t { path_and_out_bytes(path, list, size) }
+    /// `llistxattr(2)`.
+    fn llistxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t { path_and_out_bytes(path, list, size) }
+    /// `flistxattr(2)`.
+    fn flistxattr(fd: c_int, list: *mut c_char, size: size_t) -> ssize_t { prepare(list.cast(), size, true) }
+    /// `removexattr(2)`.
+    fn removexattr(path: *const c_char, name: *const c_char) -> c_int { two_paths(path, name) }
+    /// `lremovexattr(2)`.
+    fn lremovexattr(path: *const c_char, name: *const c_char) -> c_int { two_paths(path, name) }
+    /// `fremovexattr(2)`.
+    fn fremovexattr(fd: c_int, name: *const c_char) -> c_int { prepare_str(name) }
 }
 
 // ---- The stat family: a path in, a struct out ----

@@ -155,20 +155,32 @@ wrap! {
     /// `pselect(2)`.
     fn pselect(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, timeout: *const timespec, mask: *const sigset_t) -> c_int {
         fd_sets(r, w, e);
-        prepare_one(timeout, false);
-        prepare_one(mask, false);
+        timeout_and_mask(timeout, mask);
     }
     /// `epoll_ctl(2)`.
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> c_int { prepare_one(event, false) }
     /// `epoll_wait(2)`.
-    fn epoll_wait(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: c_int) -> c_int {
-        prepare(events.cast(), std::mem::size_of::<epoll_event>().saturating_mul(max.max(0) as usize), true);
+    fn epoll_wait(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: c_int) -> c_int { epoll_events(events, max) }
+    /// `epoll_pwait(2)`: the events, and the signal mask.
+    fn epoll_pwait(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: c_int, mask: *const sigset_t) -> c_int {
+        epoll_events(events, max);
+        prepare_one(mask, false);
+    }
+    /// `epoll_pwait2(2)`: the events, the timeout and the signal mask.
+    fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: *const timespec, mask: *const sigset_t) -> c_int {
+        epoll_events(events, max);
+        timeout_and_mask(timeout, mask);
     }
 
     /// `nanosleep(2)`: the time, and the remainder written when a signal interrupts it.
     fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int { sleep_times(req, rem) }
     /// `clock_nanosleep(2)`.
     fn clock_nanosleep(clock: clockid_t, flags: c_int, req: *const timespec, rem: *mut timespec) -> c_int { sleep_times(req, rem) }
+}
+
+/// The `max` events `epoll_wait` and its kin may write.
+fn epoll_events(events: *mut epoll_event, max: c_int) {
+    prepare(events.cast(), std::mem::size_of::<epoll_event>().saturating_mul(max.max(0) as usize), true);
 }
 
 /// `wait3`'s and `wait4`'s outputs.
@@ -180,6 +192,11 @@ fn status_and_usage(status: *mut c_int, usage: *mut rusage) {
 /// `ppoll`'s arguments: descriptors read and written, a timeout and a mask read.
 fn ppoll_args(fds: *mut pollfd, n: nfds_t, timeout: *const timespec, mask: *const sigset_t) {
     pollfds(fds, n);
+    timeout_and_mask(timeout, mask);
+}
+
+/// A timeout and a signal mask the kernel reads (`ppoll`, `pselect`, `epoll_pwait2`).
+fn timeout_and_mask(timeout: *const timespec, mask: *const sigset_t) {
     prepare_one(timeout, false);
     prepare_one(mask, false);
 }

@@ -12,7 +12,9 @@
  * migrating mode the test also checks that the call brought memory home (unimem_get_stats),
  * which shows the buffers were away. The names are the ones programs link to: the plain
  * ones, the 64-bit ones of -D_FILE_OFFSET_BITS=64, the fortified ones of -D_FORTIFY_SOURCE
- * and the __xstat family of programs built against glibc before 2.33 (declared below).
+ * and the __xstat and __xmknod families of programs built against glibc before 2.33
+ * (declared below). A few calls need no wrapper (libc copies the struct in user space, where
+ * a fault is handled); they run here too, marked, to show it (sigaction, fstatvfs, futimes).
  * The exec family runs last: the program re-executes itself with execve, then execv, then
  * execvp, each from old buffers, and the last image prints the PASS line.
  *
@@ -26,15 +28,28 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/select.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/swap.h>
+#include <sys/sysinfo.h>
 #include <sys/time.h>
+#include <sys/timerfd.h>
+#include <sys/times.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+#include <utime.h>
 
 extern char **environ;
 
@@ -62,7 +77,9 @@ extern int __fxstat(int, int, struct stat *);
 extern int __fxstat64(int, int, struct stat64 *);
 extern int __fxstatat(int, int, const char *, struct stat *, int);
 extern int __fxstatat64(int, int, const char *, struct stat64 *, int);
-enum { STAT_VER = 1 }; /* _STAT_VER_LINUX on x86-64 */
+extern int __xmknod(int, const char *, mode_t, dev_t *);
+extern int __xmknodat(int, int, const char *, mode_t, dev_t *);
+enum { STAT_VER = 1, MKNOD_VER = 0 }; /* _STAT_VER_LINUX and _MKNOD_VER_LINUX on x86-64 */
 
 /* Rewrites the first word of every object in the pointer array (argument words 0-1) with
  * its value: the objects are written (their blocks move) and unchanged (so libc's own
@@ -273,6 +290,260 @@ static void paths(void) {
     /* The symbolic link stays for `buffers`. */
 }
 
+static time_t mtime_of(const char *path) {
+    struct stat st;
+    CHECK(stat(path, &st) == 0, "stat %s: %s", path, strerror(errno));
+    return st.st_mtime;
+}
+
+/* Makes a FIFO at `path` with `call`, checks it and removes it. */
+#define TRY_FIFO(path, call)                                                          \
+    do {                                                                              \
+        struct stat st_;                                                              \
+        TRY(call, ret == 0 && stat(path, &st_) == 0 && S_ISFIFO(st_.st_mode));        \
+        CHECK(unlink(path) == 0, "unlink %s: %s", path, strerror(errno));             \
+    } while (0)
+
+/* More path calls: at-variants, times, special files, watches, privileged ones. */
+static void more_paths(void) {
+    char *file = old_path("in"), *a = old_path("a"), *hard = old_path("hardat"), *sym = old_path("symat"),
+         *fifo = old_path("fifo"), *missing = old_path("missing"), *slash = old_str("/");
+    write_file(a, 10);
+    TRY(fchmodat(AT_FDCWD, a, 0640, 0), ret == 0 && mode_of(a) == 0640);
+    TRY(fchownat(AT_FDCWD, a, getuid(), getgid(), 0), ret == 0);
+    TRY(lchown(a, getuid(), getgid()), ret == 0);
+    TRY(linkat(AT_FDCWD, a, AT_FDCWD, hard, 0), ret == 0);
+    TRY(symlinkat(file, AT_FDCWD, sym), ret == 0);
+    CHECK(unlink(hard) == 0 && unlink(sym) == 0, "unlink: %s", strerror(errno));
+
+    struct utimbuf *ut = old(sizeof *ut);
+    *ut = (struct utimbuf){1000000, 2000000};
+    struct timeval *tv = old(2 * sizeof *tv);
+    struct timespec *ts = old(2 * sizeof *ts);
+    TRY(utime(a, ut), ret == 0 && mtime_of(a) == 2000000);
+    tv[0] = tv[1] = (struct timeval){3000000, 0};
+    TRY(utimes(a, tv), ret == 0 && mtime_of(a) == 3000000);
+    tv[1].tv_sec = 3100000;
+    TRY(lutimes(a, tv), ret == 0 && mtime_of(a) == 3100000);
+    tv[1].tv_sec = 3200000;
+    TRY(futimesat(AT_FDCWD, a, tv), ret == 0 && mtime_of(a) == 3200000);
+    int fd = open(a, O_RDWR);
+    CHECK(fd >= 0, "open %s: %s", a, strerror(errno));
+    ts[0] = ts[1] = (struct timespec){4000000, 0};
+    TRY(futimens(fd, ts), ret == 0 && mtime_of(a) == 4000000);
+    /* Needs no wrapper: glibc converts the times in user space, where a fault is handled. */
+    tv[1].tv_sec = 5000000;
+    TRY(futimes(fd, tv), ret == 0 && mtime_of(a) == 5000000);
+
+    dev_t *dev = old(sizeof *dev);
+    *dev = 0;
+    TRY_FIFO(fifo, mknod(fifo, S_IFIFO | 0600, 0));
+    TRY_FIFO(fifo, mknodat(AT_FDCWD, fifo, S_IFIFO | 0600, 0));
+    TRY_FIFO(fifo, mkfifo(fifo, 0600));
+    TRY_FIFO(fifo, mkfifoat(AT_FDCWD, fifo, 0600));
+    TRY_FIFO(fifo, __xmknod(MKNOD_VER, fifo, S_IFIFO | 0600, dev));
+    TRY_FIFO(fifo, __xmknodat(MKNOD_VER, AT_FDCWD, fifo, S_IFIFO | 0600, dev));
+
+    int in = inotify_init1(IN_CLOEXEC);
+    CHECK(in >= 0, "inotify_init1: %s", strerror(errno));
+    TRY(inotify_add_watch(in, a, IN_MODIFY), ret >= 1);
+    close(in);
+    /* Privileged: without the capability they fail with EPERM (chroot after reading the
+     * path, the others before: the check that memory came home shows the wrapper ran). As
+     * root, chroot("/") changes nothing and the others find no file. */
+    TRY(chroot(slash), ret == 0 || err == EPERM);
+    TRY(acct(missing), ret == -1 && (err == ENOENT || err == EPERM));
+    TRY(swapon(missing, 0), ret == -1 && (err == ENOENT || err == EPERM));
+    TRY(swapoff(missing), ret == -1 && (err == ENOENT || err == EPERM));
+
+    /* File systems. */
+    struct statfs *sfs = old(sizeof *sfs);
+    struct statfs64 *sfs64 = old(sizeof *sfs64);
+    struct statvfs *svfs = old(sizeof *svfs);
+    struct statvfs64 *svfs64 = old(sizeof *svfs64);
+    TRY(statfs(file, sfs), ret == 0 && sfs->f_bsize > 0);
+    TRY(statfs64(file, sfs64), ret == 0 && sfs64->f_bsize > 0);
+    TRY(fstatfs(fd, sfs), ret == 0 && sfs->f_bsize > 0);
+    TRY(fstatfs64(fd, sfs64), ret == 0 && sfs64->f_bsize > 0);
+    TRY(statvfs(file, svfs), ret == 0 && svfs->f_bsize > 0);
+    TRY(statvfs64(file, svfs64), ret == 0 && svfs64->f_bsize > 0);
+    /* Need no wrapper: glibc fills the struct in user space from a statfs of its own. */
+    TRY(fstatvfs(fd, svfs), ret == 0 && svfs->f_bsize > 0);
+    TRY(fstatvfs64(fd, svfs64), ret == 0 && svfs64->f_bsize > 0);
+
+    /* Extended attributes (a file system without them fails with ENOTSUP, not EFAULT). */
+    char *name = old_str("user.unimem"), *value = old_str("value"), *got = old(64), *list = old(256);
+    int xattrs = fsetxattr(fd, "user.probe", "x", 1, 0) == 0 || errno != ENOTSUP;
+#define XATTR(ok) (xattrs ? (ok) : ret >= 0 || err == ENOTSUP)
+#define GOT_VALUE XATTR(ret == 5 && memcmp(got, "value", 5) == 0)
+#define LISTED XATTR(ret > 0 && memmem(list, (size_t)ret, "user.unimem", 12) != NULL)
+    TRY(setxattr(a, name, value, 5, XATTR_CREATE), XATTR(ret == 0));
+    TRY(getxattr(a, name, got, 64), GOT_VALUE);
+    TRY(lsetxattr(a, name, value, 5, XATTR_REPLACE), XATTR(ret == 0));
+    TRY(lgetxattr(a, name, got, 64), GOT_VALUE);
+    TRY(fsetxattr(fd, name, value, 5, XATTR_REPLACE), XATTR(ret == 0));
+    TRY(fgetxattr(fd, name, got, 64), GOT_VALUE);
+    TRY(listxattr(a, list, 256), LISTED);
+    TRY(llistxattr(a, list, 256), LISTED);
+    TRY(flistxattr(fd, list, 256), LISTED);
+    TRY(removexattr(a, name), XATTR(ret == 0));
+    setxattr(a, "user.unimem", "value", 5, 0);
+    TRY(lremovexattr(a, name), XATTR(ret == 0));
+    setxattr(a, "user.unimem", "value", 5, 0);
+    TRY(fremovexattr(fd, name), XATTR(ret == 0));
+    close(fd);
+    unlink(a);
+
+    /* Directory entries. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    CHECK(dfd >= 0, "open %s: %s", dir, strerror(errno));
+    char *entries = old(4096);
+    off_t *base = old(sizeof *base);
+    off64_t *base64 = old(sizeof *base64);
+    TRY(getdents64(dfd, entries, 4096), ret > 0);
+    CHECK(lseek(dfd, 0, SEEK_SET) == 0, "lseek: %s", strerror(errno));
+    TRY(getdirentries(dfd, entries, 4096, base), ret > 0 && *base == 0);
+    CHECK(lseek(dfd, 0, SEEK_SET) == 0, "lseek: %s", strerror(errno));
+    TRY(getdirentries64(dfd, entries, 4096, base64), ret > 0 && *base64 == 0);
+    close(dfd);
+}
+
+/* Sockets: addresses in and out, options, arrays of messages. */
+static void sockets(void) {
+    struct sockaddr_un *addr = old(sizeof *addr), *name = old(sizeof *name);
+    socklen_t *len = old(sizeof *len);
+    addr->sun_family = AF_UNIX;
+    snprintf(addr->sun_path, sizeof addr->sun_path, "%s/sock", dir);
+    int srv = socket(AF_UNIX, SOCK_STREAM, 0), cli = socket(AF_UNIX, SOCK_STREAM, 0), cli2 = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(srv >= 0 && cli >= 0 && cli2 >= 0, "socket: %s", strerror(errno));
+    TRY(bind(srv, (struct sockaddr *)addr, sizeof *addr), ret == 0);
+    CHECK(listen(srv, 4) == 0, "listen: %s", strerror(errno));
+    TRY(connect(cli, (struct sockaddr *)addr, sizeof *addr), ret == 0);
+    CHECK(connect(cli2, (struct sockaddr *)addr, sizeof *addr) == 0, "connect: %s", strerror(errno));
+    *len = sizeof *name;
+    TRY(accept(srv, (struct sockaddr *)name, len), ret >= 0 && *len == sizeof(sa_family_t));
+    close((int)ret);
+    *len = sizeof *name;
+    TRY(accept4(srv, (struct sockaddr *)name, len, SOCK_CLOEXEC), ret >= 0 && (fcntl((int)ret, F_GETFD) & FD_CLOEXEC));
+    close((int)ret);
+    *len = sizeof *name;
+    TRY(getsockname(srv, (struct sockaddr *)name, len), ret == 0 && strcmp(name->sun_path, addr->sun_path) == 0);
+    *len = sizeof *name;
+    TRY(getpeername(cli, (struct sockaddr *)name, len), ret == 0 && strcmp(name->sun_path, addr->sun_path) == 0);
+    int *value = old(sizeof *value);
+    *value = 65536;
+    TRY(setsockopt(cli, SOL_SOCKET, SO_SNDBUF, value, sizeof *value), ret == 0);
+    *len = sizeof *value;
+    TRY(getsockopt(cli, SOL_SOCKET, SO_TYPE, value, len), ret == 0 && *value == SOCK_STREAM && *len == sizeof *value);
+    close(srv);
+    close(cli);
+    close(cli2);
+    unlink(addr->sun_path);
+
+    /* Two datagrams sent in one call and received in one: the arrays, their iovecs, the
+     * data and the timeout (which the kernel updates) old. */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0, "socketpair: %s", strerror(errno));
+    struct mmsghdr *msgs = old(2 * sizeof *msgs);
+    struct iovec *iov = old(2 * sizeof *iov);
+    char *data = old(64);
+    struct timespec *timeout = old(sizeof *timeout);
+    memset(msgs, 0, 2 * sizeof *msgs);
+    strcpy(data, "first");
+    strcpy(data + 32, "second");
+    for (int i = 0; i < 2; i++) {
+        iov[i] = (struct iovec){data + 32 * i, strlen(data + 32 * i)};
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    TRY(sendmmsg(sv[0], msgs, 2, 0), ret == 2 && msgs[0].msg_len == 5 && msgs[1].msg_len == 6);
+    memset(data, 0, 64);
+    iov[0].iov_len = iov[1].iov_len = 32;
+    *timeout = (struct timespec){5, 0};
+    TRY(recvmmsg(sv[1], msgs, 2, 0, timeout), ret == 2 && msgs[1].msg_len == 6 && strcmp(data, "first") == 0 &&
+                                                   strcmp(data + 32, "second") == 0);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* Copies between descriptors with offsets in the heap, and between address spaces (our own). */
+static void transfers(void) {
+    char *file = old_path("in"), *copy = old_path("copy");
+    int in = open(file, O_RDONLY), out = open(copy, O_WRONLY | O_CREAT | O_TRUNC, 0600), p[2];
+    CHECK(in >= 0 && out >= 0 && pipe(p) == 0, "open: %s", strerror(errno));
+    off_t *off = old(sizeof *off);
+    off64_t *off64 = old(sizeof *off64), *off_out = old(sizeof *off_out);
+    *off = 0;
+    TRY(sendfile(out, in, off, 100), ret == 100 && *off == 100);
+    *off64 = 100;
+    TRY(sendfile64(out, in, off64, 100), ret == 100 && *off64 == 200);
+    *off64 = 0;
+    TRY(splice(in, off64, p[1], NULL, 100, 0), ret == 100 && *off64 == 100);
+    *off64 = 0;
+    *off_out = 200;
+    TRY(copy_file_range(in, off64, out, off_out, 100, 0), ret == 100 && *off64 == 100 && *off_out == 300);
+    close(in);
+    close(out);
+    close(p[0]);
+    close(p[1]);
+    unlink(copy);
+
+    char *local = old(SIZE), *remote = old(SIZE);
+    struct iovec *liov = old(sizeof *liov), *riov = old(sizeof *riov);
+    fill(remote, SIZE, 9);
+    *liov = (struct iovec){local, SIZE};
+    *riov = (struct iovec){remote, SIZE};
+    TRY(process_vm_readv(getpid(), liov, 1, riov, 1, 0), ret == SIZE && verify(local, SIZE, 9));
+    fill(local, SIZE, 11);
+    TRY(process_vm_writev(getpid(), liov, 1, riov, 1, 0), ret == SIZE && verify(remote, SIZE, 11));
+}
+
+static void on_alarm(int sig) { (void)sig; }
+
+/* What the kernel reports on the process and the system, limits, timers. */
+static void system_info(void) {
+    struct utsname *u = old(sizeof *u);
+    struct rusage *usage = old(sizeof *usage);
+    struct sysinfo *info = old(sizeof *info);
+    struct tms *t = old(sizeof *t);
+    TRY(uname(u), ret == 0 && strcmp(u->sysname, "Linux") == 0);
+    TRY(getrusage(RUSAGE_SELF, usage), ret == 0 && usage->ru_maxrss > 0);
+    TRY(sysinfo(info), ret == 0 && info->totalram > 0);
+    /* On EFAULT glibc's times touches the struct (the fault handler brings it home) and
+     * returns -EFAULT as a time: the struct shows whether the kernel wrote it. */
+    t->tms_utime = -5;
+    TRY(times(t), ret != -1 && t->tms_utime >= 0);
+
+    struct rlimit *limit = old(sizeof *limit), *was = old(sizeof *was);
+    struct rlimit64 *limit64 = old(sizeof *limit64), *was64 = old(sizeof *was64);
+    TRY(getrlimit(RLIMIT_NOFILE, limit), ret == 0 && limit->rlim_cur > 0);
+    TRY(getrlimit64(RLIMIT_NOFILE, limit64), ret == 0 && limit64->rlim_cur == limit->rlim_cur);
+    TRY(setrlimit(RLIMIT_NOFILE, limit), ret == 0);
+    TRY(setrlimit64(RLIMIT_NOFILE, limit64), ret == 0);
+    TRY(prlimit(0, RLIMIT_NOFILE, limit, was), ret == 0 && was->rlim_cur == limit->rlim_cur);
+    TRY(prlimit64(0, RLIMIT_NOFILE, limit64, was64), ret == 0 && was64->rlim_cur == limit64->rlim_cur);
+
+    /* A virtual timer (process time) far off, read back, then stopped. */
+    struct itimerval *it = old(sizeof *it), *it_was = old(sizeof *it_was), off = {{0, 0}, {0, 0}};
+    *it = (struct itimerval){{0, 0}, {100, 0}};
+    TRY(setitimer(ITIMER_VIRTUAL, it, it_was), ret == 0 && it_was->it_value.tv_sec == 0 && it_was->it_value.tv_usec == 0);
+    TRY(getitimer(ITIMER_VIRTUAL, it_was), ret == 0 && it_was->it_value.tv_sec > 90);
+    CHECK(setitimer(ITIMER_VIRTUAL, &off, NULL) == 0, "setitimer: %s", strerror(errno));
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    CHECK(tfd >= 0, "timerfd_create: %s", strerror(errno));
+    struct itimerspec *its = old(sizeof *its), *its_was = old(sizeof *its_was);
+    *its = (struct itimerspec){{0, 0}, {100, 0}};
+    TRY(timerfd_settime(tfd, 0, its, its_was), ret == 0 && its_was->it_value.tv_sec == 0 && its_was->it_value.tv_nsec == 0);
+    TRY(timerfd_gettime(tfd, its_was), ret == 0 && its_was->it_value.tv_sec > 90);
+    close(tfd);
+
+    /* Needs no wrapper: glibc copies the actions in user space, where a fault is handled. */
+    struct sigaction *sa = old(sizeof *sa), *sa_was = old(sizeof *sa_was);
+    *sa = (struct sigaction){.sa_handler = on_alarm};
+    TRY(sigaction(SIGUSR1, sa, sa_was), ret == 0 && sa_was->sa_handler == SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
+}
+
 /* Calls that fill a buffer: a link's target, the working directory, file data. */
 static void buffers(void) {
     char *file = old_path("in"), *sym = old_path("sym");
@@ -319,8 +590,6 @@ static void buffers(void) {
     close(sv[1]);
 }
 
-static void on_alarm(int sig) { (void)sig; }
-
 /* A one-shot SIGALRM in 20 ms, without SA_RESTART: it interrupts a sleep. */
 static int alarm_soon(void) {
     struct itimerval t = {{0, 0}, {0, 20000}};
@@ -361,6 +630,10 @@ static void waits(void) {
     TRY(epoll_ctl(ep, EPOLL_CTL_ADD, rd, ev), ret == 0);
     struct epoll_event *events = old(4 * sizeof *events);
     TRY(epoll_wait(ep, events, 4, 0), ret == 1 && events[0].data.u32 == 77);
+    sigset_t *mask = old(sizeof *mask);
+    sigemptyset(mask);
+    TRY(epoll_pwait(ep, events, 4, 0, mask), ret == 1 && events[0].data.u32 == 77);
+    TRY(epoll_pwait2(ep, events, 4, zero, mask), ret == 1 && events[0].data.u32 == 77);
     close(ep);
     close(rd);
     close(wr);
@@ -495,8 +768,12 @@ int main(int argc, char **argv) {
         stats();
         opens();
         paths();
+        more_paths();
         buffers();
+        sockets();
+        transfers();
         waits();
+        system_info();
         children();
         programs();
         unlink(in);
