@@ -32,7 +32,8 @@
 //!     `epoll_pwait(2)`, `nanosleep`, `clock_nanosleep`;
 //!   - the process and the system ([`system`]): `uname`, `getrusage`, `sysinfo`, `times`,
 //!     `getrlimit`, `setrlimit`, `prlimit` (each also `...64`), `setitimer`, `getitimer`,
-//!     `timerfd_settime`, `timerfd_gettime`.
+//!     `timerfd_settime`, `timerfd_gettime`, `sigprocmask`, `pthread_sigmask`, `sigpending`,
+//!     `sigsuspend`, `sigtimedwait`, `sigwaitinfo`, `sigwait`, `signalfd`.
 //! - **Signals**: `sigaction` and `signal` for SIGSEGV/SIGBUS record the program's handler as
 //!   the one ours chains to, instead of replacing ours, once coherence is installed.
 //!

@@ -1,12 +1,21 @@
 //! Interposed calls that report on, or set, the process and the system through a struct the
 //! kernel writes or reads: `uname`, `getrusage`, `sysinfo`, `times`, the resource limits
 //! (`getrlimit`, `setrlimit`, `prlimit`, each also `...64`), interval timers (`setitimer`,
-//! `getitimer`) and timer descriptors (`timerfd_settime`, `timerfd_gettime`). A struct in
-//! an old heap block that a kernel moved to the device would otherwise fail with `EFAULT`
-//! (docs/ARCHITECTURE.md, "System calls, fork, free").
+//! `getitimer`), timer descriptors (`timerfd_settime`, `timerfd_gettime`), and signal
+//! masks and sets (`sigprocmask`, `pthread_sigmask`, `sigpending`, `sigsuspend`, the
+//! `sigwait` family, `signalfd`). A struct in an old heap block that a kernel moved to the
+//! device would otherwise fail with `EFAULT` (docs/ARCHITECTURE.md, "System calls, fork,
+//! free").
+//!
+//! Programs call the signal-mask functions in signal handlers too. A wrapper there does
+//! what the handler's own access to a heap struct would make the fault handler do: nothing
+//! but a state load while the struct is host-accessible, a migration home otherwise.
+//! `sigaction` for signals other than SIGSEGV/SIGBUS needs nothing: glibc copies the
+//! actions to and from a `kernel_sigaction` of its own in user space.
 //!
 //! The names are glibc's (2.36), which passes these structs to the kernel as they are on
-//! 64-bit targets; none has a `_FORTIFY_SOURCE` form. `...64` are the names of
+//! 64-bit targets (`sigprocmask` copies the set first only when it holds one of glibc's own
+//! signals); none has a `_FORTIFY_SOURCE` form. `...64` are the names of
 //! `-D_FILE_OFFSET_BITS=64`, the same functions on 64-bit targets. POSIX timers
 //! (`timer_settime`, `timer_gettime`) are left out: glibc exports them in three versions,
 //! the oldest (x86-64's `GLIBC_2.2.5`) taking timer ids of another kind, and one
@@ -14,7 +23,7 @@
 //! them all to the newest.
 
 use super::prepare_one;
-use libc::{__rlimit_resource_t, c_int, clock_t, itimerspec, itimerval, pid_t, rlimit, rlimit64, rusage, tms, utsname};
+use libc::{__rlimit_resource_t, c_int, clock_t, itimerspec, itimerval, pid_t, rlimit, rlimit64, rusage, siginfo_t, sigset_t, timespec, tms, utsname};
 
 /// A new value the kernel reads and the old one it writes (each null or valid).
 fn new_and_old<T>(new: *const T, old: *mut T) {
@@ -53,4 +62,35 @@ wrap! {
     fn timerfd_settime(fd: c_int, flags: c_int, new: *const itimerspec, old: *mut itimerspec) -> c_int { new_and_old(new, old) }
     /// `timerfd_gettime(2)`.
     fn timerfd_gettime(fd: c_int, value: *mut itimerspec) -> c_int { prepare_one(value, true) }
+}
+
+wrap! {
+    /// `sigprocmask(2)`: the new mask and the old one.
+    fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int { new_and_old(set, old) }
+    /// `pthread_sigmask(3)`.
+    fn pthread_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int { new_and_old(set, old) }
+    /// `sigpending(2)`.
+    fn sigpending(set: *mut sigset_t) -> c_int { prepare_one(set, true) }
+    /// `sigsuspend(2)`.
+    fn sigsuspend(mask: *const sigset_t) -> c_int { prepare_one(mask, false) }
+    /// `sigtimedwait(2)`: the set, the signal's information and the timeout.
+    fn sigtimedwait(set: *const sigset_t, info: *mut siginfo_t, timeout: *const timespec) -> c_int {
+        set_and_info(set, info);
+        prepare_one(timeout, false);
+    }
+    /// `sigwaitinfo(2)`.
+    fn sigwaitinfo(set: *const sigset_t, info: *mut siginfo_t) -> c_int { set_and_info(set, info) }
+    /// `sigwait(3)`: the set (libc writes `*sig` in user space; prepared as well).
+    fn sigwait(set: *const sigset_t, sig: *mut c_int) -> c_int {
+        prepare_one(set, false);
+        prepare_one(sig, true);
+    }
+    /// `signalfd(2)`.
+    fn signalfd(fd: c_int, mask: *const sigset_t, flags: c_int) -> c_int { prepare_one(mask, false) }
+}
+
+/// A set of signals the kernel reads and the information it writes about the one taken.
+fn set_and_info(set: *const sigset_t, info: *mut siginfo_t) {
+    prepare_one(set, false);
+    prepare_one(info, true);
 }

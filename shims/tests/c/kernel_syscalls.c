@@ -33,6 +33,7 @@
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/sendfile.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -650,6 +651,34 @@ static void waits(void) {
     TRY((alarm_soon(), clock_nanosleep(CLOCK_MONOTONIC, 0, req, rem)), ret == EINTR && rem->tv_sec < 5);
 }
 
+/* Signal masks and sets: SIGUSR2 blocked, raised, waited for; a wait for SIGALRM. (Each
+ * call must succeed: a SIGUSR2 raised while not blocked ends the program.) */
+static void signal_sets(void) {
+    sigset_t *set = old(sizeof *set), *was = old(sizeof *was), *none = old(sizeof *none), usr2;
+    sigemptyset(set);
+    sigaddset(set, SIGUSR2);
+    sigemptyset(none);
+    usr2 = *set;
+    siginfo_t *info = old(sizeof *info);
+    struct timespec *zero = old(sizeof *zero);
+    *zero = (struct timespec){0, 0};
+    int *sig = old(sizeof *sig);
+    TRY(sigprocmask(SIG_BLOCK, set, was), ret == 0 && !sigismember(was, SIGUSR2));
+    TRY(pthread_sigmask(SIG_BLOCK, set, was), ret == 0 && sigismember(was, SIGUSR2));
+    raise(SIGUSR2);
+    TRY(sigpending(was), ret == 0 && sigismember(was, SIGUSR2));
+    TRY(sigtimedwait(set, info, zero), ret == SIGUSR2 && info->si_signo == SIGUSR2);
+    raise(SIGUSR2);
+    TRY(sigwaitinfo(set, info), ret == SIGUSR2 && info->si_signo == SIGUSR2);
+    raise(SIGUSR2);
+    TRY(sigwait(set, sig), ret == 0 && *sig == SIGUSR2);
+    TRY(signalfd(-1, set, SFD_CLOEXEC), ret >= 0);
+    close((int)ret);
+    CHECK(sigprocmask(SIG_UNBLOCK, &usr2, NULL) == 0, "sigprocmask: %s", strerror(errno));
+    /* SIGALRM (handled since `waits`) interrupts the wait. */
+    TRY((alarm_soon(), sigsuspend(none)), ret == -1 && err == EINTR);
+}
+
 /* A child that exits with `code` at once. */
 static pid_t child_exiting(int code) {
     pid_t pid = fork();
@@ -774,6 +803,7 @@ int main(int argc, char **argv) {
         transfers();
         waits();
         system_info();
+        signal_sets();
         children();
         programs();
         unlink(in);
