@@ -288,8 +288,8 @@ fn offsets(a: *mut off64_t, b: *mut off64_t) {
 /// direction. The other process's addresses are its own; they are ours when it is this
 /// process (or a thread of it), which the kernel then reaches by remote page lookups that
 /// return `EFAULT` as a system call's access does. So they are prepared as ours whatever the
-/// pid: for another process that costs at most a needless migration home of a block of ours
-/// at the same address.
+/// pid: for another process that costs at most needless migrations home of blocks of ours
+/// at the same addresses.
 fn process_vm_iovs(local: *const iovec, n_local: c_ulong, remote: *const iovec, n_remote: c_ulong, local_written: bool) {
     // The kernel refuses more than UIO_MAXIOV before reading anything.
     if n_local as usize > UIO_MAXIOV || n_remote as usize > UIO_MAXIOV {
