@@ -53,9 +53,9 @@ pub fn loops(module: &mut Module, user_len: usize) -> usize {
     for h in users {
         let f = &mut module.functions[h];
         let exprs = &mut f.expressions;
-        walk(&mut f.body, &mut |statement| {
+        walk(&mut f.body, &mut |statement, span| {
             if let Statement::Loop { body, .. } = statement {
-                let span = body.span_iter().next().map_or(Span::UNDEFINED, |(_, s)| *s);
+                // The loop's own span: an error in its guard names the loop (`sites.rs`).
                 let stopped = exprs.append(Expression::CallResult(step), span);
                 let mut guard = Block::with_capacity(2);
                 guard.push(Statement::Call { function: step, arguments: Vec::new(), result: Some(stopped) }, span);
@@ -87,7 +87,7 @@ fn guard_first(module: &mut Module) -> Handle<Function> {
                 map(h);
             }
         }
-        walk(&mut f.body, &mut |statement| {
+        walk(&mut f.body, &mut |statement, _| {
             if let Statement::Call { function, .. } = statement {
                 map(function);
             }
@@ -104,10 +104,11 @@ fn guard_first(module: &mut Module) -> Handle<Function> {
     step
 }
 
-/// Calls `visit` on every statement of `block` and of the blocks nested in it, each after
-/// the statements nested in it (so `visit` may change a statement's blocks).
-fn walk(block: &mut Block, visit: &mut dyn FnMut(&mut Statement)) {
-    for (statement, _) in block.span_iter_mut() {
+/// Calls `visit` on every statement of `block` and of the blocks nested in it, with its span,
+/// each after the statements nested in it (so `visit` may change a statement's blocks).
+pub(super) fn walk(block: &mut Block, visit: &mut dyn FnMut(&mut Statement, Span)) {
+    for (statement, span) in block.span_iter_mut() {
+        let span = span.map_or(Span::UNDEFINED, |s| *s);
         match statement {
             Statement::Block(b) => walk(b, visit),
             Statement::If { accept, reject, .. } => {
@@ -121,7 +122,7 @@ fn walk(block: &mut Block, visit: &mut dyn FnMut(&mut Statement)) {
             }
             _ => {}
         }
-        visit(statement);
+        visit(statement, span);
     }
 }
 
@@ -173,7 +174,7 @@ fn unimem_loop_step() -> bool {
     /// Calls of the guard in `block`, nested blocks included.
     fn guards(block: &mut Block, step: Handle<Function>) -> usize {
         let mut n = 0;
-        walk(block, &mut |s| n += usize::from(matches!(s, Statement::Call { function, .. } if *function == step)));
+        walk(block, &mut |s, _| n += usize::from(matches!(s, Statement::Call { function, .. } if *function == step)));
         n
     }
 
@@ -198,7 +199,7 @@ fn unimem_loop_step() -> bool {
         assert_eq!(counts, want.map(|(n, c)| (n.to_string(), c)).to_vec());
         // The entry point still calls the functions it called, renumbered.
         let mut called = Vec::new();
-        walk(&mut module.entry_points[0].function.body, &mut |s| {
+        walk(&mut module.entry_points[0].function.body, &mut |s, _| {
             if let Statement::Call { function, .. } = s {
                 called.push(function.index());
             }
@@ -254,7 +255,7 @@ fn b(x: u32) -> u32 {
         let mut module = naga::front::wgsl::parse_str(&source).unwrap();
         let mut user_loops = 0;
         for (_, f) in module.functions.iter_mut().filter(|(_, f)| f.name.as_deref().is_some_and(|n| !n.starts_with("unimem_"))) {
-            walk(&mut f.body, &mut |s| user_loops += usize::from(matches!(s, Statement::Loop { .. })));
+            walk(&mut f.body, &mut |s, _| user_loops += usize::from(matches!(s, Statement::Loop { .. })));
         }
         assert_eq!(user_loops, 7);
         assert_eq!(loops(&mut module, TRICKY.len()), user_loops);

@@ -53,7 +53,11 @@ use super::compile::{compile_wgsl_checked, CompileError};
 use super::guard;
 use super::pacing::Pacer;
 use super::discover;
-use super::prelude::{self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK, NO_LIST, NO_SLOT, POISON_CAPACITY};
+use super::prelude::{
+    self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ERROR_SITE_SHIFT, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK,
+    NO_LIST, NO_SLOT, POISON_CAPACITY, SITE_SHIFT, SLOT_MASK,
+};
+use super::sites;
 use super::spill::{Collected, Escalated, Spill, SpillError, MODE_COMMIT, MODE_NORMAL, MODE_SPILL};
 use crate::advice;
 use crate::api::{vulkan_runtime, Advice, Error};
@@ -101,8 +105,10 @@ pub enum LaunchError {
         kind: u32,
         /// What happened, in words.
         what: &'static str,
-        /// The address and where it is, for messages: ` (address 0x..., inside ...)`; empty
-        /// for a runaway loop.
+        /// The address and where it is, then where in the kernel's source, for messages:
+        /// ` (address 0x..., inside ...) at line N of its source (`...`)`; a runaway loop has
+        /// no address, and names its loop (` in the loop at line N ...`). The line is missing
+        /// past the kernel's 510th access or loop.
         place: String,
         /// Invocations that failed in that round.
         errors: u32,
@@ -437,6 +443,7 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
         if loop_guard {
             guard::loops(m, user.len());
         }
+        sites::mark(m, user.len());
         Ok(())
     };
     let compiled = compile_wgsl_checked(&name, &source, prelude::ENTRY_POINT, &prepare)?;
@@ -505,6 +512,19 @@ impl Kernel {
         let p = build(dev, space, &self.inner.source, &self.inner.name, variant, self.inner.loop_guard, Some(serial))?;
         pipes.push((variant, Arc::clone(&p)));
         Ok(p)
+    }
+
+    /// Where site `site` (`sites.rs`) is in the kernel's source, for an error message (empty
+    /// for 0, unknown). Parses the source again: called only to report an error.
+    fn site_text(&self, dev: &VulkanBlockDevice, space: &Space, site: u32) -> String {
+        let Some(i) = (site as usize).checked_sub(1) else { return String::new() };
+        let user = &self.inner.source;
+        let source = module_for(dev, space, user, &self.inner.name, variant_now(dev, MODE_NORMAL));
+        let Ok(mut module) = naga::front::wgsl::parse_str(&source) else { return String::new() };
+        if self.inner.loop_guard {
+            guard::loops(&mut module, user.len());
+        }
+        sites::collect(&module, user.len()).get(i).map_or_else(String::new, |&span| sites::describe(user, span))
     }
 
     /// The entry function's name.
@@ -767,7 +787,7 @@ impl Kernel {
             space.device_wrote(&dev.take_dirty())?;
             let out = OutList::read(ids, &round, pending, space, faults.blocks);
             // `invocation` is chunk-local.
-            let fail = |invocation: u32, kind: u32, address: u64, errors: u32| -> Error {
+            let fail = |invocation: u32, kind: u32, address: u64, site: u32, errors: u32| -> Error {
                 let invocation = base + invocation;
                 if kind == prelude::KERNEL_ERROR_LOOP_BUDGET {
                     return LaunchError::LoopBudget { kernel: kernel.clone(), invocation }.into();
@@ -787,20 +807,22 @@ impl Kernel {
                 } else {
                     "the failed ones stored nothing"
                 };
+                let place = place + &self.site_text(dev, space, site);
                 LaunchError::Kernel { kernel: kernel.clone(), invocation, address, kind, what: prelude::error_kind_text(kind), place, errors, left }.into()
             };
             // Errors end the launch: those a spill round reported, else the ordinary round's
             // (the lowest invocation id), else faults on blocks without live data.
             if let Some(e) = faults.first_error {
-                return Err(fail(e.invocation, e.kind, e.address, faults.errors + out.errors));
+                let kind = e.kind & ((1 << ERROR_SITE_SHIFT) - 1);
+                return Err(fail(e.invocation, kind, e.address, e.kind >> ERROR_SITE_SHIFT, faults.errors + out.errors));
             }
             if let Some(e) = out.first_error {
-                return Err(fail(e.id, e.kind, e.address, out.errors));
+                return Err(fail(e.id, e.kind, e.address, e.site, out.errors));
             }
             let faulted = out.blocks;
             let dead: Vec<u32> = faulted.iter().copied().filter(|&b| !has_live(space, b)).collect();
             if let Some((e, errors)) = OutList::first_fault_on(ids, &round, pending, space, &dead) {
-                return Err(fail(e.id, prelude::KERNEL_ERROR_FREED, e.address, errors));
+                return Err(fail(e.id, prelude::KERNEL_ERROR_FREED, e.address, e.site, errors));
             }
             let escalations = out.escalated;
             let nf = faulted.len() as u64 + u64::from(faults.overflowed);
@@ -1073,6 +1095,8 @@ struct Stop {
     /// 0 for a fault, else `KERNEL_ERROR_*`.
     kind: u32,
     address: u64,
+    /// The site it stopped at (`sites.rs`; 0: unknown).
+    site: u32,
 }
 
 impl Stop {
@@ -1093,8 +1117,9 @@ fn entries<'a>(ids: &'a Buffer, round: &Round, pending: u32) -> impl Iterator<It
     let spare = round.spare_at as usize * IDS_ENTRY_WORDS;
     list.chunks_exact(IDS_ENTRY_WORDS).map(move |e| {
         let stop = (e[1] != NO_SLOT).then(|| {
-            let at = spare + e[1] as usize * IDS_ENTRY_WORDS;
-            Stop { id: e[0] & ID_MASK, kind: (e[0] & !ESCALATE & !ESCALATE_STORES) >> KIND_SHIFT, address: u64::from(w[at]) | u64::from(w[at + 1]) << 32 }
+            let at = spare + (e[1] & SLOT_MASK) as usize * IDS_ENTRY_WORDS;
+            let kind = (e[0] & !ESCALATE & !ESCALATE_STORES) >> KIND_SHIFT;
+            Stop { id: e[0] & ID_MASK, kind, address: u64::from(w[at]) | u64::from(w[at + 1]) << 32, site: e[1] >> SITE_SHIFT }
         });
         (e[0], stop)
     })

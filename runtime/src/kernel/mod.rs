@@ -12,6 +12,7 @@
 //! - `discover.rs` — before a launch, the blocks reachable from its arguments' data through
 //!   stored pointers (migrating mode's prefetch);
 //! - `pacing.rs` — replay rounds chosen by invocation when the pool is oversubscribed;
+//! - `sites.rs`   — which access or loop of the user's source an invocation stopped at;
 //! - `launch.rs`  — [`Kernel`], [`Args`], the launch protocol and the device-fault replay loop.
 
 mod check;
@@ -21,6 +22,7 @@ mod guard;
 mod launch;
 mod pacing;
 pub mod prelude;
+mod sites;
 pub mod spill;
 
 pub use compile::{

@@ -32,9 +32,11 @@
 //! Id buffer: two lists of `n` entries of `IDS_ENTRY_WORDS` words, used in turn as a round's
 //! input list (the ids it runs; none in a launch's first round, which runs `0..n`) and its
 //! output list (the invocations that stopped). An output entry is
-//! `(id | flags | kind << KIND_SHIFT, slot)`: the flags are `ESCALATE*` (a log was full:
-//! restart in a spill round); `kind` is 0 for a fault, else the `KERNEL_ERROR_*` it made;
-//! `slot` (or `NO_SLOT` for an escalation) is the invocation's index in the round, and entry
+//! `(id | flags | kind << KIND_SHIFT, slot | site << SITE_SHIFT)`: the flags are `ESCALATE*`
+//! (a log was full: restart in a spill round); `kind` is 0 for a fault, else the
+//! `KERNEL_ERROR_*` it made; `site` is the access or loop of the user's code it stopped at
+//! (`sites.rs`, 0 if unknown); `slot | site << SITE_SHIFT` is `NO_SLOT` for an escalation,
+//! and `slot` is the invocation's index in the round, and entry
 //! `slot` of the round's *spare* list (the other list; each invocation read its own input
 //! entry, if any, before overwriting it) holds the address that stopped it, low word first.
 //! The faulted block is the address's. Written as one `vec2` store each: on lavapipe every
@@ -122,6 +124,14 @@ pub const KIND_SHIFT: u32 = 24;
 pub const ID_MASK: u32 = (1 << KIND_SHIFT) - 1;
 /// Second word of an output-list entry that has no stop address (escalated, or carried over).
 pub const NO_SLOT: u32 = u32::MAX;
+/// Bit of an output-list entry's second word where the stop's site starts (`sites.rs`; 0: no
+/// site); below it, the slot (below `launch::CHUNK`, 2^23). Sites go up to
+/// `sites::MAX_SITES`, so that a word never reads as [`NO_SLOT`].
+pub const SITE_SHIFT: u32 = 23;
+/// The slot in an output-list entry's second word.
+pub const SLOT_MASK: u32 = (1 << SITE_SHIFT) - 1;
+/// Bit of the fault buffer's error-kind word where a spill round's error site starts.
+pub const ERROR_SITE_SHIFT: u32 = 16;
 /// Argument-buffer word: first entry of the poison list (unused entries hold [`NO_BLOCK`]).
 pub const ARGS_POISON_AT: usize = 0;
 /// Entries of the poison list.
@@ -331,6 +341,8 @@ pub fn module(
     let _ = writeln!(s, "const UNIMEM_NO_BLOCK: u32 = {NO_BLOCK}u;");
     let _ = writeln!(s, "const UNIMEM_NO_SLOT: u32 = {NO_SLOT}u;");
     let _ = writeln!(s, "const UNIMEM_KIND_SHIFT: u32 = {KIND_SHIFT}u;");
+    let _ = writeln!(s, "const UNIMEM_SITE_SHIFT: u32 = {SITE_SHIFT}u;");
+    let _ = writeln!(s, "const UNIMEM_ERROR_SITE_SHIFT: u32 = {ERROR_SITE_SHIFT}u;");
     let _ = writeln!(s, "const UNIMEM_NO_LIST: u32 = {NO_LIST}u;");
     let _ = writeln!(s, "const UNIMEM_ESCALATE: u32 = {ESCALATE}u;");
     let _ = writeln!(s, "const UNIMEM_ESCALATE_STORES: u32 = {ESCALATE_STORES}u;");
@@ -697,6 +709,10 @@ var<private> unimem_atomics: u32 = 0u;
 var<private> unimem_stop_addr: u64 = 0lu;
 var<private> unimem_stop_kind: u32 = 0u;
 var<private> unimem_stop_block: u32 = 0u;
+// The site (sites.rs) of the access or loop being run: the user's code sets it before each
+// accessor call and loop step, with a constant (free once inlined); kept at a stop.
+var<private> unimem_site: u32 = 0u;
+var<private> unimem_stop_site: u32 = 0u;
 // Store log: word addresses and values, committed when the invocation completes.
 var<private> unimem_log_addr: array<u64, UNIMEM_STORE_LOG>;
 var<private> unimem_log_val: array<u32, UNIMEM_STORE_LOG>;
@@ -717,6 +733,7 @@ fn unimem_stop_with(kind: u32, p: u64, block: u32) {
     unimem_stop_kind = kind;
     unimem_stop_addr = p;
     unimem_stop_block = block;
+    unimem_stop_site = unimem_site;
 }
 
 // True in a spill round whose slots have a store table (else stores use the private log).
@@ -733,7 +750,7 @@ fn unimem_stop_full(kind: u32) {
 fn unimem_report_error(kind: u32, p: u64) {
     let c = atomicAdd(&unimem_faults[UNIMEM_FAULT_ERROR_COUNT], 1u);
     if (c == 0u) {
-        atomicStore(&unimem_faults[UNIMEM_FAULT_ERROR_KIND], kind);
+        atomicStore(&unimem_faults[UNIMEM_FAULT_ERROR_KIND], kind | (unimem_stop_site << UNIMEM_ERROR_SITE_SHIFT));
         atomicStore(&unimem_faults[UNIMEM_FAULT_ERROR_ADDR_LO], u32(p & 0xfffffffflu));
         atomicStore(&unimem_faults[UNIMEM_FAULT_ERROR_ADDR_HI], u32(p >> 32u));
         atomicStore(&unimem_faults[UNIMEM_FAULT_ERROR_INVOCATION], unimem_id);
@@ -838,7 +855,7 @@ fn unimem_finish() {
     let flags = select(kind << UNIMEM_KIND_SHIFT, UNIMEM_ESCALATE | select(0u, UNIMEM_ESCALATE_STORES, kind == UNIMEM_FULL_STORES), full);
     unimem_ids[unimem_round.spare_at + unimem_slot] = vec2<u32>(u32(unimem_stop_addr & 0xfffffffflu), u32(unimem_stop_addr >> 32u));
     let at = unimem_round.out_at + atomicAdd(&unimem_ctl[UNIMEM_CTL_PENDING_COUNT], 1u);
-    unimem_ids[at] = vec2<u32>(unimem_id | flags, select(unimem_slot, UNIMEM_NO_SLOT, full));
+    unimem_ids[at] = vec2<u32>(unimem_id | flags, select(unimem_slot | (unimem_stop_site << UNIMEM_SITE_SHIFT), UNIMEM_NO_SLOT, full));
 }
 
 // The value the invocation stored at p (its log, or in a spill round its table), else v.
@@ -873,6 +890,7 @@ fn unimem_loop_step() -> bool {
         unimem_stop_kind = UNIMEM_ERROR_RUNAWAY_LOOP;
         unimem_stop_addr = 0lu;
         unimem_stop_block = 0u;
+        unimem_stop_site = unimem_site;
     }
     return over;
 }

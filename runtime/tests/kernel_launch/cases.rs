@@ -189,6 +189,8 @@ fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
     let e = k.launch(1, &Args::new().raw_ptr(addr).ptr(&out[..])).unwrap_err().to_string();
     assert!(e.contains("kernel `chase`") && e.contains("invocation 0"), "{e}");
     assert!(e.contains(&format!("{addr:#x}")) && e.contains("outside unimem's managed heap"), "{e}");
+    // The access that stopped it, in the kernel's own source.
+    assert!(e.contains(" at line 7 of its source (`unimem_load_u32(p)`)"), "{e}");
     // A list whose second node points to freed memory (a whole freed large allocation).
     let big: Vec<u64> = vec![0; 1 << 20];
     let freed = big.as_ptr() as u64 + 4096;
@@ -197,6 +199,7 @@ fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
     let head = Box::new(Node { value: 1, next: &*tail });
     let e = k.launch(1, &Args::new().ptr(&*head).ptr(&out[..])).unwrap_err().to_string();
     assert!(e.contains(&format!("{freed:#x}")) && e.contains("no live allocation"), "{e}");
+    assert!(e.contains(" at line 7 of its source (`unimem_load_u32(p)`)"), "{e}");
     // A cycle: runaway.
     let mut a = Box::new(Node { value: 1, next: std::ptr::null() });
     let b = Box::new(Node { value: 2, next: &*a });
@@ -204,6 +207,7 @@ fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
     k.set_max_steps(30_000);
     let e = k.launch(1, &Args::new().ptr(&*a).ptr(&out[..])).unwrap_err().to_string();
     assert!(e.contains("runaway") && e.contains("invocation 0"), "{e}");
+    assert!(e.contains(" at line 7 of its source") || e.contains(" at line 8 of its source (`unimem_load_ptr(p + 8lu)`)"), "{e}");
     // Arguments beyond the argument buffer (4 KiB, the header included): refused, saying so.
     let mut big = Args::new().ptr(&*a).ptr(&out[..]);
     for i in 0..1000 {
@@ -425,6 +429,7 @@ fn endless_loops_that_touch_no_memory_are_errors() {
     let mut out = vec![0u32; n as usize];
     let e = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(201)).unwrap_err().to_string();
     assert!(e.contains("kernel `endless`: invocation 201 ran more loop iterations in one round than the step limit"), "{e}");
+    assert!(e.contains(" in the loop at line 7 of its source (`loop {`)"), "the loop: {e}");
     assert!(!e.contains("address"), "a loop has no address: {e}");
     for (i, &v) in out.iter().enumerate().filter(|&(i, _)| i != 201) {
         assert_eq!(v, i as u32 + 1, "invocation {i} completed");
@@ -521,6 +526,7 @@ fn a_runaway_loop_in_a_spill_round_is_an_error() {
     let mut out = vec![0u32; 100 * n as usize];
     let e = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(37)).unwrap_err().to_string();
     assert!(e.contains("kernel `store_then_loop`: invocation 37 ran more loop iterations") && !e.contains("address"), "{e}");
+    assert!(e.contains(" in the loop at line 9 of its source (`loop {`)"), "the loop, from a spill round too: {e}");
     let stored = out[37 * 100..38 * 100].iter().any(|&w| w != 0);
     assert_eq!(stored, !crate::MIGRATING, "migrating, a failed invocation stores nothing");
     out.fill(0);
