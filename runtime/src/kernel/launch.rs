@@ -1056,7 +1056,10 @@ fn outside_heap(address: u64, words: &[u32]) -> String {
             let _ = write!(s, "; an argument word the launch did not pass reads as 0, and this launch passed {} words", words.len());
         }
     } else if on_this_threads_stack(address) {
-        s.push_str(", on the launching thread's stack: kernels reach heap memory only; pass the heap data a `Box` or `Vec` holds (`&*b`, `&v[..]`), not the variable");
+        s.push_str(", on the launching thread's stack: kernels reach heap memory only (malloc, Box, Vec), not local variables");
+        if argument.is_some() {
+            s.push_str("; in Rust, pass the heap data a `Box` or `Vec` holds (`&*b`, `&v[..]`), not the variable");
+        }
     }
     if let Some(i) = argument {
         let _ = write!(s, "; it is the value of argument word {}", 2 * i);

@@ -1267,6 +1267,13 @@ fn read_arg(id: u32) {
 }
 ";
 
+/// Stores what the pointer at argument 0 points to.
+const DEREF: &str = "
+fn deref(id: u32) {
+    unimem_store_u32(unimem_arg_ptr(2u), unimem_load_u32(unimem_load_ptr(unimem_arg_ptr(0u))));
+}
+";
+
 /// An address outside the heap is described: a `Vec` variable passed instead of its data is
 /// on the launching thread's stack (and is argument word 0); a pointer the launch did not pass
 /// reads as null, and the message says how many words it did pass.
@@ -1281,6 +1288,14 @@ fn pointers_outside_the_heap_are_described() {
     for want in [format!("address {at:#x}, on the launching thread's stack"), "`&v[..]`".into(), "argument word 0".into()] {
         assert!(e.contains(&want), "{e:?} lacks {want:?}");
     }
+    // A stack address in the data, not an argument (as a C list whose last node points to a
+    // local): the stack is named, without the Rust hint about arguments.
+    let Some(deref) = kernel("pointers_outside_the_heap_are_described", DEREF, "deref") else { return };
+    let local = 7u32;
+    let ptrs = vec![&local as *const u32 as u64];
+    let e = deref.launch(1, &Args::new().ptr(&ptrs[..]).ptr_mut(&mut *out)).unwrap_err().to_string();
+    let at = &local as *const u32 as u64;
+    assert!(e.contains(&format!("address {at:#x}, on the launching thread's stack: kernels reach heap memory only (malloc, Box, Vec), not local variables)")), "{e}");
     let e = k.launch(1, &Args::new().ptr(&v[..])).unwrap_err().to_string();
     for want in ["address 0x0, a null pointer", "this launch passed 2 words"] {
         assert!(e.contains(want), "{e:?} lacks {want:?}");
