@@ -43,8 +43,8 @@
 //! runtime allocates here is in the internal heap.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -524,7 +524,7 @@ impl Kernel {
         if self.inner.loop_guard {
             guard::loops(&mut module, user.len());
         }
-        sites::collect(&module, user.len()).get(i).map_or_else(String::new, |&span| sites::describe(user, span))
+        sites::collect(&mut module, user.len()).get(i).map_or_else(String::new, |&span| sites::describe(user, span))
     }
 
     /// The entry function's name.

@@ -23,7 +23,7 @@
 use naga::{Arena, Block, Expression, Handle, Literal, Module, Span, Statement};
 
 use super::check::in_users_part;
-use super::guard::LOOP_STEP;
+use super::guard::{walk, LOOP_STEP};
 
 /// The prelude's variable the user's code sets before each site.
 pub const SITE_VAR: &str = "unimem_site";
@@ -36,20 +36,26 @@ fn is_site(name: &str) -> bool {
     ["unimem_load_", "unimem_store_", "unimem_atomic_"].iter().any(|p| name.starts_with(p)) || name == LOOP_STEP
 }
 
+/// Which of `module`'s functions are sites (by function index), and the user's functions
+/// (spans before `user_len`).
+fn sites_and_users(module: &Module, user_len: usize) -> (Vec<bool>, Vec<Handle<naga::Function>>) {
+    let sites = module.functions.iter().map(|(_, f)| f.name.as_deref().is_some_and(is_site)).collect();
+    let users = module.functions.iter().map(|(h, _)| h).filter(|&h| in_users_part(module.functions.get_span(h), user_len)).collect();
+    (sites, users)
+}
+
 /// The spans of the sites in the functions of `module`'s user part (spans before
-/// `user_len`), in source order: site id `i + 1` is at `spans[i]`.
-pub fn collect(module: &Module, user_len: usize) -> Vec<Span> {
+/// `user_len`), in source order: site id `i + 1` is at `spans[i]`. (`&mut` for
+/// `guard::walk` only: nothing changes.)
+pub fn collect(module: &mut Module, user_len: usize) -> Vec<Span> {
+    let (sites, users) = sites_and_users(module, user_len);
     let mut spans = Vec::new();
-    for (h, f) in module.functions.iter() {
-        if in_users_part(module.functions.get_span(h), user_len) {
-            visit(&f.body, &mut |s, span| {
-                if let Statement::Call { function, .. } = s {
-                    if module.functions[*function].name.as_deref().is_some_and(is_site) {
-                        spans.push(span);
-                    }
-                }
-            });
-        }
+    for h in users {
+        walk(&mut module.functions[h].body, &mut |s, span| {
+            if matches!(s, Statement::Call { function, .. } if sites[function.index()]) {
+                spans.push(span);
+            }
+        });
     }
     spans.sort_by_key(|s| s.to_range().map(|r| (r.start, r.end)));
     spans.dedup();
@@ -62,8 +68,7 @@ pub fn collect(module: &Module, user_len: usize) -> Vec<Span> {
 pub fn mark(module: &mut Module, user_len: usize) -> usize {
     let spans = collect(module, user_len);
     let var = module.global_variables.iter().find(|(_, g)| g.name.as_deref() == Some(SITE_VAR)).map(|(h, _)| h).expect("the prelude declares unimem_site");
-    let sites: Vec<bool> = module.functions.iter().map(|(_, f)| f.name.as_deref().is_some_and(is_site)).collect();
-    let users: Vec<_> = module.functions.iter().map(|(h, _)| h).filter(|&h| in_users_part(module.functions.get_span(h), user_len)).collect();
+    let (sites, users) = sites_and_users(module, user_len);
     for h in users {
         let f = &mut module.functions[h];
         let pointer = f.expressions.append(Expression::GlobalVariable(var), Span::UNDEFINED);
@@ -108,26 +113,6 @@ fn insert(block: &mut Block, exprs: &mut Arena<Expression>, pointer: Handle<Expr
         new.push(statement, span);
     }
     *block = new;
-}
-
-/// Calls `f` on every statement of `block` and of the blocks nested in it, with its span.
-fn visit(block: &Block, f: &mut dyn FnMut(&Statement, Span)) {
-    for (statement, span) in block.span_iter() {
-        match statement {
-            Statement::Block(b) => visit(b, f),
-            Statement::If { accept, reject, .. } => {
-                visit(accept, f);
-                visit(reject, f);
-            }
-            Statement::Switch { cases, .. } => cases.iter().for_each(|c| visit(&c.body, f)),
-            Statement::Loop { body, continuing, .. } => {
-                visit(body, f);
-                visit(continuing, f);
-            }
-            _ => {}
-        }
-        f(statement, *span);
-    }
 }
 
 /// Where site `span` is in `user` (the user's source), for a message: ` at line N (`text`)`,
@@ -184,7 +169,7 @@ fn unimem_store_u32(p: u64, v: u32) { unimem_stop_site = unimem_site + v; }
     fn sites_are_the_users_accesses_and_loops_in_source_order() {
         let source = format!("{USER}{PRELUDE}");
         let mut module = naga::front::wgsl::parse_str(&source).unwrap();
-        let unguarded = collect(&module, USER.len());
+        let unguarded = collect(&mut module, USER.len());
         assert_eq!(
             texts(&unguarded),
             [
@@ -197,7 +182,7 @@ fn unimem_store_u32(p: u64, v: u32) { unimem_stop_site = unimem_site + v; }
             "not the argument reads, not the prelude's own calls"
         );
         super::super::guard::loops(&mut module, USER.len());
-        let spans = collect(&module, USER.len());
+        let spans = collect(&mut module, USER.len());
         assert_eq!(spans.len(), 5);
         assert!(texts(&spans)[2].starts_with(" in the loop at line 6 of its source (`while (p != 0lu) {`)"), "{:?}", texts(&spans));
         assert_eq!(mark(&mut module, USER.len()), 5);
@@ -205,13 +190,12 @@ fn unimem_store_u32(p: u64, v: u32) { unimem_stop_site = unimem_site + v; }
         let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_INT64).validate(&module).expect("valid after marking");
         assert!(naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None).is_ok());
         let mut ids = Vec::new();
-        for (h, f) in module.functions.iter() {
-            if !in_users_part(module.functions.get_span(h), USER.len()) {
-                continue;
-            }
-            visit(&f.body, &mut |s, span| {
+        for h in sites_and_users(&module, USER.len()).1 {
+            let f = &mut module.functions[h];
+            let exprs = &f.expressions;
+            walk(&mut f.body, &mut |s, span| {
                 if let Statement::Store { value, .. } = s {
-                    if let Expression::Literal(Literal::U32(id)) = f.expressions[*value] {
+                    if let Expression::Literal(Literal::U32(id)) = exprs[*value] {
                         ids.push((id, spans.iter().position(|t| *t == span).map(|i| i + 1)));
                     }
                 }
