@@ -139,7 +139,8 @@ int unimem_advise(const void *p, size_t len, int advice);
 /* ---- Kernels. A kernel is WGSL source defining `fn <entry>(id: u32)`, run once per
  * invocation id in 0..n. It reaches memory through the prelude's accessors, on ordinary
  * pointers (u64 host addresses):
- *   unimem_arg_u32(i) / unimem_arg_u64(i) / unimem_arg_ptr(i)   argument word i (byte offset / 4)
+ *   unimem_arg_u32(i) / unimem_arg_u64(i) / unimem_arg_ptr(i)   argument word i (byte offset / 4;
+ *       a word past args_size is an error, not 0)
  *   unimem_load_{u32,i32,f32,u64,i64,ptr}(p)   unimem_store_{u32,i32,f32,u64,i64,ptr}(p, v)
  *   unimem_load_f64(p)   unimem_store_f64(p, v)   (double; devices with shaderFloat64)
  *   unimem_atomic_{add,min,max,exchange}_u32(p, v)   unimem_atomic_compare_exchange_u32(p, cmp, v)

@@ -54,7 +54,7 @@ use super::guard;
 use super::pacing::Pacer;
 use super::discover;
 use super::prelude::{
-    self, Round, Variant, ARGS_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ERROR_SITE_SHIFT, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK,
+    self, Round, Variant, ARGS_AT, ARGS_COUNT_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ERROR_SITE_SHIFT, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK,
     NO_LIST, NO_SLOT, POISON_CAPACITY, SITE_SHIFT, SLOT_MASK,
 };
 use super::sites;
@@ -99,7 +99,8 @@ pub enum LaunchError {
         kernel: String,
         /// The failing invocation with the lowest id (of those that failed in the round).
         invocation: u32,
-        /// The address it accessed (0 for a runaway loop, which needs no access).
+        /// The address it accessed (0 for a runaway loop, which needs no access; for an
+        /// argument it did not pass, the argument word's index).
         address: u64,
         /// `KERNEL_ERROR_*` kind.
         kind: u32,
@@ -331,7 +332,7 @@ impl Drop for Inner {
 /// reaches memory only through the prelude's accessors, on host pointers (`u64` addresses):
 ///
 /// - `unimem_arg_u32(i)`, `unimem_arg_u64(i)`, `unimem_arg_ptr(i)`: argument word `i`
-///   ([`Args`]: the byte offset over 4);
+///   ([`Args`]: the byte offset over 4; a word the launch did not pass is an error);
 /// - `unimem_load_{u32,i32,f32,u64,i64,ptr}(p)`, `unimem_store_{u32,i32,f32,u64,i64,ptr}(p, v)`,
 ///   and `unimem_load_f64(p)`, `unimem_store_f64(p, v)` on devices with `shaderFloat64`
 ///   (accesses aligned to their size);
@@ -698,7 +699,9 @@ impl Kernel {
         let State { args, ctl, alog, spill: spill_buf, ids, touched, .. } = state;
         let (args, ctl, spill_buf, ids) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"), ids.as_mut().expect("sized"));
         let mut alog = alog.as_mut().filter(|_| self.logs_atomics(dev));
-        // Words past the arguments read as 0, not as an earlier launch's arguments.
+        // Reading a word past the arguments is an error (the count); they are zeroed anyway,
+        // so that no earlier launch's arguments are left to read.
+        args.as_mut_slice::<u32>()[ARGS_COUNT_AT] = words.len() as u32;
         let a = &mut args.as_mut_slice::<u32>()[ARGS_AT..prelude::ARGS_BYTES / 4];
         a[..words.len()].copy_from_slice(words);
         a[words.len()..].fill(0);
@@ -792,9 +795,11 @@ impl Kernel {
                 if kind == prelude::KERNEL_ERROR_LOOP_BUDGET {
                     return LaunchError::LoopBudget { kernel: kernel.clone(), invocation }.into();
                 }
-                // A runaway loop has no address.
+                // A runaway loop has no address; an argument error's is the word's index.
                 let place = if kind == prelude::KERNEL_ERROR_RUNAWAY_LOOP {
                     String::new()
+                } else if kind == prelude::KERNEL_ERROR_ARGUMENT {
+                    argument_text(address, words.len())
                 } else {
                     match unimem_alloc::lookup(address as *const u8) {
                         Some((b, s)) if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, inside the live allocation {b:#x}+{s})"),
@@ -1052,9 +1057,6 @@ fn outside_heap(address: u64, words: &[u32]) -> String {
     let argument = words.chunks_exact(2).position(|w| u64::from(w[0]) | u64::from(w[1]) << 32 == address);
     if address < 4096 {
         s.push_str(if address == 0 { ", a null pointer" } else { ", a null pointer plus an offset?" });
-        if argument.is_none() {
-            let _ = write!(s, "; an argument word the launch did not pass reads as 0, and this launch passed {} words", words.len());
-        }
     } else if on_this_threads_stack(address) {
         s.push_str(", on the launching thread's stack: kernels reach heap memory only (malloc, Box, Vec), not local variables");
         if argument.is_some() {
@@ -1066,6 +1068,14 @@ fn outside_heap(address: u64, words: &[u32]) -> String {
     }
     s.push(')');
     s
+}
+
+/// Where an argument error happened: the word read, and what the launch passed.
+fn argument_text(word: u64, passed: usize) -> String {
+    format!(
+        " (argument word {word}; the launch passed {passed} words, {} bytes. Words are 32-bit: unimem_arg_u64(i) and unimem_arg_ptr(i) read words i and i+1, and the argument struct's size is what counts, with its padding)",
+        passed * 4
+    )
 }
 
 /// True when `address` lies in the calling thread's stack.

@@ -26,7 +26,9 @@
 //! less than storage loads on lavapipe, and every accessor call reads arguments or nothing
 //! else of it): from `ARGS_POISON_AT`, `POISON_CAPACITY` words
 //! of poison list (blocks the runtime found to hold no live allocation: an access there is
-//! an error, not a fault; `NO_BLOCK` where unused), then from `ARGS_AT` the launch arguments.
+//! an error, not a fault; `NO_BLOCK` where unused), at `ARGS_COUNT_AT` how many words of
+//! arguments the launch passed (reading another is an error), then from `ARGS_AT` the launch
+//! arguments.
 //! Control buffer: `CTL_PENDING_COUNT` (entries appended to the output list this round).
 //!
 //! Id buffer: two lists of `n` entries of `IDS_ENTRY_WORDS` words, used in turn as a round's
@@ -104,6 +106,9 @@ pub const KERNEL_ERROR_LOOP_BUDGET: u32 = 6;
 /// Kernel error kind: an invocation ran more loop iterations in one round than the step limit
 /// (`guard.rs`: every loop of the user's code counts them).
 pub const KERNEL_ERROR_RUNAWAY_LOOP: u32 = 7;
+/// Kernel error kind: an invocation read an argument word the launch did not pass (the stop
+/// address is the word's index).
+pub const KERNEL_ERROR_ARGUMENT: u32 = 8;
 
 /// Words of an invocation's private store log.
 pub const STORE_LOG: u32 = 32;
@@ -136,6 +141,8 @@ pub const ERROR_SITE_SHIFT: u32 = 16;
 pub const ARGS_POISON_AT: usize = 0;
 /// Entries of the poison list.
 pub const POISON_CAPACITY: usize = 28;
+/// Argument-buffer word: how many words of launch arguments the launch passed.
+pub const ARGS_COUNT_AT: usize = 28;
 /// Argument-buffer word of the first launch argument.
 pub const ARGS_AT: usize = 32;
 /// Bytes of the argument buffer (the WGSL declares it whole): at most
@@ -230,6 +237,7 @@ pub fn error_kind_text(kind: u32) -> &'static str {
         KERNEL_ERROR_RUNAWAY => "exceeded the step limit of accessor calls per invocation (a runaway loop, e.g. a cycle in a list? Kernel::set_max_steps or unimem_kernel_set_max_steps raises the limit)",
         KERNEL_ERROR_FREED => "dereferenced a pointer into memory that holds no live allocation (freed?)",
         KERNEL_ERROR_RUNAWAY_LOOP => "ran more loop iterations in one round than the step limit, without necessarily touching memory (an endless loop? Kernel::set_max_steps or unimem_kernel_set_max_steps raises the limit; every loop of a kernel counts its iterations so that none runs for ever and hangs the device; UNIMEM_LOOP_GUARD=off turns that off)",
+        KERNEL_ERROR_ARGUMENT => "read an argument word the launch did not pass",
         KERNEL_ERROR_LOOP_BUDGET => "(or one of the invocations the driver runs with it) ran more loop iterations than the driver allows (lavapipe runs at most 65535 per batch of invocations run together, 8 on 256-bit vectors, in all loops together, and cuts longer loops short), so its results would be wrong; split its work over more invocations. Its stores may be partly applied",
         _ => "reported an unknown error",
     }
@@ -338,6 +346,7 @@ pub fn module(
     let _ = writeln!(s, "const UNIMEM_CTL_PENDING_COUNT: u32 = {CTL_PENDING_COUNT}u;");
     let _ = writeln!(s, "const UNIMEM_ARGS_POISON_AT: u32 = {ARGS_POISON_AT}u;");
     let _ = writeln!(s, "const UNIMEM_ARGS_AT: u32 = {ARGS_AT}u;");
+    let _ = writeln!(s, "const UNIMEM_ARGS_COUNT_AT: u32 = {ARGS_COUNT_AT}u;");
     let _ = writeln!(s, "const UNIMEM_NO_BLOCK: u32 = {NO_BLOCK}u;");
     let _ = writeln!(s, "const UNIMEM_NO_SLOT: u32 = {NO_SLOT}u;");
     let _ = writeln!(s, "const UNIMEM_KIND_SHIFT: u32 = {KIND_SHIFT}u;");
@@ -367,6 +376,7 @@ pub fn module(
         ("FREED", KERNEL_ERROR_FREED),
         ("LOOP_BUDGET", KERNEL_ERROR_LOOP_BUDGET),
         ("RUNAWAY_LOOP", KERNEL_ERROR_RUNAWAY_LOOP),
+        ("ARGUMENT", KERNEL_ERROR_ARGUMENT),
     ] {
         let _ = writeln!(s, "const UNIMEM_ERROR_{name}: u32 = {v}u;");
     }
@@ -907,7 +917,15 @@ fn unimem_args_word(w: u32) -> u32 {
     return unimem_args[w >> 2u][w & 3u];
 }
 
+// Argument word i; one the launch did not pass stops the invocation with an error (the
+// stop address is i) and reads 0. The test is uniform when i is (a constant, usually).
 fn unimem_arg_u32(i: u32) -> u32 {
+    if (i >= unimem_args_word(UNIMEM_ARGS_COUNT_AT)) {
+        if (unimem_stop == 0u) {
+            unimem_stop_with(UNIMEM_ERROR_ARGUMENT, u64(i), 0u);
+        }
+        return 0u;
+    }
     return unimem_args_word(UNIMEM_ARGS_AT + i);
 }
 
@@ -1236,6 +1254,7 @@ fn all(id: u32) {
             KERNEL_ERROR_FREED,
             KERNEL_ERROR_LOOP_BUDGET,
             KERNEL_ERROR_RUNAWAY_LOOP,
+            KERNEL_ERROR_ARGUMENT,
         ] {
             assert_ne!(error_kind_text(k), error_kind_text(0), "kind {k}");
         }

@@ -33,7 +33,7 @@ pub const MAX_SITES: usize = 510;
 
 /// True for the functions whose calls are sites.
 fn is_site(name: &str) -> bool {
-    ["unimem_load_", "unimem_store_", "unimem_atomic_"].iter().any(|p| name.starts_with(p)) || name == LOOP_STEP
+    ["unimem_load_", "unimem_store_", "unimem_atomic_", "unimem_arg_"].iter().any(|p| name.starts_with(p)) || name == LOOP_STEP
 }
 
 /// Which of `module`'s functions are sites (by function index), and the user's functions
@@ -175,17 +175,19 @@ fn unimem_store_u32(p: u64, v: u32) { unimem_stop_site = unimem_site + v; }
             [
                 " at line 2 of its source (`unimem_load_u32(p)`)",
                 " at line 2 of its source (`unimem_load_u32(p + 4lu)`)",
+                " at line 5 of its source (`unimem_arg_ptr(0u)`)",
                 " at line 7 of its source (`unimem_load_ptr(p + 8lu)`)",
                 " at line 10 of its source (`unimem_store_u32(unimem_arg_ptr(2u), helper(p))`)",
+                " at line 10 of its source (`unimem_arg_ptr(2u)`)",
             ]
             .map(String::from),
-            "not the argument reads, not the prelude's own calls"
+            "not the prelude's own calls"
         );
         super::super::guard::loops(&mut module, USER.len());
         let spans = collect(&mut module, USER.len());
-        assert_eq!(spans.len(), 5);
-        assert!(texts(&spans)[2].starts_with(" in the loop at line 6 of its source (`while (p != 0lu) {`)"), "{:?}", texts(&spans));
-        assert_eq!(mark(&mut module, USER.len()), 5);
+        assert_eq!(spans.len(), 7);
+        assert!(texts(&spans)[3].starts_with(" in the loop at line 6 of its source (`while (p != 0lu) {`)"), "{:?}", texts(&spans));
+        assert_eq!(mark(&mut module, USER.len()), 7);
         // Valid, and each site's store comes right before its call, with its rank.
         let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_INT64).validate(&module).expect("valid after marking");
         assert!(naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None).is_ok());
@@ -202,7 +204,7 @@ fn unimem_store_u32(p: u64, v: u32) { unimem_stop_site = unimem_site + v; }
             });
         }
         ids.sort();
-        assert_eq!(ids, (1..=5).map(|i| (i, Some(i as usize))).collect::<Vec<_>>());
+        assert_eq!(ids, (1..=7).map(|i| (i, Some(i as usize))).collect::<Vec<_>>());
     }
 
     #[test]

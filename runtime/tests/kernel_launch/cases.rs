@@ -1275,8 +1275,9 @@ fn deref(id: u32) {
 ";
 
 /// An address outside the heap is described: a `Vec` variable passed instead of its data is
-/// on the launching thread's stack (and is argument word 0); a pointer the launch did not pass
-/// reads as null, and the message says how many words it did pass.
+/// on the launching thread's stack (and is argument word 0); a null pointer is named, with the
+/// argument word that held it. Reading an argument word the launch did not pass is an error of
+/// its own, naming the word, how many the launch passed, and the line.
 #[test]
 fn pointers_outside_the_heap_are_described() {
     let _s = serial();
@@ -1296,10 +1297,20 @@ fn pointers_outside_the_heap_are_described() {
     let e = deref.launch(1, &Args::new().ptr(&ptrs[..]).ptr_mut(&mut *out)).unwrap_err().to_string();
     let at = &local as *const u32 as u64;
     assert!(e.contains(&format!("address {at:#x}, on the launching thread's stack: kernels reach heap memory only (malloc, Box, Vec), not local variables)")), "{e}");
-    let e = k.launch(1, &Args::new().ptr(&v[..])).unwrap_err().to_string();
-    for want in ["address 0x0, a null pointer", "this launch passed 2 words"] {
+    let e = k.launch(1, &Args::new().ptr(&v[..]).u64(0)).unwrap_err().to_string();
+    for want in ["address 0x0, a null pointer; it is the value of argument word 2", "at line 3 of its source"] {
         assert!(e.contains(want), "{e:?} lacks {want:?}");
     }
+    let e = k.launch(1, &Args::new().ptr(&v[..])).unwrap_err().to_string();
+    for want in [
+        "invocation 0 read an argument word the launch did not pass (argument word 2; the launch passed 2 words, 8 bytes.",
+        "at line 3 of its source (`unimem_arg_ptr(2u)`)",
+    ] {
+        assert!(e.contains(want), "{e:?} lacks {want:?}");
+    }
+    // A 64-bit argument half passed (12 bytes: words 0..3): its second word is the one missing.
+    let e = k.launch(1, &Args::new().ptr(&v[..]).u32(0)).unwrap_err().to_string();
+    assert!(e.contains("(argument word 3; the launch passed 3 words, 12 bytes."), "{e}");
     k.launch(1, &Args::new().ptr(&v[..]).ptr_mut(&mut *out)).unwrap();
     assert_eq!(*out, 1);
 }
