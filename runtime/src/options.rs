@@ -95,6 +95,14 @@ pub const LOOP_GUARD: EnvOption = EnvOption {
     help: "on | off, read when a kernel is created. on: every loop of the kernel's code counts its iterations against the step limit, so that an endless loop ends the launch with an error naming the invocation instead of hanging the device until the driver declares it lost; off: loops run unguarded (faster tight loops; lavapipe still cuts loops after 65535 iterations, an error naming one of the invocations it runs together, 8 on 256-bit vectors)",
 };
 
+/// `UNIMEM_CHECK_OBJECTS`: whether kernels check accesses against live allocations
+/// (`kernel/objects.rs`).
+pub const CHECK_OBJECTS: EnvOption = EnvOption {
+    name: "UNIMEM_CHECK_OBJECTS",
+    default: "off",
+    help: "on | off, read when a kernel is created. on: every access of the kernel is checked against the allocations live when its launch began, so a pointer into freed memory, or past the end of an allocation into free space, ends the launch with an error even in a block that still holds live objects (off: only blocks holding no live allocation are caught). Costs a bitmap load per access and a pass over the heap's allocations per launch (docs/PERFORMANCE.md)",
+};
+
 /// `UNIMEM_FAULTS`: the CPU fault mechanism coherence uses.
 pub const FAULTS: EnvOption = EnvOption {
     name: "UNIMEM_FAULTS",
@@ -113,6 +121,7 @@ pub const ALL: &[EnvOption] = &[
     IN_PLACE,
     DISCOVER,
     LOOP_GUARD,
+    CHECK_OBJECTS,
     FAULTS,
 ];
 
@@ -129,6 +138,7 @@ pub fn validate(opt: &EnvOption) -> Result<(), String> {
         _ if name == IN_PLACE.name => in_place().map(drop),
         _ if name == DISCOVER.name => discover().map(drop),
         _ if name == LOOP_GUARD.name => loop_guard().map(drop),
+        _ if name == CHECK_OBJECTS.name => check_objects().map(drop),
         _ if name == FAULTS.name => faults().map(drop),
         _ => Ok(()),
     }
@@ -246,6 +256,11 @@ pub fn discover() -> Result<bool, String> {
 /// `UNIMEM_LOOP_GUARD`, validated: whether new kernels guard their loops (default on).
 pub fn loop_guard() -> Result<bool, String> {
     on_off(&LOOP_GUARD, true)
+}
+
+/// `UNIMEM_CHECK_OBJECTS`, validated: whether new kernels check objects (default off).
+pub fn check_objects() -> Result<bool, String> {
+    on_off(&CHECK_OBJECTS, false)
 }
 
 /// `UNIMEM_REQUIRE_DEVICE`, validated: whether tests fail without a device (default off).

@@ -51,10 +51,11 @@ use std::time::{Duration, Instant};
 use super::check;
 use super::compile::{compile_wgsl_checked, CompileError};
 use super::guard;
+use super::objects;
 use super::pacing::Pacer;
 use super::discover;
 use super::prelude::{
-    self, Round, Variant, ARGS_AT, ARGS_COUNT_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ERROR_SITE_SHIFT, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK,
+    self, Round, Variant, ARGS_AT, ARGS_COUNT_AT, ARGS_LIVE_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ERROR_SITE_SHIFT, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK,
     NO_LIST, NO_SLOT, POISON_CAPACITY, SITE_SHIFT, SLOT_MASK,
 };
 use super::sites;
@@ -290,6 +291,8 @@ struct State {
     spill: Option<Buffer>,
     ids: Option<Buffer>,
     alog: Option<Buffer>,
+    /// The live map (`objects.rs`); a small spare for kernels that do not check objects.
+    live: Option<Buffer>,
     /// Blocks earlier launches faulted on (prefetched next time), at most the pool's size.
     touched: Vec<u32>,
     max_steps: u32,
@@ -305,6 +308,9 @@ struct Inner {
     atomics: bool,
     /// Its loops count their iterations (`guard.rs`; `UNIMEM_LOOP_GUARD` when it was made).
     loop_guard: bool,
+    /// Its accesses are checked against the live map (`objects.rs`; `UNIMEM_CHECK_OBJECTS`
+    /// when it was made).
+    objects: bool,
     state: Mutex<State>,
 }
 
@@ -394,7 +400,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn generated_source(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str) -> String {
     let variant = match dev.in_place() {
         true => variant_now(dev, MODE_NORMAL),
-        false => Variant { mode: MODE_NORMAL, buffers: dev.geometry().buffers(), in_place: false },
+        false => Variant { mode: MODE_NORMAL, buffers: dev.geometry().buffers(), in_place: false, objects: false },
     };
     module_for(dev, space, user, entry, variant)
 }
@@ -413,10 +419,10 @@ fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, v
 fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Variant {
     if let Some(w) = dev.window_bytes() {
         let windows = (unimem_alloc::managed_committed() as u64).div_ceil(w).max(1) as usize;
-        return Variant { mode, buffers: windows.next_power_of_two(), in_place: true };
+        return Variant { mode, buffers: windows.next_power_of_two(), in_place: true, objects: false };
     }
     let all = dev.geometry().buffers();
-    Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all), in_place: false }
+    Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all), in_place: false, objects: false }
 }
 
 /// The pipeline of `variant` for `user`'s `entry`, its loops guarded if `loop_guard`
@@ -488,7 +494,8 @@ impl Kernel {
             return Err(LaunchError::Usage { kernel: entry.into(), what }.into());
         }
         let loop_guard = crate::options::loop_guard().map_err(Error::Config)?;
-        let variant = variant_now(dev, MODE_NORMAL);
+        let objects = crate::options::check_objects().map_err(Error::Config)?;
+        let variant = Variant { objects, ..variant_now(dev, MODE_NORMAL) };
         let normal = build(dev, space, wgsl, entry, variant, loop_guard, None)?;
         Ok(Kernel {
             inner: Arc::new(Inner {
@@ -497,6 +504,7 @@ impl Kernel {
                 pipelines: Mutex::new(vec![(variant, normal)]),
                 atomics: prelude::uses_atomics(wgsl),
                 loop_guard,
+                objects,
                 state: Mutex::new(State { max_steps: default_max_steps(dev), ..State::default() }),
             }),
         })
@@ -506,6 +514,7 @@ impl Kernel {
     /// more frame buffers than any before it compiles (and warms up) a variant inside the
     /// launch, once per kernel, mode and power of two.
     fn pipeline_of(&self, dev: &VulkanBlockDevice, space: &Space, variant: Variant, serial: &MutexGuard<'_, ()>) -> Result<Arc<ComputePipeline>, Error> {
+        let variant = Variant { objects: self.inner.objects, ..variant };
         let mut pipes = lock(&self.inner.pipelines);
         if let Some((_, p)) = pipes.iter().find(|(v, _)| *v == variant) {
             return Ok(Arc::clone(p));
@@ -526,6 +535,13 @@ impl Kernel {
             guard::loops(&mut module, user.len());
         }
         sites::collect(&mut module, user.len()).get(i).map_or_else(String::new, |&span| sites::describe(user, span))
+    }
+
+    /// True when the kernel's accesses are checked against the allocations live when each
+    /// launch begins (`UNIMEM_CHECK_OBJECTS` when it was created; off by default): freed
+    /// memory and free space are errors even inside blocks holding live objects.
+    pub fn objects_checked(&self) -> bool {
+        self.inner.objects
     }
 
     /// The entry function's name.
@@ -696,12 +712,23 @@ impl Kernel {
         let bs = space.block_size();
         self.size_buffers(dev, state, n)?;
         let max_steps = state.max_steps;
-        let State { args, ctl, alog, spill: spill_buf, ids, touched, .. } = state;
-        let (args, ctl, spill_buf, ids) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"), ids.as_mut().expect("sized"));
+        let State { args, ctl, alog, spill: spill_buf, ids, live, touched, .. } = state;
+        let (args, ctl, spill_buf, ids, live) = (args.as_mut().expect("sized"), ctl.as_mut().expect("sized"), spill_buf.as_mut().expect("sized"), ids.as_mut().expect("sized"), live.as_mut().expect("sized"));
         let mut alog = alog.as_mut().filter(|_| self.logs_atomics(dev));
         // Reading a word past the arguments is an error (the count); they are zeroed anyway,
         // so that no earlier launch's arguments are left to read.
         args.as_mut_slice::<u32>()[ARGS_COUNT_AT] = words.len() as u32;
+        // The live map, filled now (a snapshot of the allocations; `objects.rs`), and the
+        // granules it covers; 0 without object checks.
+        args.as_mut_slice::<u32>()[ARGS_LIVE_AT] = if self.inner.objects {
+            let (heap, _) = unimem_alloc::managed_range();
+            let map = live.as_mut_slice::<u32>();
+            let bytes = unimem_alloc::managed_committed().min(map.len() * 32 * objects::GRANULE);
+            objects::fill(&mut map[..objects::words_for(bytes)], heap, bytes);
+            u32::try_from(bytes / objects::GRANULE).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         let a = &mut args.as_mut_slice::<u32>()[ARGS_AT..prelude::ARGS_BYTES / 4];
         a[..words.len()].copy_from_slice(words);
         a[words.len()..].fill(0);
@@ -737,7 +764,7 @@ impl Kernel {
             }
             // Dispatches the pipeline of `variant` (in place, with the heap's windows, imported
             // up to what is committed now, after the argument buffers).
-            let mut dispatch = |variant: Variant, round: Round, bufs: [&mut Buffer; 4], alog: Option<&mut Buffer>| -> Result<(), Error> {
+            let mut dispatch = |variant: Variant, round: Round, bufs: [&mut Buffer; 5], alog: Option<&mut Buffer>| -> Result<(), Error> {
                 let pipeline = self.pipeline_of(dev, space, variant, serial)?;
                 let mut windows = dev.windows()?;
                 let mut bufs: Vec<&mut Buffer> = bufs.into_iter().collect();
@@ -753,7 +780,7 @@ impl Kernel {
             };
             let ran = if solo { round.count.min(1) } else { round.count };
             if ran > 0 {
-                dispatch(variant_now(dev, MODE_NORMAL), Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
+                dispatch(variant_now(dev, MODE_NORMAL), Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids, &mut *live], alog.as_deref_mut())?;
             }
             let mut spilled = Collected::default();
             let mut spill_slots = 0;
@@ -767,11 +794,11 @@ impl Kernel {
                 }
                 spill.lay_out(spill_buf.as_mut_slice::<u32>(), slots);
                 let spill_variant = variant_now(dev, MODE_SPILL);
-                dispatch(spill_variant, Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
+                dispatch(spill_variant, Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids, &mut *live], alog.as_deref_mut())?;
                 spilled = spill.collect(spill_buf.as_slice::<u32>()).map_err(|detail| LaunchError::LogLimit { kernel: kernel.clone(), detail: SpillError { invocation: base + detail.invocation, ..detail } })?;
                 if spilled.done > 0 && layout.stores > 0 {
                     // The spill round's buffers: its logged stores are in frames it bound.
-                    dispatch(Variant { mode: MODE_COMMIT, ..spill_variant }, Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids], alog.as_deref_mut())?;
+                    dispatch(Variant { mode: MODE_COMMIT, ..spill_variant }, Round::spill(MODE_COMMIT, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids, &mut *live], alog.as_deref_mut())?;
                 }
                 spill_slots = slots as u32;
             }
@@ -802,8 +829,12 @@ impl Kernel {
                     argument_text(address, words.len())
                 } else {
                     match unimem_alloc::lookup(address as *const u8) {
+                        // Live now, though the live map said freed: allocated while it ran.
+                        Some((b, s)) if kind == prelude::KERNEL_ERROR_FREED && self.inner.objects => format!(
+                            " (address {address:#x}, inside the allocation {b:#x}+{s}, which was not live when the launch began: object checks see the allocations of that moment, and another thread made this one while the kernel ran)"
+                        ),
                         Some((b, s)) if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, inside the live allocation {b:#x}+{s})"),
-                        _ if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, in the managed heap but in no live allocation)"),
+                        _ if space.block_of(address as usize).is_some() => format!(" (address {address:#x}, in the managed heap but in no live allocation{})", past_the_end(address)),
                         _ => outside_heap(address, words),
                     }
                 };
@@ -952,6 +983,13 @@ impl Kernel {
         if self.logs_atomics(dev) {
             ensure(&mut state.alog, (prelude::alog_words(n) * 4) as u64)?;
         }
+        // The live map covers the heap committed now (grown by a quarter beyond it, so that
+        // a growing heap does not make a new buffer every launch).
+        let committed = if self.inner.objects { unimem_alloc::managed_committed() } else { 0 };
+        let words = objects::words_for(committed);
+        if state.live.as_ref().is_none_or(|b| b.len() < (words * 4) as u64) {
+            state.live = Some(device.create_host_buffer(((words + words / 4) * 4).max(16) as u64)?);
+        }
         Ok(())
     }
 
@@ -1069,6 +1107,25 @@ fn outside_heap(address: u64, words: &[u32]) -> String {
     s.push(')');
     s
 }
+
+/// How far `address` (in no live allocation) is past the end of the nearest live allocation
+/// below it, when one ends within [`OVERRUN_REACH`] bytes: `; 12 bytes past the end of the
+/// live allocation 0x...+64 (an overrun?)`, else empty. Called to report an error.
+fn past_the_end(address: u64) -> String {
+    let granule = objects::GRANULE as u64;
+    // The last byte of each granule below address's own (allocations are whole granules).
+    let start = address & !(granule - 1);
+    for probe in (0..OVERRUN_REACH / granule).map(|k| start.wrapping_sub(k * granule + 1)) {
+        if let Some((b, s)) = unimem_alloc::lookup(probe as *const u8) {
+            let end = (b + s) as u64;
+            return if end <= address { format!("; {} bytes past the end of the live allocation {b:#x}+{s} (an overrun?)", address - end) } else { String::new() };
+        }
+    }
+    String::new()
+}
+
+/// How far below a bad address [`past_the_end`] looks for the allocation it overran.
+const OVERRUN_REACH: u64 = 4096;
 
 /// Where an argument error happened: the word read, and what the launch passed.
 fn argument_text(word: u64, passed: usize) -> String {

@@ -13,6 +13,8 @@
 //!   stored pointers (migrating mode's prefetch);
 //! - `pacing.rs` — replay rounds chosen by invocation when the pool is oversubscribed;
 //! - `sites.rs`   — which access or loop of the user's source an invocation stopped at;
+//! - `objects.rs` — the live map: accesses checked against live allocations
+//!   (`UNIMEM_CHECK_OBJECTS`);
 //! - `launch.rs`  — [`Kernel`], [`Args`], the launch protocol and the device-fault replay loop.
 
 mod check;
@@ -20,6 +22,7 @@ mod compile;
 mod discover;
 mod guard;
 mod launch;
+mod objects;
 mod pacing;
 pub mod prelude;
 mod sites;

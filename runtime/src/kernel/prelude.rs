@@ -91,6 +91,7 @@
 
 use std::fmt::Write as _;
 
+use super::objects;
 use super::spill::{self, SlotLayout, MODE_COMMIT};
 use crate::device::pagetable::{KERNEL_ERROR_OUT_OF_RANGE, KERNEL_ERROR_READ_ONLY};
 
@@ -143,6 +144,9 @@ pub const ARGS_POISON_AT: usize = 0;
 pub const POISON_CAPACITY: usize = 28;
 /// Argument-buffer word: how many words of launch arguments the launch passed.
 pub const ARGS_COUNT_AT: usize = 28;
+/// Argument-buffer word: how many granules the live map covers (`objects.rs`; 0 when the
+/// kernel does not check objects).
+pub const ARGS_LIVE_AT: usize = 29;
 /// Argument-buffer word of the first launch argument.
 pub const ARGS_AT: usize = 32;
 /// Bytes of the argument buffer (the WGSL declares it whole): at most
@@ -153,8 +157,14 @@ pub const ARGS_BYTES: usize = 4096;
 pub const IDS_ENTRY_WORDS: usize = 2;
 /// In place, window `i` of `n` bound is at binding `UNIMEM_FIRST_ARG_BINDING +
 /// WINDOWS_AFTER_FIRST_ARG + i` as 32-bit words, and `n` bindings later as 64-bit words
-/// (after the five argument-side buffers; the atomic log's slot is bound even when unused).
-pub const WINDOWS_AFTER_FIRST_ARG: usize = 5;
+/// (after the six argument-side buffers; the live map's and the atomic log's slots are bound
+/// even when unused).
+pub const WINDOWS_AFTER_FIRST_ARG: usize = 6;
+/// The live map's binding after `UNIMEM_FIRST_ARG_BINDING` (`objects.rs`; declared only by
+/// modules that check objects).
+pub const LIVE_AFTER_FIRST_ARG: usize = 4;
+/// The atomic log's binding after `UNIMEM_FIRST_ARG_BINDING`.
+pub const ALOG_AFTER_FIRST_ARG: usize = 5;
 /// An unused entry of the poison list.
 pub const NO_BLOCK: u32 = u32::MAX;
 /// `Round::in_at` when the round's ids are `0..count` (no input list).
@@ -276,6 +286,9 @@ pub struct Variant {
     /// In-place mode: the buffers are the heap's own pages, imported in windows, and a
     /// page-table entry only says whether a block may be accessed (see `IN_PLACE`).
     pub in_place: bool,
+    /// Accesses are checked against the live map (`objects.rs`): the kernel's
+    /// `UNIMEM_CHECK_OBJECTS` when it was made.
+    pub objects: bool,
 }
 
 /// The entry point the runtime adds (it calls the user's function).
@@ -329,7 +342,7 @@ pub fn module(
     variant: Variant,
     float64: bool,
 ) -> String {
-    let Variant { mode, buffers: bound, in_place } = variant;
+    let Variant { mode, buffers: bound, in_place, .. } = variant;
     assert!(bound >= 1 && (in_place || bound <= frame_buffers), "{bound} of {frame_buffers} frame buffers bound");
     let atomics = uses_atomics(user);
     let mut s = String::with_capacity(16 << 10);
@@ -347,6 +360,7 @@ pub fn module(
     let _ = writeln!(s, "const UNIMEM_ARGS_POISON_AT: u32 = {ARGS_POISON_AT}u;");
     let _ = writeln!(s, "const UNIMEM_ARGS_AT: u32 = {ARGS_AT}u;");
     let _ = writeln!(s, "const UNIMEM_ARGS_COUNT_AT: u32 = {ARGS_COUNT_AT}u;");
+    let _ = writeln!(s, "const UNIMEM_ARGS_LIVE_AT: u32 = {ARGS_LIVE_AT}u;");
     let _ = writeln!(s, "const UNIMEM_NO_BLOCK: u32 = {NO_BLOCK}u;");
     let _ = writeln!(s, "const UNIMEM_NO_SLOT: u32 = {NO_SLOT}u;");
     let _ = writeln!(s, "const UNIMEM_KIND_SHIFT: u32 = {KIND_SHIFT}u;");
@@ -423,9 +437,10 @@ pub fn module(
         let _ = writeln!(
             s,
             "@group(0) @binding({}) var<storage, read_write> unimem_alog: array<u32>;",
-            first + 4
+            first + ALOG_AFTER_FIRST_ARG
         );
     }
+    s.push_str(&objects::wgsl(variant.objects, first + LIVE_AFTER_FIRST_ARG));
     s.push_str(&frame_access(bound, atomics, in_place));
     s.push_str(&unrolled());
     s.push_str(if in_place { IN_PLACE } else { FRAMES });
@@ -584,7 +599,7 @@ fn unimem_translate(p: u64, write: bool, align: u32) -> vec2<u32> {
     let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
     let e = unimem_pt[b];
     let f1 = e & UNIMEM_PTE_FRAME_MASK;
-    let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && f1 != 0u, align);
+    let kind = unimem_error_kind(p, in_range, write && (e & UNIMEM_PTE_WRITABLE) == 0u && f1 != 0u, align, unimem_dead(off, in_range));
     // A frame in a buffer this pipeline does not bind (made resident after the runtime chose
     // the pipeline) is a fault: the next round binds it.
     let absent = f1 == 0u || ((f1 - 1u) >> UNIMEM_FRAME_BUFFER_SHIFT) >= UNIMEM_BOUND_BUFFERS;
@@ -649,7 +664,7 @@ fn unimem_translate(p: u64, write: bool, align: u32) -> vec2<u32> {
     let in_range = off < UNIMEM_ARENA_BYTES; // below the base, off wraps above the arena
     let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
     let mapped = ((unimem_map_word(b >> 5u) >> (b & 31u)) & 1u) != 0u;
-    let kind = unimem_error_kind(p, in_range, false, align);
+    let kind = unimem_error_kind(p, in_range, false, align, unimem_dead(off, in_range));
     // A block in a window this pipeline does not bind (the heap grew after the runtime chose
     // the pipeline) is a fault: the next round binds it.
     let absent = !mapped || u32(off >> UNIMEM_WINDOW_SHIFT) >= UNIMEM_BOUND_BUFFERS;
@@ -688,9 +703,11 @@ fn unimem_commit_word(p: u64, v: u32) {
 pub const PRELUDE: &str = r#"
 // The error an access to p makes, or 0 (branch-free): read_only is a store to a block
 // kernels may not write; in_range says p is in the managed heap; align is the access's size
-// less one. Call after counting the step.
-fn unimem_error_kind(p: u64, in_range: bool, read_only: bool, align: u32) -> u32 {
+// less one; dead, that the live map says p is in no live allocation (objects.rs). Call after
+// counting the step.
+fn unimem_error_kind(p: u64, in_range: bool, read_only: bool, align: u32, dead: bool) -> u32 {
     var kind = select(0u, UNIMEM_ERROR_READ_ONLY, read_only);
+    kind = select(kind, UNIMEM_ERROR_FREED, dead);
     kind = select(kind, UNIMEM_ERROR_RUNAWAY, unimem_steps > unimem_round.max_steps);
     kind = select(kind, UNIMEM_ERROR_MISALIGNED, (u32(p & 0xfffffffflu) & align) != 0u);
     return select(kind, UNIMEM_ERROR_OUT_OF_RANGE, !in_range);
@@ -1168,7 +1185,7 @@ fn all(id: u32) {
     fn source(user: &str, max_buffer_bytes: u64, mode: u32, bound: Option<usize>) -> String {
         let g = Geometry::new(65536, 1 << 30, max_buffer_bytes, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
-        let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()), in_place: false };
+        let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()), in_place: false, objects: false };
         module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
     }
 
@@ -1179,20 +1196,20 @@ fn all(id: u32) {
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
         let map = wgsl_in_place_map(layout.blocks, uniform);
         let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{map}", wgsl_constants(&g, &layout));
-        let variant = Variant { mode, buffers: windows, in_place: true };
+        let variant = Variant { mode, buffers: windows, in_place: true, objects: false };
         module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
     }
 
     #[test]
     fn in_place_windows_follow_the_argument_buffers_in_every_mode() {
-        // Arguments at 3 + 8 = 11 (+0..+4), windows from 16.
-        // The 64-bit views of the two windows follow them (18, 19); the in-place map takes
+        // Arguments at 3 + 8 = 11 (+0..+5), windows from 17.
+        // The 64-bit views of the two windows follow them (19, 20); the in-place map takes
         // binding 1, as a uniform or a storage buffer.
         for (mode, uniform) in [(spill::MODE_NORMAL, true), (spill::MODE_NORMAL, false), (spill::MODE_SPILL, true), (MODE_COMMIT, true)] {
             let src = in_place_source(ALL, mode, 2, uniform);
-            assert!(src.contains("@binding(16) var<storage, read_write> unimem_frames_0"), "{src}");
-            assert!(src.contains("@binding(17) var<storage, read_write> unimem_frames_1") && !src.contains("unimem_frames_2"));
-            assert!(src.contains("@binding(19) var<storage, read> unimem_wide_1: array<u64>"));
+            assert!(src.contains("@binding(17) var<storage, read_write> unimem_frames_0"), "{src}");
+            assert!(src.contains("@binding(18) var<storage, read_write> unimem_frames_1") && !src.contains("unimem_frames_2"));
+            assert!(src.contains("@binding(20) var<storage, read> unimem_wide_1: array<u64>"));
             assert!(src.contains("@binding(11) var<uniform> unimem_args"));
             let map = if uniform { "@binding(1) var<uniform> unimem_map" } else { "@binding(1) var<storage, read> unimem_map" };
             assert!(src.contains(map) && !src.contains("unimem_dirty:"), "{src}");
@@ -1202,6 +1219,31 @@ fn all(id: u32) {
                 let b1 = k.bindings.iter().find(|b| b.binding == 1).expect("the map is used");
                 assert_eq!(b1.uniform_bytes, uniform.then_some((1u64 << 16) / 8));
                 assert!(!k.bindings.iter().any(|b| b.binding == 0), "in place reads no page table");
+            }
+        }
+    }
+
+    #[test]
+    fn a_variant_that_checks_objects_reads_the_live_map_at_every_access() {
+        // The live map at arguments + 4 (11 + 4), in both translations and every mode; no
+        // map without object checks.
+        let g = Geometry::new(65536, 1 << 30, 128 << 20, None).unwrap();
+        let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
+        for in_place in [false, true] {
+            for mode in [spill::MODE_NORMAL, spill::MODE_SPILL, MODE_COMMIT] {
+                let constants = match in_place {
+                    true => format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{}", wgsl_constants(&g, &layout), wgsl_in_place_map(layout.blocks, true)),
+                    false => wgsl_constants(&g, &layout),
+                };
+                for objects in [false, true] {
+                    let variant = Variant { mode, buffers: 1, in_place, objects };
+                    let src = module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, ALL, "all", variant, true);
+                    assert_eq!(src.contains("@binding(15) var<storage, read> unimem_live: array<u32>;"), objects);
+                    let k = compile_wgsl_named("objects.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
+                    if mode == spill::MODE_NORMAL {
+                        assert_eq!(k.bindings.iter().any(|b| b.binding == 15), objects, "in place {in_place}: the map is read");
+                    }
+                }
             }
         }
     }

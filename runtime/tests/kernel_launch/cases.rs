@@ -366,7 +366,7 @@ fn loops_the_driver_cuts_short_are_errors_not_wrong_results() {
     let n = 100u32;
     let mut out = vec![0u32; n as usize];
     for guard in ["off", "on"] {
-        let Some(k) = kernel_with_loop_guard(test, SPIN, "spin", guard) else { return };
+        let Some(k) = kernel_with_env(test, SPIN, "spin", "UNIMEM_LOOP_GUARD", guard) else { return };
         // Within the budget and the step limit (guarded, 59 999 iterations enter the body
         // 60 000 times): exact.
         let within = if guard == "on" { 59_999 } else { 60_000 };
@@ -405,12 +405,84 @@ fn endless(id: u32) {
 }
 ";
 
-/// A kernel created while `UNIMEM_LOOP_GUARD` is `value`.
-fn kernel_with_loop_guard(test: &str, src: &str, entry: &str, value: &str) -> Option<unimem::Kernel> {
-    std::env::set_var("UNIMEM_LOOP_GUARD", value);
+/// A kernel created while the environment variable `var` is `value` (read at creation).
+fn kernel_with_env(test: &str, src: &str, entry: &str, var: &str, value: &str) -> Option<unimem::Kernel> {
+    std::env::set_var(var, value);
     let k = kernel(test, src, entry);
-    std::env::remove_var("UNIMEM_LOOP_GUARD");
+    std::env::remove_var(var);
     k
+}
+
+/// A list node of 320 bytes (a size class no other test uses, so a freed one's slot stays
+/// free): `value` at byte 0 and `next` at byte 8, as `Node`.
+#[repr(C)]
+struct FatNode {
+    value: u32,
+    next: *const FatNode,
+    _pad: [u64; 38],
+}
+
+fn fat(value: u32, next: *const FatNode) -> Box<FatNode> {
+    Box::new(FatNode { value, next, _pad: [0; 38] })
+}
+
+/// With object checks (`UNIMEM_CHECK_OBJECTS=on`) a list node pointing to a freed node whose
+/// block still holds live ones ends the launch with an error naming the address and the
+/// line; so does a read past the end of a `Vec` into the free slot after it, named as an
+/// overrun. Without them (the default) only blocks with no live allocation are caught, and
+/// both launches read memory. After the errors the runtime is usable, and a launch over live
+/// data gives the right result.
+#[test]
+fn freed_objects_among_live_ones_are_errors_with_object_checks() {
+    let _s = serial();
+    let test = "freed_objects_among_live_ones_are_errors_with_object_checks";
+    let Some(plain) = kernel(test, CHASE, "chase") else { return };
+    assert!(!plain.objects_checked(), "off by default");
+    let Some(k) = kernel_with_env(test, CHASE, "chase", "UNIMEM_CHECK_OBJECTS", "on") else { return };
+    assert!(k.objects_checked());
+    let out = vec![0u32; 4];
+    let c = fat(3, std::ptr::null());
+    let b = fat(2, &*c);
+    let a = fat(1, &*b);
+    let freed = &*b as *const FatNode as u64;
+    // The arguments first: the launch allocates nothing in the freed node's class after it.
+    let args = Args::new().ptr(&*a).ptr(&out[..]);
+    drop(b);
+    assert!(unimem_alloc::lookup(freed as *const u8).is_none(), "the freed node stays free");
+    assert_eq!(unimem_alloc::lookup(&*a as *const FatNode as *const u8).map(|(_, s)| s), Some(320));
+    plain.launch(1, &args).expect("without object checks the freed node reads as memory");
+    let e = k.launch(1, &args).unwrap_err().to_string();
+    for want in [
+        "kernel `chase`: invocation 0 dereferenced a pointer into memory that holds no live allocation (freed?)".to_owned(),
+        format!("(address {freed:#x}, in the managed heap but in no live allocation"),
+        " at line 7 of its source (`unimem_load_u32(p)`)".to_owned(),
+    ] {
+        assert!(e.contains(&want), "{e:?} lacks {want:?}");
+    }
+    // Usable, and live data passes the checks.
+    let b = fat(20, &*c);
+    let a = fat(10, &*b);
+    k.launch(1, &Args::new().ptr(&*a).ptr(&out[..])).unwrap();
+    assert_eq!(out[0], 33);
+    // An overrun: 57 invocations over a Vec of 56 words (224 bytes, a class of its own here),
+    // when the slot after it is free.
+    let Some(double) = kernel_with_env(test, DOUBLE, "double", "UNIMEM_CHECK_OBJECTS", "on") else { return };
+    let src: Vec<u32> = (0..56).collect();
+    let mut dst = vec![0u32; 64];
+    let end = src.as_ptr() as u64 + 224;
+    assert_eq!(unimem_alloc::lookup(src.as_ptr() as *const u8).map(|(_, s)| s), Some(224));
+    assert!(unimem_alloc::lookup(end as *const u8).is_none(), "the slot after the Vec is free");
+    let e = double.launch(57, &Args::new().ptr(&src[..]).ptr_mut(&mut dst[..])).unwrap_err().to_string();
+    for want in [
+        "invocation 56 dereferenced a pointer into memory that holds no live allocation".to_owned(),
+        format!("(address {end:#x}, in the managed heap but in no live allocation; 0 bytes past the end of the live allocation {:#x}+224 (an overrun?))", src.as_ptr() as u64),
+        " at line 5 of its source (`unimem_load_u32(src + u64(id) * 4lu)`)".to_owned(),
+    ] {
+        assert!(e.contains(&want), "{e:?} lacks {want:?}");
+    }
+    assert!(dst[..56].iter().enumerate().all(|(i, &v)| v == 2 * i as u32 + 1), "the others completed");
+    let Some(unchecked) = kernel(test, DOUBLE, "double") else { return };
+    unchecked.launch(57, &Args::new().ptr(&src[..]).ptr_mut(&mut dst[..])).expect("without object checks an overrun reads memory");
 }
 
 /// With the loop guard (the default), an endless loop that never touches memory ends the
@@ -442,7 +514,7 @@ fn endless_loops_that_touch_no_memory_are_errors() {
     assert!(out.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
     let lavapipe = unimem::vulkan_runtime().unwrap().1.device().report().name.contains("llvmpipe");
     if lavapipe {
-        let Some(k) = kernel_with_loop_guard(test, ENDLESS, "endless", "off") else { return };
+        let Some(k) = kernel_with_env(test, ENDLESS, "endless", "UNIMEM_LOOP_GUARD", "off") else { return };
         assert!(!k.loops_guarded());
         let e = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(13)).unwrap_err().to_string();
         // The batch's lowest id: 8 lanes on 256-bit vectors, 4 on 128-bit ones.
