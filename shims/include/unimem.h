@@ -172,7 +172,9 @@ int unimem_kernel_set_max_steps(unimem_kernel *k, uint32_t steps);
  * returns when all completed. Any n: more than 2^23 invocations run in chunks of 2^23 (2^22
  * for kernels with atomics when blocks migrate, on lavapipe), in order. Before the dispatch, the allocations the struct's aligned 8-byte words point into
  * are prefetched and, when blocks migrate, what their data points to, transitively
- * (UNIMEM_DISCOVER). On failure (a bad pointer, a runaway loop, ...) the message names the
+ * (UNIMEM_DISCOVER). A freed object among live ones is caught only with
+ * UNIMEM_CHECK_OBJECTS=on (set when the kernel is created; for debugging, it slows every
+ * access). On failure (a bad pointer, a runaway loop, ...) the message names the
  * kernel, the lowest failing invocation and its address; the runtime stays usable (what
  * failed invocations leave in memory: docs/MEMORY-MODEL.md). On lavapipe, an invocation
  * whose loops run more than 60 000 iterations in total fails (the driver would cut them

@@ -565,7 +565,7 @@ fn kernel_sample_with(name: &str, in_place: &str, discover: &str) {
 }
 
 /// `tests/c/kernel_sync.c`: unimem_sync waits for a launch on another thread; a launch with
-/// fewer argument bytes reads zeros past them.
+/// fewer argument bytes than the kernel reads fails, naming the argument word.
 #[test]
 fn kernel_sync_sample() {
     kernel_sample("kernel_sync", "auto");

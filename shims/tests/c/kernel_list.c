@@ -1,6 +1,7 @@
 /* Sample: a linked list built with plain malloc, summed per segment by a WGSL kernel through
  * the C API, checked against the CPU; then the CPU mutates a few nodes and launches again;
- * then a bad pointer gives a clear error and the runtime stays usable. Linked with -lunimem.
+ * then a bad pointer gives a clear error and the runtime stays usable, and with object checks
+ * so does a freed node among live ones. Linked with -lunimem.
  * Without a Vulkan device it prints "SKIP" and exits 0, unless UNIMEM_REQUIRE_DEVICE=1. */
 #include "check.h"
 
@@ -130,6 +131,31 @@ int main(void) {
     CHECK(unimem_kernel_set_max_steps(NULL, 5) == -1, "a NULL kernel");
     e = unimem_last_error();
     CHECK(e && strstr(e, "unimem_kernel_set_max_steps: kernel is NULL"), "%s", e ? e : "(null)");
+    /* A node freed while the list still points to it (use after free). Its neighbours are
+     * live, so only object checks (UNIMEM_CHECK_OBJECTS=on when a kernel is created) catch
+     * it: the launch fails, naming the address. */
+    setenv("UNIMEM_CHECK_OBJECTS", "on", 1);
+    unimem_kernel *checked = unimem_kernel_create(SUM, "sum");
+    unsetenv("UNIMEM_CHECK_OBJECTS");
+    CHECK(checked, "%s", unimem_last_error());
+    CHECK(unimem_launch(checked, N, &a, sizeof a) == 0, "%s", unimem_last_error());
+    check_sums(starts, out);
+    struct node *victim = nodes[5];
+    char want[64];
+    snprintf(want, sizeof want, "(address %p, in the managed heap but in no live allocation", (void *)victim);
+    free(victim);
+    nodes[5] = NULL;
+    CHECK(unimem_launch(checked, N, &a, sizeof a) == -1, "with object checks a freed node must fail");
+    e = unimem_last_error();
+    CHECK(e && strstr(e, "kernel `sum`: invocation 0 dereferenced a pointer into memory that holds no live allocation") &&
+              strstr(e, want) && strstr(e, "at line 8 of its source (`unimem_load_u32(p)`)"),
+          "%s", e ? e : "(null)");
+    /* (Without them the kernel reads the freed node's memory as it is: here the slot was
+     * soon reused, by the error message's string among others.) */
+    nodes[4]->next = nodes[6];
+    CHECK(unimem_launch(checked, N, &a, sizeof a) == 0, "%s", unimem_last_error());
+    check_sums(starts, out);
+    unimem_kernel_destroy(checked);
     unimem_kernel_destroy(k);
     unimem_kernel_destroy(NULL);
     for (int i = 0; i < LEN; i++) free(nodes[i]);
