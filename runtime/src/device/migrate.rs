@@ -85,7 +85,7 @@ pub struct MigrateConfig {
     pub staging_bytes: u64,
     /// Entries of the fault list.
     pub fault_capacity: u32,
-    /// Whether kernels access host memory in place ([`resolve_in_place`]).
+    /// Whether kernels access host memory in place (`resolve_in_place`).
     pub in_place: InPlaceMode,
 }
 

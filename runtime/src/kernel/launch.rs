@@ -471,10 +471,50 @@ fn build(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, varian
     Ok(p)
 }
 
+/// How a kernel is built: [`Kernel::with_options`]. [`KernelOptions::from_env`] reads the
+/// environment as [`Kernel::new`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// Every loop of the kernel counts its iterations against the step limit, so that an
+    /// endless loop is an error instead of a hung device (`UNIMEM_LOOP_GUARD`; default on).
+    pub loop_guard: bool,
+    /// Every access is checked against the allocations live when each launch begins: freed
+    /// objects and free space are errors even in blocks that hold live objects, at a cost
+    /// per access (`UNIMEM_CHECK_OBJECTS`; default off; docs/OPTIONS.md).
+    pub check_objects: bool,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        KernelOptions { loop_guard: true, check_objects: false }
+    }
+}
+
+impl KernelOptions {
+    /// `UNIMEM_LOOP_GUARD` and `UNIMEM_CHECK_OBJECTS`, validated (a bad value is an error
+    /// naming the variable).
+    pub fn from_env() -> Result<KernelOptions, Error> {
+        Ok(KernelOptions {
+            loop_guard: crate::options::loop_guard().map_err(Error::Config)?,
+            check_objects: crate::options::check_objects().map_err(Error::Config)?,
+        })
+    }
+}
+
 impl Kernel {
-    /// Compiles `wgsl`, which defines `fn <entry>(id: u32)`, on the prelude. Starts the
-    /// runtime if needed. Errors: no Vulkan device, WGSL errors (with the line).
+    /// Compiles `wgsl`, which defines `fn <entry>(id: u32)`, on the prelude, with the options
+    /// the environment sets ([`KernelOptions::from_env`]). Starts the runtime if needed.
+    /// Errors: no Vulkan device, WGSL errors (with the line), a bad option value.
     pub fn new(wgsl: &str, entry: &str) -> Result<Kernel, Error> {
+        let options = {
+            let _internal = InternalScope::new();
+            KernelOptions::from_env()?
+        };
+        Kernel::with_options(wgsl, entry, options)
+    }
+
+    /// [`Kernel::new`] with `options` instead of the environment's.
+    pub fn with_options(wgsl: &str, entry: &str, options: KernelOptions) -> Result<Kernel, Error> {
         let _internal = InternalScope::new();
         let (space, dev) = vulkan_runtime()?;
         let valid_name = entry.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -493,8 +533,7 @@ impl Kernel {
         if let Some(what) = refused {
             return Err(LaunchError::Usage { kernel: entry.into(), what }.into());
         }
-        let loop_guard = crate::options::loop_guard().map_err(Error::Config)?;
-        let objects = crate::options::check_objects().map_err(Error::Config)?;
+        let KernelOptions { loop_guard, check_objects: objects } = options;
         let variant = Variant { objects, ..variant_now(dev, MODE_NORMAL) };
         let normal = build(dev, space, wgsl, entry, variant, loop_guard, None)?;
         Ok(Kernel {
@@ -538,7 +577,8 @@ impl Kernel {
     }
 
     /// True when the kernel's accesses are checked against the allocations live when each
-    /// launch begins (`UNIMEM_CHECK_OBJECTS` when it was created; off by default): freed
+    /// launch begins ([`KernelOptions::check_objects`]: `UNIMEM_CHECK_OBJECTS` when it was
+    /// created by [`Kernel::new`]; off by default): freed
     /// memory and free space are errors even inside blocks holding live objects.
     pub fn objects_checked(&self) -> bool {
         self.inner.objects

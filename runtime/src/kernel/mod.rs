@@ -33,6 +33,6 @@ pub use compile::{
     SPIRV_VERSION,
 };
 pub use launch::{
-    generated_source, Args, Kernel, LaunchError, LaunchReport, CHUNK, DEFAULT_MAX_STEPS, KEPT_PIPELINES, LAVAPIPE_MAX_STEPS,
+    generated_source, Args, Kernel, KernelOptions, LaunchError, LaunchReport, CHUNK, DEFAULT_MAX_STEPS, KEPT_PIPELINES, LAVAPIPE_MAX_STEPS,
     MAX_ROUNDS, PREFETCH_BLOCKS,
 };

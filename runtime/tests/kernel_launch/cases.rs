@@ -413,6 +413,13 @@ fn kernel_with_env(test: &str, src: &str, entry: &str, var: &str, value: &str) -
     k
 }
 
+/// A kernel with object checks (`KernelOptions`; `UNIMEM_CHECK_OBJECTS=on` does the same
+/// for `Kernel::new`).
+fn checked(test: &str, src: &str, entry: &str) -> Option<unimem::Kernel> {
+    let options = unimem::KernelOptions { check_objects: true, ..Default::default() };
+    unimem::device::test_support::runtime_or_skip(test, unimem::Kernel::with_options(src, entry, options))
+}
+
 /// A list node of 320 bytes (a size class no other test uses, so a freed one's slot stays
 /// free): `value` at byte 0 and `next` at byte 8, as `Node`.
 #[repr(C)]
@@ -438,7 +445,7 @@ fn freed_objects_among_live_ones_are_errors_with_object_checks() {
     let test = "freed_objects_among_live_ones_are_errors_with_object_checks";
     let Some(plain) = kernel(test, CHASE, "chase") else { return };
     assert!(!plain.objects_checked(), "off by default");
-    let Some(k) = kernel_with_env(test, CHASE, "chase", "UNIMEM_CHECK_OBJECTS", "on") else { return };
+    let Some(k) = checked(test, CHASE, "chase") else { return };
     assert!(k.objects_checked());
     let out = vec![0u32; 4];
     let c = fat(3, std::ptr::null());
@@ -466,7 +473,7 @@ fn freed_objects_among_live_ones_are_errors_with_object_checks() {
     assert_eq!(out[0], 33);
     // An overrun: 57 invocations over a Vec of 56 words (224 bytes, a class of its own here),
     // when the slot after it is free.
-    let Some(double) = kernel_with_env(test, DOUBLE, "double", "UNIMEM_CHECK_OBJECTS", "on") else { return };
+    let Some(double) = checked(test, DOUBLE, "double") else { return };
     let src: Vec<u32> = (0..56).collect();
     let mut dst = vec![0u32; 64];
     let end = src.as_ptr() as u64 + 224;
