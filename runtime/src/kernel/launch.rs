@@ -516,6 +516,10 @@ impl Kernel {
     /// [`Kernel::new`] with `options` instead of the environment's.
     pub fn with_options(wgsl: &str, entry: &str, options: KernelOptions) -> Result<Kernel, Error> {
         let _internal = InternalScope::new();
+        // A byte-order mark, as editors on Windows save text files (a kernel read from one):
+        // naga takes it for an identifier character, so `\u{feff}fn f(...)` would define no
+        // `fn f` and the kernel be refused as not defining its entry. It is not code: dropped.
+        let wgsl = wgsl.strip_prefix('\u{feff}').unwrap_or(wgsl);
         let (space, dev) = vulkan_runtime()?;
         let valid_name = entry.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

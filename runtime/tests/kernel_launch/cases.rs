@@ -1119,6 +1119,15 @@ fn kernels_that_break_the_abi_are_refused_at_their_line() {
             assert!(e.contains(w), "{src:?}: {e:?} lacks {w:?}");
         }
     }
+    // A source that starts with a byte-order mark (a file saved by a Windows editor) compiles,
+    // runs, and its errors keep their line numbers (before, it was refused as not defining
+    // its entry: the mark was read as part of `fn`).
+    let bom = unimem::Kernel::new("\u{feff}fn f(id: u32) {\n  unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, id + 1u);\n}", "f").unwrap_or_else(|e| panic!("{e}"));
+    let mut out = vec![0u32; 3];
+    bom.launch(3, &Args::new().ptr_mut(&mut out[..])).unwrap();
+    assert_eq!(out, [1, 2, 3]);
+    let e = refused("\u{feff}fn f(id: u32) {\n  let x = ;\n}", "f");
+    assert!(e.contains("kernel `f`:2:11"), "{e:?}");
     // Names the generated entry point used for its locals, and helpers and private state.
     // Built-ins the runtime's comments mention or that it calls only as the entry (`step`,
     // `all`) are fine to declare, and so are built-ins it never calls (`log`, `round`).
