@@ -91,6 +91,15 @@ impl ComputePipeline {
             )));
         }
 
+        let storage = kernel.bindings.iter().filter(|b| b.uniform_bytes.is_none()).count();
+        if storage > report.max_storage_buffers as usize {
+            return Err(DeviceError::Shader(format!(
+                "{name} binds {storage} storage buffers; the device allows {} per shader \
+                 (maxPerStageDescriptorStorageBuffers)",
+                report.max_storage_buffers
+            )));
+        }
+
         let device = &shared.raw;
         let mut partial = Partial::default();
         let result = (|| -> DeviceResult<(vk::Pipeline, Option<vk::DescriptorSet>)> {

@@ -155,6 +155,9 @@ pub struct DeviceReport {
     pub max_storage_buffer_range: u32,
     /// `maxUniformBufferRange`: the largest range one uniform-buffer binding can see.
     pub max_uniform_buffer_range: u32,
+    /// `maxPerStageDescriptorStorageBuffers`: storage buffers one shader may bind (32 on
+    /// lavapipe; in place, each heap window takes one or two).
+    pub max_storage_buffers: u32,
     /// `maxMemoryAllocationSize` (Maintenance3): the largest single allocation.
     pub max_memory_allocation_size: u64,
     /// `maxPushConstantsSize`.
@@ -312,6 +315,7 @@ pub(crate) unsafe fn collect(
         portability_subset: has_extension(ash::khr::portability_subset::NAME),
         max_storage_buffer_range: limits.max_storage_buffer_range,
         max_uniform_buffer_range: limits.max_uniform_buffer_range,
+        max_storage_buffers: limits.max_per_stage_descriptor_storage_buffers,
         max_memory_allocation_size: if is_1_1 {
             maintenance3.max_memory_allocation_size
         } else {

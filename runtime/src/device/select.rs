@@ -196,6 +196,7 @@ mod tests {
             portability_subset: false,
             max_storage_buffer_range: 1 << 27,
             max_uniform_buffer_range: 1 << 16,
+            max_storage_buffers: 32,
             max_memory_allocation_size: 1 << 31,
             max_push_constants_size: 128,
             max_compute_work_group_count: [65535; 3],

@@ -399,8 +399,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// inspection; launches bind only the buffers in use).
 pub fn generated_source(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str) -> String {
     let variant = match dev.in_place() {
-        true => variant_now(dev, MODE_NORMAL),
-        false => Variant { mode: MODE_NORMAL, buffers: dev.geometry().buffers(), in_place: false, objects: false },
+        true => variant_now(dev, MODE_NORMAL).unwrap_or(Variant { mode: MODE_NORMAL, buffers: 1, in_place: true, wide: true, objects: false }),
+        false => Variant { mode: MODE_NORMAL, buffers: dev.geometry().buffers(), in_place: false, wide: false, objects: false },
     };
     module_for(dev, space, user, entry, variant)
 }
@@ -416,14 +416,40 @@ fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, v
 /// kernel compiles at most log2(buffers) + 1 variants per mode). Caller holds `LAUNCH`, so no
 /// launch makes blocks resident meanwhile; anything else that does may put a frame (or a
 /// mapped block, as the heap grows) beyond the bound, which the kernel then takes for a fault.
-fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Variant {
+///
+/// In place, each window takes a storage buffer, two with its 64-bit view, and a shader may
+/// bind only `maxPerStageDescriptorStorageBuffers` (32 on lavapipe) of them, the runtime's
+/// own included ([`OWN_STORAGE_BUFFERS`] at most): so the 64-bit views are dropped when the
+/// windows would not fit with them, and a heap that needs more windows than fit without
+/// them is an error (binding more crashed lavapipe's threads).
+fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Result<Variant, Error> {
     if let Some(w) = dev.window_bytes() {
-        let windows = (unimem_alloc::managed_committed() as u64).div_ceil(w).max(1) as usize;
-        return Variant { mode, buffers: windows.next_power_of_two(), in_place: true, objects: false };
+        let committed = unimem_alloc::managed_committed();
+        let windows = (committed as u64).div_ceil(w).max(1) as usize;
+        let max = dev.device().report().max_storage_buffers as usize;
+        let narrow = max.saturating_sub(OWN_STORAGE_BUFFERS);
+        let (wide, cap) = match windows {
+            n if n <= narrow / 2 => (true, narrow / 2),
+            n if n <= narrow => (false, narrow),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "in place, kernels reach the managed heap through windows of {} MiB, one storage buffer each, and this device lets a shader bind {max} storage buffers (maxPerStageDescriptorStorageBuffers), {OWN_STORAGE_BUFFERS} of them the runtime's own: at most {narrow} windows, {} MiB of heap. {} MiB of heap are committed now (the allocator keeps its high-water mark). Set UNIMEM_IN_PLACE=off (blocks then migrate into device memory, with no such limit), or keep the heap smaller",
+                    w >> 20,
+                    (narrow as u64 * w) >> 20,
+                    committed >> 20
+                )))
+            }
+        };
+        return Ok(Variant { mode, buffers: windows.next_power_of_two().min(cap), in_place: true, wide, objects: false });
     }
     let all = dev.geometry().buffers();
-    Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all), in_place: false, objects: false }
+    Ok(Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all), in_place: false, wide: false, objects: false })
 }
+
+/// The most storage buffers an in-place module binds besides the windows: the fault buffer,
+/// the page table, the in-place map (when too large for a uniform buffer), the control,
+/// spill and id buffers, the atomic log and the live map.
+const OWN_STORAGE_BUFFERS: usize = 8;
 
 /// The pipeline of `variant` for `user`'s `entry`, its loops guarded if `loop_guard`
 /// (`guard.rs`): cached, or compiled and warmed up. `serial` is the caller's hold on
@@ -538,7 +564,7 @@ impl Kernel {
             return Err(LaunchError::Usage { kernel: entry.into(), what }.into());
         }
         let KernelOptions { loop_guard, check_objects: objects } = options;
-        let variant = Variant { objects, ..variant_now(dev, MODE_NORMAL) };
+        let variant = Variant { objects, ..variant_now(dev, MODE_NORMAL)? };
         let normal = build(dev, space, wgsl, entry, variant, loop_guard, None)?;
         Ok(Kernel {
             inner: Arc::new(Inner {
@@ -572,7 +598,8 @@ impl Kernel {
     fn site_text(&self, dev: &VulkanBlockDevice, space: &Space, site: u32) -> String {
         let Some(i) = (site as usize).checked_sub(1) else { return String::new() };
         let user = &self.inner.source;
-        let source = module_for(dev, space, user, &self.inner.name, variant_now(dev, MODE_NORMAL));
+        let Ok(variant) = variant_now(dev, MODE_NORMAL) else { return String::new() };
+        let source = module_for(dev, space, user, &self.inner.name, variant);
         let Ok(mut module) = naga::front::wgsl::parse_str(&source) else { return String::new() };
         if self.inner.loop_guard {
             guard::loops(&mut module, user.len());
@@ -824,7 +851,7 @@ impl Kernel {
             };
             let ran = if solo { round.count.min(1) } else { round.count };
             if ran > 0 {
-                dispatch(variant_now(dev, MODE_NORMAL), Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids, &mut *live], alog.as_deref_mut())?;
+                dispatch(variant_now(dev, MODE_NORMAL)?, Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids, &mut *live], alog.as_deref_mut())?;
             }
             let mut spilled = Collected::default();
             let mut spill_slots = 0;
@@ -837,7 +864,7 @@ impl Kernel {
                     *spill_buf = dev.device().create_host_buffer(need.next_power_of_two())?;
                 }
                 spill.lay_out(spill_buf.as_mut_slice::<u32>(), slots);
-                let spill_variant = variant_now(dev, MODE_SPILL);
+                let spill_variant = variant_now(dev, MODE_SPILL)?;
                 dispatch(spill_variant, Round::spill(MODE_SPILL, slots as u32, layout, max_steps), [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids, &mut *live], alog.as_deref_mut())?;
                 spilled = spill.collect(spill_buf.as_slice::<u32>()).map_err(|detail| LaunchError::LogLimit { kernel: kernel.clone(), detail: SpillError { invocation: base + detail.invocation, ..detail } })?;
                 if spilled.done > 0 && layout.stores > 0 {

@@ -286,6 +286,10 @@ pub struct Variant {
     /// In-place mode: the buffers are the heap's own pages, imported in windows, and a
     /// page-table entry only says whether a block may be accessed (see `IN_PLACE`).
     pub in_place: bool,
+    /// In place: each window is bound a second time as 64-bit words, so that a 64-bit load
+    /// is one gather instead of two (dropped when the windows would not fit the device's
+    /// storage-buffer limit with them: `launch.rs`, `variant_now`).
+    pub wide: bool,
     /// Accesses are checked against the live map (`objects.rs`): the kernel's
     /// `UNIMEM_CHECK_OBJECTS` when it was made.
     pub objects: bool,
@@ -408,7 +412,7 @@ pub fn module(
     for i in 0..bound {
         let binding = if in_place { first + WINDOWS_AFTER_FIRST_ARG + i } else { 3 + i };
         let _ = writeln!(s, "@group(0) @binding({binding}) var<storage, read_write> unimem_frames_{i}: {frame_ty};");
-        if in_place {
+        if in_place && variant.wide {
             // The same window again, as 64-bit words: a 64-bit load is one gather, not two.
             let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> unimem_wide_{i}: array<u64>;", binding + bound);
         }
@@ -441,7 +445,7 @@ pub fn module(
         );
     }
     s.push_str(&objects::wgsl(variant.objects, first + LIVE_AFTER_FIRST_ARG));
-    s.push_str(&frame_access(bound, atomics, in_place));
+    s.push_str(&frame_access(bound, atomics, in_place, variant.wide));
     s.push_str(&unrolled());
     s.push_str(if in_place { IN_PLACE } else { FRAMES });
     s.push_str(PRELUDE);
@@ -489,7 +493,7 @@ fn unimem_main(@builtin(global_invocation_id) unimem_g: vec3<u32>, @builtin(num_
 /// nothing; with one buffer bound, no switch: every location then means buffer 0 (callers
 /// discard what a stopped invocation reads, and never write there). On lavapipe each case
 /// costs every access (a masked gather), and the switch itself ~4% of a pointer chase.
-fn frame_access(bound: usize, atomics: bool, in_place: bool) -> String {
+fn frame_access(bound: usize, atomics: bool, in_place: bool, wide: bool) -> String {
     // `body` with `#` standing for the buffer's index; `default` for a buffer not bound.
     let over_buffers = |body: &str, default: &str| -> String {
         if bound == 1 {
@@ -507,7 +511,7 @@ fn frame_access(bound: usize, atomics: bool, in_place: bool) -> String {
     let _ = write!(s, "\nfn unimem_frame_load(loc: vec2<u32>) -> u32 {{\n{}}}\n", over_buffers(load, "return 0u;"));
     let _ = write!(s, "\nfn unimem_frame_store(loc: vec2<u32>, v: u32) {{\n{}}}\n", over_buffers(store, ""));
     // The 64-bit word at loc (an even word): in place from the wide view, else two loads.
-    let load64 = if in_place {
+    let load64 = if in_place && wide {
         over_buffers("return unimem_wide_#[loc.y >> 1u];", "return 0lu;")
     } else {
         "    return u64(unimem_frame_load(loc)) | (u64(unimem_frame_load(vec2<u32>(loc.x, loc.y + 1u))) << 32u);\n".to_owned()
@@ -1185,7 +1189,7 @@ fn all(id: u32) {
     fn source(user: &str, max_buffer_bytes: u64, mode: u32, bound: Option<usize>) -> String {
         let g = Geometry::new(65536, 1 << 30, max_buffer_bytes, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
-        let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()), in_place: false, objects: false };
+        let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()), in_place: false, wide: false, objects: false };
         module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
     }
 
@@ -1196,7 +1200,7 @@ fn all(id: u32) {
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
         let map = wgsl_in_place_map(layout.blocks, uniform);
         let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{map}", wgsl_constants(&g, &layout));
-        let variant = Variant { mode, buffers: windows, in_place: true, objects: false };
+        let variant = Variant { mode, buffers: windows, in_place: true, wide: true, objects: false };
         module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
     }
 
@@ -1224,6 +1228,20 @@ fn all(id: u32) {
     }
 
     #[test]
+    fn without_64_bit_views_a_window_takes_one_binding() {
+        // Many windows (a large heap): 64-bit loads read two words; no wide view is declared.
+        let g = Geometry::new(65536, 1 << 30, 128 << 20, None).unwrap();
+        let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
+        let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{}", wgsl_constants(&g, &layout), wgsl_in_place_map(layout.blocks, true));
+        let variant = Variant { mode: spill::MODE_NORMAL, buffers: 20, in_place: true, wide: false, objects: true };
+        let src = module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, ALL, "all", variant, true);
+        assert!(!src.contains("unimem_wide_") && src.contains("@binding(36) var<storage, read_write> unimem_frames_19"), "{src}");
+        let k = compile_wgsl_named("narrow.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
+        let storage = k.bindings.iter().filter(|b| b.uniform_bytes.is_none()).count();
+        assert!(storage <= 20 + 8, "{storage} storage buffers: the windows and at most 8 of the runtime's own");
+    }
+
+    #[test]
     fn a_variant_that_checks_objects_reads_the_live_map_at_every_access() {
         // The live map at arguments + 4 (11 + 4), in both translations and every mode; no
         // map without object checks.
@@ -1236,7 +1254,7 @@ fn all(id: u32) {
                     false => wgsl_constants(&g, &layout),
                 };
                 for objects in [false, true] {
-                    let variant = Variant { mode, buffers: 1, in_place, objects };
+                    let variant = Variant { mode, buffers: 1, in_place, wide: in_place, objects };
                     let src = module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, ALL, "all", variant, true);
                     assert_eq!(src.contains("@binding(15) var<storage, read> unimem_live: array<u32>;"), objects);
                     let k = compile_wgsl_named("objects.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
