@@ -229,8 +229,18 @@ pub fn entry_points(user: &str, entry: &str) -> Result<(), Violation> {
 /// unknown identifier in the generated entry point ([`user_kernel`] then checks the function
 /// itself).
 pub fn defines(src: &str, entry: &str) -> bool {
+    functions(src).contains(&entry)
+}
+
+/// The names of the functions `src` defines (`fn name(`), in source order, outside comments.
+pub fn functions(src: &str) -> Vec<&str> {
     let t: Vec<Token> = tokens(src).collect();
-    t.windows(3).any(|w| matches!(w, [Token::Word("fn", _), Token::Word(name, _), Token::Punct(b'(')] if *name == entry))
+    t.windows(3)
+        .filter_map(|w| match w {
+            [Token::Word("fn", _), Token::Word(name, _), Token::Punct(b'(')] => Some(*name),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A token of WGSL source outside comments: an identifier or keyword (with its byte offset),

@@ -556,7 +556,12 @@ impl Kernel {
                 entry.escape_debug()
             ))
         } else if !check::defines(wgsl, entry) {
-            Some(format!("the source must define `fn {entry}(id: u32)`, called once per invocation"))
+            let defined = check::functions(wgsl);
+            let hint = match defined.len() {
+                0 => " (it defines no function)".to_owned(),
+                _ => format!(" (it defines: {})", defined.iter().map(|f| format!("`fn {f}`")).collect::<Vec<_>>().join(", ")),
+            };
+            Some(format!("the source must define `fn {entry}(id: u32)`, called once per invocation{hint}"))
         } else {
             None
         };
@@ -1164,16 +1169,25 @@ fn runs(blocks: &[u32]) -> Vec<(u32, usize)> {
 fn outside_heap(address: u64, words: &[u32]) -> String {
     let mut s = format!(" (address {address:#x}");
     let argument = words.chunks_exact(2).position(|w| u64::from(w[0]) | u64::from(w[1]) << 32 == address);
+    // The same value read from an odd word: a pointer read from the padding before it.
+    let straddling = words.windows(2).enumerate().skip(1).step_by(2).find(|(_, w)| u64::from(w[0]) | u64::from(w[1]) << 32 == address).map(|(i, _)| i);
     if address < 4096 {
         s.push_str(if address == 0 { ", a null pointer" } else { ", a null pointer plus an offset?" });
     } else if on_this_threads_stack(address) {
         s.push_str(", on the launching thread's stack: kernels reach heap memory only (malloc, Box, Vec), not local variables");
         if argument.is_some() {
-            s.push_str("; in Rust, pass the heap data a `Box` or `Vec` holds (`&*b`, `&v[..]`), not the variable");
+            s.push_str("; pass heap data (in C a malloc'ed buffer; in Rust the data a `Box` or `Vec` holds, `&*b` or `&v[..]`, not the variable)");
         }
     }
     if let Some(i) = argument {
         let _ = write!(s, "; it is the value of argument word {}", 2 * i);
+    } else if let Some(i) = straddling {
+        let _ = write!(
+            s,
+            "; it is argument words {i} and {} read as one 64-bit value: C and Rust put a pointer or a 64-bit field after a 32-bit one at the next even word (8-byte alignment), so read it with unimem_arg_ptr({}u)",
+            i + 1,
+            i + 1
+        );
     }
     s.push(')');
     s

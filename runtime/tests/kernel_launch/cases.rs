@@ -1098,7 +1098,8 @@ fn kernels_that_break_the_abi_are_refused_at_their_line() {
         ("fn f(id: u32) {\n  let x = unimem_load_u32(id);\n}", "f", &["unimem_load_u32(id)", "argument 1 of `unimem_load_u32` must be a `u64` (addresses are `u64`"]),
         ("\nfn f(a: f32) { }", "f", &["line 2", "`fn f` must take one `u32`"]),
         ("fn f(id: u32) -> u32 { return id; }", "f", &["line 1", "return nothing"]),
-        ("fn f(id: u32) { }", "g", &["must define `fn g(id: u32)`"]),
+        ("fn f(id: u32) { }", "g", &["must define `fn g(id: u32)`, called once per invocation (it defines: `fn f`)"]),
+        ("fn h(x: u32) -> u32 { return x; }\n// fn good(id: u32) { }\nfn goood(id: u32) { }", "good", &["(it defines: `fn h`, `fn goood`)"]),
         ("fn f(id: u32) { }", "", &["`` cannot name an entry function", "not starting with a digit"]),
         ("fn f(id: u32) { }", "f g", &["`f g` cannot name"]),
         ("fn 1f(id: u32) { }", "1f", &["`1f` cannot name"]),
@@ -1389,6 +1390,14 @@ fn pointers_outside_the_heap_are_described() {
     for want in ["address 0x0, a null pointer; it is the value of argument word 2", "at line 3 of its source"] {
         assert!(e.contains(want), "{e:?} lacks {want:?}");
     }
+    // A pointer after a u32, read from the padding word before it (words 1-2, not 2-3).
+    let Some(padded) = kernel("pointers_outside_the_heap_are_described", "
+fn padded(id: u32) {
+    unimem_store_u32(unimem_arg_ptr(4u), unimem_load_u32(unimem_arg_ptr(1u)));
+}
+", "padded") else { return };
+    let e = padded.launch(1, &Args::new().u32(3).ptr(&v[..]).ptr_mut(&mut *out)).unwrap_err().to_string();
+    assert!(e.contains("it is argument words 1 and 2 read as one 64-bit value") && e.contains("read it with unimem_arg_ptr(2u)"), "{e}");
     let e = k.launch(1, &Args::new().ptr(&v[..])).unwrap_err().to_string();
     for want in [
         "invocation 0 read an argument word the launch did not pass (argument word 2; the launch passed 2 words, 8 bytes.",
