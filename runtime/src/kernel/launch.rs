@@ -55,7 +55,7 @@ use super::objects;
 use super::pacing::Pacer;
 use super::discover;
 use super::prelude::{
-    self, Round, Variant, ARGS_AT, ARGS_COUNT_AT, ARGS_LIVE_AT, ARGS_POISON_AT, CTL_PENDING_COUNT, CTL_WORDS, ERROR_SITE_SHIFT, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK,
+    self, Round, Variant, ARGS_AT, ARGS_COUNT_AT, ARGS_LIVE_AT, ARGS_POISON_AT, OWN_STORAGE_BUFFERS, CTL_PENDING_COUNT, CTL_WORDS, ERROR_SITE_SHIFT, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK,
     NO_LIST, NO_SLOT, POISON_CAPACITY, SITE_SHIFT, SLOT_MASK,
 };
 use super::sites;
@@ -446,11 +446,6 @@ fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Result<Variant, Error> {
     Ok(Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all), in_place: false, wide: false, objects: false })
 }
 
-/// The most storage buffers an in-place module binds besides the windows: the fault buffer,
-/// the page table, the in-place map (when too large for a uniform buffer), the control,
-/// spill and id buffers, the atomic log and the live map.
-const OWN_STORAGE_BUFFERS: usize = 8;
-
 /// The pipeline of `variant` for `user`'s `entry`, its loops guarded if `loop_guard`
 /// (`guard.rs`): cached, or compiled and warmed up. `serial` is the caller's hold on
 /// `LAUNCH` if it has one (the warm-up dispatch needs it).
@@ -680,7 +675,7 @@ impl Kernel {
         let advised = advice::ranges();
         // Every aligned 64-bit argument may be a pointer (the blocks of those that are not
         // pointers into live allocations are skipped).
-        let pointers: Vec<u64> = words.chunks_exact(2).map(|w| u64::from(w[0]) | u64::from(w[1]) << 32).collect();
+        let pointers: Vec<u64> = words.chunks_exact(2).map(word_pair).collect();
         let pinned = self.prefetch(space, dev, &pointers, &advised, &mut state.touched, &mut report)?;
         report.migrate_time += t.elapsed();
         // Chunk after chunk; an error ends the launch at its chunk.
@@ -1168,9 +1163,9 @@ fn runs(blocks: &[u32]) -> Vec<(u32, usize)> {
 /// Called on the launching thread.
 fn outside_heap(address: u64, words: &[u32]) -> String {
     let mut s = format!(" (address {address:#x}");
-    let argument = words.chunks_exact(2).position(|w| u64::from(w[0]) | u64::from(w[1]) << 32 == address);
+    let argument = words.chunks_exact(2).position(|w| word_pair(w) == address);
     // The same value read from an odd word: a pointer read from the padding before it.
-    let straddling = words.windows(2).enumerate().skip(1).step_by(2).find(|(_, w)| u64::from(w[0]) | u64::from(w[1]) << 32 == address).map(|(i, _)| i);
+    let straddling = (1..words.len().saturating_sub(1)).step_by(2).find(|&i| word_pair(&words[i..]) == address);
     if address < 4096 {
         s.push_str(if address == 0 { ", a null pointer" } else { ", a null pointer plus an offset?" });
     } else if on_this_threads_stack(address) {
@@ -1211,6 +1206,11 @@ fn past_the_end(address: u64) -> String {
 
 /// How far below a bad address [`past_the_end`] looks for the allocation it overran.
 const OVERRUN_REACH: u64 = 4096;
+
+/// The 64-bit value of argument words `w[0]` (low) and `w[1]`.
+fn word_pair(w: &[u32]) -> u64 {
+    u64::from(w[0]) | u64::from(w[1]) << 32
+}
 
 /// Where an argument error happened: the word read, and what the launch passed.
 fn argument_text(word: u64, passed: usize) -> String {

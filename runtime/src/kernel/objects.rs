@@ -16,7 +16,8 @@
 //! when it was filled, argument-buffer word `ARGS_LIVE_AT`); granules past them read as live
 //! (memory committed later, which the block-level checks still cover).
 //!
-//! The runtime fills the map before each launch's first dispatch, from the allocator's
+//! The runtime fills the map before each chunk's first dispatch (a launch's, unless it runs
+//! over 2^23 invocations in chunks), from the allocator's
 //! bitmaps ([`fill`]); a launch binds it at `UNIMEM_FIRST_ARG_BINDING + 4`. It is a snapshot:
 //! memory another thread allocates while the launch runs reads as freed (the error message
 //! says so, after asking the allocator again), and memory it frees meanwhile as live.
