@@ -44,7 +44,6 @@
 
 use std::collections::HashSet;
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -53,6 +52,7 @@ use super::compile::{compile_wgsl_checked, CompileError};
 use super::guard;
 use super::objects;
 use super::pacing::Pacer;
+use super::places::{argument_text, outside_heap, past_the_end, word_pair};
 use super::discover;
 use super::prelude::{
     self, Round, Variant, ARGS_AT, ARGS_COUNT_AT, ARGS_LIVE_AT, ARGS_POISON_AT, OWN_STORAGE_BUFFERS, CTL_PENDING_COUNT, CTL_WORDS, ERROR_SITE_SHIFT, ESCALATE, ESCALATE_STORES, IDS_ENTRY_WORDS, ID_MASK, KIND_SHIFT, NO_BLOCK,
@@ -1155,85 +1155,6 @@ fn runs(blocks: &[u32]) -> Vec<(u32, usize)> {
         }
     }
     out
-}
-
-/// ` (address ..., what it is)` for an address outside the managed heap, for messages: a null
-/// pointer (and why an argument can be one), the launching thread's stack (a `Box` or `Vec`
-/// variable passed instead of the heap data it holds), the value of an argument word.
-/// Called on the launching thread.
-fn outside_heap(address: u64, words: &[u32]) -> String {
-    let mut s = format!(" (address {address:#x}");
-    let argument = words.chunks_exact(2).position(|w| word_pair(w) == address);
-    // The same value read from an odd word: a pointer read from the padding before it.
-    let straddling = (1..words.len().saturating_sub(1)).step_by(2).find(|&i| word_pair(&words[i..]) == address);
-    if address < 4096 {
-        s.push_str(if address == 0 { ", a null pointer" } else { ", a null pointer plus an offset?" });
-    } else if on_this_threads_stack(address) {
-        s.push_str(", on the launching thread's stack: kernels reach heap memory only (malloc, Box, Vec), not local variables");
-        if argument.is_some() {
-            s.push_str("; pass heap data (in C a malloc'ed buffer; in Rust the data a `Box` or `Vec` holds, `&*b` or `&v[..]`, not the variable)");
-        }
-    }
-    if let Some(i) = argument {
-        let _ = write!(s, "; it is the value of argument word {}", 2 * i);
-    } else if let Some(i) = straddling {
-        let _ = write!(
-            s,
-            "; it is argument words {i} and {} read as one 64-bit value: C and Rust put a pointer or a 64-bit field after a 32-bit one at the next even word (8-byte alignment), so read it with unimem_arg_ptr({}u)",
-            i + 1,
-            i + 1
-        );
-    }
-    s.push(')');
-    s
-}
-
-/// How far `address` (in no live allocation) is past the end of the nearest live allocation
-/// below it, when one ends within [`OVERRUN_REACH`] bytes: `; 12 bytes past the end of the
-/// live allocation 0x...+64 (an overrun?)`, else empty. Called to report an error.
-fn past_the_end(address: u64) -> String {
-    let granule = objects::GRANULE as u64;
-    // The last byte of each granule below address's own (allocations are whole granules).
-    let start = address & !(granule - 1);
-    for probe in (0..OVERRUN_REACH / granule).map(|k| start.wrapping_sub(k * granule + 1)) {
-        if let Some((b, s)) = unimem_alloc::lookup(probe as *const u8) {
-            let end = (b + s) as u64;
-            return if end <= address { format!("; {} bytes past the end of the live allocation {b:#x}+{s} (an overrun?)", address - end) } else { String::new() };
-        }
-    }
-    String::new()
-}
-
-/// How far below a bad address [`past_the_end`] looks for the allocation it overran.
-const OVERRUN_REACH: u64 = 4096;
-
-/// The 64-bit value of argument words `w[0]` (low) and `w[1]`.
-fn word_pair(w: &[u32]) -> u64 {
-    u64::from(w[0]) | u64::from(w[1]) << 32
-}
-
-/// Where an argument error happened: the word read, and what the launch passed.
-fn argument_text(word: u64, passed: usize) -> String {
-    format!(
-        " (argument word {word}; the launch passed {passed} words, {} bytes. Words are 32-bit: unimem_arg_u64(i) and unimem_arg_ptr(i) read words i and i+1, and the argument struct's size is what counts, with its padding)",
-        passed * 4
-    )
-}
-
-/// True when `address` lies in the calling thread's stack.
-fn on_this_threads_stack(address: u64) -> bool {
-    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
-    // SAFETY: pthread_getattr_np initialises `attr` for the calling thread when it returns 0;
-    // only then is it read (by pthread_attr_getstack, into the two locals) and destroyed.
-    unsafe {
-        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
-            return false;
-        }
-        let (mut lo, mut len) = (std::ptr::null_mut(), 0usize);
-        let got = libc::pthread_attr_getstack(attr.as_ptr(), &mut lo, &mut len) == 0;
-        libc::pthread_attr_destroy(attr.as_mut_ptr());
-        got && (lo as u64..lo as u64 + len as u64).contains(&address)
-    }
 }
 
 /// Workgroups for `count` invocations (x capped at 65535, the rest along y).

@@ -15,6 +15,8 @@
 //! - `sites.rs`   — which access or loop of the user's source an invocation stopped at;
 //! - `objects.rs` — the live map: accesses checked against live allocations
 //!   (`UNIMEM_CHECK_OBJECTS`);
+//! - `places.rs`  — what a bad address is, for error messages (an argument word, the stack,
+//!   an overrun, a global, another allocator's memory, ...);
 //! - `launch.rs`  — [`Kernel`], [`Args`], the launch protocol and the device-fault replay loop.
 
 mod check;
@@ -24,6 +26,7 @@ mod guard;
 mod launch;
 mod objects;
 mod pacing;
+mod places;
 pub mod prelude;
 mod sites;
 pub mod spill;

@@ -1410,4 +1410,25 @@ fn padded(id: u32) {
     assert!(e.contains("(argument word 3; the launch passed 3 words, 12 bytes."), "{e}");
     k.launch(1, &Args::new().ptr(&v[..]).ptr_mut(&mut *out)).unwrap();
     assert_eq!(*out, 1);
+    // Elsewhere, the mapping is named: the program's globals and literals, another
+    // allocator's memory, nothing at all.
+    static TABLE: [u32; 4] = [1, 2, 3, 4];
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    let exe = exe.to_str().unwrap();
+    let system = std::alloc::Layout::new::<[u32; 4]>();
+    // SAFETY: a non-zero-sized layout; the block is freed below and only its address is used.
+    let other = unsafe { std::alloc::GlobalAlloc::alloc(&std::alloc::System, system) };
+    for (at, want) in [
+        (TABLE.as_ptr() as u64, format!("in the read-only data of {exe} (a string literal or constant?): kernels reach unimem's heap only")),
+        ("text".as_ptr() as u64, format!("in the read-only data of {exe}")),
+        (COUNTER.as_ptr() as u64, format!("in the static data of {exe} (a global or static variable): kernels reach unimem's heap only")),
+        (other as u64, "in anonymous memory outside unimem's heap (mmap'ed memory, another thread's stack, or memory of another allocator)".into()),
+        (0xdead_0000_0000, "mapped nowhere in this process: an uninitialised, corrupted or stale pointer?".into()),
+    ] {
+        let e = k.launch(1, &Args::new().u64(at).ptr_mut(&mut *out)).unwrap_err().to_string();
+        assert!(e.contains(&format!("(address {at:#x}, {want}")), "{e:?} lacks {want:?}");
+    }
+    // SAFETY: allocated above with the same layout by the same allocator.
+    unsafe { std::alloc::GlobalAlloc::dealloc(&std::alloc::System, other, system) };
 }

@@ -95,6 +95,12 @@ int main(void) {
     CHECK(e && strstr(e, "kernel `sum`") && strstr(e, "invocation 0") &&
               strstr(e, "outside unimem's managed heap"),
           "%s", e ? e : "(null)");
+    /* A static sentinel node (a common C idiom): the program's static data is named. */
+    static struct node sentinel = {0, NULL};
+    starts[0] = &sentinel;
+    CHECK(unimem_launch(k, N, &a, sizeof a) == -1, "a global must fail");
+    e = unimem_last_error();
+    CHECK(e && strstr(e, "in the static data of /") && strstr(e, "(a global or static variable)"), "%s", e ? e : "(null)");
     starts[0] = nodes[0];
     CHECK(unimem_launch(k, N, &a, sizeof a) == 0, "%s", unimem_last_error());
     unimem_stats r0, r1;
