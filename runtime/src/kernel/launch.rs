@@ -541,6 +541,8 @@ impl Kernel {
         // naga takes it for an identifier character, so `\u{feff}fn f(...)` would define no
         // `fn f` and the kernel be refused as not defining its entry. It is not code: dropped.
         let wgsl = wgsl.strip_prefix('\u{feff}').unwrap_or(wgsl);
+        let wgsl = one_line_break(wgsl);
+        let wgsl = &*wgsl;
         let (space, dev) = vulkan_runtime()?;
         let valid_name = entry.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -1157,6 +1159,20 @@ fn runs(blocks: &[u32]) -> Vec<(u32, usize)> {
     out
 }
 
+/// `src` with every line break a `\n`: a lone `\r` (old Mac line ends), vertical tab and form
+/// feed, which WGSL counts as line breaks too, become `\n` (`\r\n` stays: its `\n` ends the
+/// line). The runtime's text checks, comment skipping and line numbers (its own and naga's)
+/// count `\n`; byte offsets are unchanged, so spans stay valid.
+fn one_line_break(src: &str) -> std::borrow::Cow<'_, str> {
+    let lone = |i: usize, b: u8| matches!(b, 0x0b | 0x0c) || (b == b'\r' && src.as_bytes().get(i + 1) != Some(&b'\n'));
+    if !src.bytes().enumerate().any(|(i, b)| lone(i, b)) {
+        return src.into();
+    }
+    let bytes: Vec<u8> = src.bytes().enumerate().map(|(i, b)| if lone(i, b) { b'\n' } else { b }).collect();
+    // Only ASCII bytes were replaced, by an ASCII byte: still UTF-8.
+    String::from_utf8(bytes).expect("ASCII replaced by ASCII").into()
+}
+
 /// Workgroups for `count` invocations (x capped at 65535, the rest along y).
 fn groups(count: u32) -> [u32; 3] {
     let total = count.div_ceil(64);
@@ -1347,6 +1363,13 @@ fn remember(touched: &mut Vec<u32>, blocks: &[u32], cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_line_break_becomes_a_newline() {
+        assert_eq!(one_line_break("a\rb\r\nc\x0bd\x0ce\n\r"), "a\nb\r\nc\nd\ne\n\n");
+        assert!(matches!(one_line_break("a\r\nb\n"), std::borrow::Cow::Borrowed("a\r\nb\n")));
+        assert_eq!(one_line_break("é\rü"), "é\nü");
+    }
 
     #[test]
     fn f64_is_found_as_a_word_or_in_its_accessors() {

@@ -1129,6 +1129,15 @@ fn kernels_that_break_the_abi_are_refused_at_their_line() {
     assert_eq!(out, [1, 2, 3]);
     let e = refused("\u{feff}fn f(id: u32) {\n  let x = ;\n}", "f");
     assert!(e.contains("kernel `f`:2:11"), "{e:?}");
+    // Old Mac line ends (a lone `\r`): a `//` comment ends at its line, and errors, the
+    // compiler's and the launch's, give the right line.
+    let cr = unimem::Kernel::new("// one\rfn f(id: u32) {\r  // two\r  unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, id + 1u);\r}", "f").unwrap_or_else(|e| panic!("{e}"));
+    cr.launch(3, &Args::new().ptr_mut(&mut out[..])).unwrap();
+    assert_eq!(out, [1, 2, 3]);
+    let e = cr.launch(1, &Args::new().u64(0)).unwrap_err().to_string();
+    assert!(e.contains("at line 4 of its source (`unimem_store_u32("), "{e:?}");
+    let e = refused("// one\rfn f(id: u32) {\r  // two\r  let x = ;\r}", "f");
+    assert!(e.contains("kernel `f`:4:11"), "{e:?}");
     // Names the generated entry point used for its locals, and helpers and private state.
     // Built-ins the runtime's comments mention or that it calls only as the entry (`step`,
     // `all`) are fine to declare, and so are built-ins it never calls (`log`, `round`).
