@@ -136,20 +136,115 @@ pub fn compile_wgsl_named(
     compile_wgsl_checked(source_name, source, entry_point, &|_| Ok(()))
 }
 
-/// What naga's message for a call with an argument of the wrong type leaves out (it numbers
-/// the function and the types: "Call to [12] is invalid ... Argument 0 value [0] doesn't match
-/// the type [1]"): the function's name and the type it takes, and for a `u64` (an address,
-/// as the accessors take) how to write one.
-fn call_hint(module: &naga::Module, e: &naga::valid::ValidationError) -> Option<String> {
+/// What naga's validation message leaves out, as a line to add to it, for the mistakes WGSL
+/// newcomers make most: a call with an argument of the wrong type (naga numbers the function
+/// and the types: "Call to [12] is invalid ... Argument 0 value [0] doesn't match the type
+/// [1]"): the function's name and the type it takes; an operator on two types (naga prints
+/// its IR: "Operation Add can't work with [0] (of type Scalar(Scalar { kind: Uint, width: 4 }))
+/// ..."): the operator and the types in WGSL; an `if` on a number; a literal that could not
+/// take its operand's type. For a `u64` (an address, as the accessors take), how to write one.
+fn hint(module: &naga::Module, e: &naga::valid::ValidationError) -> Option<String> {
     use naga::common::wgsl::TypeContext;
-    use naga::valid::{CallError, FunctionError, ValidationError};
-    let ValidationError::Function { source: FunctionError::InvalidCall { function, error: CallError::ArgumentType { index, required, .. } }, .. } = e else {
-        return None;
+    use naga::valid::{CallError, EntryPointError, ExpressionError, FunctionError, LiteralError, ValidationError, WidthError};
+    const ADDRESS: &str = " (addresses are `u64`: convert with `u64(x)` and write offsets as `4lu`, e.g. `p + u64(id) * 4lu`)";
+    let source = match e {
+        ValidationError::Function { source, .. } | ValidationError::EntryPoint { source: EntryPointError::Function(source), .. } => source,
+        _ => return None,
     };
-    let callee = module.functions[*function].name.as_deref()?;
-    let ty = module.to_ctx().type_to_string(*required);
-    let how = if ty == "u64" { " (addresses are `u64`: convert with `u64(x)` and write offsets as `4lu`, e.g. `p + u64(id) * 4lu`)" } else { "" };
-    Some(format!("argument {} of `{callee}` must be a `{ty}`{how}", index + 1))
+    let ctx = module.to_ctx();
+    match source {
+        FunctionError::InvalidCall { function, error: CallError::ArgumentType { index, required, .. } } => {
+            let callee = module.functions[*function].name.as_deref()?;
+            let ty = ctx.type_to_string(*required);
+            let how = if ty == "u64" { ADDRESS } else { "" };
+            Some(format!("argument {} of `{callee}` must be a `{ty}`{how}", index + 1))
+        }
+        FunctionError::Expression { source: ExpressionError::InvalidBinaryOperandTypes { op, lhs_type, rhs_type, .. }, .. } => {
+            let name = |t: &naga::TypeInner| ctx.type_resolution_to_string(&naga::proc::TypeResolution::Value(t.clone()));
+            let (lhs, rhs) = (name(lhs_type), name(rhs_type));
+            let op = operator(*op);
+            Some(if lhs == rhs {
+                format!("`{op}` does not apply to `{lhs}`")
+            } else if lhs == "u64" || rhs == "u64" {
+                format!("`{op}` takes two values of one type, here `{lhs}` and `{rhs}`: WGSL converts nothing implicitly; addresses are `u64`, so convert the other side with `u64(x)` and write offsets as `4lu`, e.g. `p + u64(id) * 4lu`")
+            } else {
+                format!("`{op}` takes two values of one type, here `{lhs}` and `{rhs}`: WGSL converts nothing implicitly, so convert one side, `{lhs}(x)` or `{rhs}(x)`")
+            })
+        }
+        FunctionError::InvalidIfType(_) => {
+            Some("a condition must be a `bool`: WGSL does not test numbers for zero, so compare, e.g. `if (x != 0u)` or `if (p != 0lu)`".into())
+        }
+        FunctionError::Expression { source: ExpressionError::Literal(LiteralError::Width(WidthError::Abstract)), .. } => Some(
+            "a literal could not take the type of the value it meets (`1.0` with a `u32`?): write it in that type (`1u`, `1i`, `1.0f`, `4lu`) or convert the value (`f32(x)`)".into(),
+        ),
+        _ => None,
+    }
+}
+
+/// naga's rendered validation error without the IR's names, which mean nothing to the
+/// author of the WGSL: the labels `naga::ir::Expression [3]` under the code become `here`,
+/// `naga::ir::Function [18]` goes, `Function [18] 'f' is invalid` becomes `function 'f' is
+/// invalid`, `condition [3]` loses its number, and the note `Expression [3] is invalid` goes; with `hinted` (a [`hint`] says it
+/// in WGSL terms), so does the note that prints the operand types as IR
+/// (`Operation Add can't work with ...`).
+fn without_ir_names(rendered: &str, hinted: bool) -> String {
+    /// `s` with every `name [digits]` replaced by `with`.
+    fn replace_handle(s: &str, name: &str, with: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(at) = rest.find(name) {
+            let after = &rest[at + name.len()..];
+            let digits = after.strip_prefix(" [").map(|a| a.bytes().take_while(u8::is_ascii_digit).count()).unwrap_or(0);
+            if digits > 0 && after.as_bytes().get(2 + digits) == Some(&b']') {
+                out.push_str(&rest[..at]);
+                out.push_str(with);
+                rest = &after[3 + digits..];
+            } else {
+                out.push_str(&rest[..at + name.len()]);
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+    let mut out = Vec::new();
+    for line in rendered.lines() {
+        let note = line.trim_start();
+        let ir_note = note.starts_with("= Expression [") && note.ends_with("] is invalid");
+        if ir_note || (hinted && note.starts_with("= Operation ") && note.contains("can't work with")) {
+            continue;
+        }
+        let line = replace_handle(line, "naga::ir::Expression", "here");
+        let line = replace_handle(&line, " naga::ir::Function", "");
+        let line = replace_handle(&line, "condition", "condition");
+        out.push(replace_handle(&line, "error: Function", "error: function"));
+    }
+    out.join("\n")
+}
+
+/// An operator as WGSL writes it.
+fn operator(op: naga::BinaryOperator) -> &'static str {
+    use naga::BinaryOperator as B;
+    match op {
+        B::Add => "+",
+        B::Subtract => "-",
+        B::Multiply => "*",
+        B::Divide => "/",
+        B::Modulo => "%",
+        B::Equal => "==",
+        B::NotEqual => "!=",
+        B::Less => "<",
+        B::LessEqual => "<=",
+        B::Greater => ">",
+        B::GreaterEqual => ">=",
+        B::And => "&",
+        B::ExclusiveOr => "^",
+        B::InclusiveOr => "|",
+        B::LogicalAnd => "&&",
+        B::LogicalOr => "||",
+        B::ShiftLeft => "<<",
+        B::ShiftRight => ">>",
+    }
 }
 
 /// A source's broken rule, for [`compile_wgsl_checked`]: the line (1-based) and what is wrong.
@@ -172,8 +267,10 @@ pub fn compile_wgsl_checked(
     let info = Validator::new(ValidationFlags::all(), CAPABILITIES)
         .validate(&module)
         .map_err(|e| {
-            let mut rendered = e.emit_to_string_with_path(source, source_name).trim_end().to_owned();
-            if let Some(hint) = call_hint(&module, &e.into_inner()) {
+            let rendered = e.emit_to_string_with_path(source, source_name);
+            let hint = hint(&module, &e.into_inner());
+            let mut rendered = without_ir_names(rendered.trim_end(), hint.is_some());
+            if let Some(hint) = hint {
                 rendered.push_str("\n  = ");
                 rendered.push_str(&hint);
             }
@@ -330,6 +427,32 @@ fn wide(@builtin(global_invocation_id) id: vec3<u32>) {
     unused[id.x] = u32(x >> 40u);
 }
 "#;
+
+    /// naga's validation errors on types are said in WGSL terms, without IR handles.
+    #[test]
+    fn type_mistakes_are_explained_in_wgsl_terms() {
+        let error = |body: &str| {
+            let src = format!("@compute @workgroup_size(1)\nfn main(@builtin(global_invocation_id) id: vec3<u32>) {{\n{body}\n}}");
+            compile_wgsl(&src, "main").err().unwrap_or_else(|| panic!("accepted: {body}")).to_string()
+        };
+        let cases: &[(&str, &[&str])] = &[
+            ("    let p = 8lu;\n    let q = p + id.x;", &["`+` takes two values of one type, here `u64` and `u32`", "convert the other side with `u64(x)`", "let q = p + id.x;"]),
+            ("    let f = 1.5f;\n    let g = f * id.x;", &["`*` takes two values of one type, here `f32` and `u32`", "convert one side, `f32(x)` or `u32(x)`"]),
+            ("    let b = true + false;", &["`+` does not apply to `bool`"]),
+            ("    if (id.x) { }", &["a condition must be a `bool`", "`if (x != 0u)`", "The `if` condition is not a boolean scalar"]),
+            ("    let v = f32(id.x);\n    let w = u32(v) + 1.5;", &["a literal could not take the type of the value it meets"]),
+        ];
+        for (body, want) in cases {
+            let e = error(body);
+            for w in *want {
+                assert!(e.contains(w), "{body:?}: {e}\nlacks {w:?}");
+            }
+            for ir in ["naga::ir", "Scalar(Scalar", "Expression [", "Function [", "] is invalid", "condition ["] {
+                assert!(!e.contains(ir), "{body:?}: {e}\nholds {ir:?}");
+            }
+        }
+        assert_eq!(without_ir_names("naga::ir::Expression [12] naga::ir::Expression [x] [3]", false), "here naga::ir::Expression [x] [3]");
+    }
 
     #[test]
     fn reflects_the_interface_of_one_entry_point() {

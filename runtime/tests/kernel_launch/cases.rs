@@ -1096,6 +1096,8 @@ fn kernels_that_break_the_abi_are_refused_at_their_line() {
         ("fn f(id: u32) {\n  let x = ;\n}", "f", &["kernel `f`:2:11", "let x = ;"]),
         ("fn f(id: u32) {\n  unimem_store_u32(0lu, 1.5);\n}", "f", &["kernel `f`:2:"]),
         ("fn f(id: u32) {\n  let x = unimem_load_u32(id);\n}", "f", &["unimem_load_u32(id)", "argument 1 of `unimem_load_u32` must be a `u64` (addresses are `u64`"]),
+        ("fn f(id: u32) {\n  let p = unimem_arg_ptr(0u) + id * 4u;\n}", "f", &["unimem_arg_ptr(0u) + id * 4u", "`+` takes two values of one type, here `u64` and `u32`", "`p + u64(id) * 4lu`"]),
+        ("fn f(id: u32) {\n  if (unimem_load_u32(0lu)) { }\n}", "f", &["a condition must be a `bool`"]),
         ("\nfn f(a: f32) { }", "f", &["line 2", "`fn f` must take one `u32`"]),
         ("fn f(id: u32) -> u32 { return id; }", "f", &["line 1", "return nothing"]),
         ("fn f(id: u32) { }", "g", &["must define `fn g(id: u32)`, called once per invocation (it defines: `fn f`)"]),
