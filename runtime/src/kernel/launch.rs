@@ -51,7 +51,7 @@ use super::check;
 use super::compile::{compile_wgsl_checked, CompileError};
 use super::guard;
 use super::objects;
-use super::pacing::Pacer;
+use super::pacing::{self, Pacer};
 use super::places::{argument_text, outside_heap, past_the_end, word_pair};
 use super::discover;
 use super::prelude::{
@@ -827,6 +827,11 @@ impl Kernel {
         // means it was evicted.
         let mut loaded: HashSet<u32> = HashSet::new();
         let mut pacer: Option<Pacer> = None;
+        // Paced, how many entries at the front of the next round's input list run (the
+        // others are carried over, as in solo rounds); `u32::MAX`: all.
+        let mut ready = u32::MAX;
+        // `run_first`'s room for the entries that wait, kept from round to round.
+        let mut waiting: Vec<u32> = Vec::new();
         loop {
             {
                 let a = args.as_mut_slice::<u32>();
@@ -851,7 +856,7 @@ impl Kernel {
                 report.dispatch_time += t.elapsed();
                 Ok(())
             };
-            let ran = if solo { round.count.min(1) } else { round.count };
+            let ran = if solo { round.count.min(1) } else { round.count.min(ready) };
             if ran > 0 {
                 dispatch(variant_now(dev, MODE_NORMAL)?, Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids, &mut *live], alog.as_deref_mut())?;
             }
@@ -1009,12 +1014,20 @@ impl Kernel {
                 let mut choice = p.choose(spill.next_batch().chain(ordinary), resident);
                 dev.touch(&choice.keep);
                 self.migrate(space, capacity, 0, &mut choice.load)?;
+                // Those the choice looked at (the chosen among them) and a margin are tested;
+                // the rest of the list waits as it is.
+                let tested = (pending as usize).min(choice.scanned + pacing::READY_MARGIN);
+                let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..][..tested * IDS_ENTRY_WORDS];
+                ready = run_first(list, &mut waiting, |id| p.ready(id, resident));
             } else {
                 dev.touch(pinned);
                 let room = capacity - pinned.len();
                 loaded.extend(self.migrate(space, (room / 2).max(1), PREFETCH_BLOCKS as u32, &mut load)?);
             }
             report.migrate_time += t.elapsed();
+            if pacer.is_none() || solo {
+                ready = u32::MAX;
+            }
             let next_out = if round.out_at == lists[0] { lists[1] } else { lists[0] };
             round = Round::normal(pending, round.out_at, next_out, round.out_at, max_steps);
         }
@@ -1299,6 +1312,29 @@ fn carry_over(ids: &mut Buffer, round: &Round, ran: u32, pending: &mut u32) {
     *pending += rest as u32;
 }
 
+/// Reorders a `list` of id-list entries so that those of the invocations `ready` accepts come
+/// first, each side in its order, and returns how many it accepted. `later` is scratch room
+/// (its content is replaced), kept by the caller so that rounds do not allocate it anew. Paced rounds
+/// run only those (the others are carried over): an invocation a block of whose history is
+/// not resident would stop at a fault the runtime knows of, or an earlier one, and teach
+/// nothing. Skipping them saves the dispatch of most pending invocations when the pool holds
+/// a small part of what they need.
+fn run_first(list: &mut [u32], later: &mut Vec<u32>, ready: impl Fn(u32) -> bool) -> u32 {
+    let e = IDS_ENTRY_WORDS;
+    later.clear();
+    let mut front = 0;
+    for i in 0..list.len() / e {
+        if ready(list[i * e] & ID_MASK) {
+            list.copy_within(i * e..(i + 1) * e, front * e);
+            front += 1;
+        } else {
+            later.extend_from_slice(&list[i * e..(i + 1) * e]);
+        }
+    }
+    list[front * e..].copy_from_slice(later);
+    front as u32
+}
+
 /// Moves the escalated entries (flag `ESCALATE`) of the output list of `pending` entries at
 /// `out_at` to `spill`, with the atomic results they saved, and compacts the list. Returns
 /// how many moved.
@@ -1363,6 +1399,20 @@ fn remember(touched: &mut Vec<u32>, blocks: &[u32], cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_entries_run_first_in_order() {
+        // Entries (id, slot): ids 5, 2, 8, 3, 6; even ids are ready.
+        let mut list = vec![5, 50, 2, 20, 8, 80, 3, 30, 6, 60];
+        let mut later = vec![99];
+        assert_eq!(run_first(&mut list, &mut later, |id| id % 2 == 0), 3);
+        assert_eq!(list, [2, 20, 8, 80, 6, 60, 5, 50, 3, 30]);
+        // Flags above ID_MASK do not change which invocation an entry is.
+        let mut list = vec![7 | !ID_MASK, 1, 4, 2];
+        assert_eq!(run_first(&mut list, &mut later, |id| id == 7), 1);
+        assert_eq!(list, [7 | !ID_MASK, 1, 4, 2]);
+        assert_eq!(run_first(&mut [], &mut later, |_| true), 0);
+    }
 
     #[test]
     fn every_line_break_becomes_a_newline() {
