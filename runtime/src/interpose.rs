@@ -411,6 +411,10 @@ pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old:
             return 0;
         }
     }
+    // Other signals' handlers run with the fault signals open (system::handler_mask_open).
+    // SAFETY: `act` is null or a valid sigaction (the caller's contract).
+    let open = unsafe { act.as_ref() }.map(system::handler_mask_open);
+    let act = open.as_ref().map_or(act, |a| a as *const libc::sigaction);
     // SAFETY: forwarding the caller's arguments to libc.
     unsafe { handler::real_sigaction(sig, act, old) }
 }

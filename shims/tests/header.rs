@@ -680,3 +680,18 @@ fn kernel_fork_sample() {
 fn kernel_fork_sample_migrating() {
     kernel_sample("kernel_fork", "off");
 }
+
+/// `tests/c/kernel_signals.c`: a language runtime's signal handling next to device data: a
+/// worker created with every signal blocked, a SIGBUS handler, a handler with a full
+/// sa_mask and a sampling profiler's SIGPROF (siglongjmp'ing out) all read blocks a kernel
+/// wrote; a chained SIGSEGV handler runs with its own mask.
+#[test]
+fn kernel_signals_sample() {
+    kernel_sample("kernel_signals", "auto");
+}
+
+/// The same with blocks migrating into device frames, where each of those reads faults.
+#[test]
+fn kernel_signals_sample_migrating() {
+    kernel_sample("kernel_signals", "off");
+}

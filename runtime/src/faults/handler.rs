@@ -32,6 +32,36 @@ static CHAINED: [Chained; 2] = unsafe { std::mem::zeroed() };
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Signals the CPU raises at an instruction: never blocked while our handler runs (blocked,
+/// the kernel would kill the process instead of delivering them).
+const SYNCHRONOUS: [i32; 6] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS];
+
+/// The signals a device fault raises (either backend): the program must never hold them
+/// blocked, or a fault on a block a kernel left on the device kills the process (the kernel
+/// resets a blocked fault signal to its default action). POSIX leaves faults raised while
+/// they are blocked undefined, so the shim keeps them out of every mask the program sets
+/// (`interpose::open_fault_signals`) and out of the mask of the program's handlers.
+pub const FAULT_SIGNALS: [i32; 2] = [libc::SIGSEGV, libc::SIGBUS];
+
+/// `mask` without the [`FAULT_SIGNALS`]. Async-signal-safe.
+pub fn without_fault_signals(mut mask: libc::sigset_t) -> libc::sigset_t {
+    for s in FAULT_SIGNALS {
+        // SAFETY: `mask` is a valid sigset_t.
+        unsafe { libc::sigdelset(&mut mask, s) };
+    }
+    mask
+}
+
+/// Set this thread's signal mask with the system call itself (async-signal-safe, and past
+/// the shim's `pthread_sigmask`); returns the previous one.
+fn set_thread_mask(mask: &libc::sigset_t) -> libc::sigset_t {
+    // SAFETY: a zeroed sigset_t is valid.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sets; the kernel's sigset is 8 bytes on Linux.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, mask as *const libc::sigset_t, &mut old as *mut libc::sigset_t, 8usize) };
+    old
+}
+
 fn slot(sig: i32) -> Option<&'static Chained> {
     match sig {
         libc::SIGSEGV => Some(&CHAINED[0]),
@@ -79,9 +109,19 @@ pub fn install() -> io::Result<()> {
         // SAFETY: a zeroed sigaction is valid; we fill handler, flags and an empty mask.
         let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
         act.sa_sigaction = on_fault as *const () as usize;
-        act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+        // Every asynchronous signal waits while a fault is served: a handler of the
+        // program's (a profiler's SIGPROF, a timeout's SIGALRM) that ran on top of ours would
+        // find the block's migration bit held by its own thread (a fault there is fatal),
+        // and one that siglongjmp'ed out would leave the bit held for good (the next access
+        // or launch waits forever). The fault signals stay open (SA_NODEFER too), so a fault
+        // nested in a handler of the program's that `chain` calls is served.
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART | libc::SA_NODEFER;
         // SAFETY: act.sa_mask is a valid sigset_t.
-        unsafe { libc::sigemptyset(&mut act.sa_mask) };
+        unsafe { libc::sigfillset(&mut act.sa_mask) };
+        for s in SYNCHRONOUS {
+            // SAFETY: as above.
+            unsafe { libc::sigdelset(&mut act.sa_mask, s) };
+        }
         // SAFETY: as above.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: installing a valid action; `old` receives the previous one.
@@ -198,6 +238,26 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         unsafe { real_sigaction(sig, &dfl, std::ptr::null_mut()) };
         return;
     }
+    // The program's handler runs with the mask the kernel would have given it: the
+    // interrupted code's, plus its action's `sa_mask`, plus `sig` unless `SA_NODEFER`; our
+    // handler blocks every asynchronous signal, which the program's must not inherit (it
+    // may longjmp out and expect SIGALRM again). The fault signals stay open, as everywhere
+    // (a fault in the program's handler on a block a kernel left on the device is served;
+    // a genuine one re-enters the handler as under SA_NODEFER rather than killing).
+    // SAFETY: the kernel passes a valid ucontext_t to SA_SIGINFO handlers.
+    let mut mask = unsafe { (*(ctx as *const libc::ucontext_t)).uc_sigmask };
+    for s in 1..=64 {
+        // SAFETY: valid sets; sigismember is a pure function of them.
+        if unsafe { libc::sigismember(&prev.sa_mask, s) } == 1 {
+            // SAFETY: as above.
+            unsafe { libc::sigaddset(&mut mask, s) };
+        }
+    }
+    if prev.sa_flags & libc::SA_NODEFER == 0 {
+        // SAFETY: as above.
+        unsafe { libc::sigaddset(&mut mask, sig) };
+    }
+    let ours = set_thread_mask(&without_fault_signals(mask));
     if prev.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
         let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(h) };
@@ -207,4 +267,5 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         let f: extern "C" fn(i32) = unsafe { std::mem::transmute(h) };
         f(sig);
     }
+    set_thread_mask(&ours);
 }

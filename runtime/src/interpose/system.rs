@@ -65,14 +65,8 @@ wrap! {
 }
 
 wrap! {
-    /// `sigprocmask(2)`: the new mask and the old one.
-    fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int { new_and_old(set, old) }
-    /// `pthread_sigmask(3)`.
-    fn pthread_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int { new_and_old(set, old) }
     /// `sigpending(2)`.
     fn sigpending(set: *mut sigset_t) -> c_int { prepare_one(set, true) }
-    /// `sigsuspend(2)`.
-    fn sigsuspend(mask: *const sigset_t) -> c_int { prepare_one(mask, false) }
     /// `sigtimedwait(2)`: the set, the signal's information and the timeout.
     fn sigtimedwait(set: *const sigset_t, info: *mut siginfo_t, timeout: *const timespec) -> c_int {
         set_and_info(set, info);
@@ -93,4 +87,63 @@ wrap! {
 fn set_and_info(set: *const sigset_t, info: *mut siginfo_t) {
     prepare_one(set, false);
     prepare_one(info, true);
+}
+
+/// `set` without the fault signals, in a copy (null stays null). A thread that blocks
+/// SIGBUS or SIGSEGV (a worker created with every signal blocked, a critical section under
+/// `sigfillset`) would be killed by its first touch of a block a kernel left on the device:
+/// the kernel resets a blocked fault signal to its default action. POSIX leaves such faults
+/// undefined, so the fault signals are left out of every mask set, and only they.
+fn open_faults(set: *const sigset_t, copy: &mut sigset_t) -> *const sigset_t {
+    if set.is_null() {
+        return set;
+    }
+    // SAFETY: `set` is a valid sigset_t (the caller's contract); reading it faults it home
+    // if it is on the device, as any read would.
+    *copy = crate::faults::handler::without_fault_signals(unsafe { set.read() });
+    copy
+}
+
+/// `sigprocmask(2)`: the new mask (without the fault signals, see [`open_faults`]) and the
+/// old one.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int {
+    prepare_one(old, true);
+    // SAFETY: a zeroed sigset_t is valid.
+    let mut copy: sigset_t = unsafe { std::mem::zeroed() };
+    let set = open_faults(set, &mut copy);
+    let f = real!(sigprocmask: fn(c_int, *const sigset_t, *mut sigset_t) -> c_int);
+    // SAFETY: libc's definition, with valid (or null) sets.
+    unsafe { f(how, set, old) }
+}
+
+/// `pthread_sigmask(3)`, as [`sigprocmask`].
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int {
+    prepare_one(old, true);
+    // SAFETY: a zeroed sigset_t is valid.
+    let mut copy: sigset_t = unsafe { std::mem::zeroed() };
+    let set = open_faults(set, &mut copy);
+    let f = real!(pthread_sigmask: fn(c_int, *const sigset_t, *mut sigset_t) -> c_int);
+    // SAFETY: libc's definition, with valid (or null) sets.
+    unsafe { f(how, set, old) }
+}
+
+/// `sigsuspend(2)`: the mask while it waits (handlers run under it) without the fault signals.
+#[no_mangle]
+pub unsafe extern "C" fn sigsuspend(mask: *const sigset_t) -> c_int {
+    // SAFETY: a zeroed sigset_t is valid.
+    let mut copy: sigset_t = unsafe { std::mem::zeroed() };
+    let mask = open_faults(mask, &mut copy);
+    let f = real!(sigsuspend: fn(*const sigset_t) -> c_int);
+    // SAFETY: libc's definition, with a valid set.
+    unsafe { f(mask) }
+}
+
+/// The mask a handler runs under, without the fault signals (a stop-the-world handler
+/// installed with `sigfillset(&sa.sa_mask)` that reads the heap would be killed otherwise).
+pub(crate) fn handler_mask_open(act: &libc::sigaction) -> libc::sigaction {
+    let mut a = *act;
+    a.sa_mask = crate::faults::handler::without_fault_signals(a.sa_mask);
+    a
 }
