@@ -87,7 +87,9 @@ int unimem_is_internal(void);
 /* Where unimem_prefetch moves memory. */
 enum unimem_location {
     UNIMEM_HOST = 0,   /* host RAM: device copies dropped */
-    UNIMEM_DEVICE = 1  /* the device: its copy becomes the only valid one until touched */
+    UNIMEM_DEVICE = 1  /* the device: its copy becomes the only valid one until touched
+                          (in place, the blocks are mapped for kernels where they are and
+                          nothing is copied) */
 };
 
 /* Counters since the runtime started (unimem_get_stats). */
@@ -117,7 +119,8 @@ int unimem_discard(void *p, size_t len);
 /* Finish outstanding runtime work (waits for a kernel launch running on another thread). */
 int unimem_sync(void);
 
-/* Fill *out with the counters. */
+/* Fill *out with the counters (all zero before the runtime starts; this call does not start
+ * it). -1 if out is NULL. */
 int unimem_get_stats(unimem_stats *out);
 
 /* Advice for unimem_advise. Applied when called, and remembered for the address range
@@ -176,12 +179,15 @@ int unimem_kernel_set_max_steps(unimem_kernel *k, uint32_t steps);
  * UNIMEM_CHECK_OBJECTS=on (set when the kernel is created; for debugging, it slows every
  * access). On failure (a bad pointer, a runaway loop, ...) the message names the
  * kernel, the lowest failing invocation and its address; the runtime stays usable (what
- * failed invocations leave in memory: docs/MEMORY-MODEL.md). On lavapipe, an invocation
+ * failed invocations leave in memory: docs/MEMORY-MODEL.md). k NULL, or args NULL with
+ * args_size not 0: -1. On lavapipe, an invocation
  * whose loops run more than 60 000 iterations in total fails (the driver would cut them
  * short after 65535); split such work over more invocations. */
 int unimem_launch(unimem_kernel *k, uint32_t n, const void *args, size_t args_size);
 
-/* The message of this thread's last failed unimem_* call, or NULL. */
+/* The message of this thread's last failed unimem_* call, or NULL if none failed. A
+ * successful call does not clear it; the text stays valid until the thread's next failing
+ * call. */
 const char *unimem_last_error(void);
 
 #ifdef __cplusplus
