@@ -70,6 +70,9 @@ use crate::device::{Buffer, ComputePipeline, VulkanBlockDevice};
 use std::sync::atomic::Ordering::Relaxed;
 use unimem_alloc::InternalScope;
 
+/// Most bytes of launch arguments (3968: the argument buffer, `prelude::ARGS_BYTES`, less its
+/// header).
+const MAX_ARGS_BYTES: usize = prelude::ARGS_BYTES - ARGS_AT * 4;
 /// Rounds after which a launch gives up (in one chunk of [`CHUNK`] invocations).
 pub const MAX_ROUNDS: u32 = 100_000;
 /// Default accessor calls one invocation may make in one round ([`Kernel::set_max_steps`]).
@@ -647,9 +650,19 @@ impl Kernel {
     /// [`Args`] are.
     pub fn launch_bytes(&self, n: u32, bytes: &[u8]) -> Result<LaunchReport, Error> {
         let _internal = InternalScope::new();
+        // Refused here with the size the caller passed (the words below round it up to 4).
+        if bytes.len() > MAX_ARGS_BYTES {
+            return Err(self.too_many_args(bytes.len()));
+        }
         let mut words = vec![0u32; bytes.len().div_ceil(4)];
         bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         self.launch_words(n, &words)
+    }
+
+    /// The error of a launch given `bytes` bytes of arguments, more than [`MAX_ARGS_BYTES`].
+    fn too_many_args(&self, bytes: usize) -> Error {
+        let what = format!("{bytes} bytes of arguments; at most {MAX_ARGS_BYTES} (pass a pointer to a larger struct instead)");
+        LaunchError::Usage { kernel: self.inner.name.clone(), what }.into()
     }
 
     fn launch_words(&self, n: u32, words: &[u32]) -> Result<LaunchReport, Error> {
@@ -657,10 +670,12 @@ impl Kernel {
         let start = Instant::now();
         let (space, dev) = vulkan_runtime()?;
         let serial = lock(&LAUNCH);
-        let max_words = prelude::ARGS_BYTES / 4 - ARGS_AT;
-        if words.len() > max_words {
-            return Err(LaunchError::Usage { kernel: self.inner.name.clone(), what: format!("{} bytes of arguments; at most {} (pass a pointer to a larger struct instead)", words.len() * 4, max_words * 4) }.into());
+        if words.len() * 4 > MAX_ARGS_BYTES {
+            return Err(self.too_many_args(words.len() * 4));
         }
+        // Read before anything runs or is counted, at every launch (n = 0 too), so that a bad
+        // value refuses the launch as a bad argument size does (docs/OPTIONS.md).
+        let discover = crate::options::discover().map_err(Error::Config)?;
         let mut report = LaunchReport::default();
         if n == 0 {
             return Ok(report);
@@ -678,7 +693,7 @@ impl Kernel {
         // Every aligned 64-bit argument may be a pointer (the blocks of those that are not
         // pointers into live allocations are skipped).
         let pointers: Vec<u64> = words.chunks_exact(2).map(word_pair).collect();
-        let pinned = self.prefetch(space, dev, &pointers, &advised, &mut state.touched, &mut report)?;
+        let pinned = self.prefetch(space, dev, &pointers, &advised, discover, &mut state.touched, &mut report)?;
         report.migrate_time += t.elapsed();
         // Chunk after chunk; an error ends the launch at its chunk.
         let chunk = self.chunk_len(dev);
@@ -701,9 +716,7 @@ impl Kernel {
     /// and advised blocks (at most half the pool), which replay rounds of many invocations keep
     /// most recently used so that migrating faulted blocks evicts other blocks first (a lone
     /// invocation's rounds do not: the whole pool is its own).
-    fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], touched: &mut Vec<u32>, report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
-        // Read in place too, where it changes nothing, so that a bad value is an error there.
-        let discover = crate::options::discover().map_err(Error::Config)?;
+    fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], discover: bool, touched: &mut Vec<u32>, report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
         if dev.in_place() {
             // Mapping costs no copy and no frame: map every live block not mapped yet, so that
             // the launch faults only on memory allocated while it runs (or freed memory).

@@ -216,6 +216,9 @@ fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
     let launches = unimem::stats().launches;
     let e = k.launch(1, &big).unwrap_err().to_string();
     assert!(e.contains("kernel `chase`") && e.contains("bytes of arguments; at most 3968"), "{e}");
+    // Raw bytes (the C API) are measured as passed, not rounded up to words.
+    let e = k.launch_bytes(1, &[0u8; 3969]).unwrap_err().to_string();
+    assert!(e.contains("kernel `chase`: 3969 bytes of arguments; at most 3968"), "{e}");
     k.launch(0, &Args::new()).unwrap();
     assert_eq!(unimem::stats().launches, launches, "refused and empty launches run nothing and are not counted");
     // Still usable: a good list.
@@ -262,13 +265,20 @@ fn a_cold_launch_finds_the_blocks_its_arguments_data_points_to() {
     }
     // A bad value is an error that names the variable, in place too (where discovery has
     // nothing to do): the launch runs nothing.
+    // It is read at every launch, one of no invocations too, and a refused launch is not
+    // counted in the statistics' launches (which ran invocations).
     std::env::set_var("UNIMEM_DISCOVER", "sometimes");
     let out = vec![7u32; 1];
+    let launches = unimem::stats().launches;
     let r = k.launch(1, &Args::new().u64(0).ptr(&out[..]));
+    let empty = k.launch(0, &Args::new().u64(0).ptr(&out[..]));
     std::env::remove_var("UNIMEM_DISCOVER");
     let e = r.unwrap_err().to_string();
     assert!(e.contains("UNIMEM_DISCOVER=\"sometimes\" is not one of on, off"), "{e}");
     assert_eq!(out[0], 7, "a refused launch ran");
+    let e = empty.unwrap_err().to_string();
+    assert!(e.contains("UNIMEM_DISCOVER=\"sometimes\""), "{e}");
+    assert_eq!(unimem::stats().launches, launches, "refused launches are not counted");
 }
 
 const WIDE: &str = "
