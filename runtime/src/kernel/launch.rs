@@ -266,11 +266,14 @@ impl Args {
     }
     /// Appends a plain value's bytes, padded to whole words, where a C struct would put it:
     /// at the next even word when `T` is aligned to 8 (it holds a `u64`, `f64` or pointer),
-    /// so that the offsets of its 64-bit fields, over 4, are the word indices the kernel reads
-    /// them at, and pointers among them are prefetched like [`Args::ptr`]'s.
+    /// at the next multiple of 4 words when it is aligned to 16 (a `u128`, a
+    /// `#[repr(align(16))]` vector type), and so on, so that the offsets of its fields, over
+    /// 4, are the word indices the kernel reads them at, and pointers among them are
+    /// prefetched like [`Args::ptr`]'s.
     pub fn pod<T: bytemuck::Pod>(mut self, v: &T) -> Args {
-        if std::mem::align_of::<T>() >= 8 {
-            self.align_even();
+        let align = std::mem::align_of::<T>() / 4;
+        while align > 1 && !self.words.len().is_multiple_of(align) {
+            self.words.push(0);
         }
         let bytes = bytemuck::bytes_of(v);
         for chunk in bytes.chunks(4) {
@@ -1412,6 +1415,34 @@ fn remember(touched: &mut Vec<u32>, blocks: &[u32], cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Args::pod` puts a value where a C (or `#[repr(C)]`) struct would: a type aligned to
+    /// 16 at a multiple of 4 words. It was put at the next even word, so after one `u32` a
+    /// `#[repr(align(16))]` vector was read 8 bytes early (found by a user's test).
+    #[test]
+    fn pod_arguments_are_aligned_as_in_a_c_struct() {
+        #[repr(C, align(16))]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct V4 {
+            v: [f32; 4],
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct Both {
+            a: u32,
+            _pad: [u32; 3],
+            v: V4,
+        }
+        let v = V4 { v: [1.0, 2.0, 3.0, 4.0] };
+        let whole = Args::new().pod(&Both { a: 7, _pad: [0; 3], v });
+        let by_field = Args::new().u32(7).pod(&v);
+        assert_eq!(by_field.words(), whole.words(), "V4 at word 4, as in the struct");
+        assert_eq!(Args::new().u32(1).pod(&5u128).words(), [1, 0, 0, 0, 5, 0, 0, 0]);
+        // Aligned to 8: the next even word; to 4 or less: the next word.
+        assert_eq!(Args::new().u32(1).pod(&3u64).words(), [1, 0, 3, 0]);
+        assert_eq!(Args::new().u32(1).pod(&[2u16, 3]).pod(&4u8).words(), [1, 2 | 3 << 16, 4]);
+        assert_eq!(Args::new().u32(1).u32(2).u32(3).pod(&[9u32; 4]).words(), [1, 2, 3, 9, 9, 9, 9]);
+    }
 
     #[test]
     fn ready_entries_run_first_in_order() {
