@@ -341,3 +341,54 @@ fn random_gathers_over_an_oversubscribed_pool_complete() {
     }
     assert!(r.rounds < 120, "{r:?}");
 }
+
+/// Invocation `id` adds 1 to `per` pseudo-random bins (xorshift from its id) of a histogram
+/// of `nb` words: atomics only, each to a block it may not have, one after the other.
+const SCATTER: &str = "
+fn scatter(id: u32) {
+    let bins = unimem_arg_ptr(0u);
+    let nb = unimem_arg_u32(2u);
+    let per = unimem_arg_u32(3u);
+    var x = id * 2654435761u + 12345u;
+    for (var i = 0u; i < per; i++) {
+        x ^= x << 13u; x ^= x >> 17u; x ^= x << 5u;
+        unimem_atomic_add_u32(bins + u64(x % nb) * 4lu, 1u);
+    }
+}
+";
+
+/// Invocations whose atomics spread over eight times the pool need one block at a time: an
+/// atomic applied is remembered, so each round in which an invocation saves more results is
+/// progress. Found by a user's test: solo rounds counted only completions and new blocks, so
+/// 100 invocations of 40 atomics each failed with "invocation 0 cannot complete ... needs more
+/// memory at once than the device pool holds" (invocation 0 alone completes), and 20 000 of
+/// them ran out of rounds (solo rounds ran the ordinary invocations one at a time until each
+/// was escalated, about 6 rounds each, before any escalated one ran).
+#[test]
+fn invocations_whose_atomics_need_one_block_at_a_time_complete() {
+    let _s = serial();
+    let test = "invocations_whose_atomics_need_one_block_at_a_time_complete";
+    let Some(k) = kernel(test, SCATTER, "scatter") else { return };
+    let nb = 1u32 << 20; // 4 MiB of bins: 64 blocks
+    let xorshift = |mut x: u32| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for (n, per) in [(1u32, 40u32), (300, 40), (2000, 6)] {
+        let bins = vec![0u32; nb as usize];
+        let r = k.launch(n, &Args::new().ptr(&bins[..]).u32(nb).u32(per)).unwrap_or_else(|e| panic!("{n} invocations of {per} atomics: {e}"));
+        eprintln!("{n} x {per}: {r:?}");
+        let mut expect = vec![0u32; nb as usize];
+        for id in 0..n {
+            let mut x = id.wrapping_mul(2_654_435_761).wrapping_add(12345);
+            for _ in 0..per {
+                x = xorshift(x);
+                expect[(x % nb) as usize] += 1;
+            }
+        }
+        let wrong = (0..nb as usize).filter(|&i| bins[i] != expect[i]).count();
+        assert_eq!(wrong, 0, "{n} invocations of {per} atomics: each atomic applied once");
+    }
+}

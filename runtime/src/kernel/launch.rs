@@ -28,9 +28,10 @@
 //!    are chosen by invocation, from the blocks each pending one faulted on so far.
 //! 5. Bounded: a kernel error ends the launch. Two consecutive rounds that complete
 //!    no invocation and fault on no new block (invocations evicting each other's blocks)
-//!    switch to *solo* rounds: one invocation at a time, one block migrated per round, no
-//!    prefetch, the whole pool its own (the arguments' blocks stay pinned only in rounds of
-//!    many), until one completes. A solo invocation that still makes no progress after more
+//!    switch to *solo* rounds: one invocation at a time (an escalated one first), one block
+//!    migrated per round, no prefetch, the whole pool its own (the arguments' blocks stay
+//!    pinned only in rounds of many), until one completes. An invocation that saved more
+//!    atomic results in a round made progress, as one that faulted on a new block did. A solo invocation that still makes no progress after more
 //!    rounds than the pool has frames needs more blocks at once than the pool holds:
 //!    [`LaunchError::NoProgress`]. At most [`MAX_ROUNDS`] rounds.
 //!
@@ -872,13 +873,27 @@ impl Kernel {
                 report.dispatch_time += t.elapsed();
                 Ok(())
             };
-            let ran = if solo { round.count.min(1) } else { round.count.min(ready) };
+            // Alone, an escalated invocation goes first: it already applied atomics, and running
+            // the ordinary ones alone until each is escalated in turn would take rounds in
+            // proportion to the launch's size without completing any.
+            let ran = match solo {
+                true if spill.is_empty() => round.count.min(1),
+                true => 0,
+                false => round.count.min(ready),
+            };
+            // The atomic results the lone ordinary invocation has saved: more after the round is
+            // progress (they do not run again), though it needs no new block. Its id is read
+            // before the round, which overwrites its input entry (the round's spare list).
+            let lone = (solo && ran == 1 && alog.is_some())
+                .then(|| if round.in_at == NO_LIST { 0 } else { ids.as_slice::<u32>()[round.in_at as usize * IDS_ENTRY_WORDS] & ID_MASK });
+            let lone_saved = |alog: Option<&Buffer>| -> Option<u32> { Some(alog?.as_slice::<u32>()[prelude::alog_words(lone?)]) };
+            let saved_before = lone_saved(alog.as_deref());
             if ran > 0 {
                 dispatch(variant_now(dev, MODE_NORMAL)?, Round { count: ran, ..round }, [&mut *args, &mut *ctl, &mut *spill_buf, &mut *ids, &mut *live], alog.as_deref_mut())?;
             }
             let mut spilled = Collected::default();
             let mut spill_slots = 0;
-            // Solo rounds run one invocation: an ordinary one if any is pending.
+            // Solo rounds run one invocation: the first escalated one if any waits, else an ordinary one.
             if !(spill.is_empty() || (solo && ran > 0)) {
                 let slots = if solo { 1 } else { spill.next_batch_len() };
                 let layout = spill.layout();
@@ -905,6 +920,7 @@ impl Kernel {
             }
             // Errors, and the blocks spill rounds faulted on, come through the fault buffer;
             // the blocks ordinary invocations faulted on, through the output list.
+            let lone_advanced = matches!((saved_before, lone_saved(alog.as_deref())), (Some(b), Some(a)) if a > b);
             let faults = dev.take_faults();
             let mut pending = if ran > 0 { ctl.as_slice::<u32>()[CTL_PENDING_COUNT] } else { 0 };
             // Written blocks become Device-owned now, so that an eviction writes them back.
@@ -996,7 +1012,7 @@ impl Kernel {
             if chunk_rounds >= MAX_ROUNDS {
                 return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: first_pending, rounds: chunk_rounds }.into());
             }
-            let progress = completed > 0 || new_blocks > 0 || learned > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0;
+            let progress = completed > 0 || new_blocks > 0 || learned > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0 || spilled.advanced > 0 || lone_advanced;
             if completed > 0 {
                 solo = false;
             }

@@ -143,6 +143,9 @@ pub struct Collected {
     pub faults: Vec<(u32, u32)>,
     /// Invocations requeued because a log was full (capacities grew).
     pub grew: u32,
+    /// Requeued invocations that saved more atomic results than they started the round with:
+    /// they advanced (those atomics do not run again), though they did not complete.
+    pub advanced: u32,
 }
 
 /// The escalated invocations of one launch and the slot geometry they run with.
@@ -240,6 +243,7 @@ impl Spill {
             let slot = &words[i * w..(i + 1) * w];
             debug_assert_eq!(slot[SLOT_ID], e.id);
             let saved = (slot[SLOT_ATOMICS] as usize).min(l.atomics as usize);
+            let before = e.atomics.len();
             e.atomics.clear();
             e.atomics.extend_from_slice(&slot[SLOT_HEADER..SLOT_HEADER + saved]);
             match slot[SLOT_STATUS] {
@@ -262,6 +266,7 @@ impl Spill {
                 // Stopped by an error (which ends the launch anyway).
                 _ => c.faulted += 1,
             }
+            c.advanced += u32::from(e.atomics.len() > before);
             again.push(e);
         }
         for e in again.into_iter().rev() {
@@ -338,7 +343,7 @@ mod tests {
             slot[SLOT_HEADER + 1] = 20 + i as u32;
         }
         let c = s.collect(&words).unwrap();
-        assert_eq!(c, Collected { done: 1, faulted: 1, faults: vec![(1, 71)], grew: 2 });
+        assert_eq!(c, Collected { done: 1, faulted: 1, faults: vec![(1, 71)], grew: 2, advanced: 3 });
         assert_eq!(s.len(), 3);
         assert_eq!(s.first(), Some(1));
         assert_eq!(s.queue[0].atomics, vec![11, 21], "the atomics it applied are remembered");
