@@ -719,7 +719,9 @@ impl Kernel {
     /// resident, in that order of priority, as many as the pool holds. Returns the arguments'
     /// and advised blocks (at most half the pool), which replay rounds of many invocations keep
     /// most recently used so that migrating faulted blocks evicts other blocks first (a lone
-    /// invocation's rounds do not: the whole pool is its own).
+    /// invocation's rounds do not: the whole pool is its own). `discover`: the
+    /// `UNIMEM_DISCOVER` option, read once per launch by the caller.
+    #[allow(clippy::too_many_arguments)]
     fn prefetch(&self, space: &Space, dev: &VulkanBlockDevice, pointers: &[u64], advised: &[advice::Advised], discover: bool, touched: &mut Vec<u32>, report: &mut LaunchReport) -> Result<Vec<u32>, Error> {
         if dev.in_place() {
             // Mapping costs no copy and no frame: map every live block not mapped yet, so that

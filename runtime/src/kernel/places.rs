@@ -1,7 +1,8 @@
 //! What a bad address is, for the messages of kernel errors: the argument word that held it,
-//! a null pointer, the launching thread's stack, the allocation it overran, and otherwise the
-//! mapping of the process that holds it (`/proc/self/maps`: a program's globals or string
-//! literals, another allocator's memory, an mmap'ed file, nothing at all).
+//! a null pointer, the launching thread's stack, the allocation it overran, and otherwise
+//! what holds it: a segment of the program or a library (`dl_iterate_phdr`: its globals, its
+//! string literals and constants, its code), else a mapping of the process
+//! (`/proc/self/maps`: a stack, another allocator's memory, an mmap'ed file, nothing).
 //!
 //! Everything here runs on the launching thread after a launch failed, never in a signal
 //! handler or on a hot path: it may allocate, lock and read files.
@@ -26,6 +27,8 @@ pub(super) fn outside_heap(address: u64, words: &[u32]) -> String {
         if argument.is_some() {
             s.push_str("; pass heap data (in C a malloc'ed buffer; in Rust the data a `Box` or `Vec` holds, `&*b` or `&v[..]`, not the variable)");
         }
+    } else if let Some(m) = image_segment(address) {
+        s.push_str(&mapping_text(&m));
     } else if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
         s.push_str(&mapping_text(&classify(&maps, address)));
     }
@@ -102,11 +105,12 @@ enum Mapping {
     Brk,
     /// Executable code of a program or library.
     Code(String),
-    /// Writable static data of a program or library (globals; `.bss` right after it).
+    /// Writable static data of a program or library (globals, `.data` and `.bss`).
     Data(String),
-    /// Read-only data of a program or library (string literals, constants).
+    /// Read-only data of a program or library (string literals, constants, relocated
+    /// read-only data).
     ReadOnly(String),
-    /// A file mapped by the program (no executable mapping of it: not a program or library).
+    /// A file mapped outside every loaded segment: mapped by the program.
     File(String),
     /// Anonymous memory: mmap, another thread's stack, another allocator's large blocks.
     Anonymous,
@@ -118,7 +122,6 @@ enum Mapping {
 struct MapLine<'a> {
     start: u64,
     end: u64,
-    perms: &'a str,
     path: &'a str,
 }
 
@@ -131,38 +134,72 @@ fn parse_line(line: &str) -> Option<MapLine<'_>> {
         &t[..n]
     };
     let (start, end) = field().split_once('-')?;
-    let perms = field();
-    for _ in 0..3 {
-        field(); // offset, device, inode
+    for _ in 0..4 {
+        field(); // permissions, offset, device, inode
     }
     let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
-    Some(MapLine { start, end, perms, path: rest.trim() })
+    Some(MapLine { start, end, path: rest.trim() })
 }
 
-/// The mapping of `maps` (the text of `/proc/self/maps`) that holds `address`.
+/// The mapping of `maps` (the text of `/proc/self/maps`) that holds `address`, for an address
+/// in no loaded segment ([`image_segment`] first).
 fn classify(maps: &str, address: u64) -> Mapping {
-    let lines: Vec<MapLine> = maps.lines().filter_map(parse_line).collect();
-    let Some(i) = lines.iter().position(|l| (l.start..l.end).contains(&address)) else { return Mapping::Unmapped };
-    let l = &lines[i];
-    // A file some mapping of which is executable is a program or library image.
-    let image = |path: &str| lines.iter().any(|m| m.path == path && m.perms.contains('x'));
-    let writable = l.perms.starts_with("rw");
+    let Some(l) = maps.lines().filter_map(parse_line).find(|l| (l.start..l.end).contains(&address)) else { return Mapping::Unmapped };
     match l.path {
         "[stack]" => Mapping::MainStack,
         "[heap]" => Mapping::Brk,
         p if p.starts_with('[') => Mapping::Special(p.to_owned()),
-        "" => match i.checked_sub(1).map(|j| &lines[j]) {
-            // .bss: anonymous, writable, right after an image's writable data.
-            Some(prev) if writable && prev.end == l.start && prev.perms.starts_with("rw") && image(prev.path) => {
-                Mapping::Data(prev.path.to_owned())
-            }
-            _ => Mapping::Anonymous,
-        },
-        p if !image(p) => Mapping::File(p.to_owned()),
-        p if l.perms.contains('x') => Mapping::Code(p.to_owned()),
-        p if writable => Mapping::Data(p.to_owned()),
-        p => Mapping::ReadOnly(p.to_owned()),
+        "" => Mapping::Anonymous,
+        p => Mapping::File(p.to_owned()),
     }
+}
+
+/// The segment of the program or of a loaded library that holds `address`, from the dynamic
+/// linker's list of loaded objects: its exact extent, `.bss` included (a `/proc/self/maps`
+/// guess would take an anonymous mapping that happens to follow a library's data for it).
+/// Code, writable data, or read-only data (which includes the part of the writable segment
+/// the linker made read-only after relocation, `PT_GNU_RELRO`).
+fn image_segment(address: u64) -> Option<Mapping> {
+    struct Search {
+        address: u64,
+        /// The object's name (empty: the program) and the segment's flags (`PF_*`).
+        found: Option<(String, u32)>,
+    }
+    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `data` is the `Search` that `image_segment` passed, alive and not otherwise
+        // used during the call; `info` is valid during the callback, and its `dlpi_phdr`
+        // points to `dlpi_phnum` headers.
+        let (search, info) = unsafe { (&mut *data.cast::<Search>(), &*info) };
+        let headers = match info.dlpi_phdr.is_null() {
+            true => &[][..],
+            // SAFETY: as above: `dlpi_phnum` headers at `dlpi_phdr`, valid during the call.
+            false => unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) },
+        };
+        let holds = |h: &libc::Elf64_Phdr| (info.dlpi_addr + h.p_vaddr..info.dlpi_addr + h.p_vaddr + h.p_memsz).contains(&search.address);
+        let Some(load) = headers.iter().find(|h| h.p_type == libc::PT_LOAD && holds(h)) else { return 0 };
+        let relro = headers.iter().any(|h| h.p_type == libc::PT_GNU_RELRO && holds(h));
+        let flags = if relro { load.p_flags & !libc::PF_W } else { load.p_flags };
+        // SAFETY: a non-null `dlpi_name` is a NUL-terminated string the linker keeps.
+        let name = if info.dlpi_name.is_null() { String::new() } else { unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned() };
+        search.found = Some((name, flags));
+        1
+    }
+    let mut search = Search { address, found: None };
+    // SAFETY: `visit` matches the callback's type and only uses `search` through `data`,
+    // during this call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut search as *mut Search).cast()) };
+    let (name, flags) = search.found?;
+    let name = match name.as_str() {
+        "" => std::fs::read_link("/proc/self/exe").map_or_else(|_| "the program".into(), |p| p.to_string_lossy().into_owned()),
+        _ => name,
+    };
+    Some(if flags & libc::PF_X != 0 {
+        Mapping::Code(name)
+    } else if flags & libc::PF_W != 0 {
+        Mapping::Data(name)
+    } else {
+        Mapping::ReadOnly(name)
+    })
 }
 
 /// How a kernel reaches memory, for the messages about memory it cannot reach.
@@ -205,13 +242,10 @@ mod tests {
     #[test]
     fn addresses_are_named_by_the_mapping_that_holds_them() {
         let c = |a| classify(MAPS, a);
-        let prog = || "/usr/bin/prog".to_string();
-        assert_eq!(c(0x55d0c0a00010), Mapping::ReadOnly(prog()));
-        assert_eq!(c(0x55d0c0a03000), Mapping::Code(prog()));
-        assert_eq!(c(0x55d0c0a05fff), Mapping::ReadOnly(prog()));
-        assert_eq!(c(0x55d0c0a06008), Mapping::Data(prog()));
-        // .bss: the anonymous mapping right after the image's writable data.
-        assert_eq!(c(0x55d0c0a07000), Mapping::Data(prog()));
+        // A program's segments are found by `image_segment`; here they are files like any.
+        assert_eq!(c(0x55d0c0a06008), Mapping::File("/usr/bin/prog".into()));
+        // No guess from neighbours: anonymous is anonymous.
+        assert_eq!(c(0x55d0c0a07000), Mapping::Anonymous);
         assert_eq!(c(0x55d0c1000100), Mapping::Brk);
         assert_eq!(c(0x7f0000000040), Mapping::Anonymous);
         assert_eq!(c(0x7f0000200000), Mapping::File("/tmp/data file.bin".into()));
@@ -224,19 +258,30 @@ mod tests {
     }
 
     #[test]
-    fn this_process_globals_and_literals_are_named() {
+    fn this_process_segments_are_named() {
         static GLOBAL: [u32; 4] = [1, 2, 3, 4];
-        static mut WRITABLE: [u64; 2] = [0; 2];
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        static mut ZEROED: [u64; 2] = [0; 2];
+        static mut DATA: [u64; 2] = [1, 2];
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let exe = exe.to_str().unwrap();
-        let code = this_process_globals_and_literals_are_named as fn() as usize as u64;
-        assert_eq!(classify(&maps, code), Mapping::Code(exe.into()));
-        assert_eq!(classify(&maps, GLOBAL.as_ptr() as u64), Mapping::ReadOnly(exe.into()));
-        assert_eq!(classify(&maps, "a literal".as_ptr() as u64), Mapping::ReadOnly(exe.into()));
-        let writable = std::ptr::addr_of!(WRITABLE) as u64;
-        assert_eq!(classify(&maps, writable), Mapping::Data(exe.into()));
-        let text = mapping_text(&classify(&maps, writable));
+        let exe = || exe.to_str().unwrap().to_string();
+        let code = this_process_segments_are_named as fn() as usize as u64;
+        assert_eq!(image_segment(code), Some(Mapping::Code(exe())));
+        assert_eq!(image_segment(GLOBAL.as_ptr() as u64), Some(Mapping::ReadOnly(exe())));
+        assert_eq!(image_segment("a literal".as_ptr() as u64), Some(Mapping::ReadOnly(exe())));
+        // .bss (zero-initialised) and .data.
+        assert_eq!(image_segment(std::ptr::addr_of!(ZEROED) as u64), Some(Mapping::Data(exe())));
+        assert_eq!(image_segment(std::ptr::addr_of!(DATA) as u64), Some(Mapping::Data(exe())));
+        // A library's code, by its name.
+        match image_segment(libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize as u64) {
+            Some(Mapping::Code(lib)) => assert!(lib.contains("libc.so"), "{lib}"),
+            other => panic!("{other:?}"),
+        }
+        // Heap memory and the stack are in no segment.
+        let boxed = Box::new(5u64);
+        assert_eq!(image_segment(&*boxed as *const u64 as u64), None);
+        let local = 5u64;
+        assert_eq!(image_segment(&local as *const u64 as u64), None);
+        let text = mapping_text(&Mapping::Data(exe()));
         assert!(text.contains("static data of") && text.contains("#[global_allocator]"), "{text}");
     }
 }
