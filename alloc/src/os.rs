@@ -59,8 +59,19 @@ pub unsafe fn purge(addr: usize, len: usize) {
     // SAFETY: the caller guarantees the range is ours and dead. MADV_DONTNEED on private
     // anonymous memory cannot fail for a valid range; a failure only keeps the pages.
     unsafe {
-        libc::madvise(addr as *mut _, len, libc::MADV_DONTNEED);
+        madvise(addr, len, libc::MADV_DONTNEED);
     }
+}
+
+/// `madvise(2)` by system call: past the `madvise` that `libunimem.so` exports for programs
+/// (which zeroes managed memory instead of dropping its pages), for unimem's own page drops
+/// and populations. Returns 0 or -1 with `errno` set. Async-signal-safe.
+///
+/// # Safety
+/// As `madvise(2)`: `advice` must suit the range (dropping pages loses their content).
+pub unsafe fn madvise(addr: usize, len: usize, advice: i32) -> i32 {
+    // SAFETY: the caller's contract; the system call only changes the range's pages.
+    unsafe { libc::syscall(libc::SYS_madvise, addr, len, advice) as i32 }
 }
 
 /// Monotonic nanoseconds (vDSO `clock_gettime`, no allocation).

@@ -36,6 +36,8 @@
 //!     `sigsuspend`, `sigtimedwait`, `sigwaitinfo`, `sigwait`, `signalfd`.
 //! - **Signals**: `sigaction` and `signal` for SIGSEGV/SIGBUS record the program's handler as
 //!   the one ours chains to, instead of replacing ours, once coherence is installed.
+//! - **Page advice**: `madvise` that would drop pages of the managed heap zeroes them (or,
+//!   for `MADV_FREE`, keeps them) instead ([`madvise`]).
 //!
 //! - **libc's stream buffers**: `fopen`, `opendir` and their kin open the stream, and
 //!   allocate its buffer, in the internal heap, since libc refills and flushes it with
@@ -395,6 +397,48 @@ wrap! {
     }
     /// `fread` under `_FORTIFY_SOURCE`.
     fn __fread_chk(buf: *mut c_void, buflen: size_t, size: size_t, n: size_t, f: *mut FILE) -> size_t { prepare(buf, size.saturating_mul(n), true) }
+}
+
+/// `madvise(2)`. On the managed heap, once coherence is installed, advice that drops pages
+/// is carried out without dropping them, since a dropped page of a registered granule is
+/// *missing* under userfaultfd (a system call on it fails with `EFAULT`) and a block a
+/// kernel left on the device would come back with its old content: `MADV_DONTNEED` (and
+/// `MADV_DONTNEED_LOCKED`) zero the range, as Linux makes it read; `MADV_FREE`, which lets
+/// Linux keep the content, keeps it. The memory is not returned to the system. Everything
+/// else, and every range outside the heap, goes to libc. A page dropped past this wrapper
+/// (a raw system call) reads as zero at its next touch (`Protector::zero_if_missing`).
+#[no_mangle]
+pub unsafe extern "C" fn madvise(addr: *mut c_void, len: size_t, advice: c_int) -> c_int {
+    /// `MADV_DONTNEED_LOCKED` (Linux 5.18).
+    const MADV_DONTNEED_LOCKED: c_int = 24;
+    let real = real!(madvise: fn(*mut c_void, size_t, c_int) -> c_int);
+    let start = addr as usize;
+    let drops = matches!(advice, libc::MADV_DONTNEED | MADV_DONTNEED_LOCKED | libc::MADV_FREE);
+    // Misaligned or wrapping ranges are libc's to refuse (EINVAL).
+    let end = start.checked_add(len).and_then(|e| e.checked_next_multiple_of(4096));
+    let (Some(end), true, true, Some(_)) = (end, drops, start.is_multiple_of(4096), coherence::space()) else {
+        // SAFETY: forwarding the caller's arguments to libc.
+        return unsafe { real(addr, len, advice) };
+    };
+    let (base, _) = unimem_alloc::managed_range();
+    let (lo, hi) = (start.max(base), end.min(base + unimem_alloc::managed_committed()));
+    if lo >= hi {
+        // SAFETY: as above.
+        return unsafe { real(addr, len, advice) };
+    }
+    // The parts outside the committed heap go to libc.
+    for (from, to) in [(start, lo), (hi, end)] {
+        // SAFETY: as above, on a part of the caller's range.
+        if from < to && unsafe { real(from as *mut c_void, to - from, advice) } != 0 {
+            return -1;
+        }
+    }
+    if advice != libc::MADV_FREE {
+        // SAFETY: the caller gave up the range's content; it is committed heap memory, and a
+        // block of it on the device comes home at the first store, as for any write.
+        unsafe { std::ptr::write_bytes(lo as *mut u8, 0, hi - lo) };
+    }
+    0
 }
 
 /// `sigaction(2)`: SIGSEGV/SIGBUS actions become the ones our handler chains to.

@@ -276,6 +276,7 @@ const C_EXPORTS: &[&str] = &[
     "recvmsg",
     "sigaction",
     "signal",
+    "madvise",
     "fread",
     "fwrite",
     "getrandom",
@@ -679,6 +680,20 @@ fn kernel_fork_sample() {
 #[test]
 fn kernel_fork_sample_migrating() {
     kernel_sample("kernel_fork", "off");
+}
+
+/// `tests/c/kernel_madvise.c`: `madvise(MADV_DONTNEED)` and `MADV_FREE` on heap memory a kernel
+/// used (on the device, migrating), through the shim and by raw system call: the memory reads
+/// as zero (or, for MADV_FREE, as before) and stays usable by the CPU, system calls and kernels.
+#[test]
+fn kernel_madvise_sample() {
+    kernel_sample("kernel_madvise", "auto");
+}
+
+/// As [`kernel_madvise_sample`], migrating.
+#[test]
+fn kernel_madvise_sample_migrating() {
+    kernel_sample("kernel_madvise", "off");
 }
 
 /// `tests/c/kernel_signals.c`: a language runtime's signal handling next to device data: a

@@ -896,6 +896,12 @@ impl Space {
                     self.stats.fault_ns.fetch_add(now_ns() - t0, Relaxed);
                     return FaultOutcome::Handled;
                 }
+                State::Host | State::InPlace if self.prot.zero_if_missing(addr) => {
+                    // A page the program dropped (madvise by system call, a reclaimed
+                    // MADV_FREE page): it reads as zero, as Linux would have it.
+                    self.stats.spurious_faults.fetch_add(1, Relaxed);
+                    return FaultOutcome::Handled;
+                }
                 _ => {
                     // Host, or a read of Shared: the transition that caused the fault has
                     // completed, or the fault is genuine. A second identical fault with no

@@ -194,7 +194,7 @@ impl Twins {
             // SAFETY: no launch runs and no gate is open, so no twin is being written; the
             // slots hold nothing anyone still reads (a `Twin` being merged belongs to a
             // launch, and none runs).
-            unsafe { libc::madvise(self.slot_ptr(KEEP) as *mut _, (high - KEEP) * self.block_size, libc::MADV_DONTNEED) };
+            unsafe { unimem_alloc::os::madvise(self.slot_ptr(KEEP) as usize, (high - KEEP) * self.block_size, libc::MADV_DONTNEED) };
         }
     }
 

@@ -72,6 +72,13 @@ pub trait Protector: Send + Sync {
     unsafe fn fill(&self, addr: usize, src: *const u8, len: usize, writable: bool) -> Result<(), i32>;
     /// Make absent pages read as zero, writable. Signal-safe.
     fn fill_zero(&self, addr: usize, len: usize) -> Result<(), i32>;
+    /// Map a zero page at the page holding `addr` if that page is missing, and say whether
+    /// it did. Only a program drops a page of a Host block (`madvise` past the shim's, a
+    /// kernel reclaiming `MADV_FREE` pages): registered granules are populated first, and
+    /// the runtime drops pages only of blocks whose migration bit it holds. Under
+    /// userfaultfd the next touch of such a page raises SIGBUS where Linux would read
+    /// zeros; the mprotect backend never sees it (the kernel fills it). Signal-safe.
+    fn zero_if_missing(&self, addr: usize) -> bool;
     /// Is `addr` inside a range this backend may have protected?
     fn is_tracked(&self, addr: usize) -> bool;
     /// May the allocator return `[start, start+len)` (free memory) to the OS?
@@ -181,7 +188,7 @@ impl Protector for UffdProtector {
             // (see the module comment). Uncommitted tails fail with ENOMEM: register only the
             // committed prefix, which is all a block can live in.
             // SAFETY: populating our own committed, read-write arena memory.
-            let r = unsafe { libc::madvise(start as *mut _, glen, libc::MADV_POPULATE_WRITE) };
+            let r = unsafe { unimem_alloc::os::madvise(start, glen, libc::MADV_POPULATE_WRITE) };
             if r != 0 {
                 return Err(io::Error::other(format!(
                     "cannot populate granule {start:#x}+{glen:#x} before registering it: {}",
@@ -207,7 +214,7 @@ impl Protector for UffdProtector {
 
     fn make_absent(&self, addr: usize, len: usize) -> io::Result<()> {
         // SAFETY: the caller holds the block's migration bit; its host copy is stale.
-        if unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DONTNEED) } != 0 {
+        if unsafe { unimem_alloc::os::madvise(addr, len, libc::MADV_DONTNEED) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -237,6 +244,13 @@ impl Protector for UffdProtector {
         })?;
         // Present pages that were write-protected (Shared) become writable too.
         self.make_writable(addr, len)
+    }
+
+    fn zero_if_missing(&self, addr: usize) -> bool {
+        let page = addr & !4095;
+        let mut z = UffdioZeropage { range: UffdioRange { start: page as u64, len: 4096 }, mode: 0, zeropage: 0 };
+        // EEXIST: the page is there, and the fault is something else.
+        self.is_tracked(addr) && ioctl(self.fd, UFFDIO_ZEROPAGE, &mut z).is_ok()
     }
 
     fn is_tracked(&self, addr: usize) -> bool {
@@ -332,7 +346,7 @@ impl Protector for MprotectProtector {
     fn make_absent(&self, addr: usize, len: usize) -> io::Result<()> {
         self.protect(addr, len, libc::PROT_NONE).map_err(io::Error::from_raw_os_error)?;
         // SAFETY: the host copy is stale; dropping it frees the memory.
-        unsafe { libc::madvise(addr as *mut _, len, libc::MADV_DONTNEED) };
+        unsafe { unimem_alloc::os::madvise(addr, len, libc::MADV_DONTNEED) };
         Ok(())
     }
 
@@ -365,6 +379,10 @@ impl Protector for MprotectProtector {
     fn fill_zero(&self, addr: usize, len: usize) -> Result<(), i32> {
         // The pages were dropped when made absent: read-write access makes them read as zero.
         self.make_writable(addr, len)
+    }
+
+    fn zero_if_missing(&self, _addr: usize) -> bool {
+        false
     }
 
     fn is_tracked(&self, addr: usize) -> bool {
