@@ -34,8 +34,9 @@
 //!     `getrlimit`, `setrlimit`, `prlimit` (each also `...64`), `setitimer`, `getitimer`,
 //!     `timerfd_settime`, `timerfd_gettime`, `sigprocmask`, `pthread_sigmask`, `sigpending`,
 //!     `sigsuspend`, `sigtimedwait`, `sigwaitinfo`, `sigwait`, `signalfd`.
-//! - **Signals**: `sigaction` and `signal` for SIGSEGV/SIGBUS record the program's handler as
-//!   the one ours chains to, instead of replacing ours, once coherence is installed.
+//! - **Signals**: `sigaction`, `signal`, `bsd_signal`, `sysv_signal`, `__sysv_signal` and
+//!   `sigset` for SIGSEGV/SIGBUS record the program's handler as the one ours chains to,
+//!   instead of replacing ours, once coherence is installed.
 //! - **Page advice**: `madvise` that would drop pages of the managed heap zeroes them (or,
 //!   for `MADV_FREE`, keeps them) instead ([`madvise`]).
 //!
@@ -466,10 +467,16 @@ pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old:
 /// `signal(2)` with glibc's BSD semantics (`SA_RESTART`, handler stays installed).
 #[no_mangle]
 pub unsafe extern "C" fn signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    install(sig, h, libc::SA_RESTART)
+}
+
+/// Installs `h` for `sig` with `flags` and an empty mask through [`sigaction`] (so a fault
+/// signal's handler becomes the chained one); returns the previous handler or `SIG_ERR`.
+fn install(sig: c_int, h: libc::sighandler_t, flags: c_int) -> libc::sighandler_t {
     // SAFETY: a zeroed sigaction is valid; we set handler, flags and an empty mask.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
     act.sa_sigaction = h;
-    act.sa_flags = libc::SA_RESTART;
+    act.sa_flags = flags;
     // SAFETY: as above.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers to locals.
@@ -477,6 +484,65 @@ pub unsafe extern "C" fn signal(sig: c_int, h: libc::sighandler_t) -> libc::sigh
         return libc::SIG_ERR;
     }
     old.sa_sigaction
+}
+
+/// True for the signals whose handlers ours chains to, once it is installed.
+fn chains(sig: c_int) -> bool {
+    (sig == libc::SIGSEGV || sig == libc::SIGBUS) && handler::is_installed()
+}
+
+// glibc's other ways to set a handler call its internal `sigaction`, past ours: for SIGSEGV
+// and SIGBUS they would replace our handler (the next device fault went to the program's).
+// Other signals go to libc's definitions.
+
+/// `bsd_signal(3)`: `signal` under its X/Open name.
+#[no_mangle]
+pub unsafe extern "C" fn bsd_signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    if !chains(sig) {
+        let f = real!(bsd_signal: fn(c_int, libc::sighandler_t) -> libc::sighandler_t);
+        // SAFETY: forwarding the caller's arguments to libc.
+        return unsafe { f(sig, h) };
+    }
+    install(sig, h, libc::SA_RESTART)
+}
+
+/// `sysv_signal(3)`: System V semantics, a handler that runs once and does not block its
+/// signal (`SA_RESETHAND | SA_NODEFER`; ours chains to it until it is replaced, though).
+#[no_mangle]
+pub unsafe extern "C" fn sysv_signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    if !chains(sig) {
+        let f = real!(sysv_signal: fn(c_int, libc::sighandler_t) -> libc::sighandler_t);
+        // SAFETY: forwarding the caller's arguments to libc.
+        return unsafe { f(sig, h) };
+    }
+    install(sig, h, libc::SA_RESETHAND | libc::SA_NODEFER)
+}
+
+/// `__sysv_signal`: what `signal` calls in a program compiled in strict ISO C mode
+/// (`-std=c99` without `_DEFAULT_SOURCE`: glibc's `<signal.h>` renames it).
+#[no_mangle]
+pub unsafe extern "C" fn __sysv_signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: the same function in glibc, under its other name.
+    unsafe { sysv_signal(sig, h) }
+}
+
+/// `sigset(3)` (System V): installs `disp` and unblocks the signal, or with `SIG_HOLD` blocks
+/// it; returns `SIG_HOLD` if it was blocked, else the previous handler. The fault signals are
+/// never blocked (`system.rs`), so for them `SIG_HOLD` only reports.
+#[no_mangle]
+pub unsafe extern "C" fn sigset(sig: c_int, disp: libc::sighandler_t) -> libc::sighandler_t {
+    /// glibc's `SIG_HOLD`.
+    const SIG_HOLD: libc::sighandler_t = 2;
+    if !chains(sig) {
+        let f = real!(sigset: fn(c_int, libc::sighandler_t) -> libc::sighandler_t);
+        // SAFETY: forwarding the caller's arguments to libc.
+        return unsafe { f(sig, disp) };
+    }
+    let Some(old) = handler::set_chained(sig, None) else { return libc::SIG_ERR };
+    if disp == SIG_HOLD {
+        return old.sa_sigaction;
+    }
+    install(sig, disp, 0)
 }
 
     // ---- libc's own buffers: out of the managed heap ----
