@@ -955,7 +955,12 @@ impl Kernel {
                 } else {
                     "the failed ones stored nothing"
                 };
-                let place = place + &self.site_text(dev, space, site);
+                // A legitimate long walk needs only a higher limit: say what it is.
+                let limit = match kind {
+                    prelude::KERNEL_ERROR_RUNAWAY | prelude::KERNEL_ERROR_RUNAWAY_LOOP => format!(" (the step limit is {max_steps} per invocation and round)"),
+                    _ => String::new(),
+                };
+                let place = place + &limit + &self.site_text(dev, space, site);
                 LaunchError::Kernel { kernel: kernel.clone(), invocation, address, kind, what: prelude::error_kind_text(kind), place, errors, left }.into()
             };
             // Errors end the launch: those a spill round reported, else the ordinary round's

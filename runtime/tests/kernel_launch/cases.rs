@@ -519,6 +519,7 @@ fn endless_loops_that_touch_no_memory_are_errors() {
     let e = k.launch(n, &Args::new().ptr_mut(&mut out[..]).u32(201)).unwrap_err().to_string();
     assert!(e.contains("kernel `endless`: invocation 201 ran more loop iterations in one round than the step limit"), "{e}");
     assert!(e.contains(" in the loop at line 7 of its source (`loop {`)"), "the loop: {e}");
+    assert!(e.contains(" (the step limit is ") && e.contains(" per invocation and round)"), "the limit: {e}");
     assert!(!e.contains("address"), "a loop has no address: {e}");
     for (i, &v) in out.iter().enumerate().filter(|&(i, _)| i != 201) {
         assert_eq!(v, i as u32 + 1, "invocation {i} completed");

@@ -130,7 +130,7 @@ int main(void) {
     CHECK(unimem_kernel_set_max_steps(k, SEG) == 0, "%s", unimem_last_error());
     CHECK(unimem_launch(k, N, &a, sizeof a) == -1, "a limit below the walk must fail");
     e = unimem_last_error();
-    CHECK(e && strstr(e, "kernel `sum`") && strstr(e, "step limit"), "%s", e ? e : "(null)");
+    CHECK(e && strstr(e, "kernel `sum`") && strstr(e, "step limit") && strstr(e, "(the step limit is 100 per invocation and round)"), "%s", e ? e : "(null)");
     CHECK(unimem_kernel_set_max_steps(k, 2 * SEG + 2) == 0, "%s", unimem_last_error());
     CHECK(unimem_launch(k, N, &a, sizeof a) == 0, "%s", unimem_last_error());
     check_sums(starts, out);
