@@ -104,29 +104,38 @@ fn open_faults(set: *const sigset_t, copy: &mut sigset_t) -> *const sigset_t {
     copy
 }
 
-/// `sigprocmask(2)`: the new mask (without the fault signals, see [`open_faults`]) and the
-/// old one.
-#[no_mangle]
-pub unsafe extern "C" fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int {
+/// libc's `sigprocmask` or `pthread_sigmask`.
+type SetMask = unsafe extern "C" fn(c_int, *const sigset_t, *mut sigset_t) -> c_int;
+
+/// Calls `f` (libc's `sigprocmask` or `pthread_sigmask`) with the new mask without the fault
+/// signals (see [`open_faults`]), the old one prepared for the kernel to write.
+///
+/// # Safety
+/// As `f`: `set` and `old` null or valid.
+unsafe fn set_mask(f: SetMask, how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int {
     prepare_one(old, true);
     // SAFETY: a zeroed sigset_t is valid.
     let mut copy: sigset_t = unsafe { std::mem::zeroed() };
     let set = open_faults(set, &mut copy);
-    let f = real!(sigprocmask: fn(c_int, *const sigset_t, *mut sigset_t) -> c_int);
     // SAFETY: libc's definition, with valid (or null) sets.
     unsafe { f(how, set, old) }
+}
+
+/// `sigprocmask(2)`: the new mask (without the fault signals, see [`open_faults`]) and the
+/// old one.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int {
+    let f = real!(sigprocmask: fn(c_int, *const sigset_t, *mut sigset_t) -> c_int);
+    // SAFETY: the caller's arguments, to libc's definition.
+    unsafe { set_mask(f, how, set, old) }
 }
 
 /// `pthread_sigmask(3)`, as [`sigprocmask`].
 #[no_mangle]
 pub unsafe extern "C" fn pthread_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int {
-    prepare_one(old, true);
-    // SAFETY: a zeroed sigset_t is valid.
-    let mut copy: sigset_t = unsafe { std::mem::zeroed() };
-    let set = open_faults(set, &mut copy);
     let f = real!(pthread_sigmask: fn(c_int, *const sigset_t, *mut sigset_t) -> c_int);
-    // SAFETY: libc's definition, with valid (or null) sets.
-    unsafe { f(how, set, old) }
+    // SAFETY: the caller's arguments, to libc's definition.
+    unsafe { set_mask(f, how, set, old) }
 }
 
 /// `sigsuspend(2)`: the mask while it waits (handlers run under it) without the fault signals.

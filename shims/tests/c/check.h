@@ -37,6 +37,14 @@
         }                                                                             \
     } while (0)
 
+/* A kernel for the kernel tests: `fill` stores id * 3 + k at out[id], with the launch
+ * arguments it reads (kernel tests link -lunimem and create it themselves). */
+#define FILL_WGSL                                                                                      \
+    "fn fill(id: u32) {\n"                                                                             \
+    "    unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, id * 3u + unimem_arg_u32(2u));\n"       \
+    "}\n"
+struct fill_args { uint32_t *out; uint32_t k, pad; };
+
 /* The unimem API, resolved at run time (null without the shim). */
 static __typeof__(unimem_is_managed) *u_is_managed;
 static __typeof__(unimem_heap_of) *u_heap_of;

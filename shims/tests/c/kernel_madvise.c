@@ -13,16 +13,11 @@
 
 enum { HEAP = 8 << 20, N = HEAP / 4 };
 
-static const char *FILL =
-    "fn fill(id: u32) {\n"
-    "    unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, id * 3u + unimem_arg_u32(2u));\n"
-    "}\n";
-struct args { uint32_t *out; uint32_t k, pad; };
 
 static unimem_kernel *k;
 
 static void launch_fill(uint32_t *out, uint32_t n, uint32_t add) {
-    struct args a = {out, add, 0};
+    struct fill_args a = {out, add, 0};
     CHECK(unimem_launch(k, n, &a, sizeof a) == 0, "%s", unimem_last_error());
 }
 
@@ -32,7 +27,7 @@ static void all_zero(const char *p, size_t len, const char *what) {
 }
 
 int main(void) {
-    k = unimem_kernel_create(FILL, "fill");
+    k = unimem_kernel_create(FILL_WGSL, "fill");
     if (!k) kernel_create_failed("kernel_madvise");
     uint32_t *heap;
     CHECK(posix_memalign((void **)&heap, 1 << 16, HEAP) == 0, "posix_memalign");

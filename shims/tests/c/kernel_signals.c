@@ -19,11 +19,6 @@
 
 enum { N = 1 << 18 }; /* 1 MiB of u32: 16 blocks of 64 KiB */
 
-static const char *FILL =
-    "fn fill(id: u32) {\n"
-    "    unimem_store_u32(unimem_arg_ptr(0u) + u64(id) * 4lu, id * 3u + unimem_arg_u32(2u));\n"
-    "}\n";
-struct args { uint32_t *out; uint32_t k, pad; };
 
 static unimem_kernel *k;
 static uint32_t *volatile arr;
@@ -35,7 +30,7 @@ static pid_t main_tid;
 static volatile unsigned long samples, jumps;
 
 static void launch_fill(uint32_t *out, uint32_t add) {
-    struct args a = {out, add, 0};
+    struct fill_args a = {out, add, 0};
     CHECK(unimem_launch(k, N, &a, sizeof a) == 0, "%s", unimem_last_error());
 }
 
@@ -93,7 +88,7 @@ static void on_prof(int sig) {
 
 int main(void) {
     main_tid = gettid();
-    k = unimem_kernel_create(FILL, "fill");
+    k = unimem_kernel_create(FILL_WGSL, "fill");
     if (!k) kernel_create_failed("kernel_signals");
     uint32_t *a = malloc(N * sizeof *a);
     arr = a;
