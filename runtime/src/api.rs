@@ -235,6 +235,18 @@ pub fn discard(p: *const u8, len: usize) -> Result<(), Error> {
     Ok(runtime()?.discard(p as usize, len)?)
 }
 
+/// Finish outstanding runtime work: wait until no launch runs on another thread, then drop
+/// the device copies that CPU writes made stale (`unimem_sync` in C). Never fails and
+/// starts nothing: a no-op before the runtime starts and in the child of a `fork` (no
+/// launch runs there).
+pub fn sync() {
+    if let Some(s) = coherence::space() {
+        // Returns once no launch runs (launches hold the launch side of this lock).
+        drop(s.exclusive());
+        s.reap_stale();
+    }
+}
+
 /// Counters of the running runtime (all zero before it starts).
 pub fn stats() -> Snapshot {
     coherence::space().map(|s| s.stats.snapshot()).unwrap_or_default()

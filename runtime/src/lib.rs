@@ -30,6 +30,6 @@ pub mod options;
 
 /// The shared-virtual-address allocator: everything of `unimem-alloc`.
 pub use unimem_alloc as alloc;
-pub use api::{advise, discard, prefetch, runtime, stats, vulkan_runtime, Advice, Error, Location};
+pub use api::{advise, discard, prefetch, runtime, stats, sync, vulkan_runtime, Advice, Error, Location};
 pub use kernel::{Args, Kernel, KernelOptions, LaunchReport};
 pub use unimem_alloc::{Allocator, HeapKind, InternalScope};

@@ -117,11 +117,7 @@ pub extern "C" fn unimem_discard(p: *mut c_void, len: size_t) -> c_int {
 /// runtime starts and in the child of a `fork` (no launch runs there).
 #[no_mangle]
 pub extern "C" fn unimem_sync() -> c_int {
-    if let Some(s) = unimem_rt::coherence::space() {
-        // Returns once no launch runs (launches hold the launch side of this lock).
-        drop(s.exclusive());
-        s.reap_stale();
-    }
+    unimem_rt::sync();
     0
 }
 

@@ -908,6 +908,48 @@ fn explicit_migrations_on_other_threads_wait_for_a_running_launch() {
     assert!(scratch.iter().filter(|&&b| b == 0).count() >= scratch.len() - 2 * 65536, "discarded whole blocks read as zero");
 }
 
+/// `unimem::sync` waits for a launch running on another thread. In place, the kernel's stores
+/// reach host memory as they happen, so the test sees the launch running before it calls
+/// `sync`, and every result must be there when `sync` returns (before the launching thread
+/// is joined). Migrating, the test cannot tell that the launch started, so `sync` only runs
+/// beside it and the results are checked after the join.
+#[test]
+fn sync_waits_for_a_launch_running_on_another_thread() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
+    let _s = serial();
+    let Some(k) = kernel("sync_waits_for_a_launch_running_on_another_thread", COUNT_SLOWLY, "count_slowly") else { return };
+    let busy = vec![1u32; 1024];
+    let n = 65536u32;
+    let out = vec![0u32; n as usize];
+    let counter = vec![0u32; 1];
+    let returned = AtomicBool::new(false);
+    // SAFETY: u32 and AtomicU32 have one layout; the kernel writes these words while the
+    // test reads them, so they are read as atomics.
+    let seen = unsafe { std::slice::from_raw_parts(out.as_ptr() as *const AtomicU32, out.len()) };
+    std::thread::scope(|s| {
+        let launcher = s.spawn(|| {
+            let r = k.launch(n, &Args::new().ptr(&busy[..]).ptr(&out[..]).ptr(&counter[..]).u32(2000));
+            returned.store(true, Release);
+            r
+        });
+        if !crate::MIGRATING {
+            while !returned.load(Acquire) && seen.iter().all(|w| w.load(Relaxed) == 0) {
+                std::hint::spin_loop();
+            }
+        }
+        unimem::sync();
+        if !crate::MIGRATING {
+            let missing = seen.iter().filter(|w| w.load(Relaxed) == 0).count();
+            assert_eq!(missing, 0, "results missing when sync returned (the launch had started)");
+        }
+        launcher.join().unwrap().unwrap();
+    });
+    assert_eq!(counter[0], n, "every atomic ran once");
+    for (id, &w) in out.iter().enumerate() {
+        assert_eq!(w, id as u32 + 2001, "word {id}");
+    }
+}
+
 /// Launches from several threads at once, two of them sharing one `Kernel`: each is exact
 /// (launches are serialised; each has its own arguments and data).
 #[test]
