@@ -80,6 +80,19 @@ impl Arena {
         p.wrapping_sub(self.base.load(Acquire)) < self.len.load(Relaxed)
     }
 
+    /// `p`'s offset from the reservation's start, if `p` is in either region (null is not).
+    #[inline(always)]
+    pub fn offset_of(&self, p: usize) -> Option<usize> {
+        let rel = p.wrapping_sub(self.base.load(Acquire));
+        (rel < self.len.load(Relaxed)).then_some(rel)
+    }
+
+    /// The reservation's start (0 before initialisation).
+    #[inline(always)]
+    pub fn base(&self) -> usize {
+        self.base.load(Relaxed)
+    }
+
     pub fn managed_range(&self) -> (usize, usize) {
         (self.base.load(Acquire), self.managed_len.load(Relaxed))
     }

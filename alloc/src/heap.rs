@@ -32,7 +32,7 @@
 use crate::arena::{Orphans, ARENA, INTERNAL, MANAGED};
 use crate::lock::Mutex;
 use crate::os;
-use crate::sizeclass::{class_of, CLASSES, MAX_SMALL, NUM_CLASSES, SLICE};
+use crate::sizeclass::{class_of, CLASSES, MAX_SMALL, NUM_CLASSES, SLICE, SLICE_SHIFT};
 use crate::span::{Kind, Span, LIST_CURRENT, LIST_FULL, LIST_NONE, LIST_PARTIAL};
 use core::cell::Cell;
 use core::ptr;
@@ -51,11 +51,17 @@ pub struct ThreadHeap {
 }
 
 // ---------------------------------------------------------------------------------------
-// Thread-local state. Const-initialised with no destructor, so access is a plain TLS load
-// and works at any point of a thread's life, including inside other TLS destructors.
+// Thread-local state. All-zero at thread start, with no destructor, so it works at any point
+// of a thread's life, including inside other TLS destructors.
 
+/// One thread's allocator state. Every field's all-zero value is its initial value (null
+/// heaps, depth 0, false), which the x86-64 storage below relies on.
+#[repr(C)]
 struct Tls {
     heaps: [Cell<*mut ThreadHeap>; 2],
+    /// `heaps[self.region()]`, kept up to date by every change of either (so the allocation
+    /// fast path reads one TLS word).
+    cur: Cell<*mut ThreadHeap>,
     /// Nesting depth of `InternalScope`s.
     depth: Cell<u32>,
     /// Set for threads created while internal: every allocation goes internal.
@@ -63,16 +69,78 @@ struct Tls {
     registered: Cell<bool>,
 }
 
-thread_local! {
-    static TLS: Tls = const {
-        Tls {
-            heaps: [Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())],
-            depth: Cell::new(0),
-            always_internal: Cell::new(false),
-            registered: Cell::new(false),
+/// On x86-64 Linux the state lives in static TLS (the initial-exec model: one load of the
+/// variable's offset, one `%fs`-relative access), which `thread_local!` cannot ask for on
+/// stable Rust: in a shared object (`libunimem.so`) it would use the general-dynamic model,
+/// a call to `__tls_get_addr` on every malloc and free. Static TLS is what the dynamic
+/// linker gives libraries loaded at startup (LD_PRELOAD, direct dependencies) and, from a
+/// reserve, to a few bytes of a library loaded later with dlopen.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod storage {
+    use super::Tls;
+
+    core::arch::global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".p2align 3",
+        ".globl unimem_alloc_tls",
+        ".hidden unimem_alloc_tls",
+        ".type unimem_alloc_tls, @object",
+        ".size unimem_alloc_tls, 32",
+        "unimem_alloc_tls:",
+        ".zero 32",
+        ".popsection",
+    );
+    const _: () = assert!(core::mem::size_of::<Tls>() <= 32 && core::mem::align_of::<Tls>() <= 8);
+
+    /// This thread's state.
+    #[inline(always)]
+    pub(super) fn tls() -> &'static Tls {
+        let p: usize;
+        // SAFETY: the initial-exec sequence for a TLS symbol of this object: `%fs:0` holds
+        // the thread pointer, and the GOT entry the offset of this thread's copy from it.
+        unsafe {
+            core::arch::asm!(
+                "mov {p}, qword ptr fs:[0]",
+                "add {p}, qword ptr [rip + unimem_alloc_tls@GOTTPOFF]",
+                p = out(reg) p,
+                options(pure, readonly, nostack, preserves_flags),
+            );
         }
-    };
+        // SAFETY: 32 zero-initialised, 8-aligned bytes per thread, alive as long as the
+        // thread, and all-zero is a valid `Tls`. `Tls` is not `Sync`, so the reference
+        // cannot leave this thread.
+        unsafe { &*(p as *const Tls) }
+    }
 }
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod storage {
+    use super::Tls;
+    use core::cell::Cell;
+    use core::ptr;
+
+    thread_local! {
+        static TLS: Tls = const {
+            Tls {
+                heaps: [Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())],
+                cur: Cell::new(ptr::null_mut()),
+                depth: Cell::new(0),
+                always_internal: Cell::new(false),
+                registered: Cell::new(false),
+            }
+        };
+    }
+
+    /// This thread's state.
+    #[inline(always)]
+    pub(super) fn tls() -> &'static Tls {
+        // SAFETY: const-initialised without a destructor, the slot lives as long as the
+        // thread; `Tls` is not `Sync`, so the reference cannot leave this thread.
+        TLS.with(|t| unsafe { &*(t as *const Tls) })
+    }
+}
+
+use storage::tls;
 
 impl Tls {
     /// The region this thread allocates in now.
@@ -84,26 +152,38 @@ impl Tls {
             MANAGED
         }
     }
+
+    /// Re-establish `cur`'s invariant after `heaps`, `depth` or `always_internal` changed.
+    #[inline(always)]
+    fn refresh(&self) {
+        self.cur.set(self.heaps[self.region()].get());
+    }
 }
 
 /// The region this thread allocates in now.
 #[inline(always)]
 pub fn current_region() -> usize {
-    TLS.with(Tls::region)
+    tls().region()
 }
 
 pub fn internal_enter() {
-    TLS.with(|t| t.depth.set(t.depth.get() + 1));
+    let t = tls();
+    t.depth.set(t.depth.get() + 1);
+    t.refresh();
 }
 
 /// Leave an internal scope. An exit without a matching enter is ignored (the C API
 /// documents it as a program error; it must not take the process down).
 pub fn internal_exit() {
-    TLS.with(|t| t.depth.set(t.depth.get().saturating_sub(1)));
+    let t = tls();
+    t.depth.set(t.depth.get().saturating_sub(1));
+    t.refresh();
 }
 
 pub fn set_thread_always_internal(on: bool) {
-    TLS.with(|t| t.always_internal.set(on));
+    let t = tls();
+    t.always_internal.set(on);
+    t.refresh();
 }
 
 pub fn is_internal() -> bool {
@@ -159,17 +239,17 @@ fn heap_new(region: usize) -> *mut ThreadHeap {
 }
 
 extern "C" fn thread_exit(_: *mut libc::c_void) {
-    TLS.with(|t| {
-        t.registered.set(false);
-        for r in [MANAGED, INTERNAL] {
-            let h = t.heaps[r].replace(ptr::null_mut());
-            if !h.is_null() {
-                // SAFETY: `h` is this thread's heap; after the replace nobody else can reach
-                // it as an owner.
-                unsafe { abandon(&*h) };
-            }
+    let t = tls();
+    t.registered.set(false);
+    let heaps = [t.heaps[MANAGED].replace(ptr::null_mut()), t.heaps[INTERNAL].replace(ptr::null_mut())];
+    t.refresh();
+    for h in heaps {
+        if !h.is_null() {
+            // SAFETY: `h` is this thread's heap; after the replace (and the refresh of
+            // `cur`) nobody else can reach it as an owner.
+            unsafe { abandon(&*h) };
         }
-    });
+    }
 }
 
 /// Called once when the arena becomes ready (allocation works from here on).
@@ -200,32 +280,32 @@ fn heap_for(region: usize) -> *mut ThreadHeap {
     if !ARENA.ensure_init() {
         return ptr::null_mut();
     }
-    TLS.with(|t| {
-        let h = t.heaps[region].get();
-        if !h.is_null() {
-            return h;
+    let t = tls();
+    let h = t.heaps[region].get();
+    if !h.is_null() {
+        return h;
+    }
+    let h = heap_new(region);
+    if h.is_null() {
+        return h;
+    }
+    t.heaps[region].set(h);
+    t.refresh();
+    if !t.registered.get() {
+        let key = KEY.load(Acquire);
+        if key != usize::MAX {
+            t.registered.set(true);
+            // SAFETY: a valid key; the value only has to be non-null for the destructor
+            // to run (it finds the heaps through TLS).
+            unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, ptr::dangling::<libc::c_void>()) };
         }
-        let h = heap_new(region);
-        if h.is_null() {
-            return h;
-        }
-        t.heaps[region].set(h);
-        if !t.registered.get() {
-            let key = KEY.load(Acquire);
-            if key != usize::MAX {
-                t.registered.set(true);
-                // SAFETY: a valid key; the value only has to be non-null for the destructor
-                // to run (it finds the heaps through TLS).
-                unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, ptr::dangling::<libc::c_void>()) };
-            }
-        }
-        h
-    })
+    }
+    h
 }
 
 #[inline(always)]
 fn my_heap(region: usize) -> *mut ThreadHeap {
-    TLS.with(|t| t.heaps[region & 1].get())
+    tls().heaps[region & 1].get()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -387,7 +467,7 @@ impl ThreadHeap {
             if let Err(idx) = span.collect_remote() {
                 double_free("free", span.start() + idx * span.size.load(Relaxed));
             }
-            if span.free_count.load(Relaxed) > 0 {
+            if span.has_free() {
                 return Some(span);
             }
             self.push(LIST_FULL, span);
@@ -514,38 +594,46 @@ pub fn invalid_pointer(op: &str, p: usize, why: &str, inside: Option<(usize, usi
 /// Allocate `size` bytes (16-aligned) in the heap this thread uses now (one TLS access).
 #[inline(always)]
 pub fn alloc_current(size: usize) -> *mut u8 {
-    let (region, h) = TLS.with(|t| {
-        let r = t.region();
-        (r, t.heaps[r].get())
-    });
-    alloc_with(region, h, size)
+    if size <= MAX_SMALL {
+        let c = class_of(size);
+        let h = tls().cur.get();
+        if !h.is_null() {
+            // SAFETY: the TLS heap is owned by this thread.
+            return unsafe { &*h }.alloc_small(c);
+        }
+        return alloc_small_first(current_region(), c);
+    }
+    alloc_large(current_region(), size, SLICE)
 }
 
 /// Allocate `size` bytes (16-aligned) in `region`. Null on exhaustion.
 #[inline(always)]
 pub fn alloc_in(region: usize, size: usize) -> *mut u8 {
-    alloc_with(region, my_heap(region), size)
-}
-
-#[inline(always)]
-fn alloc_with(region: usize, h: *mut ThreadHeap, size: usize) -> *mut u8 {
     if size <= MAX_SMALL {
         let c = class_of(size);
+        let h = my_heap(region);
         if !h.is_null() {
             // SAFETY: the TLS heap is owned by this thread.
-            let heap = unsafe { &*h };
-            let cur = heap.current[c].load(Relaxed);
-            if !cur.is_null() {
-                // SAFETY: current spans are live spans of this heap.
-                if let Some(p) = unsafe { &*cur }.pop() {
-                    return p as *mut u8;
-                }
-            }
-            return heap.refill(c);
+            return unsafe { &*h }.alloc_small(c);
         }
         return alloc_small_first(region, c);
     }
     alloc_large(region, size, SLICE)
+}
+
+impl ThreadHeap {
+    /// Owner-only: an object of class `c`, from the current span or else the slow path.
+    #[inline(always)]
+    fn alloc_small(&self, c: usize) -> *mut u8 {
+        let cur = self.current[c].load(Relaxed);
+        if !cur.is_null() {
+            // SAFETY: current spans are live spans of this heap.
+            if let Some(p) = unsafe { &*cur }.pop() {
+                return p as *mut u8;
+            }
+        }
+        self.refill(c)
+    }
 }
 
 #[cold]
@@ -647,25 +735,60 @@ pub fn set_free_hook(f: fn(usize, usize)) {
 fn run_free_hook(region: usize, p: usize, size: usize) {
     let f = FREE_HOOK.load(Relaxed);
     if f != 0 && region == MANAGED {
-        // SAFETY: only `set_free_hook` stores non-zero values: valid `fn(usize, usize)`s.
-        let f: fn(usize, usize) = unsafe { core::mem::transmute(f) };
-        f(p, size);
+        call_free_hook(f, p, size);
     }
 }
 
+#[inline(never)]
+fn call_free_hook(f: usize, p: usize, size: usize) {
+    // SAFETY: only `set_free_hook` stores non-zero values: valid `fn(usize, usize)`s.
+    let f: fn(usize, usize) = unsafe { core::mem::transmute(f) };
+    // `free` must not change errno (POSIX), and the hook may make system calls; the
+    // allocator's own paths keep it (see lock.rs), so this is the only place to.
+    let saved = os::errno();
+    f(p, size);
+    os::set_errno(saved);
+}
+
 /// Free `p`, which `owns()` has accepted.
-///
-/// Shaped for the common case, a thread freeing into a span it owns: that path makes no
-/// call but the (tail) call of the free hook, so it needs no saved registers; everything
-/// else is a tail call into an out-of-line function that finishes the job, hook included.
 #[inline(always)]
 pub fn free(op: &str, p: usize) {
-    let Some(first) = ARENA.map_get(ARENA.slice_of(p)) else { not_an_allocation(op, p) };
+    free_at(op, p, p.wrapping_sub(ARENA.base()));
+}
+
+/// Free `p`, which `owns()` has accepted, at offset `rel` from the arena's base.
+///
+/// Shaped for the common case, a thread freeing into a one-slice span it owns: the span's
+/// descriptor is found from `p` alone (a one-slice span's descriptor is its slice's, and
+/// only the first slice of a run has a descriptor of a kind other than `None`), so the
+/// page map is not read; that path makes no call but the (tail) call of the free hook, so
+/// it needs no saved registers; everything else is a tail call into an out-of-line
+/// function that finishes the job, hook included.
+#[inline(always)]
+pub fn free_at(op: &str, p: usize, rel: usize) {
+    let span = ARENA.meta(rel >> SLICE_SHIFT);
+    if span.kind.load(Relaxed) != Kind::Small as u8 {
+        return free_via_map(op, p, rel);
+    }
+    // `p` lies in the span's first slice, and slices are SLICE-aligned.
+    free_small(op, p, span, rel & (SLICE - 1));
+}
+
+/// [`free_at`] when `p`'s slice is not the first of a small span: a later slice of one,
+/// or a large block (or not an allocation at all).
+#[inline(never)]
+fn free_via_map(op: &str, p: usize, rel: usize) {
+    let Some(first) = ARENA.map_get(rel >> SLICE_SHIFT) else { not_an_allocation(op, p) };
     let span: &'static Span = ARENA.meta(first);
     if span.kind.load(Relaxed) != Kind::Small as u8 {
         return free_large_checked(op, p, span);
     }
-    let off = p - span.start();
+    free_small(op, p, span, p - span.start());
+}
+
+/// Free `p`, at offset `off` in small span `span`.
+#[inline(always)]
+fn free_small(op: &str, p: usize, span: &'static Span, off: usize) {
     let idx = span.index_of(off);
     let size = span.size.load(Relaxed);
     if idx * size != off || idx >= span.capacity.load(Relaxed) as usize {
@@ -674,15 +797,15 @@ pub fn free(op: &str, p: usize) {
     let region = span.region.load(Relaxed) as usize & 1;
     let h = my_heap(region);
     if h.is_null() || span.owner.load(Relaxed) != h as *mut u8 {
-        return free_remote(op, span, idx, p, region, size);
+        return free_remote(op, span, idx, p);
     }
-    if !span.free_local(idx) {
+    if !span.free_local(idx, p) {
         double_free(op, p);
     }
     let list = span.list.load(Relaxed);
     if list == LIST_FULL || (list == LIST_PARTIAL && span.is_all_free()) {
         // SAFETY: this thread owns `h`, and `h` owns the span.
-        return free_relist(unsafe { &*h }, span, list, region, p, size);
+        return free_relist(unsafe { &*h }, span, list, p);
     }
     run_free_hook(region, p, size);
 }
@@ -695,11 +818,12 @@ fn free_large_checked(op: &str, p: usize, span: &'static Span) {
     run_free_hook(region, p, len);
 }
 
-/// After a local free: a full span becomes partial; an all-free partial span goes back to
-/// its region. Then the free hook.
+/// After a local free of `p`: a full span becomes partial; an all-free partial span goes
+/// back to its region. Then the free hook.
 #[cold]
 #[inline(never)]
-fn free_relist(heap: &ThreadHeap, span: &Span, list: u8, region: usize, p: usize, size: usize) {
+fn free_relist(heap: &ThreadHeap, span: &Span, list: u8, p: usize) {
+    let (region, size) = (span.region.load(Relaxed) as usize & 1, span.size.load(Relaxed));
     heap.unlink(span);
     if list == LIST_FULL {
         heap.push(LIST_PARTIAL, span);
@@ -709,9 +833,10 @@ fn free_relist(heap: &ThreadHeap, span: &Span, list: u8, region: usize, p: usize
     run_free_hook(region, p, size);
 }
 
-/// A free into a span this thread does not own. Then the free hook.
+/// A free of `p`, object `idx`, into a span this thread does not own. Then the free hook.
 #[inline(never)]
-fn free_remote(op: &str, span: &Span, idx: usize, p: usize, region: usize, size: usize) {
+fn free_remote(op: &str, span: &Span, idx: usize, p: usize) {
+    let (region, size) = (span.region.load(Relaxed) as usize & 1, span.size.load(Relaxed));
     if !span.free_remote(idx) {
         double_free(op, p);
     }

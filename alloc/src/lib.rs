@@ -103,13 +103,19 @@ pub fn alloc_aligned(size: usize, align: usize) -> *mut u8 {
 /// No one may use the block after this call.
 #[inline]
 pub unsafe fn free(p: *mut u8) {
-    if p.is_null() {
-        return;
+    match ARENA.offset_of(p as usize) {
+        Some(rel) => heap::free_at("free", p as usize, rel),
+        None => free_foreign(p),
     }
-    if !ARENA.owns(p as usize) {
+}
+
+/// [`free`] of a pointer outside the arena: null is ignored, anything else aborts.
+#[cold]
+#[inline(never)]
+fn free_foreign(p: *mut u8) {
+    if !p.is_null() {
         heap::invalid_pointer("free", p as usize, "is not an allocation of the unimem heap", None);
     }
-    heap::free("free", p as usize);
 }
 
 /// Resize `p` to `new` bytes keeping its contents (up to the smaller size) and its heap.

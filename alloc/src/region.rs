@@ -371,6 +371,9 @@ impl Region {
                 }
                 Kind::None => panic!("slice {s} starts no run"),
             }
+            for i in s + 1..s + n {
+                assert_eq!(a.meta(i).kind(), Kind::None, "slice {i} inside the run at slice {s} has a live descriptor");
+            }
             s += n;
         }
         assert_eq!(dirty, self.dirty_bytes);

@@ -12,8 +12,14 @@
 //!   diagnostics (double-free detection, `lookup`).
 //! - `remote_bits` (1 = freed by another thread, not yet collected): set by any thread
 //!   with `fetch_or`; the owner moves them into `free_bits` with `swap(0)`.
-//! - An object is *live* iff its bit is clear in both. A set bit in both is impossible
-//!   (the owner checks at collection and reports a double free).
+//! - `hot` (owner-written, read racily by others): 0, or the address of one free object
+//!   whose bits are clear in both bitmaps, the object the owner freed last. The owner's
+//!   next allocation takes it; its next local free enters it in `free_bits` and makes the
+//!   new object hot. So a thread that frees and allocates in turn touches neither bitmap
+//!   and gets the same cache-hot object back.
+//! - An object is *live* iff its bit is clear in both bitmaps and it is not `hot`. A set
+//!   bit in both, or a remote bit on the hot object, is impossible (the owner checks at
+//!   collection and reports a double free).
 //! - `in_pending`: true iff the span is in exactly one heap's pending stack (or being
 //!   pushed). Set by a remote freer with `swap(true)`; cleared only by the thread that
 //!   popped it, *after* reading `next_pending`. Re-initialising a descriptor never
@@ -26,7 +32,9 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, 
 #[repr(u8)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
-    /// Not the first slice of any run (a dormant descriptor).
+    /// Not the first slice of any run (a dormant descriptor). Invariant: a descriptor
+    /// has another kind only at the first slice of a run (the free fast path finds a
+    /// one-slice span's descriptor from the address alone by relying on it).
     None = 0,
     /// Free slices in a region's page heap (protected by the region lock).
     Free = 1,
@@ -58,7 +66,7 @@ pub struct Span {
     pub capacity: AtomicU32,
     pub start: AtomicUsize,
     pub slices: AtomicU32,
-    /// Owner-only: every `free_bits` word below `cursor` is zero.
+    /// Owner-only: every `free_bits` word below `cursor` is zero; always < `BITMAP_WORDS`.
     pub cursor: AtomicU32,
     /// Large: the requested size. Small: the class size.
     pub size: AtomicUsize,
@@ -68,11 +76,14 @@ pub struct Span {
     // ---- small spans
     /// The owning `ThreadHeap`, null when orphaned (its thread exited).
     pub owner: AtomicPtr<u8>,
-    /// Owner-only: number of set bits in `free_bits`.
+    /// Owner-only: number of set bits in `free_bits` (`hot` is not counted).
     pub free_count: AtomicU32,
     /// Owner-only: which owner list the span is on (LIST_*).
     pub list: AtomicU8,
     pub in_pending: AtomicBool,
+    /// Owner-written: 0, or the free object the owner freed last, in neither bitmap (see
+    /// the module comment).
+    pub hot: AtomicUsize,
     pub next_pending: AtomicPtr<Span>,
     /// Owner-only (small spans) or region-lock (free runs): doubly linked list links.
     pub prev: AtomicPtr<Span>,
@@ -118,6 +129,7 @@ impl Span {
         self.owner.store(owner, Relaxed);
         self.free_count.store(c.capacity, Relaxed);
         self.cursor.store(0, Relaxed);
+        self.hot.store(0, Relaxed);
         self.list.store(LIST_NONE, Relaxed);
         self.prev.store(ptr::null_mut(), Relaxed);
         self.next.store(ptr::null_mut(), Relaxed);
@@ -142,52 +154,91 @@ impl Span {
         ((offset as u64 * self.magic.load(Relaxed)) >> crate::sizeclass::MAGIC_SHIFT) as usize
     }
 
-    /// Owner-only: take one free object. `None` when the span has none.
+    /// Owner-only: take one free object (its address). `None` when the span has none.
+    /// Takes `hot` if set, else the lowest free object of the cursor's word.
     #[inline(always)]
     pub fn pop(&self) -> Option<usize> {
+        let hot = self.hot.load(Relaxed);
+        if hot != 0 {
+            self.hot.store(0, Relaxed);
+            return Some(hot);
+        }
+        let w = self.cursor.load(Relaxed) as usize % BITMAP_WORDS; // < BITMAP_WORDS already
+        let bits = self.free_bits[w].load(Relaxed);
+        if bits == 0 {
+            return self.pop_scan(w);
+        }
+        self.free_bits[w].store(bits & (bits - 1), Relaxed);
+        self.free_count.store(self.free_count.load(Relaxed) - 1, Relaxed);
+        let idx = w * 64 + bits.trailing_zeros() as usize;
+        Some(self.start() + idx * self.size.load(Relaxed))
+    }
+
+    /// [`Span::pop`] when the cursor's word `w` is empty: move the cursor to the next word
+    /// with a free object, if the span has one, and take it.
+    #[cold]
+    #[inline(never)]
+    fn pop_scan(&self, mut w: usize) -> Option<usize> {
         if self.free_count.load(Relaxed) == 0 {
             return None;
         }
-        let mut w = self.cursor.load(Relaxed) as usize;
         loop {
-            debug_assert!(w < BITMAP_WORDS, "free_count > 0 but no free bit");
-            let bits = self.free_bits[w].load(Relaxed);
-            if bits != 0 {
-                self.free_bits[w].store(bits & (bits - 1), Relaxed);
-                self.free_count.store(self.free_count.load(Relaxed) - 1, Relaxed);
-                self.cursor.store(w as u32, Relaxed);
-                let idx = w * 64 + bits.trailing_zeros() as usize;
-                return Some(self.start() + idx * self.size.load(Relaxed));
-            }
             w += 1;
+            debug_assert!(w < BITMAP_WORDS, "free_count > 0 but no free bit");
+            if self.free_bits[w].load(Relaxed) != 0 {
+                self.cursor.store(w as u32, Relaxed);
+                return self.pop();
+            }
         }
     }
 
-    /// Owner-only: mark object `idx` free. Returns false if it was already free (a double
-    /// free), leaving the bitmaps unchanged. The remote bitmap (another cache line) is only
-    /// read when remote frees are pending: a remote free sets its bit before `in_pending`,
-    /// and pending bits are collected before `in_pending` can be seen clear by the owner.
+    /// Owner-only: free object `idx`, at address `p`: it becomes `hot`, and the previous
+    /// hot object enters `free_bits`. Returns false if it was already free (a double free),
+    /// leaving the span unchanged. The remote bitmap (another cache line) is only read when
+    /// remote frees are pending: a remote free sets its bit before `in_pending`, and
+    /// pending bits are collected before `in_pending` can be seen clear by the owner.
     #[inline(always)]
-    pub fn free_local(&self, idx: usize) -> bool {
+    pub fn free_local(&self, idx: usize, p: usize) -> bool {
         debug_assert!(idx < MAX_OBJECTS);
         let (w, bit) = ((idx / 64) % BITMAP_WORDS, 1u64 << (idx % 64));
-        let bits = self.free_bits[w].load(Relaxed);
-        if bits & bit != 0 || (self.in_pending.load(Relaxed) && self.remote_bits[w].load(Relaxed) & bit != 0) {
+        let hot = self.hot.load(Relaxed);
+        if hot == p
+            || self.free_bits[w].load(Relaxed) & bit != 0
+            || (self.in_pending.load(Relaxed) && self.remote_bits[w].load(Relaxed) & bit != 0)
+        {
             return false;
         }
-        self.free_bits[w].store(bits | bit, Relaxed);
+        self.hot.store(p, Relaxed);
+        if hot != 0 {
+            self.enter_free(self.index_of(hot - self.start()));
+        }
+        true
+    }
+
+    /// Owner-only: set object `idx`'s bit in `free_bits` (it is free, not hot, and its bit
+    /// is clear).
+    #[inline(always)]
+    fn enter_free(&self, idx: usize) {
+        let (w, bit) = ((idx / 64) % BITMAP_WORDS, 1u64 << (idx % 64));
+        self.free_bits[w].store(self.free_bits[w].load(Relaxed) | bit, Relaxed);
         self.free_count.store(self.free_count.load(Relaxed) + 1, Relaxed);
         if (w as u32) < self.cursor.load(Relaxed) {
             self.cursor.store(w as u32, Relaxed);
         }
-        true
+    }
+
+    /// Racy outside the owner: the index of the hot object, if any.
+    #[inline(always)]
+    fn hot_index(&self) -> Option<usize> {
+        let hot = self.hot.load(Relaxed);
+        (hot != 0).then(|| self.index_of(hot.wrapping_sub(self.start())))
     }
 
     /// Any thread but the owner: record a free of object `idx`. Returns false on a
     /// detected double free (already remote-freed, or free in the owner's view).
     pub fn free_remote(&self, idx: usize) -> bool {
         let (w, bit) = (idx / 64, 1u64 << (idx % 64));
-        if self.free_bits[w].load(Relaxed) & bit != 0 {
+        if self.free_bits[w].load(Relaxed) & bit != 0 || self.hot_index() == Some(idx) {
             return false;
         }
         // Release: the owner's collection (Acquire swap) sees everything this thread
@@ -199,6 +250,7 @@ impl Span {
     /// Owner-only: move remote frees into `free_bits`. Returns the number collected, or
     /// `Err(idx)` naming an object freed twice.
     pub fn collect_remote(&self) -> Result<u32, usize> {
+        let hot = self.hot_index();
         let mut n = 0;
         let mut lowest = u32::MAX;
         for w in 0..BITMAP_WORDS {
@@ -209,6 +261,9 @@ impl Span {
             let f = self.free_bits[w].load(Relaxed);
             if r & f != 0 {
                 return Err(w * 64 + (r & f).trailing_zeros() as usize);
+            }
+            if let Some(h) = hot.filter(|&h| h / 64 == w && r & (1 << (h % 64)) != 0) {
+                return Err(h);
             }
             self.free_bits[w].store(f | r, Relaxed);
             n += r.count_ones();
@@ -226,7 +281,18 @@ impl Span {
     /// Racy view for diagnostics and `lookup`: is object `idx` currently allocated?
     pub fn is_live(&self, idx: usize) -> bool {
         let (w, bit) = (idx / 64, 1u64 << (idx % 64));
-        (self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed)) & bit == 0
+        (self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed)) & bit == 0 && self.hot_index() != Some(idx)
+    }
+
+    /// Racy view: the free objects of bitmap word `w` (a set bit each), `hot` being the
+    /// hot object's index as read once by the caller.
+    #[inline(always)]
+    fn free_word(&self, w: usize, hot: Option<usize>) -> u64 {
+        let bits = self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed);
+        match hot {
+            Some(h) if h / 64 == w => bits | 1 << (h % 64),
+            _ => bits,
+        }
     }
 
     /// Racy view, like [`Span::is_live`]: calls `f(a, b)` for each maximal run `a..b` of
@@ -234,11 +300,12 @@ impl Span {
     pub fn live_runs(&self, lo: usize, hi: usize, mut f: impl FnMut(usize, usize)) {
         // The first object of the run being built, if one is open.
         let mut open: Option<usize> = None;
+        let hot = self.hot_index();
         let mut idx = lo;
         while idx < hi {
             let (w, bit) = (idx / 64, idx % 64);
             let n = (hi - idx).min(64 - bit);
-            let free = self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed);
+            let free = self.free_word(w, hot);
             // Bit k of `live`: object idx + at + k is allocated (for k < n - at).
             let mut live = !(free >> bit);
             let mut at = 0;
@@ -267,12 +334,13 @@ impl Span {
     /// Racy view, like [`Span::is_live`]: is any of the objects `lo..hi` allocated? Tests
     /// 64 objects per bitmap word.
     pub fn any_live(&self, lo: usize, hi: usize) -> bool {
+        let hot = self.hot_index();
         let mut idx = lo;
         while idx < hi {
             let (w, bit) = (idx / 64, idx % 64);
             let n = (hi - idx).min(64 - bit);
             let mask = (u64::MAX >> (64 - n)) << bit;
-            let free = self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed);
+            let free = self.free_word(w, hot);
             if !free & mask != 0 {
                 return true;
             }
@@ -281,7 +349,14 @@ impl Span {
         false
     }
 
+    /// Owner-only: is every object free?
+    #[inline(always)]
     pub fn is_all_free(&self) -> bool {
-        self.free_count.load(Relaxed) == self.capacity.load(Relaxed)
+        self.free_count.load(Relaxed) + (self.hot.load(Relaxed) != 0) as u32 == self.capacity.load(Relaxed)
+    }
+
+    /// Owner-only: is any object free?
+    pub fn has_free(&self) -> bool {
+        self.free_count.load(Relaxed) > 0 || self.hot.load(Relaxed) != 0
     }
 }

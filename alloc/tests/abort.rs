@@ -24,6 +24,18 @@ fn child_case(name: &str) {
                 let a = p as usize;
                 std::thread::spawn(move || ua::free(a as *mut u8)).join().ok();
             }
+            "double_free_behind_hot" => {
+                // `p` is entered in the bitmap when `q`, freed after it, becomes the hot object.
+                let q = ua::alloc(48);
+                ua::free(p);
+                ua::free(q);
+                ua::free(p);
+            }
+            "double_free_remote_then_local" => {
+                let a = p as usize;
+                std::thread::spawn(move || ua::free(a as *mut u8)).join().ok();
+                ua::free(p);
+            }
             "double_free_large" => {
                 ua::free(big);
                 ua::free(big);
@@ -71,7 +83,7 @@ fn addr(addrs: &str, which: usize) -> String {
 
 #[test]
 fn double_frees_abort_naming_the_address() {
-    for case in ["double_free_small", "double_free_cross_thread"] {
+    for case in ["double_free_small", "double_free_cross_thread", "double_free_behind_hot", "double_free_remote_then_local"] {
         let (line, addrs) = run(case);
         assert!(line.contains("double free of") && line.contains(&addr(&addrs, 1)), "{case}: {line}");
     }

@@ -140,6 +140,38 @@ fn for_each_live_reports_exactly_the_live_blocks() {
     unsafe { ua::free(big) };
 }
 
+/// A freed small object is not live in any view, whether it is the last object its thread
+/// freed (kept aside for the next allocation) or was freed earlier; and the next allocation
+/// of its class reuses it, live again.
+#[test]
+fn freed_objects_are_not_live_before_or_after_the_next_free() {
+    let p = ua::alloc(80);
+    let q = ua::alloc(80);
+    let keep = ua::alloc(80);
+    let live = |x: *mut u8| {
+        let lookup = ua::lookup(x).is_some();
+        let any = ua::any_live(x as usize, 80);
+        let mut each = false;
+        ua::for_each_live(x as usize, 80, |b, _| each |= b == x as usize);
+        let mut runs = false;
+        ua::for_each_live_run(x as usize, 80, |b, len| runs |= b <= x as usize && x as usize + 80 <= b + len);
+        assert!(lookup == any && any == each && each == runs, "views disagree on {x:p}: {lookup} {any} {each} {runs}");
+        lookup
+    };
+    assert!(live(p) && live(q) && live(keep));
+    unsafe { ua::free(p) };
+    assert!(!live(p) && live(q), "p freed last");
+    unsafe { ua::free(q) };
+    assert!(!live(p) && !live(q), "p freed before q");
+    let r = ua::alloc(80);
+    assert_eq!(r, q, "the object freed last is reused first");
+    assert!(live(r) && !live(p) && live(keep));
+    unsafe {
+        ua::free(r);
+        ua::free(keep);
+    }
+}
+
 /// `count` objects of 48 B, of which those where `free(index, random)` holds are freed again
 /// (`random` from a xorshift seeded with `seed`). Returns the pointers and which were freed.
 fn holes(count: usize, seed: u64, free: impl Fn(usize, u64) -> bool) -> (Vec<*mut u8>, Vec<bool>) {

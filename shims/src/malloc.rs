@@ -5,7 +5,8 @@
 //! - `errno`: the core returns null without touching `errno`; every null returned here for
 //!   lack of memory (or an absurd size) sets `ENOMEM`. `posix_memalign` reports through its
 //!   return value and leaves `errno` as it was; `free` never changes `errno` (POSIX 2024,
-//!   glibc >= 2.33), although the core's lock slow path can make a failing futex call.
+//!   glibc >= 2.33): the core keeps it around its only calls that can change it (the
+//!   lock's futex calls and the runtime's free hook), off the fast path.
 //! - size arithmetic that can overflow (`calloc`, `reallocarray`, `pvalloc`) is checked
 //!   here and fails with `ENOMEM`, never wraps;
 //! - glibc's choices where C leaves room: `realloc(p, 0)` frees `p` and returns null;
@@ -50,6 +51,15 @@ fn or_enomem(p: *mut u8, size: usize) -> *mut c_void {
 /// `EFAULT` on a block without host access instead of faulting it home.
 #[inline(always)]
 fn fresh(p: *mut u8, size: usize) -> *mut c_void {
+    if unimem_rt::coherence::space().is_none() {
+        return p.cast(); // no block has left the host yet
+    }
+    fresh_with_runtime(p, size)
+}
+
+/// [`fresh`] once the runtime runs (out of line: `malloc`'s fast path saves no registers).
+#[inline(never)]
+fn fresh_with_runtime(p: *mut u8, size: usize) -> *mut c_void {
     unimem_rt::interpose::fresh_allocation(p, size);
     p.cast()
 }
@@ -73,13 +83,9 @@ pub extern "C" fn malloc(size: size_t) -> *mut c_void {
 /// `p` is null or a live block of this allocator that the caller gives up.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if p.is_null() {
-        return;
-    }
-    let saved = os::errno();
-    // SAFETY: the caller's contract; a pointer that is not a live block aborts in the core.
+    // SAFETY: the caller's contract; a pointer that is not a live block aborts in the core,
+    // which also keeps errno as it was.
     unsafe { unimem_alloc::free(p.cast()) };
-    os::set_errno(saved);
 }
 
 #[no_mangle]
