@@ -802,10 +802,9 @@ fn free_small(op: &str, p: usize, span: &'static Span, off: usize) {
     if !span.free_local(idx, p) {
         double_free(op, p);
     }
-    let list = span.list.load(Relaxed);
-    if list == LIST_FULL || (list == LIST_PARTIAL && span.is_all_free()) {
+    if span.list.load(Relaxed) != LIST_CURRENT {
         // SAFETY: this thread owns `h`, and `h` owns the span.
-        return free_relist(unsafe { &*h }, span, list, p);
+        return free_relist(unsafe { &*h }, span, p);
     }
     run_free_hook(region, p, size);
 }
@@ -818,17 +817,21 @@ fn free_large_checked(op: &str, p: usize, span: &'static Span) {
     run_free_hook(region, p, len);
 }
 
-/// After a local free of `p`: a full span becomes partial; an all-free partial span goes
-/// back to its region. Then the free hook.
-#[cold]
+/// After a local free of `p` into a span that is not current: a full span becomes partial;
+/// an all-free partial span goes back to its region. Then the free hook.
 #[inline(never)]
-fn free_relist(heap: &ThreadHeap, span: &Span, list: u8, p: usize) {
+fn free_relist(heap: &ThreadHeap, span: &Span, p: usize) {
     let (region, size) = (span.region.load(Relaxed) as usize & 1, span.size.load(Relaxed));
-    heap.unlink(span);
-    if list == LIST_FULL {
-        heap.push(LIST_PARTIAL, span);
-    } else {
-        heap.release(span);
+    match span.list.load(Relaxed) {
+        LIST_FULL => {
+            heap.unlink(span);
+            heap.push(LIST_PARTIAL, span);
+        }
+        LIST_PARTIAL if span.is_all_free() => {
+            heap.unlink(span);
+            heap.release(span);
+        }
+        _ => {}
     }
     run_free_hook(region, p, size);
 }

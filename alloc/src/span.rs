@@ -84,6 +84,8 @@ pub struct Span {
     /// Owner-written: 0, or the free object the owner freed last, in neither bitmap (see
     /// the module comment).
     pub hot: AtomicUsize,
+    /// Owner-only: the hot object's index (meaningful while `hot` is set).
+    pub hot_idx: AtomicU32,
     pub next_pending: AtomicPtr<Span>,
     /// Owner-only (small spans) or region-lock (free runs): doubly linked list links.
     pub prev: AtomicPtr<Span>,
@@ -210,8 +212,9 @@ impl Span {
         }
         self.hot.store(p, Relaxed);
         if hot != 0 {
-            self.enter_free(self.index_of(hot - self.start()));
+            self.enter_free(self.hot_idx.load(Relaxed) as usize);
         }
+        self.hot_idx.store(idx as u32, Relaxed);
         true
     }
 
