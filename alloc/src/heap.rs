@@ -422,7 +422,15 @@ impl ThreadHeap {
         if !cur.is_null() {
             // SAFETY: current spans are live spans of this heap.
             let span = unsafe { &*cur };
-            if span.collect_remote().unwrap_or_else(|idx| double_free("free", span.start() + idx * span.size.load(Relaxed))) == 0 {
+            // Remote frees announce themselves with `in_pending` (set after their bits, and
+            // the span is then on the pending stack, drained below): without it there is
+            // nothing to collect yet, and a scan of the whole remote bitmap is saved.
+            let collected = if span.in_pending.load(Acquire) {
+                span.collect_remote().unwrap_or_else(|idx| double_free("free", span.start() + idx * span.size.load(Relaxed)))
+            } else {
+                0
+            };
+            if collected == 0 {
                 self.unlink(span);
                 self.push(LIST_FULL, span);
             }
