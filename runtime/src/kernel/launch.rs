@@ -23,9 +23,13 @@
 //!    allocation, ends the launch, naming the lowest failing invocation and its address
 //!    (blocks without live allocations that spill rounds faulted on go on the poison list,
 //!    which their next run checks, reporting the address); the other faulted blocks are
-//!    migrated with a prefetch of the blocks that follow them; once the chunk faults on a
-//!    block it migrated before (evicted), its rounds are *paced* (`pacing.rs`): migrations
-//!    are chosen by invocation, from the blocks each pending one faulted on so far.
+//!    migrated with a prefetch of the blocks that follow them. Migrating, an invocation that
+//!    stopped on a fault is *parked* (`parking.rs`): kept off the id list, by the block it
+//!    waits on, until a round migrates that block (the blocks waited on by the lowest ids
+//!    first), so that a round runs the invocations whose block came and not all those
+//!    pending. Once the chunk faults on a block it migrated before (evicted), its rounds are
+//!    *paced* (`pacing.rs`): migrations are chosen by invocation, from the blocks each
+//!    pending one faulted on so far, and the parked ones return to the list.
 //! 5. Bounded: a kernel error ends the launch. Two consecutive rounds that complete
 //!    no invocation and fault on no new block (invocations evicting each other's blocks)
 //!    switch to *solo* rounds: one invocation at a time (an escalated one first), one block
@@ -53,6 +57,7 @@ use super::compile::{compile_wgsl_checked, CompileError};
 use super::guard;
 use super::objects;
 use super::pacing::{self, Pacer};
+use super::parking::ParkingLot;
 use super::places::{argument_text, outside_heap, past_the_end, word_pair};
 use super::discover;
 use super::prelude::{
@@ -851,6 +856,11 @@ impl Kernel {
         let mut ready = u32::MAX;
         // `run_first`'s room for the entries that wait, kept from round to round.
         let mut waiting: Vec<u32> = Vec::new();
+        // Invocations of unpaced rounds that wait on a block not migrated yet, kept off the
+        // id list (`parking.rs`): never in place (nothing live faults there), empty while the
+        // chunk is paced or solo.
+        let mut lot = ParkingLot::default();
+        let parks = !dev.in_place();
         loop {
             {
                 let a = args.as_mut_slice::<u32>();
@@ -1008,16 +1018,21 @@ impl Kernel {
             // Escalated invocations go to the spill queue.
             let escalated = if escalations > 0 { escalate(ids, alog.as_deref(), round.out_at, &mut pending, &mut spill) } else { 0 };
             let completed = ran - pending - escalated + spilled.done;
+            // The entries of invocations that stopped this round (with a stop address); those
+            // carried over follow them.
+            let stopped = pending;
             if ran < round.count {
                 carry_over(ids, &round, ran, &mut pending);
             }
-            if pending == 0 && spill.is_empty() {
+            if pending == 0 && spill.is_empty() && lot.is_empty() {
                 return Ok(());
             }
             // Launch-wide, for messages.
-            let first_pending = base + if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS] & ID_MASK } else { spill.first().unwrap_or(0) };
+            let first_pending = base
+                + if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS] & ID_MASK } else { lot.first_id().or(spill.first()).unwrap_or(0) };
             if chunk_rounds >= MAX_ROUNDS {
-                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending: pending + spill.len() as u32, invocation: first_pending, rounds: chunk_rounds }.into());
+                let pending = pending + lot.len() as u32 + spill.len() as u32;
+                return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending, invocation: first_pending, rounds: chunk_rounds }.into());
             }
             let progress = completed > 0 || new_blocks > 0 || learned > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0 || spilled.advanced > 0 || lone_advanced;
             if completed > 0 {
@@ -1039,6 +1054,22 @@ impl Kernel {
                 }
             }
             let t = Instant::now();
+            if !lot.is_empty() && (solo || pacer.is_some()) {
+                // Paced and solo rounds take their invocations from the list: the parked ones
+                // return to it, after those pending (paced, with the block each waits on learned,
+                // as its run this round would have taught).
+                let e = IDS_ENTRY_WORDS;
+                let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * e..];
+                let mut at = pending as usize;
+                lot.drain(|id, b| {
+                    list[at * e..][..e].copy_from_slice(&[id, NO_SLOT]);
+                    at += 1;
+                    if let Some(p) = pacer.as_mut() {
+                        p.learn(id, b);
+                    }
+                });
+                pending = at as u32;
+            }
             if solo {
                 // The whole pool is the lone invocation's: the arguments' blocks it does not
                 // use are evicted before the ones it loaded (kept, they could leave it too
@@ -1061,7 +1092,32 @@ impl Kernel {
             } else {
                 dev.touch(pinned);
                 let room = capacity - pinned.len();
-                loaded.extend(self.migrate(space, (room / 2).max(1), PREFETCH_BLOCKS as u32, &mut load)?);
+                let budget = (room / 2).max(1);
+                if parks {
+                    // The invocations that stopped park by their block, and the blocks to load
+                    // are chosen from the lot (`parking.rs`): those spill rounds faulted on
+                    // (no invocation of the list waits on them) first, leaving room for one of
+                    // the lot, then the lot's, of the lowest waiting ids first. Each block
+                    // migrated, prefetched ones included, returns its invocations to the list.
+                    park(ids, &round, stopped, &mut pending, space, &mut lot);
+                    let reserve = usize::from(!lot.is_empty());
+                    let mut want: Vec<u32> = load.iter().copied().filter(|&b| !lot.holds(b)).take(budget - reserve).collect();
+                    let room = budget - want.len();
+                    want.extend(lot.first_blocks(room));
+                    let moved = self.migrate(space, budget, PREFETCH_BLOCKS as u32, &mut want)?;
+                    let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..];
+                    for &b in &moved {
+                        let mut at = pending as usize * IDS_ENTRY_WORDS;
+                        pending += lot.unpark(b, |id| {
+                            list[at..at + IDS_ENTRY_WORDS].copy_from_slice(&[id, NO_SLOT]);
+                            at += IDS_ENTRY_WORDS;
+                        }) as u32;
+                    }
+                    debug_assert!(lot.len() > 1 << 12 || lot.check());
+                    loaded.extend(moved);
+                } else {
+                    loaded.extend(self.migrate(space, budget, PREFETCH_BLOCKS as u32, &mut load)?);
+                }
             }
             report.migrate_time += t.elapsed();
             if pacer.is_none() || solo {
@@ -1403,6 +1459,31 @@ fn escalate(ids: &mut Buffer, alog: Option<&Buffer>, out_at: u32, pending: &mut 
     let moved = *pending - keep as u32;
     *pending = keep as u32;
     moved
+}
+
+/// Parks the invocations of the first `stopped` entries of the output list at `round.out_at`
+/// (this round's faults; escalated entries were moved to the spill queue) in `lot`, by the
+/// block each stopped on, and leaves the list of `pending` entries holding those it could
+/// not park (a stop address outside the heap, which a fault never has; entries carried over,
+/// whose stop address is gone), updating `pending`.
+fn park(ids: &mut Buffer, round: &Round, stopped: u32, pending: &mut u32, space: &Space, lot: &mut ParkingLot) {
+    // The ids of stopped entries that stay (none but for a fault outside the heap).
+    let mut stay: Vec<u32> = Vec::new();
+    lot.park(entries(ids, round, stopped).filter_map(|(first, stop)| {
+        let parked = stop.filter(|s| s.kind == 0 && first & ESCALATE == 0).and_then(|s| Some((s.id, space.block_of(s.address as usize)? as u32)));
+        if parked.is_none() {
+            stay.push(first & ID_MASK);
+        }
+        parked
+    }));
+    let e = IDS_ENTRY_WORDS;
+    let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * e..][..*pending as usize * e];
+    // Those carried over move up behind the ones that stay; neither has a stop address now.
+    list.copy_within(stopped as usize * e.., stay.len() * e);
+    for (k, &id) in stay.iter().enumerate() {
+        list[k * e..][..e].copy_from_slice(&[id, NO_SLOT]);
+    }
+    *pending = (stay.len() + (*pending - stopped) as usize) as u32;
 }
 
 /// Teaches `pacer` the faults of the output list of `pending` entries at `round.out_at`

@@ -12,6 +12,8 @@
 //! - `discover.rs` — before a launch, the blocks reachable from its arguments' data through
 //!   stored pointers (migrating mode's prefetch);
 //! - `pacing.rs` — replay rounds chosen by invocation when the pool is oversubscribed;
+//! - `parking.rs` — unpaced rounds: pending invocations kept off the id list by the block
+//!   they wait on;
 //! - `sites.rs`   — which access or loop of the user's source an invocation stopped at;
 //! - `objects.rs` — the live map: accesses checked against live allocations
 //!   (`UNIMEM_CHECK_OBJECTS`);
@@ -26,6 +28,7 @@ mod guard;
 mod launch;
 mod objects;
 mod pacing;
+mod parking;
 mod places;
 pub mod prelude;
 mod sites;
