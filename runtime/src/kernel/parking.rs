@@ -40,6 +40,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::prelude::NO_BLOCK;
+
 /// The invocations waiting on one block.
 struct Bucket {
     /// Chunk-local ids, in the order they parked; never empty.
@@ -117,16 +119,27 @@ impl ParkingLot {
         bucket.ids.len()
     }
 
-    /// Empties the lot, passing each invocation with the block it waits on to `out`, the
-    /// buckets of the lowest ids first. Returns how many.
+    /// Empties the lot, passing each invocation with the block it waits on to `out`, in the
+    /// order of their ids. Returns how many.
+    ///
+    /// In id order, not bucket by bucket: paced rounds test the readiness of the list's
+    /// first entries, reading the pacer's arrays indexed by id, and in bucket order (ids
+    /// scattered over the chunk by random accesses) each read missed the cache (perf: 74% of
+    /// the rounds' own samples on that load). Random gathers of 64 MiB over a 1 MiB pool
+    /// spent 56 s of the launch migrating and choosing, 25 s before parking and 25 s drained
+    /// in id order.
     pub fn drain(&mut self, mut out: impl FnMut(u32, u32)) -> usize {
         let n = self.parked;
-        for (_, block) in std::mem::take(&mut self.order) {
-            let bucket = self.buckets.remove(&block).expect("order and buckets agree");
-            bucket.ids.iter().for_each(|&id| out(id, block));
+        let end = self.buckets.values().flat_map(|k| k.ids.iter()).max().map_or(0, |&id| id as usize + 1);
+        let mut waits = vec![NO_BLOCK; end];
+        for (block, bucket) in self.buckets.drain() {
+            bucket.ids.iter().for_each(|&id| waits[id as usize] = block);
         }
-        debug_assert!(self.buckets.is_empty());
+        self.order.clear();
         self.parked = 0;
+        for (id, &block) in waits.iter().enumerate().filter(|(_, &b)| b != NO_BLOCK) {
+            out(id as u32, block);
+        }
         n
     }
 
@@ -172,13 +185,10 @@ mod tests {
     #[test]
     fn draining_gives_every_invocation_once() {
         let mut lot = ParkingLot::default();
-        lot.park((0..100).map(|id| (id, id % 7)));
+        lot.park((0..100).rev().map(|id| (id, id % 7)));
         let mut seen = Vec::new();
         assert_eq!(lot.drain(|id, b| seen.push((id, b))), 100);
         assert!(lot.is_empty() && lot.check() && lot.first_id().is_none());
-        // Block 0 (id 0) first, then 1 (id 1), ...
-        assert_eq!(seen[..3], [(0, 0), (7, 0), (14, 0)]);
-        seen.sort_unstable();
-        assert_eq!(seen, (0..100).map(|id| (id, id % 7)).collect::<Vec<_>>());
+        assert_eq!(seen, (0..100).map(|id| (id, id % 7)).collect::<Vec<_>>(), "in id order");
     }
 }
