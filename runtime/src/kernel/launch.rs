@@ -29,7 +29,8 @@
 //!    first), so that a round runs the invocations whose block came and not all those
 //!    pending. Once the chunk faults on a block it migrated before (evicted), its rounds are
 //!    *paced* (`pacing.rs`): migrations are chosen by invocation, from the blocks each
-//!    pending one faulted on so far, and the parked ones return to the list.
+//!    pending one faulted on so far, the parked ones return to the list, and those a paced
+//!    round does not run wait in a host-side backlog instead of the id list.
 //! 5. Bounded: a kernel error ends the launch. Two consecutive rounds that complete
 //!    no invocation and fault on no new block (invocations evicting each other's blocks)
 //!    switch to *solo* rounds: one invocation at a time (an escalated one first), one block
@@ -56,7 +57,7 @@ use super::check;
 use super::compile::{compile_wgsl_checked, CompileError};
 use super::guard;
 use super::objects;
-use super::pacing::{self, Pacer};
+use super::pacing::{self, Backlog, Pacer};
 use super::parking::ParkingLot;
 use super::places::{argument_text, outside_heap, past_the_end, word_pair};
 use super::discover;
@@ -851,11 +852,10 @@ impl Kernel {
         // means it was evicted.
         let mut loaded: HashSet<u32> = HashSet::new();
         let mut pacer: Option<Pacer> = None;
-        // Paced, how many entries at the front of the next round's input list run (the
-        // others are carried over, as in solo rounds); `u32::MAX`: all.
-        let mut ready = u32::MAX;
-        // `run_first`'s room for the entries that wait, kept from round to round.
-        let mut waiting: Vec<u32> = Vec::new();
+        // Paced, the pending invocations that do not run next, in the order of the paced list:
+        // the id list holds only those that run, so that a round does not copy the millions
+        // that wait from one list to the other. Empty unless paced.
+        let mut backlog = Backlog::default();
         // Invocations of unpaced rounds that wait on a block not migrated yet, kept off the
         // id list (`parking.rs`): never in place (nothing live faults there), empty while the
         // chunk is paced or solo.
@@ -891,7 +891,7 @@ impl Kernel {
             let ran = match solo {
                 true if spill.is_empty() => round.count.min(1),
                 true => 0,
-                false => round.count.min(ready),
+                false => round.count,
             };
             // The atomic results the lone ordinary invocation has saved: more after the round is
             // progress (they do not run again), though it needs no new block. Its id is read
@@ -1024,14 +1024,17 @@ impl Kernel {
             if ran < round.count {
                 carry_over(ids, &round, ran, &mut pending);
             }
-            if pending == 0 && spill.is_empty() && lot.is_empty() {
+            if pending == 0 && spill.is_empty() && lot.is_empty() && backlog.is_empty() {
                 return Ok(());
             }
             // Launch-wide, for messages.
             let first_pending = base
-                + if pending > 0 { ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS] & ID_MASK } else { lot.first_id().or(spill.first()).unwrap_or(0) };
+                + match pending {
+                    0 => lot.first_id().or(backlog.front()).or(spill.first()).unwrap_or(0),
+                    _ => ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS] & ID_MASK,
+                };
             if chunk_rounds >= MAX_ROUNDS {
-                let pending = pending + lot.len() as u32 + spill.len() as u32;
+                let pending = pending + (lot.len() + backlog.len() + spill.len()) as u32;
                 return Err(LaunchError::TooManyRounds { kernel: kernel.clone(), pending, invocation: first_pending, rounds: chunk_rounds }.into());
             }
             let progress = completed > 0 || new_blocks > 0 || learned > 0 || new_poison || faults.overflowed > 0 || escalated > 0 || spilled.grew > 0 || spilled.advanced > 0 || lone_advanced;
@@ -1054,21 +1057,22 @@ impl Kernel {
                 }
             }
             let t = Instant::now();
-            if !lot.is_empty() && (solo || pacer.is_some()) {
+            if (solo || pacer.is_some()) && !lot.is_empty() {
                 // Paced and solo rounds take their invocations from the list: the parked ones
                 // return to it, after those pending (paced, with the block each waits on learned,
                 // as its run this round would have taught).
-                let e = IDS_ENTRY_WORDS;
-                let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * e..];
-                let mut at = pending as usize;
+                let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..];
                 lot.drain(|id, b| {
-                    list[at * e..][..e].copy_from_slice(&[id, NO_SLOT]);
-                    at += 1;
+                    put(list, &mut pending, id);
                     if let Some(p) = pacer.as_mut() {
                         p.learn(id, b);
                     }
                 });
-                pending = at as u32;
+            }
+            if solo && !backlog.is_empty() {
+                // Solo rounds take the list's first entry, and carry the others over.
+                let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..];
+                backlog.drain().for_each(|id| put(list, &mut pending, id));
             }
             if solo {
                 // The whole pool is the lone invocation's: the arguments' blocks it does not
@@ -1076,19 +1080,24 @@ impl Kernel {
                 // little room though its blocks fit the pool).
                 self.migrate(space, 1, 0, &mut load)?;
             } else if let Some(p) = &pacer {
+                // The paced list is the output list's entries (those that stopped, and any
+                // carried over), then the backlog: they go to its front, in order.
+                let list = &ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..][..pending as usize * IDS_ENTRY_WORDS];
+                backlog.push_front(list.chunks_exact(IDS_ENTRY_WORDS).map(|e| e[0] & ID_MASK));
                 // The arguments' blocks are not pinned: those the invocations need are in
                 // their histories.
-                let list = &ids.as_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..][..pending as usize * IDS_ENTRY_WORDS];
                 let resident = |b: u32| matches!(space.state(b as usize), CoState::Shared | CoState::Device);
-                let ordinary = list.iter().step_by(IDS_ENTRY_WORDS).map(|&e| e & ID_MASK);
-                let mut choice = p.choose(spill.next_batch().chain(ordinary), resident);
+                let mut choice = p.choose(spill.next_batch().chain(backlog.iter()), resident);
                 dev.touch(&choice.keep);
                 self.migrate(space, capacity, 0, &mut choice.load)?;
-                // Those the choice looked at (the chosen among them) and a margin are tested;
-                // the rest of the list waits as it is.
-                let tested = (pending as usize).min(choice.scanned + pacing::READY_MARGIN);
-                let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..][..tested * IDS_ENTRY_WORDS];
-                ready = run_first(list, &mut waiting, |id| p.ready(id, resident));
+                // Those the choice looked at (the chosen among them) and a margin are tested,
+                // and those ready run (an invocation a block of whose history is not resident
+                // would stop at a fault the runtime knows of, or an earlier one, and teach
+                // nothing); the rest of the list waits as it is.
+                let tested = backlog.len().min(choice.scanned + pacing::READY_MARGIN);
+                let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..];
+                pending = 0;
+                backlog.take_ready(tested, |id| p.ready(id, resident), |id| put(list, &mut pending, id));
             } else {
                 dev.touch(pinned);
                 let room = capacity - pinned.len();
@@ -1107,11 +1116,7 @@ impl Kernel {
                     let moved = self.migrate(space, budget, PREFETCH_BLOCKS as u32, &mut want)?;
                     let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * IDS_ENTRY_WORDS..];
                     for &b in &moved {
-                        let mut at = pending as usize * IDS_ENTRY_WORDS;
-                        pending += lot.unpark(b, |id| {
-                            list[at..at + IDS_ENTRY_WORDS].copy_from_slice(&[id, NO_SLOT]);
-                            at += IDS_ENTRY_WORDS;
-                        }) as u32;
+                        lot.unpark(b, |id| put(list, &mut pending, id));
                     }
                     debug_assert!(lot.len() > 1 << 12 || lot.check());
                     loaded.extend(moved);
@@ -1120,9 +1125,6 @@ impl Kernel {
                 }
             }
             report.migrate_time += t.elapsed();
-            if pacer.is_none() || solo {
-                ready = u32::MAX;
-            }
             let next_out = if round.out_at == lists[0] { lists[1] } else { lists[0] };
             round = Round::normal(pending, round.out_at, next_out, round.out_at, max_steps);
         }
@@ -1407,27 +1409,11 @@ fn carry_over(ids: &mut Buffer, round: &Round, ran: u32, pending: &mut u32) {
     *pending += rest as u32;
 }
 
-/// Reorders a `list` of id-list entries so that those of the invocations `ready` accepts come
-/// first, each side in its order, and returns how many it accepted. `later` is scratch room
-/// (its content is replaced), kept by the caller so that rounds do not allocate it anew. Paced rounds
-/// run only those (the others are carried over): an invocation a block of whose history is
-/// not resident would stop at a fault the runtime knows of, or an earlier one, and teach
-/// nothing. Skipping them saves the dispatch of most pending invocations when the pool holds
-/// a small part of what they need.
-fn run_first(list: &mut [u32], later: &mut Vec<u32>, ready: impl Fn(u32) -> bool) -> u32 {
-    let e = IDS_ENTRY_WORDS;
-    later.clear();
-    let mut front = 0;
-    for i in 0..list.len() / e {
-        if ready(list[i * e] & ID_MASK) {
-            list.copy_within(i * e..(i + 1) * e, front * e);
-            front += 1;
-        } else {
-            later.extend_from_slice(&list[i * e..(i + 1) * e]);
-        }
-    }
-    list[front * e..].copy_from_slice(later);
-    front as u32
+/// Appends the entry of invocation `id` (no stop address) to an id `list` of `pending`
+/// entries.
+fn put(list: &mut [u32], pending: &mut u32, id: u32) {
+    list[*pending as usize * IDS_ENTRY_WORDS..][..IDS_ENTRY_WORDS].copy_from_slice(&[id, NO_SLOT]);
+    *pending += 1;
 }
 
 /// Moves the escalated entries (flag `ESCALATE`) of the output list of `pending` entries at
@@ -1480,10 +1466,9 @@ fn park(ids: &mut Buffer, round: &Round, stopped: u32, pending: &mut u32, space:
     let list = &mut ids.as_mut_slice::<u32>()[round.out_at as usize * e..][..*pending as usize * e];
     // Those carried over move up behind the ones that stay; neither has a stop address now.
     list.copy_within(stopped as usize * e.., stay.len() * e);
-    for (k, &id) in stay.iter().enumerate() {
-        list[k * e..][..e].copy_from_slice(&[id, NO_SLOT]);
-    }
-    *pending = (stay.len() + (*pending - stopped) as usize) as u32;
+    let mut front = 0;
+    stay.iter().for_each(|&id| put(list, &mut front, id));
+    *pending = front + (*pending - stopped);
 }
 
 /// Teaches `pacer` the faults of the output list of `pending` entries at `round.out_at`
@@ -1546,20 +1531,6 @@ mod tests {
         assert_eq!(Args::new().u32(1).pod(&3u64).words(), [1, 0, 3, 0]);
         assert_eq!(Args::new().u32(1).pod(&[2u16, 3]).pod(&4u8).words(), [1, 2 | 3 << 16, 4]);
         assert_eq!(Args::new().u32(1).u32(2).u32(3).pod(&[9u32; 4]).words(), [1, 2, 3, 9, 9, 9, 9]);
-    }
-
-    #[test]
-    fn ready_entries_run_first_in_order() {
-        // Entries (id, slot): ids 5, 2, 8, 3, 6; even ids are ready.
-        let mut list = vec![5, 50, 2, 20, 8, 80, 3, 30, 6, 60];
-        let mut later = vec![99];
-        assert_eq!(run_first(&mut list, &mut later, |id| id % 2 == 0), 3);
-        assert_eq!(list, [2, 20, 8, 80, 6, 60, 5, 50, 3, 30]);
-        // Flags above ID_MASK do not change which invocation an entry is.
-        let mut list = vec![7 | !ID_MASK, 1, 4, 2];
-        assert_eq!(run_first(&mut list, &mut later, |id| id == 7), 1);
-        assert_eq!(list, [7 | !ID_MASK, 1, 4, 2]);
-        assert_eq!(run_first(&mut [], &mut later, |_| true), 0);
     }
 
     #[test]
