@@ -372,24 +372,21 @@ impl ThreadHeap {
 
     /// Collect a pending span's remote frees and file it on the right list.
     fn absorb(&self, span: &Span, keep_empty: &mut u32) {
-        match span.collect_remote() {
-            Ok(0) => {}
-            Ok(_) => {
-                let list = span.list.load(Relaxed);
-                if span.is_all_free() && list != LIST_CURRENT {
-                    if *keep_empty == 0 {
-                        self.unlink(span);
-                        self.release(span);
-                        return;
-                    }
-                    *keep_empty -= 1;
-                }
-                if list == LIST_FULL {
-                    self.unlink(span);
-                    self.push(LIST_PARTIAL, span);
-                }
+        if collect_remote(span) == 0 {
+            return;
+        }
+        let list = span.list.load(Relaxed);
+        if span.is_all_free() && list != LIST_CURRENT {
+            if *keep_empty == 0 {
+                self.unlink(span);
+                self.release(span);
+                return;
             }
-            Err(idx) => double_free("free", span.start() + idx * span.size.load(Relaxed)),
+            *keep_empty -= 1;
+        }
+        if list == LIST_FULL {
+            self.unlink(span);
+            self.push(LIST_PARTIAL, span);
         }
     }
 
@@ -425,12 +422,7 @@ impl ThreadHeap {
             // Remote frees announce themselves with `in_pending` (set after their bits, and
             // the span is then on the pending stack, drained below): without it there is
             // nothing to collect yet, and a scan of the whole remote bitmap is saved.
-            let collected = if span.in_pending.load(Acquire) {
-                span.collect_remote().unwrap_or_else(|idx| double_free("free", span.start() + idx * span.size.load(Relaxed)))
-            } else {
-                0
-            };
-            if collected == 0 {
+            if !span.in_pending.load(Acquire) || collect_remote(span) == 0 {
                 self.unlink(span);
                 self.push(LIST_FULL, span);
             }
@@ -472,9 +464,7 @@ impl ThreadHeap {
             };
             span.owner.store(self as *const _ as *mut u8, Release);
             span.list.store(LIST_NONE, Relaxed);
-            if let Err(idx) = span.collect_remote() {
-                double_free("free", span.start() + idx * span.size.load(Relaxed));
-            }
+            collect_remote(span);
             if span.has_free() {
                 return Some(span);
             }
@@ -499,6 +489,12 @@ impl ThreadHeap {
         drop(region);
         Some(span)
     }
+}
+
+/// Owner-only: [`Span::collect_remote`], aborting on a double free it finds. Returns the
+/// number of objects collected.
+fn collect_remote(span: &Span) -> u32 {
+    span.collect_remote().unwrap_or_else(|idx| double_free("free", span.start() + idx * span.size.load(Relaxed)))
 }
 
 /// Tell a span's owner it has remote frees (if nobody has yet).
@@ -540,9 +536,7 @@ unsafe fn abandon(h: &ThreadHeap) {
                 // SAFETY: owner lists hold this heap's live spans.
                 let span = unsafe { &*cur };
                 cur = if span.list.load(Relaxed) == LIST_CURRENT { ptr::null_mut() } else { span.next.load(Relaxed) };
-                if let Err(idx) = span.collect_remote() {
-                    double_free("free", span.start() + idx * span.size.load(Relaxed));
-                }
+                collect_remote(span);
                 span.list.store(LIST_NONE, Relaxed);
                 if span.is_all_free() {
                     h.release(span);
@@ -602,31 +596,28 @@ pub fn invalid_pointer(op: &str, p: usize, why: &str, inside: Option<(usize, usi
 /// Allocate `size` bytes (16-aligned) in the heap this thread uses now (one TLS access).
 #[inline(always)]
 pub fn alloc_current(size: usize) -> *mut u8 {
-    if size <= MAX_SMALL {
-        let c = class_of(size);
-        let h = tls().cur.get();
-        if !h.is_null() {
-            // SAFETY: the TLS heap is owned by this thread.
-            return unsafe { &*h }.alloc_small(c);
-        }
-        return alloc_small_first(current_region(), c);
-    }
-    alloc_large(current_region(), size, SLICE)
+    alloc_from(tls().cur.get(), size, current_region)
 }
 
 /// Allocate `size` bytes (16-aligned) in `region`. Null on exhaustion.
 #[inline(always)]
 pub fn alloc_in(region: usize, size: usize) -> *mut u8 {
+    alloc_from(my_heap(region), size, || region)
+}
+
+/// Allocate `size` bytes from `h`, this thread's heap of `region()` (null if it has none
+/// yet); `region()` is asked only off the fast path.
+#[inline(always)]
+fn alloc_from(h: *mut ThreadHeap, size: usize, region: impl FnOnce() -> usize) -> *mut u8 {
     if size <= MAX_SMALL {
         let c = class_of(size);
-        let h = my_heap(region);
         if !h.is_null() {
             // SAFETY: the TLS heap is owned by this thread.
             return unsafe { &*h }.alloc_small(c);
         }
-        return alloc_small_first(region, c);
+        return alloc_small_first(region(), c);
     }
-    alloc_large(region, size, SLICE)
+    alloc_large(region(), size, SLICE)
 }
 
 impl ThreadHeap {

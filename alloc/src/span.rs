@@ -96,6 +96,13 @@ pub struct Span {
     pub remote_bits: [AtomicU64; BITMAP_WORDS],
 }
 
+/// Object `idx`'s bitmap word and its bit in it (`idx` < `MAX_OBJECTS`; the modulo only
+/// lets the compiler drop the bounds check).
+#[inline(always)]
+fn word_bit(idx: usize) -> (usize, u64) {
+    ((idx / 64) % BITMAP_WORDS, 1u64 << (idx % 64))
+}
+
 impl Span {
     #[inline(always)]
     pub fn kind(&self) -> Kind {
@@ -202,7 +209,7 @@ impl Span {
     #[inline(always)]
     pub fn free_local(&self, idx: usize, p: usize) -> bool {
         debug_assert!(idx < MAX_OBJECTS);
-        let (w, bit) = ((idx / 64) % BITMAP_WORDS, 1u64 << (idx % 64));
+        let (w, bit) = word_bit(idx);
         let hot = self.hot.load(Relaxed);
         if hot == p
             || self.free_bits[w].load(Relaxed) & bit != 0
@@ -222,7 +229,7 @@ impl Span {
     /// is clear).
     #[inline(always)]
     fn enter_free(&self, idx: usize) {
-        let (w, bit) = ((idx / 64) % BITMAP_WORDS, 1u64 << (idx % 64));
+        let (w, bit) = word_bit(idx);
         self.free_bits[w].store(self.free_bits[w].load(Relaxed) | bit, Relaxed);
         self.free_count.store(self.free_count.load(Relaxed) + 1, Relaxed);
         if (w as u32) < self.cursor.load(Relaxed) {
@@ -240,7 +247,7 @@ impl Span {
     /// Any thread but the owner: record a free of object `idx`. Returns false on a
     /// detected double free (already remote-freed, or free in the owner's view).
     pub fn free_remote(&self, idx: usize) -> bool {
-        let (w, bit) = (idx / 64, 1u64 << (idx % 64));
+        let (w, bit) = word_bit(idx);
         if self.free_bits[w].load(Relaxed) & bit != 0 || self.hot_index() == Some(idx) {
             return false;
         }
@@ -283,7 +290,7 @@ impl Span {
 
     /// Racy view for diagnostics and `lookup`: is object `idx` currently allocated?
     pub fn is_live(&self, idx: usize) -> bool {
-        let (w, bit) = (idx / 64, 1u64 << (idx % 64));
+        let (w, bit) = word_bit(idx);
         (self.free_bits[w].load(Relaxed) | self.remote_bits[w].load(Relaxed)) & bit == 0 && self.hot_index() != Some(idx)
     }
 

@@ -57,7 +57,8 @@ fn fresh(p: *mut u8, size: usize) -> *mut c_void {
     fresh_with_runtime(p, size)
 }
 
-/// [`fresh`] once the runtime runs (out of line: `malloc`'s fast path saves no registers).
+/// [`fresh`] once the runtime runs (out of line, so that without a runtime `malloc` only
+/// tests one pointer).
 #[inline(never)]
 fn fresh_with_runtime(p: *mut u8, size: usize) -> *mut c_void {
     unimem_rt::interpose::fresh_allocation(p, size);
