@@ -81,6 +81,13 @@ pub const IN_PLACE: EnvOption = EnvOption {
     help: "auto | on (kernels read and write host RAM in place; fails without VK_EXT_external_memory_host) | off (blocks migrate into device frames)",
 };
 
+/// `UNIMEM_IN_PLACE_ACCESS`: how in-place kernels reach the heap.
+pub const IN_PLACE_ACCESS: EnvOption = EnvOption {
+    name: "UNIMEM_IN_PLACE_ACCESS",
+    default: "auto: addresses when the device's addresses of imported host memory are the host addresses (lavapipe), else windows",
+    help: "auto | addresses (every access loads at the host address itself, through a physical pointer; no limit on the heap's size; fails where the device's addresses differ) | windows (the heap is bound as storage buffers, one per window, as many as a shader may bind)",
+};
+
 /// `UNIMEM_DISCOVER`: whether a launch walks its arguments' data for pointers to prefetch.
 pub const DISCOVER: EnvOption = EnvOption {
     name: "UNIMEM_DISCOVER",
@@ -119,6 +126,7 @@ pub const ALL: &[EnvOption] = &[
     DEVICE_MEMORY,
     DEVICE_COPY,
     IN_PLACE,
+    IN_PLACE_ACCESS,
     DISCOVER,
     LOOP_GUARD,
     CHECK_OBJECTS,
@@ -136,6 +144,7 @@ pub fn validate(opt: &EnvOption) -> Result<(), String> {
         _ if name == DEVICE_MEMORY.name => device_memory().map(drop),
         _ if name == DEVICE_COPY.name => device_copy().map(drop),
         _ if name == IN_PLACE.name => in_place().map(drop),
+        _ if name == IN_PLACE_ACCESS.name => in_place_access().map(drop),
         _ if name == DISCOVER.name => discover().map(drop),
         _ if name == LOOP_GUARD.name => loop_guard().map(drop),
         _ if name == CHECK_OBJECTS.name => check_objects().map(drop),
@@ -245,6 +254,27 @@ pub fn in_place() -> Result<InPlaceMode, String> {
         &IN_PLACE,
         InPlaceMode::Auto,
         &[(&["auto"], InPlaceMode::Auto), (&["on", "1", "yes"], InPlaceMode::On), (&["off", "0", "no"], InPlaceMode::Off)],
+    )
+}
+
+/// The values of `UNIMEM_IN_PLACE_ACCESS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InPlaceAccess {
+    /// Addresses where the device's addresses of the imported heap are the host's, else
+    /// windows.
+    Auto,
+    /// Always addresses (a launch fails where the device's addresses differ).
+    Addresses,
+    /// Always windows bound as storage buffers.
+    Windows,
+}
+
+/// `UNIMEM_IN_PLACE_ACCESS`, validated.
+pub fn in_place_access() -> Result<InPlaceAccess, String> {
+    choose(
+        &IN_PLACE_ACCESS,
+        InPlaceAccess::Auto,
+        &[(&["auto"], InPlaceAccess::Auto), (&["addresses"], InPlaceAccess::Addresses), (&["windows"], InPlaceAccess::Windows)],
     )
 }
 

@@ -58,7 +58,7 @@ use super::pool::{FrameId, FramePool, Geometry};
 use super::select::HOST_MAPPABLE;
 use super::staging::{Staging, Transfer};
 use crate::coherence::backend::{BackendError, BlockDevice, BlockId};
-use crate::options::{self, CopyMode, InPlaceMode};
+use crate::options::{self, CopyMode, InPlaceAccess, InPlaceMode};
 use crate::InternalScope;
 
 const MIB: u64 = 1 << 20;
@@ -87,6 +87,8 @@ pub struct MigrateConfig {
     pub fault_capacity: u32,
     /// Whether kernels access host memory in place (`resolve_in_place`).
     pub in_place: InPlaceMode,
+    /// In place, how kernels reach the heap ([`VulkanBlockDevice::addressed_heap`]).
+    pub in_place_access: InPlaceAccess,
 }
 
 impl Default for MigrateConfig {
@@ -100,13 +102,14 @@ impl Default for MigrateConfig {
             staging_bytes: 4 * MIB,
             fault_capacity: 4096,
             in_place: InPlaceMode::Auto,
+            in_place_access: InPlaceAccess::Auto,
         }
     }
 }
 
 impl MigrateConfig {
     /// The defaults with `UNIMEM_BLOCK_SIZE`, `UNIMEM_DEVICE_MEMORY`, `UNIMEM_DEVICE_COPY` and
-    /// `UNIMEM_IN_PLACE` applied. An invalid value is a [`DeviceError::Config`] naming the
+    /// `UNIMEM_IN_PLACE` (and `UNIMEM_IN_PLACE_ACCESS`) applied. An invalid value is a [`DeviceError::Config`] naming the
     /// variable.
     pub fn from_env() -> DeviceResult<MigrateConfig> {
         Ok(MigrateConfig {
@@ -114,6 +117,7 @@ impl MigrateConfig {
             pool_bytes: options::device_memory().map_err(DeviceError::Config)?,
             copy: options::device_copy().map_err(DeviceError::Config)?,
             in_place: options::in_place().map_err(DeviceError::Config)?,
+            in_place_access: options::in_place_access().map_err(DeviceError::Config)?,
             ..MigrateConfig::default()
         })
     }
@@ -169,6 +173,14 @@ pub fn resolve_in_place(report: &super::DeviceReport, import: bool, requested: I
     }
 }
 
+/// With `UNIMEM_IN_PLACE_ACCESS=auto`, in-place kernels reach a heap of up to this many
+/// windows through the windows, a larger one at its addresses. An access through an address
+/// pays for its bounds check on the chain of dependent loads, a switch over the windows pays
+/// for every window bound: on lavapipe, a pointer chase of 8M steps took 13.6-14.8 ms with one
+/// window, 15.2-16.4 with two, 18.5 with three (a switch of four), 32 with nine, 111 with
+/// seventeen, and 16.9-17.6 ms at addresses whatever the heap's size (docs/PERFORMANCE.md).
+pub const AUTO_WINDOWS: u64 = 2;
+
 /// The in-place window size: the largest power of two within `max` (the bytes a
 /// storage-buffer binding and one allocation can span), at least a block.
 fn window_bytes(max: u64, block_size: usize) -> DeviceResult<u64> {
@@ -215,6 +227,8 @@ pub struct VulkanBlockDevice {
     /// Held while a dispatch binds them (the launch lock serialises dispatches) and while
     /// they grow.
     windows: Option<Mutex<Windows>>,
+    /// In place, how kernels reach the heap (`UNIMEM_IN_PLACE_ACCESS`).
+    access: InPlaceAccess,
     /// Dropped last: everything above points into these buffers.
     buffers: Mutex<Buffers>,
 }
@@ -387,6 +401,7 @@ impl VulkanBlockDevice {
         };
         Ok(VulkanBlockDevice {
             windows,
+            access: config.in_place_access,
             geometry,
             layout,
             mode,
@@ -434,6 +449,39 @@ impl VulkanBlockDevice {
     /// In-place mode: the bytes of heap each window covers.
     pub fn window_bytes(&self) -> Option<u64> {
         self.windows.as_ref().map(|w| lock(w).window_bytes())
+    }
+
+    /// In-place mode: whether kernels reach the heap at its addresses (through physical
+    /// pointers, `kernel/addresses.rs`) rather than through windows bound as storage buffers:
+    /// `UNIMEM_IN_PLACE_ACCESS`, and with `auto`, whether the committed heap needs more than
+    /// [`AUTO_WINDOWS`] windows and the device's address of every window imported so far is
+    /// the window's host address. `false` in migration mode.
+    pub fn in_place_addressed(&self) -> bool {
+        let Some(w) = &self.windows else { return false };
+        match self.access {
+            InPlaceAccess::Windows => false,
+            InPlaceAccess::Addresses => true,
+            InPlaceAccess::Auto => {
+                let w = lock(w);
+                let big = crate::alloc::managed_committed() as u64 > AUTO_WINDOWS * w.window_bytes();
+                big && w.addressed() == w.covered()
+            }
+        }
+    }
+
+    /// In-place mode with addresses: the bytes of heap, from its start, a dispatch may reach
+    /// through its addresses (imported, device address = host address), from `windows`,
+    /// the guard [`VulkanBlockDevice::windows`] returned. With `UNIMEM_IN_PLACE_ACCESS=addresses`,
+    /// a window whose device address differs is an error.
+    pub fn addressed_bytes(&self, windows: &Windows) -> DeviceResult<usize> {
+        if self.access == InPlaceAccess::Addresses && windows.addressed() < windows.covered() {
+            return Err(DeviceError::Usage(format!(
+                "UNIMEM_IN_PLACE_ACCESS=addresses: {} gives the host memory it imports device addresses other than its host addresses (from offset {:#x} of the heap), so kernels cannot use host pointers as device addresses; set UNIMEM_IN_PLACE_ACCESS=auto or windows",
+                self.device.report().name,
+                windows.addressed()
+            )));
+        }
+        Ok(windows.addressed())
     }
 
     /// In-place mode: imports the managed heap committed so far (`mirror.rs`) and returns

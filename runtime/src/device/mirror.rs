@@ -135,6 +135,9 @@ pub struct Windows {
     buffers: Vec<[Buffer; 2]>,
     /// Bytes from `base` the buffers cover.
     covered: usize,
+    /// Bytes from `base` covered by windows whose device address is their host address, all
+    /// of them from the first on (`<= covered`): what kernels may reach by host address.
+    addressed: usize,
     /// Small buffers bound where a pipeline declares more windows than exist (its count is
     /// rounded up to a power of two) and in the unused atomic-log slot before the windows.
     /// Kernels read them only speculatively and discard what they read.
@@ -145,7 +148,7 @@ impl Windows {
     /// No windows yet, over the heap at `base`, in windows of `window_bytes`.
     pub fn new(base: usize, window_bytes: u64) -> Windows {
         assert!(window_bytes.is_power_of_two(), "window of {window_bytes} bytes");
-        Windows { base, window_bytes, buffers: Vec::new(), covered: 0, spares: Vec::new() }
+        Windows { base, window_bytes, buffers: Vec::new(), covered: 0, addressed: 0, spares: Vec::new() }
     }
 
     /// Bytes per window.
@@ -156,6 +159,13 @@ impl Windows {
     /// Bytes from the heap's start that the windows cover.
     pub fn covered(&self) -> usize {
         self.covered
+    }
+
+    /// Bytes from the heap's start that windows cover whose device addresses equal their
+    /// host addresses, every window from the first on (lavapipe's always do): a kernel may
+    /// use a host pointer below `base + addressed()` as a device address.
+    pub fn addressed(&self) -> usize {
+        self.addressed
     }
 
     /// What a dispatch binds after the argument buffers: `alog` (or a spare when the kernel
@@ -200,6 +210,10 @@ impl Windows {
             let at = (self.base + start) as *mut u8;
             // SAFETY: inside the committed heap (caller's contract), which outlives the buffers.
             let views = unsafe { [device.import_host(at, len)?, device.import_host(at, len)?] };
+            if self.addressed >= start {
+                let same = views.iter().all(|v| v.device_address() == at as u64);
+                self.addressed = if same { start + len } else { start };
+            }
             if k < self.buffers.len() {
                 self.buffers[k] = views;
             } else {

@@ -380,18 +380,20 @@ pub fn compile_wgsl_checked(
             buffer: naga::proc::BoundsCheckPolicy::Restrict,
             ..Default::default()
         },
+        // Debug names in every build: `addresses.rs` finds its placeholders by name (and
+        // release and debug builds hand the driver the same module).
+        flags: naga::back::spv::WriterFlags::DEBUG | naga::back::spv::Options::default().flags,
         ..Default::default()
     };
     let pipeline_options = naga::back::spv::PipelineOptions {
         shader_stage: naga::ShaderStage::Compute,
         entry_point: entry_point.to_owned(),
     };
-    let spirv = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline_options))
-        .map_err(|e| CompileError::Spirv {
-            source_name: source_name.to_owned(),
-            entry_point: entry_point.to_owned(),
-            message: e.to_string(),
-        })?;
+    let spirv_error = |message: String| CompileError::Spirv { source_name: source_name.to_owned(), entry_point: entry_point.to_owned(), message };
+    let mut spirv = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline_options)).map_err(|e| spirv_error(e.to_string()))?;
+    if super::addresses::uses_addresses(source) {
+        spirv = super::addresses::resolve(&spirv).map_err(spirv_error)?;
+    }
 
     Ok(CompiledKernel {
         source_name: source_name.to_owned(),

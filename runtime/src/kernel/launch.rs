@@ -412,8 +412,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// inspection; launches bind only the buffers in use).
 pub fn generated_source(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str) -> String {
     let variant = match dev.in_place() {
-        true => variant_now(dev, MODE_NORMAL).unwrap_or(Variant { mode: MODE_NORMAL, buffers: 1, in_place: true, wide: true, objects: false }),
-        false => Variant { mode: MODE_NORMAL, buffers: dev.geometry().buffers(), in_place: false, wide: false, objects: false },
+        true => variant_now(dev, MODE_NORMAL).unwrap_or(Variant { mode: MODE_NORMAL, buffers: 1, in_place: true, wide: true, addressed: false, objects: false }),
+        false => Variant { mode: MODE_NORMAL, buffers: dev.geometry().buffers(), in_place: false, wide: false, addressed: false, objects: false },
     };
     module_for(dev, space, user, entry, variant)
 }
@@ -426,7 +426,9 @@ fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, v
 
 /// The variant of round mode `mode` to dispatch now: it binds the frame buffers in use, or
 /// in place the windows covering the committed heap, rounded up to a power of two (so a
-/// kernel compiles at most log2(buffers) + 1 variants per mode). Caller holds `LAUNCH`, so no
+/// kernel compiles at most log2(buffers) + 1 variants per mode), or none where in-place
+/// kernels reach the heap at its addresses (`VulkanBlockDevice::in_place_addressed`: one
+/// variant per mode, whatever the heap's size). Caller holds `LAUNCH`, so no
 /// launch makes blocks resident meanwhile; anything else that does may put a frame (or a
 /// mapped block, as the heap grows) beyond the bound, which the kernel then takes for a fault.
 ///
@@ -436,6 +438,9 @@ fn module_for(dev: &VulkanBlockDevice, space: &Space, user: &str, entry: &str, v
 /// windows would not fit with them, and a heap that needs more windows than fit without
 /// them is an error (binding more crashed lavapipe's threads).
 fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Result<Variant, Error> {
+    if dev.in_place_addressed() {
+        return Ok(Variant { mode, buffers: 1, in_place: true, wide: false, addressed: true, objects: false });
+    }
     if let Some(w) = dev.window_bytes() {
         let committed = unimem_alloc::managed_committed();
         let windows = (committed as u64).div_ceil(w).max(1) as usize;
@@ -453,10 +458,10 @@ fn variant_now(dev: &VulkanBlockDevice, mode: u32) -> Result<Variant, Error> {
                 )))
             }
         };
-        return Ok(Variant { mode, buffers: windows.next_power_of_two().min(cap), in_place: true, wide, objects: false });
+        return Ok(Variant { mode, buffers: windows.next_power_of_two().min(cap), in_place: true, wide, addressed: false, objects: false });
     }
     let all = dev.geometry().buffers();
-    Ok(Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all), in_place: false, wide: false, objects: false })
+    Ok(Variant { mode, buffers: dev.buffers_in_use().max(1).next_power_of_two().min(all), in_place: false, wide: false, addressed: false, objects: false })
 }
 
 /// The pipeline of `variant` for `user`'s `entry`, its loops guarded if `loop_guard`
@@ -869,18 +874,26 @@ impl Kernel {
                 list[..poison.len()].copy_from_slice(&poison);
                 ctl.as_mut_slice::<u32>()[CTL_PENDING_COUNT] = 0;
             }
-            // Dispatches the pipeline of `variant` (in place, with the heap's windows, imported
-            // up to what is committed now, after the argument buffers).
+            // Dispatches the pipeline of `variant` (in place, the heap imported up to what is
+            // committed now: with its windows after the argument buffers, or reaching the part
+            // it may by address).
             let mut dispatch = |variant: Variant, round: Round, bufs: [&mut Buffer; 5], alog: Option<&mut Buffer>| -> Result<(), Error> {
                 let pipeline = self.pipeline_of(dev, space, variant, serial)?;
                 let mut windows = dev.windows()?;
                 let mut bufs: Vec<&mut Buffer> = bufs.into_iter().collect();
+                let mut heap = 0u64;
                 match windows.as_deref_mut() {
-                    Some(w) => bufs.extend(w.for_dispatch(dev.device(), variant.buffers, alog)?),
+                    Some(w) => {
+                        if variant.addressed {
+                            heap = dev.addressed_bytes(w)? as u64;
+                        }
+                        let windows = if variant.addressed { 0 } else { variant.buffers };
+                        bufs.extend(w.for_dispatch(dev.device(), windows, alog)?);
+                    }
                     None => bufs.extend(alog),
                 }
                 let t = Instant::now();
-                let round = Round { base, ..round };
+                let round = Round { base, heap_lo: heap as u32, heap_hi: (heap >> 32) as u32, ..round };
                 dev.dispatch(&pipeline, &mut bufs, bytemuck::bytes_of(&round), groups(round.count))?;
                 report.dispatch_time += t.elapsed();
                 Ok(())

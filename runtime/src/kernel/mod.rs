@@ -2,6 +2,8 @@
 //! pointers.
 //!
 //! - `compile.rs` — naga front end, validation, interface reflection, SPIR-V output;
+//! - `addresses.rs` — a SPIR-V pass: in-place accessors that load through physical
+//!   addresses (`PhysicalStorageBuffer` pointers), which WGSL cannot write;
 //! - `check.rs`   — the rules a user kernel follows beyond valid WGSL (signature, no
 //!   resources, barriers or runtime internals of its own);
 //! - `guard.rs`   — a counter in every loop of the user's code, so that no kernel runs for
@@ -21,6 +23,7 @@
 //!   an overrun, a global, another allocator's memory, ...);
 //! - `launch.rs`  — [`Kernel`], [`Args`], the launch protocol and the device-fault replay loop.
 
+mod addresses;
 mod check;
 mod compile;
 mod discover;

@@ -216,6 +216,12 @@ pub struct Round {
     /// log and report inside the prelude uses the chunk-local id (a launch of more than
     /// `launch::CHUNK` invocations runs them in chunks).
     pub base: u32,
+    /// In place with addresses: the bytes of heap, from its start, that the dispatch may
+    /// reach (imported, with device addresses equal to host addresses), low and high word.
+    /// An access beyond is a fault and reads the heap's first word (`IN_PLACE`).
+    pub heap_lo: u32,
+    /// See `heap_lo`.
+    pub heap_hi: u32,
 }
 
 /// Iterations of the loop-budget probe at the end of every invocation (`unimem_flush_log`).
@@ -295,6 +301,10 @@ pub struct Variant {
     /// is one gather instead of two (dropped when the windows would not fit the device's
     /// storage-buffer limit with them: `launch.rs`, `variant_now`).
     pub wide: bool,
+    /// In place: no windows are bound; accessors load and store at the host address itself,
+    /// through a physical pointer (`addresses.rs`), within the bytes the round's `heap_lo`
+    /// and `heap_hi` give. For devices whose addresses of the imported heap are the host's.
+    pub addressed: bool,
     /// Accesses are checked against the live map (`objects.rs`): the kernel's
     /// `UNIMEM_CHECK_OBJECTS` when it was made.
     pub objects: bool,
@@ -351,7 +361,8 @@ pub fn module(
     variant: Variant,
     float64: bool,
 ) -> String {
-    let Variant { mode, buffers: bound, in_place, .. } = variant;
+    let Variant { mode, buffers: bound, in_place, addressed, .. } = variant;
+    let windows = if addressed { 0 } else { bound };
     assert!(bound >= 1 && (in_place || bound <= frame_buffers), "{bound} of {frame_buffers} frame buffers bound");
     let atomics = uses_atomics(user);
     let mut s = String::with_capacity(16 << 10);
@@ -414,7 +425,7 @@ pub fn module(
     let frame_ty = if atomics { "array<atomic<u32>>" } else { "array<u32>" };
     // Frame buffers from binding 3; in place, the heap's windows after the argument buffers.
     let first = 3 + frame_buffers;
-    for i in 0..bound {
+    for i in 0..windows {
         let binding = if in_place { first + WINDOWS_AFTER_FIRST_ARG + i } else { 3 + i };
         let _ = writeln!(s, "@group(0) @binding({binding}) var<storage, read_write> unimem_frames_{i}: {frame_ty};");
         if in_place && variant.wide {
@@ -450,8 +461,17 @@ pub fn module(
         );
     }
     s.push_str(&objects::wgsl(variant.objects, first + LIVE_AFTER_FIRST_ARG));
-    s.push_str(&frame_access(bound, atomics, in_place, variant.wide));
+    match addressed {
+        true => {
+            s.push_str(super::addresses::WGSL);
+            s.push_str(&address_access(atomics));
+        }
+        false => s.push_str(&frame_access(bound, atomics, in_place, variant.wide)),
+    }
     s.push_str(&unrolled());
+    if in_place {
+        s.push_str(if addressed { IN_PLACE_ADDRESSES } else { IN_PLACE_WINDOWS });
+    }
     s.push_str(if in_place { IN_PLACE } else { FRAMES });
     s.push_str(PRELUDE);
     if atomics {
@@ -542,6 +562,35 @@ fn frame_access(bound: usize, atomics: bool, in_place: bool, wide: bool) -> Stri
             "",
         );
         let _ = write!(s, "\nfn unimem_frame_cas(loc: vec2<u32>, c: u32, v: u32) -> u32 {{\n{cas}    return 0u;\n}}\n");
+    }
+    s
+}
+
+/// The functions of [`frame_access`] for an addressed in-place module: a location is the
+/// host address itself, low word first (`IN_PLACE_ADDRESSES`), reached through the
+/// placeholders of `addresses.rs`.
+fn address_access(atomics: bool) -> String {
+    let mut s = String::from(
+        "
+fn unimem_loc_addr(loc: vec2<u32>) -> u64 {
+    return u64(loc.x) | (u64(loc.y) << 32u);
+}
+fn unimem_frame_load(loc: vec2<u32>) -> u32 {
+    return unimem_addr_load32(unimem_loc_addr(loc));
+}
+fn unimem_frame_store(loc: vec2<u32>, v: u32) {
+    unimem_addr_store32(unimem_loc_addr(loc), v);
+}
+fn unimem_frame_load64(loc: vec2<u32>) -> u64 {
+    return unimem_addr_load64(unimem_loc_addr(loc));
+}
+",
+    );
+    if atomics {
+        for op in ["add", "min", "max", "exchange"] {
+            let _ = write!(s, "fn unimem_frame_{op}(loc: vec2<u32>, c: u32, v: u32) -> u32 {{\n    return unimem_addr_{op}(unimem_loc_addr(loc), v);\n}}\n");
+        }
+        s.push_str("fn unimem_frame_cas(loc: vec2<u32>, c: u32, v: u32) -> u32 {\n    return unimem_addr_cas(unimem_loc_addr(loc), c, v);\n}\n");
     }
     s
 }
@@ -654,18 +703,49 @@ fn unimem_commit_word(p: u64, v: u32) {
 
 "#;
 
+/// In place through windows: how far the bound windows reach, and where a word is in them.
+pub const IN_PLACE_WINDOWS: &str = r#"
+// Whether offset off of the heap is in a window this pipeline binds.
+fn unimem_inside(off: u64) -> bool {
+    return (off >> UNIMEM_WINDOW_SHIFT) < u64(UNIMEM_BOUND_BUFFERS);
+}
+
+// Where the word at p (offset off of the heap) is: (window, word). Safe to access outside
+// the bound windows too (!inside): the frame switch's default reads 0 and writes nothing
+// (with one window bound, window 0), and a word beyond a window's end is clamped (naga's
+// Restrict policy). A misaligned p is an error; the word index drops the low bits.
+fn unimem_place(p: u64, off: u64, inside: bool, align: u32) -> vec2<u32> {
+    return vec2<u32>(u32(off >> UNIMEM_WINDOW_SHIFT), (u32(off & 0xfffffffflu) & ((1u << UNIMEM_WINDOW_SHIFT) - 1u)) >> 2u);
+}
+"#;
+
+/// In place through addresses: how far the dispatch may reach (the round's `heap_lo` and
+/// `heap_hi`), and a word's location, its address.
+pub const IN_PLACE_ADDRESSES: &str = r#"
+// Whether offset off of the heap is in the part this dispatch may reach (imported, mapped).
+fn unimem_inside(off: u64) -> bool {
+    return off < (u64(unimem_round.heap_lo) | (u64(unimem_round.heap_hi) << 32u));
+}
+
+// Where the word at p (offset off of the heap) is: its address, low word first; outside
+// the part the dispatch reaches (!inside), the heap's first word. Aligned to the access's
+// size (a misaligned p is an error). A physical load has no bounds check: this is the one.
+fn unimem_place(p: u64, off: u64, inside: bool, align: u32) -> vec2<u32> {
+    let a = select(UNIMEM_BASE, p, inside) & ~u64(align);
+    return vec2<u32>(u32(a & 0xfffffffflu), u32(a >> 32u));
+}
+"#;
+
 /// Translation in place (in-place mode): the in-place map only says whether the block is
-/// mapped.
+/// mapped. After [`IN_PLACE_WINDOWS`] or [`IN_PLACE_ADDRESSES`].
 pub const IN_PLACE: &str = r#"
-// Where the word at p lives: (window, word). Stops the invocation (fault or error) when
+// Where the word at p lives (unimem_place). Stops the invocation (fault or error) when
 // p's block is not mapped in place, or already stopped; callers then discard what they read
 // and do nothing. The location depends on p alone, not on the map, so the data load runs
 // beside the map's load instead of after it (a pointer chase pays one dependent load per
 // step instead of two). Every in-place mapping is writable: no read-only check. Every
-// location is safe to read: a window index beyond the bound ones reads 0 (the frame switch's
-// default; with one window bound, window 0), a word beyond a window's end is clamped (naga's
-// Restrict policy), and the windows are committed heap memory. Counts a step. `align` as in
-// the FRAMES version.
+// location is safe to access (unimem_place), and the heap reached is committed memory.
+// Counts a step. `align` as in the FRAMES version.
 fn unimem_translate(p: u64, write: bool, align: u32) -> vec2<u32> {
     // Branch-free until the one test below (each divergent branch is paid by every lane).
     unimem_steps += 1u;
@@ -674,18 +754,14 @@ fn unimem_translate(p: u64, write: bool, align: u32) -> vec2<u32> {
     let b = select(0u, u32(off >> UNIMEM_BLOCK_SHIFT), in_range);
     let mapped = ((unimem_map_word(b >> 5u) >> (b & 31u)) & 1u) != 0u;
     let kind = unimem_error_kind(p, in_range, false, align, unimem_dead(off, in_range));
-    // A block in a window this pipeline does not bind (the heap grew after the runtime chose
-    // the pipeline) is a fault: the next round binds it.
-    let absent = !mapped || u32(off >> UNIMEM_WINDOW_SHIFT) >= UNIMEM_BOUND_BUFFERS;
+    // A block beyond what the dispatch reaches (the heap grew after the runtime chose the
+    // pipeline or its bounds) is a fault: the next round reaches it.
+    let inside = unimem_inside(off);
+    let absent = !mapped || !inside;
     if ((kind != 0u || absent) && unimem_stop == 0u) {
         unimem_stop_with(kind, p, b);
     }
-    return unimem_window_loc(off);
-}
-
-// The word at offset off of the heap: (window, word).
-fn unimem_window_loc(off: u64) -> vec2<u32> {
-    return vec2<u32>(u32(off >> UNIMEM_WINDOW_SHIFT), (u32(off & 0xfffffffflu) & ((1u << UNIMEM_WINDOW_SHIFT) - 1u)) >> 2u);
+    return unimem_place(p, off, inside, align);
 }
 
 // Whether a load reads memory (else 0), given whether the invocation was running before it.
@@ -701,9 +777,11 @@ fn unimem_set_dirty(loc: vec2<u32>) {
 }
 
 // Writes a logged store to memory (every logged block was mapped when logged, and nothing is
-// unmapped during a round, nor between a spill round and its commit pass).
+// unmapped during a round, nor between a spill round and its commit pass). Never runs: in
+// place nothing is logged (UNIMEM_DIRECT); clamped all the same.
 fn unimem_commit_word(p: u64, v: u32) {
-    unimem_frame_store(unimem_window_loc(p - UNIMEM_BASE), v);
+    let off = p - UNIMEM_BASE;
+    unimem_frame_store(unimem_place(p, off, unimem_inside(off), 3u), v);
 }
 
 "#;
@@ -725,7 +803,7 @@ fn unimem_error_kind(p: u64, in_range: bool, read_only: bool, align: u32, dead: 
 struct UnimemRound {
     count: u32, in_at: u32, out_at: u32, max_steps: u32,
     spill_words: u32, spill_table_at: u32, spill_stores: u32, spare_at: u32, probe: u32,
-    base: u32,
+    base: u32, heap_lo: u32, heap_hi: u32,
 }
 var<immediate> unimem_round: UnimemRound;
 
@@ -1194,7 +1272,7 @@ fn all(id: u32) {
     fn source(user: &str, max_buffer_bytes: u64, mode: u32, bound: Option<usize>) -> String {
         let g = Geometry::new(65536, 1 << 30, max_buffer_bytes, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
-        let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()), in_place: false, wide: false, objects: false };
+        let variant = Variant { mode, buffers: bound.unwrap_or(g.buffers()), in_place: false, wide: false, addressed: false, objects: false };
         module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
     }
 
@@ -1205,7 +1283,7 @@ fn all(id: u32) {
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
         let map = wgsl_in_place_map(layout.blocks, uniform);
         let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{map}", wgsl_constants(&g, &layout));
-        let variant = Variant { mode, buffers: windows, in_place: true, wide: true, objects: false };
+        let variant = Variant { mode, buffers: windows, in_place: true, wide: true, addressed: false, objects: false };
         module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
     }
 
@@ -1233,12 +1311,37 @@ fn all(id: u32) {
     }
 
     #[test]
+    fn at_addresses_no_window_is_bound_in_any_mode() {
+        // The runtime's own bindings only (the argument buffers from 11, the map at 1); every
+        // access through the placeholders that addresses.rs resolves.
+        let g = Geometry::new(65536, 1 << 30, 128 << 20, None).unwrap();
+        let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
+        let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{}", wgsl_constants(&g, &layout), wgsl_in_place_map(layout.blocks, true));
+        for mode in [spill::MODE_NORMAL, spill::MODE_SPILL, MODE_COMMIT] {
+            let variant = Variant { mode, buffers: 1, in_place: true, wide: false, addressed: true, objects: false };
+            let src = module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, ALL, "all", variant, true);
+            assert!(!src.contains("unimem_frames_") && !src.contains("unimem_wide_"), "{src}");
+            assert!(src.contains("unimem_addr_load64(unimem_loc_addr(loc))") && src.contains("unimem_round.heap_hi"), "{src}");
+            let k = compile_wgsl_named("addressed.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
+            assert!(k.bindings.iter().all(|b| b.binding < 3 || (11..=16).contains(&b.binding)), "{:?}", k.bindings);
+            // Resolved: the module converts addresses to pointers (OpConvertUToPtr, opcode 120).
+            let mut at = 5;
+            let mut converts = 0;
+            while at < k.spirv.len() {
+                converts += usize::from(k.spirv[at] & 0xffff == 120);
+                at += (k.spirv[at] >> 16) as usize;
+            }
+            assert_eq!(converts, 8, "every placeholder resolved");
+        }
+    }
+
+    #[test]
     fn without_64_bit_views_a_window_takes_one_binding() {
         // Many windows (a large heap): 64-bit loads read two words; no wide view is declared.
         let g = Geometry::new(65536, 1 << 30, 128 << 20, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
         let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{}", wgsl_constants(&g, &layout), wgsl_in_place_map(layout.blocks, true));
-        let variant = Variant { mode: spill::MODE_NORMAL, buffers: 20, in_place: true, wide: false, objects: true };
+        let variant = Variant { mode: spill::MODE_NORMAL, buffers: 20, in_place: true, wide: false, addressed: false, objects: true };
         let src = module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, ALL, "all", variant, true);
         assert!(!src.contains("unimem_wide_") && src.contains("@binding(36) var<storage, read_write> unimem_frames_19"), "{src}");
         let k = compile_wgsl_named("narrow.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
@@ -1259,7 +1362,7 @@ fn all(id: u32) {
                     false => wgsl_constants(&g, &layout),
                 };
                 for objects in [false, true] {
-                    let variant = Variant { mode, buffers: 1, in_place, wide: in_place, objects };
+                    let variant = Variant { mode, buffers: 1, in_place, wide: in_place, addressed: false, objects };
                     let src = module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, ALL, "all", variant, true);
                     assert_eq!(src.contains("@binding(15) var<storage, read> unimem_live: array<u32>;"), objects);
                     let k = compile_wgsl_named("objects.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));

@@ -1,7 +1,9 @@
 //! The `kernel_launch` cases, shared by the `kernel_launch` (the device's default mode: in
-//! place on devices that share the CPU's memory) and `kernel_launch_migrating` (blocks
-//! migrating into device frames, `UNIMEM_IN_PLACE=off`) test binaries, each setting
-//! `MIGRATING`. Kernels on shared pointers, end to end on the default device: heap data
+//! place on devices that share the CPU's memory, through windows while the heap is small),
+//! `kernel_launch_addresses` (in place at the heap's addresses,
+//! `UNIMEM_IN_PLACE_ACCESS=addresses`) and `kernel_launch_migrating` (blocks migrating into
+//! device frames, `UNIMEM_IN_PLACE=off`) test binaries, each setting `MIGRATING` and
+//! `ACCESS`. Kernels on shared pointers, end to end on the default device: heap data
 //! built with the global allocator is read and written by WGSL kernels through the prelude's
 //! accessors; results are checked on the CPU; bad pointers and runaway loops end the launch
 //! with an error naming kernel, invocation and address, and the runtime stays usable.
@@ -19,6 +21,9 @@ static A: unimem::Allocator = unimem::Allocator;
 
 /// Serialises the tests, in the binary's mode (set before the runtime starts).
 fn serial() -> MutexGuard<'static, ()> {
+    if let Some(access) = crate::ACCESS {
+        std::env::set_var("UNIMEM_IN_PLACE_ACCESS", access);
+    }
     if crate::MIGRATING {
         crate::kernel_common::serial_migrating()
     } else {
@@ -44,9 +49,13 @@ fn a_kernel_reads_and_writes_vecs() {
     let mut dst = vec![0u32; n as usize];
     let r = k.launch(n, &Args::new().ptr(&src[..]).ptr(&dst[..])).unwrap();
     assert!(r.rounds >= 1);
+    let (_, dev) = unimem::vulkan_runtime().unwrap();
     if crate::MIGRATING {
-        let (_, dev) = unimem::vulkan_runtime().unwrap();
         assert!(!dev.in_place() && unimem::stats().bytes_to_device > 0, "this binary migrates");
+    }
+    // In place, the access the binary asks for (a small heap: windows by default).
+    if dev.in_place() {
+        assert_eq!(dev.in_place_addressed(), crate::ACCESS == Some("addresses"), "in place at addresses");
     }
     for i in 0..n as usize {
         assert_eq!(dst[i], src[i] * 2 + 1, "dst[{i}]");

@@ -30,6 +30,7 @@ pub fn config(copy: CopyMode, frames: u32, frames_per_buffer: u32, blocks: u32) 
         fault_capacity: 64,
         // These tests are about frames: blocks migrate.
         in_place: InPlaceMode::Off,
+        ..MigrateConfig::default()
     }
 }
 
