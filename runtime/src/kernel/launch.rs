@@ -614,7 +614,8 @@ impl Kernel {
     }
 
     /// Where site `site` (`sites.rs`) is in the kernel's source, for an error message (empty
-    /// for 0, unknown). Parses the source again: called only to report an error.
+    /// for 0, unknown), with the helper function it is in and where that is called. Parses
+    /// the source again: called only to report an error.
     fn site_text(&self, dev: &VulkanBlockDevice, space: &Space, site: u32) -> String {
         let Some(i) = (site as usize).checked_sub(1) else { return String::new() };
         let user = &self.inner.source;
@@ -624,7 +625,8 @@ impl Kernel {
         if self.inner.loop_guard {
             guard::loops(&mut module, user.len());
         }
-        sites::collect(&mut module, user.len()).get(i).map_or_else(String::new, |&span| sites::describe(user, span))
+        let Some(&span) = sites::collect(&mut module, user.len()).get(i) else { return String::new() };
+        sites::describe(user, span) + &sites::callers(&mut module, user, span, &self.inner.name)
     }
 
     /// True when the kernel's accesses are checked against the allocations live when each

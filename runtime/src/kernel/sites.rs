@@ -130,6 +130,39 @@ pub fn describe(user: &str, span: Span) -> String {
     format!("{} line {line} of its source (`{text}`)", if is_loop { " in the loop at" } else { " at" })
 }
 
+/// For a site at `span` in a function of `module`'s user part other than `entry`: `, in
+/// `fn helper`, called at line N` (lines, when several calls of the user's code call it), so
+/// that an error inside a helper also says where the kernel called it from. Empty for a site
+/// in `entry` or outside the user's part. (`&mut` for `guard::walk` only: nothing changes.)
+pub fn callers(module: &mut Module, user: &str, span: Span, entry: &str) -> String {
+    let Some(at) = span.to_range().filter(|r| r.start < user.len()) else { return String::new() };
+    let (_, users) = sites_and_users(module, user.len());
+    let inside = |h: Handle<naga::Function>| module.functions.get_span(h).to_range().is_some_and(|r| r.start <= at.start && at.end <= r.end);
+    let Some(helper) = users.iter().copied().find(|&h| inside(h)) else { return String::new() };
+    let name = module.functions[helper].name.clone().unwrap_or_default();
+    if name == entry {
+        return String::new();
+    }
+    let mut lines = Vec::new();
+    for h in users {
+        walk(&mut module.functions[h].body, &mut |s, span| {
+            if let (Statement::Call { function, .. }, Some(r)) = (s, span.to_range()) {
+                if *function == helper && r.start < user.len() {
+                    lines.push(user[..r.start].matches('\n').count() + 1);
+                }
+            }
+        });
+    }
+    lines.sort_unstable();
+    lines.dedup();
+    let list: Vec<String> = lines.iter().map(usize::to_string).collect();
+    match list.len() {
+        0 => format!(", in `fn {name}`"),
+        1 => format!(", in `fn {name}`, called at line {}", list[0]),
+        n => format!(", in `fn {name}`, called at lines {} and {}", list[..n - 1].join(", "), list[n - 1]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +238,22 @@ fn unimem_store_u32(p: u64, v: u32) { unimem_stop_site = unimem_site + v; }
         }
         ids.sort();
         assert_eq!(ids, (1..=7).map(|i| (i, Some(i as usize))).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_site_in_a_helper_names_the_helper_and_the_lines_that_call_it() {
+        let source = format!("{USER}{PRELUDE}");
+        let mut module = naga::front::wgsl::parse_str(&source).unwrap();
+        let spans = collect(&mut module, USER.len());
+        assert_eq!(callers(&mut module, USER, spans[0], "entry"), ", in `fn helper`, called at line 10");
+        assert_eq!(callers(&mut module, USER, spans[3], "entry"), "", "a site of the entry itself");
+        // Two callers, one of them another helper.
+        let user = USER.replace("fn entry(id: u32) {", "fn twice(p: u64) -> u32 {\n    return helper(p) * 2u;\n}\nfn entry(id: u32) {\n    let t = twice(0lu);");
+        let source = format!("{user}{PRELUDE}");
+        let mut module = naga::front::wgsl::parse_str(&source).unwrap();
+        let spans = collect(&mut module, user.len());
+        assert_eq!(callers(&mut module, &user, spans[0], "entry"), ", in `fn helper`, called at lines 5 and 14");
+        assert_eq!(callers(&mut module, &user, Span::UNDEFINED, "entry"), "");
     }
 
     #[test]

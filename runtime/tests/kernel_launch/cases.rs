@@ -200,6 +200,11 @@ fn bad_pointers_and_runaway_loops_are_errors_and_the_runtime_stays_usable() {
     assert!(e.contains(&format!("{addr:#x}")) && e.contains("outside unimem's managed heap"), "{e}");
     // The access that stopped it, in the kernel's own source.
     assert!(e.contains(" at line 7 of its source (`unimem_load_u32(p)`)"), "{e}");
+    // The same access in a helper: the message names the helper and where the kernel calls it.
+    let helper = "fn value_at(p: u64) -> u32 {\n    return unimem_load_u32(p);\n}\n\nfn first(id: u32) {\n    unimem_store_u32(unimem_arg_ptr(2u), value_at(unimem_arg_ptr(0u)));\n}\n";
+    let h = kernel(test, helper, "first").unwrap();
+    let e = h.launch(1, &Args::new().raw_ptr(addr).ptr(&out[..])).unwrap_err().to_string();
+    assert!(e.contains(" at line 2 of its source (`unimem_load_u32(p)`), in `fn value_at`, called at line 6"), "{e}");
     // A list whose second node points to freed memory (a whole freed large allocation).
     let big: Vec<u64> = vec![0; 1 << 20];
     let freed = big.as_ptr() as u64 + 4096;
