@@ -263,7 +263,9 @@ impl Args {
     }
     /// Appends a pointer to `r` that the kernel writes through (an output). Same as
     /// [`Args::ptr`], but takes `&mut` so the program states the write: the kernel's stores
-    /// land after the launch returns, like DMA, and the borrow ends with the `Args`.
+    /// are there when the launch returns (launches are synchronous: in place they land in
+    /// the host pages while it runs, migrating they come home when the CPU touches them), and
+    /// the borrow ends with the `Args`.
     pub fn ptr_mut<T: ?Sized>(self, r: &mut T) -> Args {
         self.raw_ptr(r as *mut T as *mut u8 as u64)
     }
