@@ -507,7 +507,8 @@ pub unsafe extern "C" fn bsd_signal(sig: c_int, h: libc::sighandler_t) -> libc::
 }
 
 /// `sysv_signal(3)`: System V semantics, a handler that runs once and does not block its
-/// signal (`SA_RESETHAND | SA_NODEFER`; ours chains to it until it is replaced, though).
+/// signal (`SA_RESETHAND | SA_NODEFER`; ours chains to it once, then the action reads as
+/// `SIG_DFL`, as the kernel would have reset it).
 #[no_mangle]
 pub unsafe extern "C" fn sysv_signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
     if !chains(sig) {

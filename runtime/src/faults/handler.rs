@@ -21,6 +21,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 struct Chained {
     seq: AtomicU32,
     action: UnsafeCell<libc::sigaction>,
+    /// `seq + 1` of the action the handler delivered once with `SA_RESETHAND`, which the
+    /// kernel would have reset to `SIG_DFL` on delivery: that action reads as `SIG_DFL` from
+    /// then on. A new action has another `seq`, so it never reads as fired; `0`: none fired.
+    /// Written by the handler (no lock: it cannot take `INSTALL`), read with the action.
+    fired: AtomicU32,
 }
 
 // SAFETY: `action` is only written under the INSTALL mutex with `seq` odd, and only read by
@@ -70,7 +75,19 @@ fn slot(sig: i32) -> Option<&'static Chained> {
     }
 }
 
-fn chained_action(c: &Chained) -> libc::sigaction {
+/// The action recorded for `c`, as the kernel would have it now (`SIG_DFL` once an
+/// `SA_RESETHAND` action fired), and the sequence number it was read at. Async-signal-safe.
+fn chained_action(c: &Chained) -> (libc::sigaction, u32) {
+    let (a, seq) = recorded_action(c);
+    if c.fired.load(Acquire) == seq.wrapping_add(1) {
+        // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask and no flags.
+        return (unsafe { std::mem::zeroed() }, seq);
+    }
+    (a, seq)
+}
+
+/// The action last written for `c` (seqlock read) and its sequence number.
+fn recorded_action(c: &Chained) -> (libc::sigaction, u32) {
     loop {
         let s1 = c.seq.load(Acquire);
         if s1 & 1 == 1 {
@@ -81,7 +98,7 @@ fn chained_action(c: &Chained) -> libc::sigaction {
         let a = unsafe { std::ptr::read_volatile(c.action.get()) };
         std::sync::atomic::fence(Acquire);
         if c.seq.load(Relaxed) == s1 {
-            return a;
+            return (a, s1);
         }
     }
 }
@@ -142,7 +159,7 @@ pub fn set_chained(sig: i32, act: Option<&libc::sigaction>) -> Option<libc::siga
         return None;
     }
     let _g = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let old = chained_action(c);
+    let (old, _) = chained_action(c);
     if let Some(a) = act {
         write_chained(c, a);
     }
@@ -212,7 +229,7 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
 
 fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let Some(c) = slot(sig) else { return };
-    let prev = chained_action(c);
+    let (prev, seq) = chained_action(c);
     let h = prev.sa_sigaction;
     if h == libc::SIG_DFL || h == libc::SIG_IGN {
         // About to die: if the address is in the managed heap, say what coherence saw.
@@ -256,6 +273,12 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     if prev.sa_flags & libc::SA_NODEFER == 0 {
         // SAFETY: as above.
         unsafe { libc::sigaddset(&mut mask, sig) };
+    }
+    // SA_RESETHAND: the kernel resets the action to SIG_DFL as it delivers the signal, so
+    // the handler runs once and the next fault kills (or finds what the program installed
+    // meanwhile). Only if no new action was recorded since it was read.
+    if prev.sa_flags & libc::SA_RESETHAND != 0 {
+        c.fired.store(seq.wrapping_add(1), Release);
     }
     let ours = set_thread_mask(&without_fault_signals(mask));
     if prev.sa_flags & libc::SA_SIGINFO != 0 {

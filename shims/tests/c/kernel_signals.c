@@ -5,7 +5,8 @@
  * interrupts the main thread's own faults (and siglongjmps out of its loop). A SIGBUS handler
  * set with sigset, sysv_signal, bsd_signal or __sysv_signal is chained as one set with
  * sigaction (glibc sets those past the interposed sigaction). A chained
- * SIGSEGV handler runs with its own sa_mask, not the runtime's. Linked with -lunimem.
+ * SIGSEGV handler runs with its own sa_mask, not the runtime's, and one installed with
+ * SA_RESETHAND runs once: the next genuine fault kills, as without the runtime. Linked with -lunimem.
  * Without a Vulkan device it prints "SKIP" and exits 0, unless UNIMEM_REQUIRE_DEVICE=1. */
 
 #include "check.h"
@@ -15,6 +16,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 enum { N = 1 << 18 }; /* 1 MiB of u32: 16 blocks of 64 KiB */
@@ -71,6 +73,15 @@ static void on_segv(int sig, siginfo_t *si, void *ctx) {
     mask_ok = sigismember(&now, SIGUSR2) == 1 && sigismember(&now, SIGALRM) == 0;
     segv_seen++;
     handler_sum = arr[N / 4];
+    mprotect((void *)((uintptr_t)si->si_addr & ~(uintptr_t)4095), 4096, PROT_READ | PROT_WRITE);
+}
+
+static volatile int once_seen;
+
+static void on_segv_once(int sig, siginfo_t *si, void *ctx) {
+    (void)sig, (void)ctx;
+    once_seen++;
+    handler_sum = arr[N / 5];
     mprotect((void *)((uintptr_t)si->si_addr & ~(uintptr_t)4095), 4096, PROT_READ | PROT_WRITE);
 }
 
@@ -174,6 +185,31 @@ int main(void) {
     CHECK(segv_seen == 1 && guard[7] == 1, "SIGSEGV handler ran %d times", segv_seen);
     CHECK(mask_ok, "the SIGSEGV handler did not run with its own mask");
     CHECK(handler_sum == want(N / 4, 5), "SIGSEGV handler read %lu", (unsigned long)handler_sum);
+
+    /* 4b. With SA_RESETHAND it runs once (it reads device data), the action then reads as
+     * SIG_DFL, and the next genuine fault kills (a child shows it). */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv_once;
+    sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGSEGV, &sa, NULL) == 0, "sigaction");
+    char *guard2 = mmap(NULL, 8192, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    launch_fill(a, 6);
+    guard2[3] = 1;
+    CHECK(once_seen == 1 && guard2[3] == 1, "SA_RESETHAND handler ran %d times", once_seen);
+    CHECK(handler_sum == want(N / 5, 6), "SA_RESETHAND handler read %lu", (unsigned long)handler_sum);
+    struct sigaction now;
+    CHECK(sigaction(SIGSEGV, NULL, &now) == 0 && now.sa_handler == SIG_DFL, "after SA_RESETHAND the action is not SIG_DFL");
+    fflush(stdout);
+    pid_t child = fork();
+    CHECK(child >= 0, "fork");
+    if (child == 0) {
+        guard2[4096 + 3] = 1;
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(child, &status, 0) == child, "waitpid");
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "the second fault did not kill the child (status %#x, handler ran %d times)", status, once_seen);
 
     /* 5. A sampling profiler reads the heap while the main thread faults blocks home, and
      * siglongjmps out of the main thread's loop now and then. */
