@@ -390,6 +390,9 @@ const C_EXPORTS: &[&str] = &[
     "__fxstat64",
     "__fxstatat",
     "__fxstatat64",
+    "ioctl",
+    "fcntl",
+    "fcntl64",
     // Programs, children, waiting (runtime/src/interpose/process.rs).
     "execve",
     "execv",

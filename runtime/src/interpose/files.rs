@@ -1,6 +1,7 @@
 //! Interposed calls on paths and file metadata: the kernel reads a path (a NUL-terminated
 //! string, made host-readable by `prepare_str`) and writes a `struct stat`, a link's
-//! target or the working directory into the caller's buffer. A path or a struct in an old
+//! target or the working directory into the caller's buffer; and calls on descriptors that
+//! pass a struct (`ioctl`, `fcntl`'s locks and owners). A path or a struct in an old
 //! heap block that a kernel moved to the device would otherwise fail with `EFAULT`
 //! (docs/ARCHITECTURE.md, "System calls, fork, free").
 //!
@@ -16,7 +17,7 @@
 //! `wrap!`, whose comment gives the ABI argument; x86-64 and aarch64 only).
 
 use super::{prepare, prepare_one, prepare_str};
-use libc::{c_char, c_int, c_uint, c_void, dev_t, gid_t, mode_t, off64_t, off_t, size_t, ssize_t, timespec, timeval, uid_t};
+use libc::{c_char, c_int, c_uint, c_ulong, c_void, dev_t, gid_t, mode_t, off64_t, off_t, size_t, ssize_t, timespec, timeval, uid_t};
 
 /// A path the kernel reads and a `T` it writes (`stat` and its kin).
 fn path_and_out<T>(path: *const c_char, out: *mut T) {
@@ -261,4 +262,101 @@ wrap! {
     fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int { path_and_out(path, buf) }
     /// `fstatat64` of programs built against glibc before 2.33.
     fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat64, flags: c_int) -> c_int { path_and_out(path, buf) }
+}
+
+/// Bytes made host-accessible for an `ioctl` request that does not encode its argument's size
+/// (the requests older than the `_IOC` encoding: `FIONREAD`, `TCGETS`, `TIOCGWINSZ`, the
+/// socket ones taking a `struct ifreq`, ...): their structs are smaller (`termios` 60 bytes,
+/// `ifreq` 40), so this covers them; the kernel may write all of it.
+pub const IOCTL_UNSIZED_BYTES: usize = 256;
+
+/// What `ioctl` request `request` does to the memory its argument points to: `(bytes, kernel
+/// writes)`. Requests in the `_IOC` encoding (Linux's generic one: 2 direction bits at 30, 14
+/// size bits at 16) say it; `_IOC_READ` is the kernel writing to the caller. Others (the
+/// direction and size bits clear) may read and write up to [`IOCTL_UNSIZED_BYTES`]. An
+/// argument that is a number, not a pointer, is outside the managed heap (or if it is not,
+/// its blocks only come home early).
+pub fn ioctl_extent(request: c_ulong) -> (usize, bool) {
+    let size = ((request >> 16) & 0x3fff) as usize;
+    let dir = (request >> 30) & 3;
+    match (dir, size) {
+        (0, 0) => (IOCTL_UNSIZED_BYTES, true),
+        (_, size) => (size, dir & 2 != 0),
+    }
+}
+
+/// `fcntl` commands the `libc` crate does not name (Linux's `<fcntl.h>`): the owner of a
+/// descriptor's signals as a `struct f_owner_ex` (two ints), and write-lifetime hints (a u64).
+const F_GETOWN_EX: c_int = 16;
+const F_SETOWN_EX: c_int = 15;
+const F_GET_RW_HINT: c_int = 1035;
+const F_SET_RW_HINT: c_int = 1036;
+const F_GET_FILE_RW_HINT: c_int = 1037;
+const F_SET_FILE_RW_HINT: c_int = 1038;
+
+/// The struct a `fcntl` command `cmd` reads or writes through its argument, `(bytes, kernel
+/// writes)`, or `None` for the commands whose argument is a number.
+pub fn fcntl_extent(cmd: c_int) -> Option<(usize, bool)> {
+    match cmd {
+        libc::F_GETLK | libc::F_OFD_GETLK => Some((std::mem::size_of::<libc::flock>(), true)),
+        libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => Some((std::mem::size_of::<libc::flock>(), false)),
+        F_GETOWN_EX => Some((8, true)),
+        F_SETOWN_EX => Some((8, false)),
+        F_GET_RW_HINT | F_GET_FILE_RW_HINT => Some((8, true)),
+        F_SET_RW_HINT | F_SET_FILE_RW_HINT => Some((8, false)),
+        _ => None,
+    }
+}
+
+wrap! {
+    /// `ioctl(2)` (glibc: `int ioctl(int, unsigned long, ...)`): the argument as
+    /// [`ioctl_extent`] says.
+    fn ioctl(fd: c_int, request: c_ulong; arg: *mut c_void) -> c_int {
+        let (len, writes) = ioctl_extent(request);
+        prepare(arg, len, writes)
+    }
+    /// `fcntl(2)`: the struct some commands pass ([`fcntl_extent`]); numbers pass as they are.
+    fn fcntl(fd: c_int, cmd: c_int; arg: *mut c_void) -> c_int {
+        if let Some((len, writes)) = fcntl_extent(cmd) {
+            prepare(arg, len, writes)
+        }
+    }
+    /// `fcntl64`: `fcntl` under `-D_FILE_OFFSET_BITS=64` (glibc 2.28+).
+    fn fcntl64(fd: c_int, cmd: c_int; arg: *mut c_void) -> c_int {
+        if let Some((len, writes)) = fcntl_extent(cmd) {
+            prepare(arg, len, writes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_requests_give_their_arguments_size_and_direction() {
+        // FIONREAD (0x541b) predates the encoding; TIOCGWINSZ too.
+        assert_eq!(ioctl_extent(libc::FIONREAD as c_ulong), (IOCTL_UNSIZED_BYTES, true));
+        assert_eq!(ioctl_extent(libc::TIOCGWINSZ as c_ulong), (IOCTL_UNSIZED_BYTES, true));
+        // _IOR('f', 1, long) (FS_IOC_GETFLAGS): 8 bytes written by the kernel.
+        let getflags: c_ulong = (2 << 30) | (8 << 16) | ((b'f' as c_ulong) << 8) | 1;
+        assert_eq!(ioctl_extent(getflags), (8, true));
+        // _IOW('f', 2, long) (FS_IOC_SETFLAGS): 8 bytes read by the kernel.
+        let setflags: c_ulong = (1 << 30) | (8 << 16) | ((b'f' as c_ulong) << 8) | 2;
+        assert_eq!(ioctl_extent(setflags), (8, false));
+        // _IOWR with a 16 KiB struct (the largest the encoding holds, less one).
+        let wr: c_ulong = (3 << 30) | (0x3fff << 16) | 7;
+        assert_eq!(ioctl_extent(wr), (0x3fff, true));
+    }
+
+    #[test]
+    fn fcntl_commands_with_structs_are_known() {
+        assert_eq!(fcntl_extent(libc::F_GETLK), Some((std::mem::size_of::<libc::flock>(), true)));
+        assert_eq!(fcntl_extent(libc::F_SETLKW), Some((std::mem::size_of::<libc::flock>(), false)));
+        assert_eq!(fcntl_extent(F_GETOWN_EX), Some((8, true)));
+        assert_eq!(fcntl_extent(F_SETOWN_EX), Some((8, false)));
+        for cmd in [libc::F_GETFL, libc::F_SETFL, libc::F_DUPFD_CLOEXEC, libc::F_SETFD, libc::F_GETPIPE_SZ] {
+            assert_eq!(fcntl_extent(cmd), None, "{cmd}");
+        }
+    }
 }

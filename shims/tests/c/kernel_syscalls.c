@@ -29,6 +29,7 @@
 #include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/select.h>
@@ -212,6 +213,17 @@ static void stats(void) {
     TRY(fstatat(AT_FDCWD, file, st, 0), ret == 0 && st->st_size == SIZE);
     TRY(fstatat64(AT_FDCWD, file, st64, 0), ret == 0 && st64->st_size == SIZE);
     TRY(statx(AT_FDCWD, file, 0, STATX_SIZE, stx), ret == 0 && stx->stx_size == SIZE);
+    /* Record locks: the struct flock the kernel reads and writes back. */
+    struct flock *fl = old(sizeof *fl);
+    struct flock64 *fl64 = old(sizeof *fl64);
+    *fl = (struct flock){.l_type = F_RDLCK, .l_whence = SEEK_SET};
+    TRY(fcntl(fd, F_GETLK, fl), ret == 0 && fl->l_type == F_UNLCK);
+    *fl64 = (struct flock64){.l_type = F_RDLCK, .l_whence = SEEK_SET};
+    TRY(fcntl64(fd, F_GETLK64, fl64), ret == 0 && fl64->l_type == F_UNLCK);
+    /* An ioctl whose request encodes its size: _IOR('f', 1, long), the inode flags (a file
+     * system without them says ENOTTY or EOPNOTSUPP, not EFAULT). */
+    long *flags = old(sizeof *flags);
+    TRY(ioctl(fd, _IOR('f', 1, long), flags), ret == 0 || err == ENOTTY || err == EOPNOTSUPP || err == EINVAL);
     TRY(__xstat(STAT_VER, file, st), ret == 0 && st->st_size == SIZE);
     TRY(__xstat64(STAT_VER, file, st64), ret == 0 && st64->st_size == SIZE);
     TRY(__lxstat(STAT_VER, file, st), ret == 0 && st->st_size == SIZE);
@@ -608,6 +620,9 @@ static void waits(void) {
      * share it: the calls below get the descriptors from locals. */
     int rd = fds[0], wr = fds[1];
     CHECK(write(wr, "x", 1) == 1, "write to a pipe");
+    /* An ioctl older than the size encoding: FIONREAD writes an int. */
+    int *avail = old(sizeof *avail);
+    TRY(ioctl(rd, FIONREAD, avail), ret == 0 && *avail == 1);
 
     struct pollfd *p = old(sizeof *p);
     *p = (struct pollfd){.fd = rd, .events = POLLIN};
