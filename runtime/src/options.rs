@@ -84,7 +84,7 @@ pub const IN_PLACE: EnvOption = EnvOption {
 /// `UNIMEM_IN_PLACE_ACCESS`: how in-place kernels reach the heap.
 pub const IN_PLACE_ACCESS: EnvOption = EnvOption {
     name: "UNIMEM_IN_PLACE_ACCESS",
-    default: "auto: addresses when the device's addresses of imported host memory are the host addresses (lavapipe), else windows",
+    default: "auto: windows while the heap needs at most two, then addresses where the device's addresses of imported host memory are the host addresses (lavapipe), else windows",
     help: "auto | addresses (every access loads at the host address itself, through a physical pointer; no limit on the heap's size; fails where the device's addresses differ) | windows (the heap is bound as storage buffers, one per window, as many as a shader may bind)",
 };
 
