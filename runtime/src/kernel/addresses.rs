@@ -174,7 +174,7 @@ pub fn resolve(words: &[u32]) -> Result<Vec<u32>, String> {
             if let Some(&(_, access)) = targets.iter().find(|(id, _)| *id == i[2]) {
                 let ret_ty = i[1];
                 let mut params = Vec::new();
-                while opcode(insts[k + 1]) == Op::FunctionParameter as u32 {
+                while insts.get(k + 1).is_some_and(|i| opcode(i) == Op::FunctionParameter as u32) {
                     k += 1;
                     out.extend_from_slice(insts[k]);
                     params.push(insts[k][2]);
