@@ -194,6 +194,7 @@ impl Arena {
         let managed = round(options::get(options::ARENA_SIZE));
         let internal = round(options::get(options::INTERNAL_HEAP_SIZE));
         let purge = options::get(options::PURGE_THRESHOLD) as usize;
+        let delay_ms = options::get(options::PURGE_DELAY);
         let total = managed + internal;
         let slices = total >> SLICE_SHIFT;
         // Reserve one extra slice to align the base to a slice boundary.
@@ -220,14 +221,15 @@ impl Arena {
         self.len.store(total, Relaxed);
         // SAFETY: initialisation is single-threaded (state INITIALISING excludes others).
         unsafe {
-            self.regions[MANAGED].get_unlocked().init(0, managed >> SLICE_SHIFT, purge);
-            self.regions[INTERNAL].get_unlocked().init(managed >> SLICE_SHIFT, slices, purge);
+            self.regions[MANAGED].get_unlocked().init(0, managed >> SLICE_SHIFT, purge, delay_ms * 1_000_000);
+            self.regions[INTERNAL].get_unlocked().init(managed >> SLICE_SHIFT, slices, purge, delay_ms * 1_000_000);
         }
         self.base.store(base, Release);
         if options::get(options::VERBOSE) != 0 {
             let mut l = os::Line::new();
             l.s("unimem: arena ").hex(base).s(" managed ").dec(managed >> 20).s(" MiB, internal ").dec(internal >> 20);
-            l.s(" MiB, purge threshold ").dec(purge).s(" bytes, slice ").dec(SLICE).print();
+            l.s(" MiB, purge threshold ").dec(purge).s(" bytes, purge delay ").dec(delay_ms as usize);
+            l.s(" ms, slice ").dec(SLICE).print();
         }
         true
     }

@@ -11,6 +11,8 @@ pub enum Kind {
     Bytes,
     /// `0`/`1` (also `false`/`true`, `no`/`yes`, `off`/`on`).
     Bool,
+    /// A duration: decimal milliseconds, no suffix.
+    Millis,
 }
 
 /// One row of the table.
@@ -27,12 +29,13 @@ pub struct Opt {
 pub const ARENA_SIZE: usize = 0;
 pub const INTERNAL_HEAP_SIZE: usize = 1;
 pub const PURGE_THRESHOLD: usize = 2;
-pub const VERBOSE: usize = 3;
+pub const PURGE_DELAY: usize = 3;
+pub const VERBOSE: usize = 4;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
-pub static TABLE: [Opt; 4] = [
+pub static TABLE: [Opt; 5] = [
     Opt {
         name: "UNIMEM_ARENA_SIZE",
         kind: Kind::Bytes,
@@ -55,7 +58,15 @@ pub static TABLE: [Opt; 4] = [
         default: 32 * MIB,
         min: 0,
         max: u64::MAX,
-        doc: "free-but-resident bytes a heap keeps before returning pages to the OS",
+        doc: "free-but-resident bytes a heap keeps however long they stay free",
+    },
+    Opt {
+        name: "UNIMEM_PURGE_DELAY",
+        kind: Kind::Millis,
+        default: 10,
+        min: 0,
+        max: 3_600_000,
+        doc: "milliseconds free memory beyond the purge threshold stays resident before it is returned",
     },
     Opt {
         name: "UNIMEM_VERBOSE",
@@ -75,6 +86,7 @@ pub fn parse(opt: &Opt, text: &[u8]) -> Option<u64> {
             b"0" | b"false" | b"no" | b"off" => 0,
             _ => return None,
         },
+        Kind::Millis => decimal(text)?,
         Kind::Bytes => {
             let (digits, shift) = match text.last()? {
                 b'k' | b'K' => (&text[..text.len() - 1], 10),
@@ -83,23 +95,28 @@ pub fn parse(opt: &Opt, text: &[u8]) -> Option<u64> {
                 b't' | b'T' => (&text[..text.len() - 1], 40),
                 _ => (text, 0),
             };
-            if digits.is_empty() {
-                return None;
-            }
-            let mut n: u64 = 0;
-            for &d in digits {
-                if !d.is_ascii_digit() {
-                    return None;
-                }
-                n = n.checked_mul(10)?.checked_add((d - b'0') as u64)?;
-            }
-            n.checked_mul(1u64 << shift)?
+            decimal(digits)?.checked_mul(1u64 << shift)?
         }
     };
     if v < opt.min || v > opt.max {
         return None;
     }
     Some(v)
+}
+
+/// A non-empty run of decimal digits that fits in a `u64`.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+    }
+    Some(n)
 }
 
 /// The value of option `index`: from the environment if set and valid, else the default.
@@ -117,6 +134,7 @@ pub fn get(index: usize) -> u64 {
                 match opt.kind {
                     Kind::Bool => l.s("0 or 1"),
                     Kind::Bytes => l.s("a byte count like 64G, from ").dec(opt.min as usize).s(" bytes"),
+                    Kind::Millis => l.s("milliseconds, up to ").dec(opt.max as usize),
                 };
                 l.s("); using the default ").dec(opt.default as usize);
                 l.print();
@@ -144,5 +162,10 @@ mod tests {
         let b = &TABLE[VERBOSE];
         assert_eq!(parse(b, b"yes"), Some(1));
         assert_eq!(parse(b, b"2"), None);
+        let d = &TABLE[PURGE_DELAY];
+        assert_eq!(parse(d, b"0"), Some(0));
+        assert_eq!(parse(d, b"250"), Some(250));
+        assert_eq!(parse(d, b"10ms"), None, "no suffix");
+        assert_eq!(parse(d, b"3600001"), None, "above the maximum");
     }
 }

@@ -82,6 +82,27 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Coarse monotonic nanoseconds (vDSO `clock_gettime(CLOCK_MONOTONIC_COARSE)`: the time of
+/// the last timer tick, a memory read without a hardware clock read, a few ns). Behind
+/// [`now_ns`] by up to [`coarse_resolution_ns`]. For the page heap's free-run stamps, read
+/// on every free of a run while the heap holds more free memory than its purge threshold.
+pub fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writing into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The step of [`coarse_now_ns`] (the kernel's tick: 1-10 ms). 10 ms if it cannot be read.
+pub fn coarse_resolution_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writing into a local timespec.
+    if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return 10_000_000;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn errno() -> i32 {
     // SAFETY: __errno_location always returns this thread's errno slot.
     unsafe { *libc::__errno_location() }

@@ -92,9 +92,21 @@ pub struct Span {
     pub next: AtomicPtr<Span>,
     /// Large runs: zero-filled at allocation time (calloc can skip the memset).
     pub zeroed: AtomicBool,
+    /// Free runs with `region::DIRTY` (region lock): from when the run counts as free
+    /// (coarse monotonic ns, `os::coarse_now_ns`, or `u64::MAX` until the region next reads
+    /// the clock; a merged run has its youngest part's), and the links of the region's age
+    /// list, which orders them by it (see `region.rs`, "Purge policy"). These
+    /// three fill the rest of the second cache line, beside the bin links.
+    pub freed_at: AtomicU64,
+    pub age_prev: AtomicPtr<Span>,
+    pub age_next: AtomicPtr<Span>,
     pub free_bits: [AtomicU64; BITMAP_WORDS],
     pub remote_bits: [AtomicU64; BITMAP_WORDS],
 }
+
+// The metadata mapping holds one descriptor per slice of the arena (1152 bytes, 18 cache
+// lines, most of them the two bitmaps). Adding a field must not grow it unnoticed.
+const _: () = assert!(core::mem::size_of::<Span>() == 1152);
 
 /// Object `idx`'s bitmap word and its bit in it (`idx` < `MAX_OBJECTS`; the modulo only
 /// lets the compiler drop the bounds check).

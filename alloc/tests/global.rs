@@ -92,11 +92,11 @@ fn freed_large_blocks_return_pages_to_the_os() {
     let blocks: Vec<Vec<u8>> = (0..40).map(|_| vec![1u8; 4 << 20]).collect();
     let before = rss_bytes();
     drop(blocks);
-    // Frees purge on their own: dirty memory stays within the policy (region.rs
-    // `maybe_purge`): purges to half the threshold (32 MiB by default) at most every 10 ms,
-    // unless dirty memory passes four times it. A loaded machine may free all 40 blocks
-    // within 10 ms of one purge, so the bound is four thresholds plus the block that crossed
-    // it; without purging on free all 160 MiB would be dirty.
+    // Frees purge on their own: dirty memory stays within the policy (region.rs, "Purge
+    // policy"): runs free for longer than the purge delay (10 ms) go back beyond the
+    // threshold (32 MiB by default), and any run beyond four thresholds. The 40 blocks are
+    // usually all freed within the delay, so the bound is four thresholds plus the block
+    // that crossed it; without purging on free all 160 MiB would be dirty.
     let st = ua::stats();
     assert!(st.dirty <= 4 * (32 << 20) + (4 << 20), "dirty {} above four purge thresholds and a block", st.dirty);
     ua::purge();
