@@ -87,7 +87,7 @@ pub struct MigrateConfig {
     pub fault_capacity: u32,
     /// Whether kernels access host memory in place (`resolve_in_place`).
     pub in_place: InPlaceMode,
-    /// In place, how kernels reach the heap ([`VulkanBlockDevice::addressed_heap`]).
+    /// In place, how kernels reach the heap ([`VulkanBlockDevice::in_place_addressed`]).
     pub in_place_access: InPlaceAccess,
 }
 

@@ -46,7 +46,7 @@ pub use error::{DeviceError, DeviceResult, INSTALL_HINT};
 pub use evict::{upload_evicting, EvictionStats};
 pub use instance::{Adapter, Instance, REQUIRED_API, VALIDATION_LAYER};
 pub use logical::{Device, DEFAULT_TIMEOUT};
-pub use migrate::{default_pool_bytes, resolve_copy_mode, MigrateConfig, VulkanBlockDevice, AUTO_WINDOWS};
+pub use migrate::{default_pool_bytes, resolve_copy_mode, MigrateConfig, VulkanBlockDevice};
 pub use mirror::check_import;
 pub use pagetable::{FaultReport, KernelError};
 pub use pipeline::{live_pipelines, pipelines_created, ComputePipeline};

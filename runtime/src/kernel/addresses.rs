@@ -231,9 +231,7 @@ pub fn resolve(words: &[u32]) -> Result<Vec<u32>, String> {
         }
         if k == last_capability {
             out.extend(word(Op::Capability, &[spirv::Capability::PhysicalStorageBufferAddresses as u32]));
-            let mut ext = vec![];
-            ext.extend(string_words("SPV_KHR_physical_storage_buffer"));
-            out.extend(word(Op::Extension, &ext));
+            out.extend(word(Op::Extension, &string_words("SPV_KHR_physical_storage_buffer")));
         }
         k += 1;
     }
@@ -242,6 +240,12 @@ pub fn resolve(words: &[u32]) -> Result<Vec<u32>, String> {
     }
     out[3] = bound;
     Ok(out)
+}
+
+/// How many instructions of `words` (a whole module) have opcode `op`: for tests.
+#[cfg(test)]
+pub(super) fn count_op(words: &[u32], op: Op) -> usize {
+    instructions(words).expect("a well-formed module").iter().filter(|i| opcode(i) == op as u32).count()
 }
 
 #[cfg(test)]
@@ -274,10 +278,9 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
         let before = module();
         let after = resolve(&before).unwrap_or_else(|e| panic!("{e}"));
         let insts = instructions(&after).unwrap();
-        let has = |op: Op| insts.iter().filter(|i| opcode(i) == op as u32).count();
-        assert_eq!(has(Op::ConvertUToPtr), PLACEHOLDERS.len());
+        assert_eq!(count_op(&after, Op::ConvertUToPtr), PLACEHOLDERS.len());
         for op in [Op::AtomicIAdd, Op::AtomicUMin, Op::AtomicUMax, Op::AtomicExchange, Op::AtomicCompareExchange] {
-            assert_eq!(has(op), 1, "{op:?}");
+            assert_eq!(count_op(&after, op), 1, "{op:?}");
         }
         let model = insts.iter().find(|i| opcode(i) == Op::MemoryModel as u32).unwrap();
         assert_eq!(model[1], spirv::AddressingModel::PhysicalStorageBuffer64 as u32);
@@ -291,7 +294,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {{
         assert!(cap < ext && ext < model_at, "{o:?}");
         assert!(after[3] > before[3]);
         // The placeholders' own bodies are gone: the user's part is unchanged in size.
-        assert_eq!(has(Op::Function), instructions(&before).unwrap().iter().filter(|i| opcode(i) == Op::Function as u32).count());
+        assert_eq!(count_op(&after, Op::Function), count_op(&before, Op::Function));
     }
 
     #[test]

@@ -887,13 +887,12 @@ impl Kernel {
                 let mut bufs: Vec<&mut Buffer> = bufs.into_iter().collect();
                 let mut heap = 0u64;
                 match windows.as_deref_mut() {
-                    Some(w) => {
-                        if variant.addressed {
-                            heap = dev.addressed_bytes(w)? as u64;
-                        }
-                        let windows = if variant.addressed { 0 } else { variant.buffers };
-                        bufs.extend(w.for_dispatch(dev.device(), windows, alog)?);
+                    // At addresses: no window bound, the reach in the immediates instead.
+                    Some(w) if variant.addressed => {
+                        heap = dev.addressed_bytes(w)? as u64;
+                        bufs.extend(w.for_dispatch(dev.device(), 0, alog)?);
                     }
+                    Some(w) => bufs.extend(w.for_dispatch(dev.device(), variant.buffers, alog)?),
                     None => bufs.extend(alog),
                 }
                 let t = Instant::now();

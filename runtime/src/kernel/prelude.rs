@@ -1276,15 +1276,19 @@ fn all(id: u32) {
         module(&wgsl_constants(&g, &layout), g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
     }
 
-    /// The in-place module with `windows` windows of 128 MiB over 8 frame buffers.
-    /// With the in-place map `uniform` or not.
-    fn in_place_source(user: &str, mode: u32, windows: usize, uniform: bool) -> String {
+    /// An in-place module of `user` for `variant`: windows of 128 MiB over 8 frame buffers,
+    /// the in-place map `uniform` or not.
+    fn in_place_module(user: &str, variant: Variant, uniform: bool) -> String {
         let g = Geometry::new(65536, 1 << 30, 128 << 20, None).unwrap();
         let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
         let map = wgsl_in_place_map(layout.blocks, uniform);
         let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{map}", wgsl_constants(&g, &layout));
-        let variant = Variant { mode, buffers: windows, in_place: true, wide: true, addressed: false, objects: false };
         module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, user, "all", variant, true)
+    }
+
+    /// The in-place module with `windows` windows and their 64-bit views.
+    fn in_place_source(user: &str, mode: u32, windows: usize, uniform: bool) -> String {
+        in_place_module(user, Variant { mode, buffers: windows, in_place: true, wide: true, addressed: false, objects: false }, uniform)
     }
 
     #[test]
@@ -1314,35 +1318,23 @@ fn all(id: u32) {
     fn at_addresses_no_window_is_bound_in_any_mode() {
         // The runtime's own bindings only (the argument buffers from 11, the map at 1); every
         // access through the placeholders that addresses.rs resolves.
-        let g = Geometry::new(65536, 1 << 30, 128 << 20, None).unwrap();
-        let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
-        let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{}", wgsl_constants(&g, &layout), wgsl_in_place_map(layout.blocks, true));
         for mode in [spill::MODE_NORMAL, spill::MODE_SPILL, MODE_COMMIT] {
             let variant = Variant { mode, buffers: 1, in_place: true, wide: false, addressed: true, objects: false };
-            let src = module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, ALL, "all", variant, true);
+            let src = in_place_module(ALL, variant, true);
             assert!(!src.contains("unimem_frames_") && !src.contains("unimem_wide_"), "{src}");
             assert!(src.contains("unimem_addr_load64(unimem_loc_addr(loc))") && src.contains("unimem_round.heap_hi"), "{src}");
             let k = compile_wgsl_named("addressed.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
             assert!(k.bindings.iter().all(|b| b.binding < 3 || (11..=16).contains(&b.binding)), "{:?}", k.bindings);
-            // Resolved: the module converts addresses to pointers (OpConvertUToPtr, opcode 120).
-            let mut at = 5;
-            let mut converts = 0;
-            while at < k.spirv.len() {
-                converts += usize::from(k.spirv[at] & 0xffff == 120);
-                at += (k.spirv[at] >> 16) as usize;
-            }
-            assert_eq!(converts, 8, "every placeholder resolved");
+            // Resolved: the module converts addresses to pointers.
+            assert_eq!(super::super::addresses::count_op(&k.spirv, spirv::Op::ConvertUToPtr), 8, "every placeholder resolved");
         }
     }
 
     #[test]
     fn without_64_bit_views_a_window_takes_one_binding() {
         // Many windows (a large heap): 64-bit loads read two words; no wide view is declared.
-        let g = Geometry::new(65536, 1 << 30, 128 << 20, None).unwrap();
-        let layout = ControlLayout { blocks: 1 << 16, frames: g.frames, fault_capacity: 4096 };
-        let constants = format!("{}const UNIMEM_WINDOW_SHIFT: u32 = 27u;\n{}", wgsl_constants(&g, &layout), wgsl_in_place_map(layout.blocks, true));
         let variant = Variant { mode: spill::MODE_NORMAL, buffers: 20, in_place: true, wide: false, addressed: false, objects: true };
-        let src = module(&constants, g.buffers(), 0x7f00_0000_0000, 1 << 32, ALL, "all", variant, true);
+        let src = in_place_module(ALL, variant, true);
         assert!(!src.contains("unimem_wide_") && src.contains("@binding(36) var<storage, read_write> unimem_frames_19"), "{src}");
         let k = compile_wgsl_named("narrow.wgsl", &src, "unimem_main").unwrap_or_else(|e| panic!("{e}"));
         let storage = k.bindings.iter().filter(|b| b.uniform_bytes.is_none()).count();

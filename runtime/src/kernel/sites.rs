@@ -120,7 +120,7 @@ fn insert(block: &mut Block, exprs: &mut Arena<Expression>, pointer: Handle<Expr
 /// shortened. Empty if the span is not in `user`.
 pub fn describe(user: &str, span: Span) -> String {
     let Some(r) = span.to_range().filter(|r| r.start < user.len()) else { return String::new() };
-    let line = user[..r.start].matches('\n').count() + 1;
+    let line = line_of(user, r.start);
     let text = user[r.start..r.end.min(user.len())].lines().next().unwrap_or("").trim();
     let text = match text.char_indices().nth(60) {
         Some((cut, _)) => format!("{} ...", &text[..cut]),
@@ -128,6 +128,11 @@ pub fn describe(user: &str, span: Span) -> String {
     };
     let is_loop = ["for", "while", "loop"].iter().any(|k| text.starts_with(k) && !text[k.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'));
     format!("{} line {line} of its source (`{text}`)", if is_loop { " in the loop at" } else { " at" })
+}
+
+/// The line (1-based) of byte `at` of `user`.
+fn line_of(user: &str, at: usize) -> usize {
+    user[..at].matches('\n').count() + 1
 }
 
 /// For a site at `span` in a function of `module`'s user part other than `entry`: `, in
@@ -148,7 +153,7 @@ pub fn callers(module: &mut Module, user: &str, span: Span, entry: &str) -> Stri
         walk(&mut module.functions[h].body, &mut |s, span| {
             if let (Statement::Call { function, .. }, Some(r)) = (s, span.to_range()) {
                 if *function == helper && r.start < user.len() {
-                    lines.push(user[..r.start].matches('\n').count() + 1);
+                    lines.push(line_of(user, r.start));
                 }
             }
         });
