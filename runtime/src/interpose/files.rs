@@ -308,6 +308,13 @@ pub fn fcntl_extent(cmd: c_int) -> Option<(usize, bool)> {
     }
 }
 
+/// The struct behind `fcntl` command `cmd`'s argument, made host-accessible ([`fcntl_extent`]).
+fn fcntl_arg(cmd: c_int, arg: *mut c_void) {
+    if let Some((len, writes)) = fcntl_extent(cmd) {
+        prepare(arg, len, writes)
+    }
+}
+
 wrap! {
     /// `ioctl(2)` (glibc: `int ioctl(int, unsigned long, ...)`): the argument as
     /// [`ioctl_extent`] says.
@@ -316,17 +323,9 @@ wrap! {
         prepare(arg, len, writes)
     }
     /// `fcntl(2)`: the struct some commands pass ([`fcntl_extent`]); numbers pass as they are.
-    fn fcntl(fd: c_int, cmd: c_int; arg: *mut c_void) -> c_int {
-        if let Some((len, writes)) = fcntl_extent(cmd) {
-            prepare(arg, len, writes)
-        }
-    }
+    fn fcntl(fd: c_int, cmd: c_int; arg: *mut c_void) -> c_int { fcntl_arg(cmd, arg) }
     /// `fcntl64`: `fcntl` under `-D_FILE_OFFSET_BITS=64` (glibc 2.28+).
-    fn fcntl64(fd: c_int, cmd: c_int; arg: *mut c_void) -> c_int {
-        if let Some((len, writes)) = fcntl_extent(cmd) {
-            prepare(arg, len, writes)
-        }
-    }
+    fn fcntl64(fd: c_int, cmd: c_int; arg: *mut c_void) -> c_int { fcntl_arg(cmd, arg) }
 }
 
 #[cfg(test)]
