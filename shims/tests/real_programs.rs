@@ -74,16 +74,20 @@ fn same(what: &str, shim: &Out, base: &Out, min_processes: usize) {
     assert_eq!(shim_err, base.stderr, "{what}: stderr differs");
 }
 
-#[test]
-fn python() {
+/// The python3 interpreter itself, not a wrapper script (pyenv and the like run one).
+fn python3() -> String {
     require("python3", "python3");
-    // The interpreter itself, not a wrapper script (pyenv and the like run one).
     let exe = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .env_remove("LD_PRELOAD")
         .output()
         .unwrap();
-    let python = String::from_utf8(exe.stdout).unwrap().trim().to_string();
+    String::from_utf8(exe.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn python() {
+    let python = python3();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/alloc_heavy.py");
     // pymalloc serves small objects from its own arenas; PYTHONMALLOC=malloc sends every
     // object through malloc and free.
@@ -112,6 +116,35 @@ fn python() {
         }
         same(&what, &shim, &base, 1);
     }
+}
+
+/// `tests/programs/kernel_objects.py`: CPython's own objects (a list of ints, a list of
+/// tuples) read by kernels through the interpreter's object layout, via ctypes and the C
+/// API, checked against Python, changed and read again; a static small int makes a clear
+/// error. Must pass, or skip without a device (it fails with `UNIMEM_REQUIRE_DEVICE=1`).
+fn python_objects_in_kernels(in_place: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/kernel_objects.py");
+    let out = run(
+        with_shim(Command::new(python3()).arg(&script))
+            .env("PYTHONMALLOC", "malloc")
+            .env("UNIMEM_IN_PLACE", in_place),
+        TIMEOUT,
+    );
+    out.assert_success("kernel_objects.py");
+    let text = out.stdout_text();
+    assert!(text.starts_with("PASS kernel_objects") || text.starts_with("SKIP kernel_objects"), "{text}\n{}", out.stderr);
+    eprintln!("{text}");
+}
+
+#[test]
+fn python_objects_in_kernels_in_place() {
+    python_objects_in_kernels("auto");
+}
+
+/// The same with blocks migrating into device frames.
+#[test]
+fn python_objects_in_kernels_migrating() {
+    python_objects_in_kernels("off");
 }
 
 /// A C program with a warning, many functions (work for cc1) and deterministic output.
