@@ -122,14 +122,16 @@ fn python() {
 /// tuples) read by kernels through the interpreter's object layout, via ctypes and the C
 /// API, checked against Python, changed and read again; a static small int makes a clear
 /// error. Must pass, or skip without a device (it fails with `UNIMEM_REQUIRE_DEVICE=1`).
-fn python_objects_in_kernels(in_place: &str) {
+/// `pymalloc`: run with pymalloc on instead, where the script checks the error a kernel
+/// reaching a pymalloc'ed object makes.
+fn python_objects_in_kernels(in_place: &str, pymalloc: bool) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/kernel_objects.py");
-    let out = run(
-        with_shim(Command::new(python3()).arg(&script))
-            .env("PYTHONMALLOC", "malloc")
-            .env("UNIMEM_IN_PLACE", in_place),
-        TIMEOUT,
-    );
+    let mut cmd = Command::new(python3());
+    cmd.arg(&script).env("PYTHONMALLOC", if pymalloc { "pymalloc" } else { "malloc" });
+    if pymalloc {
+        cmd.arg("--pymalloc");
+    }
+    let out = run(with_shim(&mut cmd).env("UNIMEM_IN_PLACE", in_place), TIMEOUT);
     out.assert_success("kernel_objects.py");
     let text = out.stdout_text();
     assert!(text.starts_with("PASS kernel_objects") || text.starts_with("SKIP kernel_objects"), "{text}\n{}", out.stderr);
@@ -138,13 +140,19 @@ fn python_objects_in_kernels(in_place: &str) {
 
 #[test]
 fn python_objects_in_kernels_in_place() {
-    python_objects_in_kernels("auto");
+    python_objects_in_kernels("auto", false);
 }
 
 /// The same with blocks migrating into device frames.
 #[test]
 fn python_objects_in_kernels_migrating() {
-    python_objects_in_kernels("off");
+    python_objects_in_kernels("off", false);
+}
+
+/// With pymalloc on, the error names pymalloc and the fix.
+#[test]
+fn python_pymalloc_objects_in_kernels_fail_clearly() {
+    python_objects_in_kernels("auto", true);
 }
 
 /// A C program with a warning, many functions (work for cc1) and deterministic output.

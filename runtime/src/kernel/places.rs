@@ -112,7 +112,8 @@ enum Mapping {
     ReadOnly(String),
     /// A file mapped outside every loaded segment: mapped by the program.
     File(String),
-    /// Anonymous memory: mmap, another thread's stack, another allocator's large blocks.
+    /// Anonymous memory: mmap, another thread's stack, another allocator's large blocks, a
+    /// language runtime's arenas.
     Anonymous,
     /// A kernel-provided mapping such as `[vdso]`, by its name.
     Special(String),
@@ -216,7 +217,7 @@ fn mapping_text(m: &Mapping) -> String {
         Mapping::ReadOnly(p) => format!(", in the read-only data of {p} (a string literal or constant?): {REACH}; copy it there"),
         Mapping::File(p) => format!(", in a mapping of the file {p}: {REACH}; read the file into heap memory"),
         Mapping::Anonymous => format!(
-            ", in anonymous memory outside unimem's heap (mmap'ed memory, another thread's stack, or memory of another allocator): {REACH}"
+            ", in anonymous memory outside unimem's heap (mmap'ed memory, another thread's stack, another allocator's memory, or a language runtime's own arenas, such as CPython's pymalloc, which PYTHONMALLOC=malloc turns off): {REACH}"
         ),
         Mapping::Special(name) => format!(", in the kernel's {name} mapping"),
     }

@@ -1501,7 +1501,7 @@ fn padded(id: u32) {
         (TABLE.as_ptr() as u64, format!("in the read-only data of {exe} (a string literal or constant?): kernels reach unimem's heap only")),
         ("text".as_ptr() as u64, format!("in the read-only data of {exe}")),
         (COUNTER.as_ptr() as u64, format!("in the static data of {exe} (a global or static variable): kernels reach unimem's heap only")),
-        (other as u64, "in anonymous memory outside unimem's heap (mmap'ed memory, another thread's stack, or memory of another allocator)".into()),
+        (other as u64, "in anonymous memory outside unimem's heap (mmap'ed memory, another thread's stack, another allocator's memory, or a language runtime's own arenas, such as CPython's pymalloc, which PYTHONMALLOC=malloc turns off)".into()),
         (0xdead_0000_0000, "mapped nowhere in this process: an uninitialised, corrupted or stale pointer?".into()),
     ] {
         let e = k.launch(1, &Args::new().u64(at).ptr_mut(&mut *out)).unwrap_err().to_string();

@@ -8,6 +8,9 @@ against Python; the program then changes the lists (new int objects, an append t
 the list's item array) and launches again. A small int (a static object of the interpreter,
 not heap memory) makes a clear error, and the runtime stays usable.
 
+With `--pymalloc` (run with pymalloc on) it checks instead that a kernel reaching a
+pymalloc'ed object fails with an error that says so and names the fix.
+
 Prints "PASS kernel_objects"; without a Vulkan device "SKIP ...", unless
 UNIMEM_REQUIRE_DEVICE=1.
 """
@@ -102,6 +105,22 @@ def launch(k, n, obj, out, per=0):
     return lib.unimem_launch(k, n, ctypes.byref(a), ctypes.sizeof(a))
 
 
+def main_pymalloc():
+    xs = [300 + i for i in range(1000)]
+    if lib.unimem_is_managed(id(xs[0])):
+        fail("--pymalloc: the ints are in unimem's heap: run with pymalloc (PYTHONMALLOC unset)")
+    out = array.array("I", [0])
+    sums = create(SUM_INTS, "sum_ints")
+    if launch(sums, 1, xs, out, len(xs)) == 0:
+        fail("a kernel read pymalloc'ed ints without an error")
+    e = last_error()
+    for needle in ("kernel `sum_ints`", "invocation 0", "pymalloc", "PYTHONMALLOC=malloc"):
+        if needle not in e:
+            fail(f"the error does not say {needle!r}: {e}")
+    lib.unimem_kernel_destroy(sums)
+    print(f"PASS {NAME} (pymalloc)")
+
+
 def main():
     groups, per = 256, 400
     # Values from 300 up: ints from -5 to 256 are static objects of the interpreter.
@@ -153,4 +172,7 @@ def main():
     print(f"PASS {NAME}")
 
 
-main()
+if sys.argv[1:] == ["--pymalloc"]:
+    main_pymalloc()
+else:
+    main()
