@@ -33,7 +33,7 @@ use crate::arena::{Orphans, ARENA, INTERNAL, MANAGED};
 use crate::lock::Mutex;
 use crate::os;
 use crate::sizeclass::{class_of, CLASSES, MAX_SMALL, NUM_CLASSES, SLICE, SLICE_SHIFT};
-use crate::span::{Kind, Span, LIST_CURRENT, LIST_FULL, LIST_NONE, LIST_PARTIAL};
+use crate::span::{Kind, Span, LIST_CURRENT, LIST_FULL, LIST_NONE, LIST_PARTIAL, NO_THREAD};
 use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
@@ -41,6 +41,9 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 #[repr(C)]
 pub struct ThreadHeap {
     region: usize,
+    /// The serial of the thread this heap belongs to (see `Tls::thread`); what its spans
+    /// carry in `Span::owner_thread`.
+    thread: usize,
     current: [AtomicPtr<Span>; NUM_CLASSES],
     partial: [AtomicPtr<Span>; NUM_CLASSES],
     full: [AtomicPtr<Span>; NUM_CLASSES],
@@ -62,6 +65,11 @@ struct Tls {
     /// `heaps[self.region()]`, kept up to date by every change of either (so the allocation
     /// fast path reads one TLS word).
     cur: Cell<*mut ThreadHeap>,
+    /// This thread's serial, given with its first heap (0 until then) from `NEXT_SERIAL`
+    /// and kept for the thread's life, even past `thread_exit`: unique over the process's
+    /// life, so a span can name its owning thread with it (`Span::owner_thread`) and the
+    /// free fast path compares it without finding the heap.
+    thread: Cell<usize>,
     /// Nesting depth of `InternalScope`s.
     depth: Cell<u32>,
     /// Set for threads created while internal: every allocation goes internal.
@@ -85,12 +93,12 @@ mod storage {
         ".globl unimem_alloc_tls",
         ".hidden unimem_alloc_tls",
         ".type unimem_alloc_tls, @object",
-        ".size unimem_alloc_tls, 32",
+        ".size unimem_alloc_tls, 40",
         "unimem_alloc_tls:",
-        ".zero 32",
+        ".zero 40",
         ".popsection",
     );
-    const _: () = assert!(core::mem::size_of::<Tls>() <= 32 && core::mem::align_of::<Tls>() <= 8);
+    const _: () = assert!(core::mem::size_of::<Tls>() <= 40 && core::mem::align_of::<Tls>() <= 8);
 
     /// This thread's state.
     #[inline(always)]
@@ -106,7 +114,7 @@ mod storage {
                 options(pure, readonly, nostack, preserves_flags),
             );
         }
-        // SAFETY: 32 zero-initialised, 8-aligned bytes per thread, alive as long as the
+        // SAFETY: 40 zero-initialised, 8-aligned bytes per thread, alive as long as the
         // thread, and all-zero is a valid `Tls`. `Tls` is not `Sync`, so the reference
         // cannot leave this thread.
         unsafe { &*(p as *const Tls) }
@@ -124,6 +132,7 @@ mod storage {
             Tls {
                 heaps: [Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())],
                 cur: Cell::new(ptr::null_mut()),
+                thread: Cell::new(0),
                 depth: Cell::new(0),
                 always_internal: Cell::new(false),
                 registered: Cell::new(false),
@@ -141,6 +150,12 @@ mod storage {
 }
 
 use storage::tls;
+
+/// This thread's serial (see `Tls::thread`).
+#[inline(always)]
+fn thread_serial() -> usize {
+    tls().thread.get()
+}
 
 impl Tls {
     /// The region this thread allocates in now.
@@ -204,6 +219,8 @@ unsafe impl Send for Pool {}
 
 static POOL: Mutex<Pool> = Mutex::new(Pool { idle: ptr::null_mut(), bump: 0, end: 0 });
 static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// The next thread serial (see `Tls::thread`). 64 bits do not wrap.
+static NEXT_SERIAL: AtomicUsize = AtomicUsize::new(1);
 
 const POOL_CHUNK: usize = 1 << 20;
 
@@ -231,7 +248,8 @@ fn heap_new(region: usize) -> *mut ThreadHeap {
     };
     drop(pool);
     // SAFETY: `h` is zeroed fresh metadata or an idle heap that no thread owns; writing the
-    // region is the only non-zero initialisation (idle heaps have empty lists).
+    // region here and the thread serial in `heap_for` is the only non-zero initialisation
+    // (idle heaps have empty lists).
     unsafe {
         ptr::addr_of_mut!((*h).region).write(region);
     }
@@ -289,6 +307,11 @@ fn heap_for(region: usize) -> *mut ThreadHeap {
     if h.is_null() {
         return h;
     }
+    if t.thread.get() == 0 {
+        t.thread.set(NEXT_SERIAL.fetch_add(1, Relaxed));
+    }
+    // SAFETY: as in `heap_new`: nobody else reaches `h` yet.
+    unsafe { ptr::addr_of_mut!((*h).thread).write(t.thread.get()) };
     t.heaps[region].set(h);
     t.refresh();
     if !t.registered.get() {
@@ -365,6 +388,7 @@ impl ThreadHeap {
 
     /// Return an unlinked, all-free span to its region.
     fn release(&self, span: &Span) {
+        span.owner_thread.store(NO_THREAD, Relaxed);
         span.owner.store(ptr::null_mut(), Release);
         let s = ARENA.slice_of(span.start());
         ARENA.regions[self.region].lock().free_run(&ARENA, s, span.slices());
@@ -463,6 +487,7 @@ impl ThreadHeap {
                 span
             };
             span.owner.store(self as *const _ as *mut u8, Release);
+            span.owner_thread.store(self.thread, Relaxed);
             span.list.store(LIST_NONE, Relaxed);
             collect_remote(span);
             if span.has_free() {
@@ -480,7 +505,7 @@ impl ThreadHeap {
         span.start.store(ARENA.slice_addr(s), Relaxed);
         span.slices.store(class.slices, Relaxed);
         span.region.store(self.region as u8, Relaxed);
-        span.init_small(c, self as *const _ as *mut u8);
+        span.init_small(c, self as *const _ as *mut u8, self.thread);
         for i in s..s + class.slices as usize {
             ARENA.set_map(i, s);
         }
@@ -541,6 +566,7 @@ unsafe fn abandon(h: &ThreadHeap) {
                 if span.is_all_free() {
                     h.release(span);
                 } else {
+                    span.owner_thread.store(NO_THREAD, Relaxed);
                     span.owner.store(ptr::null_mut(), Release);
                     span.next.store(orphans[c], Relaxed);
                     orphans[c] = span as *const _ as *mut _;
@@ -686,9 +712,8 @@ pub fn classify(op: &str, p: usize) -> Block {
     let Some(first) = ARENA.map_get(s) else { not_an_allocation(op, p) };
     let span: &'static Span = ARENA.meta(first);
     if span.kind.load(Relaxed) == Kind::Small as u8 {
-        let off = p - span.start();
-        let idx = span.index_of(off);
-        if idx * span.size.load(Relaxed) != off || idx >= span.capacity.load(Relaxed) as usize {
+        let (idx, at_start) = span.locate(p - span.start());
+        if !at_start || idx >= span.capacity.load(Relaxed) as usize {
             not_an_object_start(op, p, span, idx);
         }
         return Block::Small { span, idx };
@@ -730,11 +755,15 @@ pub fn set_free_hook(f: fn(usize, usize)) {
     FREE_HOOK.store(f as usize, Release);
 }
 
+/// The region is tested first: it is in a register already, and internal frees then skip
+/// the hook's load.
 #[inline(always)]
 fn run_free_hook(region: usize, p: usize, size: usize) {
-    let f = FREE_HOOK.load(Relaxed);
-    if f != 0 && region == MANAGED {
-        call_free_hook(f, p, size);
+    if region == MANAGED {
+        let f = FREE_HOOK.load(Relaxed);
+        if f != 0 {
+            call_free_hook(f, p, size);
+        }
     }
 }
 
@@ -786,26 +815,40 @@ fn free_via_map(op: &str, p: usize, rel: usize) {
 }
 
 /// Free `p`, at offset `off` in small span `span`.
+///
+/// A span is this thread's iff it carries this thread's serial (`Span::owner_thread`), so
+/// the heap is not looked up here. The aborts are tail calls of functions typed `()`, so
+/// that no path needs a stack frame.
 #[inline(always)]
 fn free_small(op: &str, p: usize, span: &'static Span, off: usize) {
-    let idx = span.index_of(off);
-    let size = span.size.load(Relaxed);
-    if idx * size != off || idx >= span.capacity.load(Relaxed) as usize {
-        not_an_object_start(op, p, span, idx);
+    let (idx, at_start) = span.locate(off);
+    if !at_start || idx >= span.capacity.load(Relaxed) as usize {
+        return not_an_object_start_at(op, p, span, idx);
     }
-    let region = span.region.load(Relaxed) as usize & 1;
-    let h = my_heap(region);
-    if h.is_null() || span.owner.load(Relaxed) != h as *mut u8 {
+    if span.owner_thread.load(Relaxed) != thread_serial() {
         return free_remote(op, span, idx, p);
     }
     if !span.free_local(idx, p) {
-        double_free(op, p);
+        return double_free_at(op, p);
     }
     if span.list.load(Relaxed) != LIST_CURRENT {
-        // SAFETY: this thread owns `h`, and `h` owns the span.
-        return free_relist(unsafe { &*h }, span, p);
+        return free_relist(span, p);
     }
-    run_free_hook(region, p, size);
+    run_free_hook(span.region.load(Relaxed) as usize, p, span.size.load(Relaxed));
+}
+
+/// [`not_an_object_start`] typed `()`, for a tail call from [`free_small`].
+#[cold]
+#[inline(never)]
+fn not_an_object_start_at(op: &str, p: usize, span: &Span, idx: usize) {
+    not_an_object_start(op, p, span, idx)
+}
+
+/// [`double_free`] typed `()`, for a tail call from [`free_small`].
+#[cold]
+#[inline(never)]
+fn double_free_at(op: &str, p: usize) {
+    double_free(op, p)
 }
 
 #[inline(never)]
@@ -819,8 +862,12 @@ fn free_large_checked(op: &str, p: usize, span: &'static Span) {
 /// After a local free of `p` into a span that is not current: a full span becomes partial;
 /// an all-free partial span goes back to its region. Then the free hook.
 #[inline(never)]
-fn free_relist(heap: &ThreadHeap, span: &Span, p: usize) {
+fn free_relist(span: &Span, p: usize) {
     let (region, size) = (span.region.load(Relaxed) as usize & 1, span.size.load(Relaxed));
+    // SAFETY: this thread's serial is on the span, so its heap of the span's region owns
+    // it (see `Span::owner_thread`), and a thread's own heaps are live.
+    let heap = unsafe { &*my_heap(region) };
+    debug_assert_eq!(span.owner.load(Relaxed), heap as *const _ as *mut u8);
     match span.list.load(Relaxed) {
         LIST_FULL => {
             heap.unlink(span);

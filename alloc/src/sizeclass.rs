@@ -19,10 +19,19 @@ pub const BITMAP_WORDS: usize = MAX_OBJECTS / 64;
 /// Alignment every allocation gets without asking.
 pub const MIN_ALIGN: usize = 16;
 
-/// Shift of the reciprocal used by [`Class::index_of`]. Offsets are < 2^20 (spans are at
-/// most 16 slices) and sizes >= 16, so with k = 40 the product fits in 64 bits and the
-/// quotient is exact (checked exhaustively by `magic_division_is_exact`).
-pub const MAGIC_SHIFT: u32 = 40;
+/// A class's reciprocal, `magic = ceil(2^64 / size)` (it fits in 64 bits: sizes are >= 16),
+/// divides by one 64 x 64 -> 128-bit multiply: for an offset `off = q * size + r` inside a
+/// span (`off` < 2^20: spans are at most 16 slices), `off * magic = q * 2^64 + f` with the
+/// fraction `f = q * e + r * magic` (`e = magic * size - 2^64 < size`) below 2^64, so the
+/// high half is the quotient `q`, and the low half `f` is below `magic` iff `r == 0` (`q * e`
+/// < 2^20 <= `magic`; for `r >= 1`, `f >= magic`). Both are checked exhaustively by
+/// `magic_division_is_exact`. The free path gets the object index and the object-start
+/// test from the one multiply.
+#[inline(always)]
+pub fn divide(offset: usize, magic: u64) -> (usize, bool) {
+    let product = offset as u128 * magic as u128;
+    ((product >> 64) as usize, (product as u64) < magic)
+}
 
 /// Everything the allocator needs to know about one class, precomputed.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +46,7 @@ impl Class {
     /// `offset / size` for an offset inside a span of this class.
     #[inline(always)]
     pub fn index_of(&self, offset: usize) -> usize {
-        ((offset as u64 * self.magic) >> MAGIC_SHIFT) as usize
+        divide(offset, self.magic).0
     }
 }
 
@@ -68,7 +77,7 @@ const fn build() -> [Class; NUM_CLASSES] {
         if capacity > MAX_OBJECTS {
             capacity = MAX_OBJECTS;
         }
-        let magic = (1u64 << MAGIC_SHIFT).div_ceil(size as u64);
+        let magic = (1u128 << 64).div_ceil(size as u128) as u64;
         t[c] = Class { size: size as u32, slices: slices as u32, capacity: capacity as u32, magic };
         c += 1;
     }
@@ -139,7 +148,9 @@ mod tests {
         for c in CLASSES.iter() {
             let span = c.slices as usize * SLICE;
             for off in 0..span {
-                assert_eq!(c.index_of(off), off / c.size as usize, "class {} offset {off}", c.size);
+                let (idx, start) = divide(off, c.magic);
+                assert_eq!(idx, off / c.size as usize, "class {} offset {off}", c.size);
+                assert_eq!(start, off % c.size as usize == 0, "class {} offset {off}", c.size);
             }
         }
     }

@@ -50,8 +50,13 @@ pub const LIST_PARTIAL: u8 = 1;
 pub const LIST_FULL: u8 = 2;
 pub const LIST_CURRENT: u8 = 3;
 
+/// The value of [`Span::owner_thread`] when no thread owns the span (never a thread serial:
+/// serials count up from 1, and 0 is a thread's until it has one).
+pub const NO_THREAD: usize = usize::MAX;
+
 /// Field order matters: everything the allocation and free fast paths read (kind, start,
-/// size, magic, capacity, owner, counters, list) is in the first 64-byte cache line.
+/// size, magic, capacity, owner thread, counters, list, hot) is in the first 64-byte cache
+/// line.
 #[repr(C, align(64))]
 pub struct Span {
     // ---- identity: written while the run is created (under the region lock, before the
@@ -70,28 +75,38 @@ pub struct Span {
     pub cursor: AtomicU32,
     /// Large: the requested size. Small: the class size.
     pub size: AtomicUsize,
-    /// Small: the class's reciprocal for `offset / size` (see `sizeclass::Class::magic`).
+    /// Small: the class's reciprocal for `offset / size` (see `sizeclass::divide`).
     pub magic: AtomicU64,
 
     // ---- small spans
-    /// The owning `ThreadHeap`, null when orphaned (its thread exited).
-    pub owner: AtomicPtr<u8>,
+    /// The serial of the thread whose heap owns the span (`heap::thread_serial`), or
+    /// [`NO_THREAD`]; written with `owner` by the thread taking the span (creation,
+    /// adoption: its own serial) or giving it up (release, thread exit: `NO_THREAD`), read
+    /// racily by any thread. A thread reads its own serial here iff its heap of the span's
+    /// region is `owner`: serials are never reused (not even by a thread that reuses an
+    /// exited one's stack and TLS, nor after fork), and every thread writes only its own
+    /// serial or `NO_THREAD`, so it cannot read its serial in a span it gave up. The free
+    /// fast path decides "local" with this one compare.
+    pub owner_thread: AtomicUsize,
     /// Owner-only: number of set bits in `free_bits` (`hot` is not counted).
     pub free_count: AtomicU32,
     /// Owner-only: which owner list the span is on (LIST_*).
     pub list: AtomicU8,
     pub in_pending: AtomicBool,
+    /// Large runs: zero-filled at allocation time (calloc can skip the memset).
+    pub zeroed: AtomicBool,
     /// Owner-written: 0, or the free object the owner freed last, in neither bitmap (see
     /// the module comment).
     pub hot: AtomicUsize,
     /// Owner-only: the hot object's index (meaningful while `hot` is set).
     pub hot_idx: AtomicU32,
+    /// The owning `ThreadHeap`, null when orphaned (its thread exited) or released. Read
+    /// by remote freers (whose stack to push on) and the owner's slow paths.
+    pub owner: AtomicPtr<u8>,
     pub next_pending: AtomicPtr<Span>,
     /// Owner-only (small spans) or region-lock (free runs): doubly linked list links.
     pub prev: AtomicPtr<Span>,
     pub next: AtomicPtr<Span>,
-    /// Large runs: zero-filled at allocation time (calloc can skip the memset).
-    pub zeroed: AtomicBool,
     /// Free runs with `region::DIRTY` (region lock): from when the run counts as free
     /// (coarse monotonic ns, `os::coarse_now_ns`, or `u64::MAX` until the region next reads
     /// the clock; a merged run has its youngest part's), and the links of the region's age
@@ -107,6 +122,8 @@ pub struct Span {
 // The metadata mapping holds one descriptor per slice of the arena (1152 bytes, 18 cache
 // lines, most of them the two bitmaps). Adding a field must not grow it unnoticed.
 const _: () = assert!(core::mem::size_of::<Span>() == 1152);
+// The fast paths' fields share the first cache line (the last of them is `hot`).
+const _: () = assert!(core::mem::offset_of!(Span, hot) + 8 <= 64);
 
 /// Object `idx`'s bitmap word and its bit in it (`idx` < `MAX_OBJECTS`; the modulo only
 /// lets the compiler drop the bounds check).
@@ -138,9 +155,10 @@ impl Span {
         &CLASSES[self.class.load(Relaxed) as usize]
     }
 
-    /// Turn this descriptor into a fresh small span of `class` owned by `owner`, all
-    /// objects free. Called by the creating thread before the page map publishes it.
-    pub fn init_small(&self, class: usize, owner: *mut u8) {
+    /// Turn this descriptor into a fresh small span of `class` owned by `owner`, the heap
+    /// of the thread with serial `thread`, all objects free. Called by the creating thread
+    /// before the page map publishes it.
+    pub fn init_small(&self, class: usize, owner: *mut u8, thread: usize) {
         let c = &CLASSES[class];
         self.kind.store(Kind::Small as u8, Relaxed);
         self.class.store(class as u8, Relaxed);
@@ -148,6 +166,7 @@ impl Span {
         self.magic.store(c.magic, Relaxed);
         self.capacity.store(c.capacity, Relaxed);
         self.owner.store(owner, Relaxed);
+        self.owner_thread.store(thread, Relaxed);
         self.free_count.store(c.capacity, Relaxed);
         self.cursor.store(0, Relaxed);
         self.hot.store(0, Relaxed);
@@ -172,7 +191,14 @@ impl Span {
     /// Object index of `offset` (exact for offsets inside the span).
     #[inline(always)]
     pub fn index_of(&self, offset: usize) -> usize {
-        ((offset as u64 * self.magic.load(Relaxed)) >> crate::sizeclass::MAGIC_SHIFT) as usize
+        self.locate(offset).0
+    }
+
+    /// Object index of `offset` inside the span, and whether `offset` is that object's
+    /// start (one multiply, see `sizeclass::divide`).
+    #[inline(always)]
+    pub fn locate(&self, offset: usize) -> (usize, bool) {
+        crate::sizeclass::divide(offset, self.magic.load(Relaxed))
     }
 
     /// Owner-only: take one free object (its address). `None` when the span has none.
