@@ -13,10 +13,12 @@
 //! - `remote_bits` (1 = freed by another thread, not yet collected): set by any thread
 //!   with `fetch_or`; the owner moves them into `free_bits` with `swap(0)`.
 //! - `hot` (owner-written, read racily by others): 0, or the address of one free object
-//!   whose bits are clear in both bitmaps, the object the owner freed last. The owner's
-//!   next allocation takes it; its next local free enters it in `free_bits` and makes the
-//!   new object hot. So a thread that frees and allocates in turn touches neither bitmap
-//!   and gets the same cache-hot object back.
+//!   whose bits are clear in both bitmaps. The owner's next allocation takes it; a local
+//!   free makes its object hot if `hot` is 0 and otherwise sets its bit in `free_bits` (the
+//!   word its double-free test has just read), leaving `hot` alone. So a thread that frees
+//!   and allocates in turn touches neither bitmap and gets the same cache-hot object back,
+//!   and a run of frees costs one bitmap update each (an earlier design made every free's
+//!   object hot and moved the previous one into the bitmap: two bitmap words a free).
 //! - An object is *live* iff its bit is clear in both bitmaps and it is not `hot`. A set
 //!   bit in both, or a remote bit on the hot object, is impossible (the owner checks at
 //!   collection and reports a double free).
@@ -95,11 +97,9 @@ pub struct Span {
     pub in_pending: AtomicBool,
     /// Large runs: zero-filled at allocation time (calloc can skip the memset).
     pub zeroed: AtomicBool,
-    /// Owner-written: 0, or the free object the owner freed last, in neither bitmap (see
-    /// the module comment).
+    /// Owner-written: 0, or a free object in neither bitmap, the next one the owner
+    /// allocates (see the module comment).
     pub hot: AtomicUsize,
-    /// Owner-only: the hot object's index (meaningful while `hot` is set).
-    pub hot_idx: AtomicU32,
     /// The owning `ThreadHeap`, null when orphaned (its thread exited) or released. Read
     /// by remote freers (whose stack to push on) and the owner's slow paths.
     pub owner: AtomicPtr<u8>,
@@ -115,6 +115,8 @@ pub struct Span {
     pub freed_at: AtomicU64,
     pub age_prev: AtomicPtr<Span>,
     pub age_next: AtomicPtr<Span>,
+    /// Keeps the bitmaps on cache-line boundaries (asserted below).
+    _pad: u64,
     pub free_bits: [AtomicU64; BITMAP_WORDS],
     pub remote_bits: [AtomicU64; BITMAP_WORDS],
 }
@@ -124,6 +126,9 @@ pub struct Span {
 const _: () = assert!(core::mem::size_of::<Span>() == 1152);
 // The fast paths' fields share the first cache line (the last of them is `hot`).
 const _: () = assert!(core::mem::offset_of!(Span, hot) + 8 <= 64);
+// Each bitmap starts a cache line, so a word never shares a line with the other bitmap's
+// or with the list links.
+const _: () = assert!(core::mem::offset_of!(Span, free_bits) % 64 == 0 && core::mem::offset_of!(Span, remote_bits) % 64 == 0);
 
 /// Object `idx`'s bitmap word and its bit in it (`idx` < `MAX_OBJECTS`; the modulo only
 /// lets the compiler drop the bounds check).
@@ -239,40 +244,37 @@ impl Span {
         }
     }
 
-    /// Owner-only: free object `idx`, at address `p`: it becomes `hot`, and the previous
-    /// hot object enters `free_bits`. Returns false if it was already free (a double free),
-    /// leaving the span unchanged. The remote bitmap (another cache line) is only read when
-    /// remote frees are pending: a remote free sets its bit before `in_pending`, and
-    /// pending bits are collected before `in_pending` can be seen clear by the owner.
+    /// Owner-only: free object `idx`, at address `p`: it becomes `hot` if there is none,
+    /// else it enters `free_bits` (the word its double-free test just read), so a run of
+    /// frees never moves an earlier object out of `hot`. Returns false if it was already
+    /// free (a double free), leaving the span unchanged. The remote bitmap (another cache
+    /// line) is only read when remote frees are pending: a remote free sets its bit before
+    /// `in_pending`, and pending bits are collected before `in_pending` can be seen clear by
+    /// the owner.
     #[inline(always)]
     pub fn free_local(&self, idx: usize, p: usize) -> bool {
         debug_assert!(idx < MAX_OBJECTS);
         let (w, bit) = word_bit(idx);
         let hot = self.hot.load(Relaxed);
-        if hot == p
-            || self.free_bits[w].load(Relaxed) & bit != 0
-            || (self.in_pending.load(Relaxed) && self.remote_bits[w].load(Relaxed) & bit != 0)
-        {
+        if hot == p {
             return false;
         }
-        self.hot.store(p, Relaxed);
+        let bits = self.free_bits[w].load(Relaxed);
+        if bits & bit != 0 || (self.in_pending.load(Relaxed) && self.remote_bits[w].load(Relaxed) & bit != 0) {
+            return false;
+        }
+        // `hot` is stored on every free, changed or not: storing it only when it was 0 made
+        // free/alloc pairs of some classes 2.4x slower and not others, which moved with
+        // the code layout (alloc_driver pairs_256 3.7 -> 8.9 us; docs/PERFORMANCE.md).
+        self.hot.store(if hot == 0 { p } else { hot }, Relaxed);
         if hot != 0 {
-            self.enter_free(self.hot_idx.load(Relaxed) as usize);
+            self.free_bits[w].store(bits | bit, Relaxed);
+            self.free_count.store(self.free_count.load(Relaxed) + 1, Relaxed);
+            if (w as u32) < self.cursor.load(Relaxed) {
+                self.cursor.store(w as u32, Relaxed);
+            }
         }
-        self.hot_idx.store(idx as u32, Relaxed);
         true
-    }
-
-    /// Owner-only: set object `idx`'s bit in `free_bits` (it is free, not hot, and its bit
-    /// is clear).
-    #[inline(always)]
-    fn enter_free(&self, idx: usize) {
-        let (w, bit) = word_bit(idx);
-        self.free_bits[w].store(self.free_bits[w].load(Relaxed) | bit, Relaxed);
-        self.free_count.store(self.free_count.load(Relaxed) + 1, Relaxed);
-        if (w as u32) < self.cursor.load(Relaxed) {
-            self.cursor.store(w as u32, Relaxed);
-        }
     }
 
     /// Racy outside the owner: the index of the hot object, if any.

@@ -25,7 +25,14 @@ fn child_case(name: &str) {
                 std::thread::spawn(move || ua::free(a as *mut u8)).join().ok();
             }
             "double_free_behind_hot" => {
-                // `p` is entered in the bitmap when `q`, freed after it, becomes the hot object.
+                // `q`, freed first, is kept hot; `p`, freed while `q` is, enters the bitmap.
+                let q = ua::alloc(48);
+                ua::free(q);
+                ua::free(p);
+                ua::free(p);
+            }
+            "double_free_of_hot" => {
+                // `p`, freed first, is kept hot while `q` enters the bitmap.
                 let q = ua::alloc(48);
                 ua::free(p);
                 ua::free(q);
@@ -83,7 +90,7 @@ fn addr(addrs: &str, which: usize) -> String {
 
 #[test]
 fn double_frees_abort_naming_the_address() {
-    for case in ["double_free_small", "double_free_cross_thread", "double_free_behind_hot", "double_free_remote_then_local"] {
+    for case in ["double_free_small", "double_free_cross_thread", "double_free_behind_hot", "double_free_of_hot", "double_free_remote_then_local"] {
         let (line, addrs) = run(case);
         assert!(line.contains("double free of") && line.contains(&addr(&addrs, 1)), "{case}: {line}");
     }

@@ -140,9 +140,9 @@ fn for_each_live_reports_exactly_the_live_blocks() {
     unsafe { ua::free(big) };
 }
 
-/// A freed small object is not live in any view, whether it is the last object its thread
-/// freed (kept aside for the next allocation) or was freed earlier; and the next allocation
-/// of its class reuses it, live again.
+/// A freed small object is not live in any view, whether it is kept aside for the next
+/// allocation (`hot`: the first object freed while none was) or was entered in the bitmap;
+/// and the next allocation of its class reuses the one kept aside, live again.
 #[test]
 fn freed_objects_are_not_live_before_or_after_the_next_free() {
     let p = ua::alloc(80);
@@ -163,9 +163,16 @@ fn freed_objects_are_not_live_before_or_after_the_next_free() {
     assert!(!live(p) && live(q), "p freed last");
     unsafe { ua::free(q) };
     assert!(!live(p) && !live(q), "p freed before q");
+    // p was freed while nothing was kept aside, so p is (hot); q, freed while p was,
+    // entered the bitmap.
     let r = ua::alloc(80);
-    assert_eq!(r, q, "the object freed last is reused first");
-    assert!(live(r) && !live(p) && live(keep));
+    assert_eq!(r, p, "the object freed into an empty hot slot is reused first");
+    assert!(live(r) && !live(q) && live(keep));
+    // A free followed by an allocation gets the same object back.
+    unsafe { ua::free(r) };
+    assert!(!live(r) && !live(q));
+    assert_eq!(ua::alloc(80), r, "a free/alloc pair reuses its object");
+    assert!(live(r) && !live(q));
     unsafe {
         ua::free(r);
         ua::free(keep);
