@@ -400,7 +400,7 @@ impl ThreadHeap {
             return;
         }
         let list = span.list.load(Relaxed);
-        if span.is_all_free() && list != LIST_CURRENT {
+        if list != LIST_CURRENT && span.is_all_free() {
             if *keep_empty == 0 {
                 self.unlink(span);
                 self.release(span);
@@ -448,6 +448,8 @@ impl ThreadHeap {
             // nothing to collect yet, and a scan of the whole remote bitmap is saved.
             if !span.in_pending.load(Acquire) || collect_remote(span) == 0 {
                 self.unlink(span);
+                // It stops being current: its `free_count` is kept again (zero here).
+                span.recount();
                 self.push(LIST_FULL, span);
             }
         }
@@ -469,7 +471,7 @@ impl ThreadHeap {
         }
         // SAFETY: just set, and it has a free object (fresh, partial, or collected).
         let span = unsafe { &*self.current[c].load(Relaxed) };
-        span.pop().map_or(ptr::null_mut(), |p| p as *mut u8)
+        span.pop() as *mut u8
     }
 
     /// Adopt an orphan span of class `c` that has free objects.
@@ -562,6 +564,9 @@ unsafe fn abandon(h: &ThreadHeap) {
                 let span = unsafe { &*cur };
                 cur = if span.list.load(Relaxed) == LIST_CURRENT { ptr::null_mut() } else { span.next.load(Relaxed) };
                 collect_remote(span);
+                if span.list.load(Relaxed) == LIST_CURRENT {
+                    span.recount(); // not kept while current
+                }
                 span.list.store(LIST_NONE, Relaxed);
                 if span.is_all_free() {
                     h.release(span);
@@ -632,7 +637,8 @@ pub fn alloc_in(region: usize, size: usize) -> *mut u8 {
 }
 
 /// Allocate `size` bytes from `h`, this thread's heap of `region()` (null if it has none
-/// yet); `region()` is asked only off the fast path.
+/// yet); `region()` is asked only off the fast path. Null on exhaustion or above
+/// `MAX_REQUEST` (tested only above the small sizes).
 #[inline(always)]
 fn alloc_from(h: *mut ThreadHeap, size: usize, region: impl FnOnce() -> usize) -> *mut u8 {
     if size <= MAX_SMALL {
@@ -643,6 +649,9 @@ fn alloc_from(h: *mut ThreadHeap, size: usize, region: impl FnOnce() -> usize) -
         }
         return alloc_small_first(region(), c);
     }
+    if size > crate::MAX_REQUEST {
+        return ptr::null_mut();
+    }
     alloc_large(region(), size, SLICE)
 }
 
@@ -651,13 +660,22 @@ impl ThreadHeap {
     #[inline(always)]
     fn alloc_small(&self, c: usize) -> *mut u8 {
         let cur = self.current[c].load(Relaxed);
-        if !cur.is_null() {
-            // SAFETY: current spans are live spans of this heap.
-            if let Some(p) = unsafe { &*cur }.pop() {
-                return p as *mut u8;
-            }
+        if cur.is_null() {
+            return self.refill(c);
         }
-        self.refill(c)
+        // SAFETY: current spans are live spans of this heap.
+        unsafe { &*cur }.pop_or(|span, w| self.alloc_scan(span, w, c)) as *mut u8
+    }
+
+    /// [`ThreadHeap::alloc_small`] when the current span's `hot` and cursor word are empty:
+    /// the rest of the span, else the slow path.
+    #[cold]
+    #[inline(never)]
+    fn alloc_scan(&self, span: &Span, w: usize, c: usize) -> usize {
+        match span.pop_scan(w) {
+            0 => self.refill(c) as usize,
+            p => p,
+        }
     }
 }
 
@@ -755,15 +773,13 @@ pub fn set_free_hook(f: fn(usize, usize)) {
     FREE_HOOK.store(f as usize, Release);
 }
 
-/// The region is tested first: it is in a register already, and internal frees then skip
-/// the hook's load.
+/// The hook is tested first: without one (the allocator alone) a free reads neither the
+/// region nor the size; with one, frees of the managed region call it anyway.
 #[inline(always)]
-fn run_free_hook(region: usize, p: usize, size: usize) {
-    if region == MANAGED {
-        let f = FREE_HOOK.load(Relaxed);
-        if f != 0 {
-            call_free_hook(f, p, size);
-        }
+fn run_free_hook(region: impl FnOnce() -> usize, p: usize, size: impl FnOnce() -> usize) {
+    let f = FREE_HOOK.load(Relaxed);
+    if f != 0 && region() == MANAGED {
+        call_free_hook(f, p, size());
     }
 }
 
@@ -834,7 +850,7 @@ fn free_small(op: &str, p: usize, span: &'static Span, off: usize) {
     if span.list.load(Relaxed) != LIST_CURRENT {
         return free_relist(span, p);
     }
-    run_free_hook(span.region.load(Relaxed) as usize, p, span.size.load(Relaxed));
+    run_free_hook(|| span.region.load(Relaxed) as usize, p, || span.size.load(Relaxed));
 }
 
 /// [`not_an_object_start`] typed `()`, for a tail call from [`free_small`].
@@ -856,10 +872,11 @@ fn free_large_checked(op: &str, p: usize, span: &'static Span) {
     let Block::Large { span } = classify_large(op, p, span) else { unreachable!("classify_large returns Large or aborts") };
     let (region, len) = (span.region.load(Relaxed) as usize, span.slices() * SLICE);
     free_large(op, span);
-    run_free_hook(region, p, len);
+    run_free_hook(|| region, p, || len);
 }
 
-/// After a local free of `p` into a span that is not current: a full span becomes partial;
+/// After a local free of `p` into a span that is not current: count it in `free_count`
+/// (which [`Span::free_local`] leaves to its caller); a full span becomes partial;
 /// an all-free partial span goes back to its region. Then the free hook.
 #[inline(never)]
 fn free_relist(span: &Span, p: usize) {
@@ -868,6 +885,7 @@ fn free_relist(span: &Span, p: usize) {
     // it (see `Span::owner_thread`), and a thread's own heaps are live.
     let heap = unsafe { &*my_heap(region) };
     debug_assert_eq!(span.owner.load(Relaxed), heap as *const _ as *mut u8);
+    span.count_free(p);
     match span.list.load(Relaxed) {
         LIST_FULL => {
             heap.unlink(span);
@@ -879,7 +897,7 @@ fn free_relist(span: &Span, p: usize) {
         }
         _ => {}
     }
-    run_free_hook(region, p, size);
+    run_free_hook(|| region, p, || size);
 }
 
 /// A free of `p`, object `idx`, into a span this thread does not own. Then the free hook.
@@ -890,7 +908,7 @@ fn free_remote(op: &str, span: &Span, idx: usize, p: usize) {
         double_free(op, p);
     }
     notify_owner(span);
-    run_free_hook(region, p, size);
+    run_free_hook(|| region, p, || size);
 }
 
 fn free_large(op: &str, span: &'static Span) {

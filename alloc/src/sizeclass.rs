@@ -86,10 +86,21 @@ const fn build() -> [Class; NUM_CLASSES] {
 
 pub static CLASSES: [Class; NUM_CLASSES] = build();
 
-/// The class for `size` (<= MAX_SMALL). `class_of(0)` is the smallest class.
+/// The class for `size` (<= MAX_SMALL). `class_of(0)` is the smallest class. Sizes up to
+/// [`TABLE_MAX`] read [`CLASS_TABLE`]: one load, and one shape of code for all of them.
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
     debug_assert!(size <= MAX_SMALL);
+    if size <= TABLE_MAX {
+        CLASS_TABLE[size.div_ceil(16) % CLASS_TABLE.len()] as usize
+    } else {
+        class_of_computed(size)
+    }
+}
+
+/// [`class_of`] computed: multiples of 16 up to 128, then four classes per doubling.
+#[inline(always)]
+const fn class_of_computed(size: usize) -> usize {
     if size <= 128 {
         size.saturating_sub(1) >> 4
     } else {
@@ -98,6 +109,21 @@ pub fn class_of(size: usize) -> usize {
         8 + (k - 7) * 4 + ((s >> (k - 2)) & 3)
     }
 }
+
+/// The largest size [`class_of`] looks up in [`CLASS_TABLE`].
+pub const TABLE_MAX: usize = 1024;
+
+/// `CLASS_TABLE[k]` is the class of sizes `16 * k - 15 ..= 16 * k` (every class up to
+/// [`TABLE_MAX`] is a multiple of 16, so one entry per 16 bytes is exact); entry 0 is size 0's.
+static CLASS_TABLE: [u8; TABLE_MAX / 16 + 1] = {
+    let mut t = [0u8; TABLE_MAX / 16 + 1];
+    let mut k = 0;
+    while k < t.len() {
+        t[k] = class_of_computed(k * 16) as u8;
+        k += 1;
+    }
+    t
+};
 
 /// The smallest class of at least `size` bytes whose objects are all `align`-aligned
 /// (span starts are slice-aligned, so `size % align == 0` suffices). `None` when no small
@@ -129,6 +155,13 @@ mod tests {
             assert!(c.capacity >= 8 && c.capacity as usize <= MAX_OBJECTS, "{c:?}");
             assert!(c.slices <= 16);
             assert!(c.size % 16 == 0);
+        }
+    }
+
+    #[test]
+    fn class_table_matches_the_computation() {
+        for size in 0..=TABLE_MAX + 16 {
+            assert_eq!(class_of(size), class_of_computed(size), "size {size}");
         }
     }
 

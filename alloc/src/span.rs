@@ -22,6 +22,11 @@
 //! - An object is *live* iff its bit is clear in both bitmaps and it is not `hot`. A set
 //!   bit in both, or a remote bit on the hot object, is impossible (the owner checks at
 //!   collection and reports a double free).
+//! - `free_count` (owner-only) counts the set bits of `free_bits` only while the span is not
+//!   its owner's current span: allocation (which only takes from the current span) and
+//!   frees into the current span skip it, and the owner recounts it from the bitmap when
+//!   the span stops being current (refill, thread exit). `pop` needs no count: it stops at
+//!   the last bitmap word holding objects.
 //! - `in_pending`: true iff the span is in exactly one heap's pending stack (or being
 //!   pushed). Set by a remote freer with `swap(true)`; cleared only by the thread that
 //!   popped it, *after* reading `next_pending`. Re-initialising a descriptor never
@@ -90,7 +95,12 @@ pub struct Span {
     /// serial or `NO_THREAD`, so it cannot read its serial in a span it gave up. The free
     /// fast path decides "local" with this one compare.
     pub owner_thread: AtomicUsize,
-    /// Owner-only: number of set bits in `free_bits` (`hot` is not counted).
+    /// Owner-only: number of set bits in `free_bits` (`hot` is not counted), kept only
+    /// while the span is not its owner's current span (`list != LIST_CURRENT`): the fast
+    /// paths, which only allocate from and (mostly) free into the current span, skip the
+    /// update. The owner recounts ([`Span::recount`]) when a span stops being current
+    /// (`ThreadHeap::leave_current`, thread exit); `collect_remote` adds to it only for a
+    /// span that is not current.
     pub free_count: AtomicU32,
     /// Owner-only: which owner list the span is on (LIST_*).
     pub list: AtomicU8,
@@ -206,61 +216,82 @@ impl Span {
         crate::sizeclass::divide(offset, self.magic.load(Relaxed))
     }
 
-    /// Owner-only: take one free object (its address). `None` when the span has none.
-    /// Takes `hot` if set, else the lowest free object of the cursor's word.
+    /// Owner-only: take one free object (its address), or 0 when the span has none (the
+    /// address is never 0: it is in the arena). Takes `hot` if set, else the lowest free
+    /// object of the cursor's word.
     #[inline(always)]
-    pub fn pop(&self) -> Option<usize> {
+    pub fn pop(&self) -> usize {
+        self.pop_or(Span::pop_scan)
+    }
+
+    /// [`Span::pop`], calling `empty(self, w)` for its result when neither `hot` nor the
+    /// cursor's word `w` has a free object (`pop_scan` looks further). Every path of the
+    /// allocation fast path ends in a return of an address or a tail call.
+    #[inline(always)]
+    pub fn pop_or(&self, empty: impl FnOnce(&Span, usize) -> usize) -> usize {
         let hot = self.hot.load(Relaxed);
         if hot != 0 {
             self.hot.store(0, Relaxed);
-            return Some(hot);
+            return hot;
         }
         let w = self.cursor.load(Relaxed) as usize % BITMAP_WORDS; // < BITMAP_WORDS already
         let bits = self.free_bits[w].load(Relaxed);
         if bits == 0 {
-            return self.pop_scan(w);
+            return empty(self, w);
         }
         self.free_bits[w].store(bits & (bits - 1), Relaxed);
-        self.free_count.store(self.free_count.load(Relaxed) - 1, Relaxed);
         let idx = w * 64 + bits.trailing_zeros() as usize;
-        Some(self.start() + idx * self.size.load(Relaxed))
+        self.start() + idx * self.size.load(Relaxed)
     }
 
     /// [`Span::pop`] when the cursor's word `w` is empty: move the cursor to the next word
-    /// with a free object, if the span has one, and take it.
+    /// with a free object, if the span has one, and take it (0 if none). Words past the
+    /// span's last object are never scanned (the scan does not read `free_count`, which the
+    /// current span does not keep).
     #[cold]
     #[inline(never)]
-    fn pop_scan(&self, mut w: usize) -> Option<usize> {
-        if self.free_count.load(Relaxed) == 0 {
-            return None;
-        }
-        loop {
-            w += 1;
-            debug_assert!(w < BITMAP_WORDS, "free_count > 0 but no free bit");
+    pub fn pop_scan(&self, w: usize) -> usize {
+        let words = self.words();
+        for w in w + 1..words {
             if self.free_bits[w].load(Relaxed) != 0 {
                 self.cursor.store(w as u32, Relaxed);
                 return self.pop();
             }
         }
+        0
+    }
+
+    /// The number of bitmap words holding the span's objects.
+    #[inline(always)]
+    fn words(&self) -> usize {
+        (self.capacity.load(Relaxed) as usize).div_ceil(64).min(BITMAP_WORDS)
+    }
+
+    /// Owner-only: set `free_count` from the bitmap (when the span stops being current).
+    pub fn recount(&self) {
+        let n: u32 = self.free_bits[..self.words()].iter().map(|b| b.load(Relaxed).count_ones()).sum();
+        self.free_count.store(n, Relaxed);
     }
 
     /// Owner-only: free object `idx`, at address `p`: it becomes `hot` if there is none,
     /// else it enters `free_bits` (the word its double-free test just read), so a run of
     /// frees never moves an earlier object out of `hot`. Returns false if it was already
-    /// free (a double free), leaving the span unchanged. The remote bitmap (another cache
+    /// free (a double free), leaving the span unchanged. `free_count` is not updated: the
+    /// caller does it for a span that is not current (see [`Span::count_free`]). The remote bitmap (another cache
     /// line) is only read when remote frees are pending: a remote free sets its bit before
     /// `in_pending`, and pending bits are collected before `in_pending` can be seen clear by
     /// the owner.
     #[inline(always)]
     pub fn free_local(&self, idx: usize, p: usize) -> bool {
         debug_assert!(idx < MAX_OBJECTS);
-        let (w, bit) = word_bit(idx);
+        // The word and the bit's position in it (the test compiles to `bt`).
+        let (w, s) = ((idx / 64) % BITMAP_WORDS, idx % 64);
         let hot = self.hot.load(Relaxed);
         if hot == p {
             return false;
         }
         let bits = self.free_bits[w].load(Relaxed);
-        if bits & bit != 0 || (self.in_pending.load(Relaxed) && self.remote_bits[w].load(Relaxed) & bit != 0) {
+        if (bits >> s) & 1 != 0 || (self.in_pending.load(Relaxed) && (self.remote_bits[w].load(Relaxed) >> s) & 1 != 0) {
             return false;
         }
         // `hot` is stored on every free, changed or not: storing it only when it was 0 made
@@ -268,13 +299,21 @@ impl Span {
         // the code layout (alloc_driver pairs_256 3.7 -> 8.9 us; docs/PERFORMANCE.md).
         self.hot.store(if hot == 0 { p } else { hot }, Relaxed);
         if hot != 0 {
-            self.free_bits[w].store(bits | bit, Relaxed);
-            self.free_count.store(self.free_count.load(Relaxed) + 1, Relaxed);
+            self.free_bits[w].store(bits | 1 << s, Relaxed);
             if (w as u32) < self.cursor.load(Relaxed) {
                 self.cursor.store(w as u32, Relaxed);
             }
         }
         true
+    }
+
+    /// Owner-only, after [`Span::free_local`] of the object at `p` into a span that is not
+    /// current: count it in `free_count` if it went into the bitmap (not made `hot`).
+    #[inline(always)]
+    pub fn count_free(&self, p: usize) {
+        if self.hot.load(Relaxed) != p {
+            self.free_count.store(self.free_count.load(Relaxed) + 1, Relaxed);
+        }
     }
 
     /// Racy outside the owner: the index of the hot object, if any.
@@ -320,7 +359,9 @@ impl Span {
             lowest = lowest.min(w as u32);
         }
         if n > 0 {
-            self.free_count.store(self.free_count.load(Relaxed) + n, Relaxed);
+            if self.list.load(Relaxed) != LIST_CURRENT {
+                self.free_count.store(self.free_count.load(Relaxed) + n, Relaxed);
+            }
             if lowest < self.cursor.load(Relaxed) {
                 self.cursor.store(lowest, Relaxed);
             }
@@ -399,14 +440,66 @@ impl Span {
         false
     }
 
-    /// Owner-only: is every object free?
+    /// Owner-only, not for the current span (whose `free_count` is not kept): is every
+    /// object free?
     #[inline(always)]
     pub fn is_all_free(&self) -> bool {
+        debug_assert_ne!(self.list.load(Relaxed), LIST_CURRENT, "free_count is not kept for the current span");
         self.free_count.load(Relaxed) + (self.hot.load(Relaxed) != 0) as u32 == self.capacity.load(Relaxed)
     }
 
-    /// Owner-only: is any object free?
+    /// Owner-only, not for the current span: is any object free?
     pub fn has_free(&self) -> bool {
+        debug_assert_ne!(self.list.load(Relaxed), LIST_CURRENT, "free_count is not kept for the current span");
         self.free_count.load(Relaxed) > 0 || self.hot.load(Relaxed) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sizeclass::class_of;
+
+    /// A zeroed descriptor (every field's all-zero value is valid) made a span of `size`
+    /// at a made-up address: these tests never touch the objects.
+    fn span(size: usize) -> Box<Span> {
+        // SAFETY: `Span` is atomics and padding only; all-zero is a valid value.
+        let s: Box<Span> = Box::new(unsafe { core::mem::zeroed() });
+        s.start.store(1 << 30, Relaxed);
+        s.init_small(class_of(size), ptr::null_mut(), 1);
+        s
+    }
+
+    /// The current span's `free_count` is not kept: `pop` ends at the last word holding
+    /// objects, and `recount` restores the count from the bitmap when the span stops being
+    /// current.
+    #[test]
+    fn free_count_is_recounted_when_no_longer_current() {
+        for size in [16, 256, 1024, 4096] {
+            let s = span(size);
+            s.list.store(LIST_CURRENT, Relaxed);
+            let cap = s.capacity.load(Relaxed) as usize;
+            let mut taken: Vec<usize> = (0..cap).map(|_| s.pop()).collect();
+            assert!(taken.iter().all(|&p| p != 0), "size {size}: a pop failed before the span was full");
+            assert_eq!(s.pop(), 0, "size {size}: pop past the last object");
+            // Free every third object (the first becomes hot, the rest go to the bitmap).
+            let mut freed = 0;
+            for (i, &p) in taken.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+                assert!(s.free_local(i, p));
+                assert!(!s.free_local(i, p), "size {size}: double free of {i} not caught");
+                freed += 1;
+            }
+            s.recount();
+            s.list.store(LIST_FULL, Relaxed);
+            assert_eq!(s.free_count.load(Relaxed) as usize, freed - 1, "size {size}: hot is not counted");
+            assert!(s.has_free() && !s.is_all_free());
+            // Free the rest as a non-current span does (free_local, then count_free).
+            for (i, &p) in taken.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+                assert!(s.free_local(i, p));
+                s.count_free(p);
+            }
+            assert!(s.is_all_free(), "size {size}");
+            taken.clear();
+        }
     }
 }
