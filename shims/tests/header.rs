@@ -562,14 +562,7 @@ fn kernel_sample_with(name: &str, in_place: &str, discover: &str) {
             .env("UNIMEM_DISCOVER", discover),
         Duration::from_secs(300),
     );
-    out.assert_success(&format!("the {name} sample"));
-    let text = out.stdout_text();
-    assert!(
-        text.starts_with(&format!("PASS {name}")) || text.starts_with(&format!("SKIP {name}")),
-        "{text}\n{}",
-        out.stderr
-    );
-    eprintln!("{text}");
+    out.assert_passed_or_skipped(name);
 }
 
 /// `tests/c/kernel_sync.c`: unimem_sync waits for a launch on another thread; a launch with

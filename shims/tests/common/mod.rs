@@ -190,6 +190,20 @@ impl Out {
         );
     }
 
+    /// For a sample that reports on stdout: panic unless it exited with status 0 and
+    /// printed `PASS <name>` or `SKIP <name>` (no Vulkan device, which it only reports
+    /// without `UNIMEM_REQUIRE_DEVICE=1`); echo what it printed.
+    pub fn assert_passed_or_skipped(&self, name: &str) {
+        self.assert_success(&format!("the {name} sample"));
+        let text = self.stdout_text();
+        assert!(
+            text.starts_with(&format!("PASS {name}")) || text.starts_with(&format!("SKIP {name}")),
+            "{text}\n{}",
+            self.stderr
+        );
+        eprintln!("{text}");
+    }
+
     /// Stderr without the allocator's start-up lines, and how many there were (one per
     /// process that loaded the shim and allocated).
     pub fn stderr_without_arena_lines(&self) -> (String, usize) {
