@@ -99,7 +99,7 @@ pub struct Span {
     /// while the span is not its owner's current span (`list != LIST_CURRENT`): the fast
     /// paths, which only allocate from and (mostly) free into the current span, skip the
     /// update. The owner recounts ([`Span::recount`]) when a span stops being current
-    /// (`ThreadHeap::leave_current`, thread exit); `collect_remote` adds to it only for a
+    /// (`ThreadHeap::refill`, thread exit); `collect_remote` adds to it only for a
     /// span that is not current.
     pub free_count: AtomicU32,
     /// Owner-only: which owner list the span is on (LIST_*).
@@ -277,21 +277,20 @@ impl Span {
     /// else it enters `free_bits` (the word its double-free test just read), so a run of
     /// frees never moves an earlier object out of `hot`. Returns false if it was already
     /// free (a double free), leaving the span unchanged. `free_count` is not updated: the
-    /// caller does it for a span that is not current (see [`Span::count_free`]). The remote bitmap (another cache
-    /// line) is only read when remote frees are pending: a remote free sets its bit before
-    /// `in_pending`, and pending bits are collected before `in_pending` can be seen clear by
-    /// the owner.
+    /// caller does it for a span that is not current (see [`Span::count_free`]). The remote
+    /// bitmap (another cache line) is only read when remote frees are pending: a remote free
+    /// sets its bit before `in_pending`, and pending bits are collected before `in_pending`
+    /// can be seen clear by the owner.
     #[inline(always)]
     pub fn free_local(&self, idx: usize, p: usize) -> bool {
         debug_assert!(idx < MAX_OBJECTS);
-        // The word and the bit's position in it (the test compiles to `bt`).
-        let (w, s) = ((idx / 64) % BITMAP_WORDS, idx % 64);
+        let (w, bit) = word_bit(idx);
         let hot = self.hot.load(Relaxed);
         if hot == p {
             return false;
         }
         let bits = self.free_bits[w].load(Relaxed);
-        if (bits >> s) & 1 != 0 || (self.in_pending.load(Relaxed) && (self.remote_bits[w].load(Relaxed) >> s) & 1 != 0) {
+        if bits & bit != 0 || (self.in_pending.load(Relaxed) && self.remote_bits[w].load(Relaxed) & bit != 0) {
             return false;
         }
         // `hot` is stored on every free, changed or not: storing it only when it was 0 made
@@ -299,7 +298,7 @@ impl Span {
         // the code layout (alloc_driver pairs_256 3.7 -> 8.9 us; docs/PERFORMANCE.md).
         self.hot.store(if hot == 0 { p } else { hot }, Relaxed);
         if hot != 0 {
-            self.free_bits[w].store(bits | 1 << s, Relaxed);
+            self.free_bits[w].store(bits | bit, Relaxed);
             if (w as u32) < self.cursor.load(Relaxed) {
                 self.cursor.store(w as u32, Relaxed);
             }
@@ -479,7 +478,7 @@ mod tests {
             let s = span(size);
             s.list.store(LIST_CURRENT, Relaxed);
             let cap = s.capacity.load(Relaxed) as usize;
-            let mut taken: Vec<usize> = (0..cap).map(|_| s.pop()).collect();
+            let taken: Vec<usize> = (0..cap).map(|_| s.pop()).collect();
             assert!(taken.iter().all(|&p| p != 0), "size {size}: a pop failed before the span was full");
             assert_eq!(s.pop(), 0, "size {size}: pop past the last object");
             // Free every third object (the first becomes hot, the rest go to the bitmap).
@@ -499,7 +498,6 @@ mod tests {
                 s.count_free(p);
             }
             assert!(s.is_all_free(), "size {size}");
-            taken.clear();
         }
     }
 }
